@@ -1,0 +1,43 @@
+"""`evaluate` metric modules shipped with gift_hf, loaded by path (works offline)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["build_compute_metrics", "load_metric", "metric_path"]
+
+
+def metric_path(name: str) -> str:
+    """Path of a shipped metric script, for ``evaluate.load``."""
+    path = Path(__file__).parent / name / f"{name}.py"
+    if not path.is_file():
+        shipped = sorted(p.name for p in Path(__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        raise ValueError(f"unknown metric {name!r}; shipped metrics: {shipped}")
+    return str(path)
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str = "topk_accuracy"):
+    """``evaluate.load`` of a shipped metric (cached per process)."""
+    import evaluate
+
+    return evaluate.load(metric_path(name))
+
+
+def build_compute_metrics(num_classes: int) -> Callable:
+    """A ``compute_metrics`` for ``Trainer``: top-1, plus top-5 when there are more than 5 classes."""
+    ks = (1, 5) if num_classes > 5 else (1,)
+
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return load_metric("topk_accuracy").compute(
+            predictions=np.asarray(logits, dtype=np.float32), references=np.asarray(labels), k=list(ks)
+        )
+
+    return compute_metrics
