@@ -2,13 +2,20 @@
 
 __version__ = "0.1.0"
 
+from .ablations import keep_topk, label_entropy_stats, map_soft_labels, remove_class_knowledge, swap_topk
+from .augment import ZCA, BatchAugmenter, fit_zca
 from .config import GIFTConfig
 from .data import ImageTransform, SoftLabelCollator, load_digits_dataset
+from .distilled import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
 from .losses import LOSSES, get_loss, refine_soft_labels
 from .modeling import GIFTClassifier, GIFTClassifierConfig, create_model, load_teacher
+from .relabel import compute_teacher_logits, relabel
+from .selection import build_difficulty_distilled, build_random_distilled
 from .trainer import GIFTTrainer
 
 __all__ = [
+    "BatchAugmenter",
+    "DistilledInfo",
     "GIFTClassifier",
     "GIFTClassifierConfig",
     "GIFTConfig",
@@ -16,9 +23,24 @@ __all__ = [
     "ImageTransform",
     "LOSSES",
     "SoftLabelCollator",
+    "ZCA",
+    "build_difficulty_distilled",
+    "build_random_distilled",
+    "compute_teacher_logits",
     "create_model",
+    "fit_zca",
     "get_loss",
+    "keep_topk",
+    "label_entropy_stats",
     "load_digits_dataset",
+    "load_distilled",
     "load_teacher",
+    "map_soft_labels",
+    "push_distilled",
     "refine_soft_labels",
+    "relabel",
+    "remove_class_knowledge",
+    "save_distilled",
+    "swap_topk",
+    "validate_distilled",
 ]

@@ -1,51 +1,496 @@
-"""Batch augmentation applied inside the training step, on the batch's device.
+"""Batch augmentation inside the training step, on the batch's device: DSA, CutMix/MixUp, ZCA.
 
-PLACEHOLDER INTERFACE (issue 4 replaces the body): ``parse_strategy`` validates a strategy
-string; ``build_augmenter(args, num_classes)`` returns ``None`` or a callable
-``(pixel_values, labels, soft_labels) -> (pixel_values, labels, soft_labels)``.
+:class:`~gift_hf.GIFTTrainer` calls the augmenter on every *training* batch after
+collation and device placement and *before* the student and the teacher see it, so an
+online teacher relabels exactly the (augmented, mixed) images the student learns from.
+
+- **DSA** (Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation",
+  2021): ``color``, ``crop``, ``cutout``, ``flip``, ``scale``, ``rotate`` with the reference
+  ranges (:class:`DSAParams`), chosen by a strategy string such as
+  ``"color_crop_cutout_flip_scale_rotate"``. As in the reference evaluation code
+  (``ParamDiffAug.aug_mode = "S"``) one op is drawn per batch by default
+  (``augmentation_mode="single"``) and its parameters are drawn per image;
+  ``augmentation_mode="all"`` applies every op in the order written.
+- **MixUp / CutMix** through timm's :class:`~timm.data.Mixup` (one ``λ ~ Beta(β, β)`` per
+  batch, image ``i`` mixed with image ``B−1−i``, CutMix ``λ`` corrected to the pasted area).
+  Hard labels become mixed one-hot distributions ``(B, C)``; stored soft labels are mixed
+  with the same coefficients.
+- **ZCA whitening** (:class:`ZCA`, kornia's ``ZCAWhitening``) fitted on training images,
+  saved next to the model as ``zca.safetensors`` and applied by the trainer to every batch
+  it prepares: training (student *and* teacher input) and evaluation alike.
+
+Randomness comes from one ``torch.Generator`` per process, seeded with ``seed + rank``, so a
+run is reproducible under a seed, every DDP rank draws its own parameters, and the state
+(:meth:`BatchAugmenter.state_dict`) is saved in each checkpoint and restored on resume.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
+import kornia.augmentation as K
+import numpy as np
 import torch
+import torch.nn.functional as F
+from kornia.enhance import ZCAWhitening
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from timm.data import Mixup
 
-__all__ = ["DSA_OPS", "BatchAugmenter", "build_augmenter", "parse_strategy"]
+__all__ = [
+    "AUGMENTATION_MODES",
+    "AUGMENTER_STATE_FILE",
+    "DSA_OPS",
+    "MIX_MODES",
+    "ZCA_FILE",
+    "BatchAugmenter",
+    "DSAParams",
+    "ZCA",
+    "build_augmenter",
+    "fit_zca",
+    "parse_strategy",
+]
 
-DSA_OPS = ("flip", "crop")
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+"""DSA ops, in the order of the reference strategy string."""
+AUGMENTATION_MODES = ("single", "all")
+"""``single``: one op drawn per batch (the reference evaluation); ``all``: every op in turn."""
+MIX_MODES = ("none", "mixup", "cutmix", "both")
+"""``both`` picks CutMix or MixUp with probability 1/2 per batch (timm's ``switch_prob``)."""
+ZCA_FILE = "zca.safetensors"
+AUGMENTER_STATE_FILE = "augmenter_state_{rank}.safetensors"
+
+Tensor = torch.Tensor
+logger = logging.getLogger(__name__)
 
 
 def parse_strategy(strategy: str) -> list[str]:
-    """``'flip_crop'`` → ``['flip', 'crop']``; ``'none'``/``''`` → ``[]``; unknown ops raise."""
-    if strategy in ("", "none"):
+    """``"flip_crop"`` → ``["flip", "crop"]``; ``"none"``/``""`` → ``[]``.
+
+    Raises a ``ValueError`` naming the field, the unknown or repeated ops and the valid ops.
+    """
+    if not isinstance(strategy, str):
+        raise ValueError(f"augmentation: got {strategy!r}; expected a string of ops joined by '_' or 'none'")
+    if strategy.strip().lower() in ("", "none"):
         return []
-    ops = strategy.split("_")
+    ops = strategy.strip().split("_")
     unknown = [op for op in ops if op not in DSA_OPS]
     if unknown:
-        raise ValueError(f"augmentation: unknown op(s) {unknown} in {strategy!r}; expected ops from {list(DSA_OPS)}")
+        raise ValueError(
+            f"augmentation: unknown op(s) {unknown} in {strategy!r}; expected 'none' or ops from "
+            f"{list(DSA_OPS)} joined by '_' (e.g. 'color_crop_cutout_flip_scale_rotate')"
+        )
+    repeated = sorted({op for op in ops if ops.count(op) > 1})
+    if repeated:
+        raise ValueError(f"augmentation: op(s) {repeated} repeated in {strategy!r}; name each op once")
     return ops
 
 
-class BatchAugmenter:
-    def __init__(self, ops: list[str], seed: int = 0) -> None:
-        self.ops = ops
-        self.generator = torch.Generator().manual_seed(seed)
+@dataclass(frozen=True)
+class DSAParams:
+    """Parameter ranges of the DSA ops; the defaults are the reference ``ParamDiffAug``.
 
-    def __call__(self, x: torch.Tensor, labels: Any, soft_labels: Any):
-        n = x.shape[0]
-        if "flip" in self.ops:
-            mask = (torch.rand(n, generator=self.generator) < 0.5).to(x.device)
-            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
-        if "crop" in self.ops:
-            pad = max(1, x.shape[-1] // 8)
-            padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-            dx = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator).tolist()
-            dy = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator).tolist()
-            x = torch.stack([padded[i, :, dy[i]: dy[i] + x.shape[-2], dx[i]: dx[i] + x.shape[-1]] for i in range(n)])
+    All ops act on *normalised* pixel values (mean/std, or ZCA), as the reference does.
+    """
+
+    brightness: float = 1.0
+    """``x + (u − 0.5) · brightness``, ``u ~ U(0, 1)`` per image."""
+    saturation: float = 2.0
+    """``m_c + (x − m_c) · u · saturation`` with ``m_c`` the per-pixel channel mean."""
+    contrast: float = 0.5
+    """``m + (x − m) · (u + contrast)`` with ``m`` the image mean."""
+    crop_pad: float = 0.125
+    """Integer translation by up to ``round(crop_pad · size)`` pixels per axis, zero fill."""
+    cutout: float = 0.5
+    """Zero a ``round(cutout · H) × round(cutout · W)`` box centred uniformly, clipped at the border."""
+    flip: float = 0.5
+    """Probability of a horizontal flip, per image."""
+    scale: float = 1.2
+    """Per-axis scale factor in ``[1/scale, scale]``."""
+    rotate: float = 15.0
+    """Rotation in ``[−rotate, rotate]`` degrees."""
+
+
+@contextlib.contextmanager
+def _seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU RNG and numpy's global RNG seeded from ``seed``, then restore both.
+
+    kornia's augmentations sample from torch's global CPU generator and timm's Mixup from
+    numpy's global RNG; neither takes a generator. Seeding both from our own generator
+    makes them reproducible and per-rank without disturbing the RNG streams the Trainer
+    saves and restores (dataloader order, dropout).
+    """
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):  # CPU only: kornia samples on CPU (its modules are never moved)
+        torch.default_generator.manual_seed(seed)  # unlike torch.manual_seed, leaves CUDA generators alone
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+def _atomic_save_file(tensors: dict[str, Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors`` save to a temp file next to ``path``, then rename (readers never see half a file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------ augmenter
+class BatchAugmenter:
+    """DSA ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
+
+    Args:
+        ops: DSA ops, or a strategy string (see :func:`parse_strategy`).
+        mode: ``"single"`` (one op drawn per batch, the reference) or ``"all"``.
+        mix: ``"none"``, ``"mixup"``, ``"cutmix"`` or ``"both"``.
+        mix_prob: probability that a batch is mixed.
+        mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
+        num_classes: needed to turn class-id labels into mixed distributions.
+        seed: seed of this process's generator (``build_augmenter`` uses ``seed + rank``).
+        params: the DSA ranges.
+
+    Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
+    returned as ``(B, C)`` float distributions when the batch was mixed, unchanged otherwise.
+    """
+
+    def __init__(
+        self,
+        ops: Sequence[str] | str = (),
+        mode: str = "single",
+        mix: str = "none",
+        mix_prob: float = 1.0,
+        mix_beta: float = 1.0,
+        num_classes: int | None = None,
+        seed: int = 0,
+        params: DSAParams | None = None,
+    ) -> None:
+        self.ops = parse_strategy(ops if isinstance(ops, str) else "_".join(ops))
+        if mode not in AUGMENTATION_MODES:
+            raise ValueError(f"augmentation_mode: got {mode!r}; expected one of {AUGMENTATION_MODES}")
+        if mix not in MIX_MODES:
+            raise ValueError(f"mix: got {mix!r}; expected one of {MIX_MODES}")
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ValueError(f"mix_prob: got {mix_prob}; expected a probability in [0, 1]")
+        if not (np.isfinite(mix_beta) and mix_beta > 0):
+            raise ValueError(f"mix_beta: got {mix_beta}; expected a finite number > 0")
+        self.mode = mode
+        self.mix = mix
+        self.mix_prob = mix_prob
+        self.mix_beta = mix_beta
+        self.num_classes = num_classes
+        self.params = params or DSAParams()
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._kornia: dict[tuple[str, int, int], torch.nn.Module] = {}
+        self._mixer: Mixup | None = None
+        if mix != "none":
+            # label_smoothing=0: GIFT smooths the (mixed) hard label itself; mode="batch": one
+            # λ per batch as in the CutMix/MixUp papers and the distillation evaluations.
+            self._mixer = Mixup(
+                mixup_alpha=mix_beta if mix in ("mixup", "both") else 0.0,
+                cutmix_alpha=mix_beta if mix in ("cutmix", "both") else 0.0,
+                prob=mix_prob,
+                switch_prob=0.5,
+                mode="batch",
+                correct_lam=True,
+                label_smoothing=0.0,
+            )
+
+    def __repr__(self) -> str:
+        ops = "_".join(self.ops) or "none"
+        return (
+            f"{type(self).__name__}(ops={ops!r}, mode={self.mode!r}, mix={self.mix!r}, "
+            f"mix_prob={self.mix_prob}, mix_beta={self.mix_beta})"
+        )
+
+    # --------------------------------------------------------------------------- state
+    def manual_seed(self, seed: int) -> "BatchAugmenter":
+        self.generator.manual_seed(int(seed))
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The generator state; loading it makes the next calls repeat exactly."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "generator" not in state:
+            raise KeyError(f"augmenter state has no 'generator' entry (got {sorted(state)})")
+        self.generator.set_state(state["generator"].to(torch.uint8).cpu())
+
+    def save_state(self, directory: str, rank: int = 0) -> str:
+        """Write :meth:`state_dict` to ``directory/augmenter_state_{rank}.safetensors``."""
+        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
+        _atomic_save_file(self.state_dict(), path)
+        return path
+
+    def load_state(self, directory: str, rank: int = 0, missing_ok: bool = False) -> bool:
+        """Load the state :meth:`save_state` wrote.
+
+        A missing file raises ``FileNotFoundError``, or with ``missing_ok`` logs a warning
+        (e.g. a checkpoint of a run without augmentation) and returns ``False``.
+        """
+        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
+        if not os.path.isfile(path):
+            message = f"no augmenter state {os.path.basename(path)} in {directory!r}"
+            if not missing_ok:
+                raise FileNotFoundError(message)
+            logger.warning("%s: augmentation continues from the current generator state, not the checkpoint's",
+                           message)
+            return False
+        self.load_state_dict(load_file(path))
+        return True
+
+    # ------------------------------------------------------------------------- helpers
+    def _draw_seed(self) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=self.generator))
+
+    def _rand(self, *shape: int, like: Tensor) -> Tensor:
+        # Drawn on CPU from our generator, then moved: identical numbers on every device.
+        return torch.rand(*shape, generator=self.generator).to(device=like.device, dtype=like.dtype)
+
+    def _kornia_op(self, op: str, height: int, width: int) -> torch.nn.Module:
+        key = (op, height, width)
+        if key not in self._kornia:
+            p = self.params
+            if op == "flip":
+                module = K.RandomHorizontalFlip(p=p.flip)
+            elif op == "crop":
+                # Padding by the shift then a random crop of the original size = an integer
+                # translation in [-shift, shift] with zero fill, the reference `rand_crop`.
+                pad_w, pad_h = int(width * p.crop_pad + 0.5), int(height * p.crop_pad + 0.5)
+                module = K.RandomCrop((height, width), padding=(pad_w, pad_h), fill=0.0, p=1.0)
+            elif op == "scale":
+                s = p.scale
+                module = K.RandomAffine(degrees=0.0, scale=(1 / s, s, 1 / s, s), align_corners=True, p=1.0)
+            elif op == "rotate":
+                module = K.RandomRotation(degrees=p.rotate, align_corners=True, p=1.0)
+            else:  # pragma: no cover - guarded by parse_strategy
+                raise ValueError(op)
+            self._kornia[key] = module
+        return self._kornia[key]
+
+    # ------------------------------------------------------------------------- DSA ops
+    def _color(self, x: Tensor) -> Tensor:
+        # Hand-written: kornia's brightness/contrast/saturation clamp to [0, 1], scale
+        # contrast about 0 and convert saturation through HSV (RGB only); DSA acts on
+        # normalised, unbounded values, about the channel / image mean, any channel count.
+        p = self.params
+        u = self._rand(3, x.shape[0], 1, 1, 1, like=x)
+        x = x + (u[0] - 0.5) * p.brightness
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (u[1] * p.saturation) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * (u[2] + p.contrast) + mean
+
+    def _cutout(self, x: Tensor) -> Tensor:
+        # Hand-written: kornia's RandomErasing keeps the box inside the image; DSA centres
+        # it uniformly and clips it at the border, so border boxes erase less.
+        b, _, h, w = x.shape
+        ch, cw = int(h * self.params.cutout + 0.5), int(w * self.params.cutout + 0.5)
+        cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=self.generator).to(x.device)
+        cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=self.generator).to(x.device)
+        top, left = cy - ch // 2, cx - cw // 2
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        box = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
+        return x * (~box).unsqueeze(1).to(x.dtype)
+
+    def _apply_op(self, op: str, x: Tensor) -> Tensor:
+        if op == "color":
+            return self._color(x)
+        if op == "cutout":
+            return self._cutout(x)
+        module = self._kornia_op(op, x.shape[-2], x.shape[-1])
+        with _seeded_global_rngs(self._draw_seed()):
+            return module(x)
+
+    # ------------------------------------------------------------------------------ mix
+    def _dense(self, labels: Tensor) -> Tensor:
+        if labels.dim() == 2:
+            return labels.float()
+        if self.num_classes is None:
+            raise ValueError("mixing class-id labels needs num_classes (the student's number of classes)")
+        return F.one_hot(labels.long(), self.num_classes).float()
+
+    def _mix(self, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None):
+        b = x.shape[0]
+        n = b - b % 2  # timm pairs image i with B-1-i and needs an even batch; an odd last image stays unmixed
+        if n < 2:
+            return x, labels, soft_labels
+        assert self._mixer is not None
+        # timm mixes a target with the same λ and pairing as the images. Passing the target
+        # `arange(n)` over `n` "classes" returns the n×n mixing matrix M itself
+        # (M = λ·I + (1−λ)·flip), so any label tensor is mixed exactly as the images: M @ labels.
+        self._mixer.num_classes = n
+        with _seeded_global_rngs(self._draw_seed()):
+            mixed, matrix = self._mixer(x[:n].clone(), torch.arange(n, device=x.device))
+        if bool((matrix.diagonal() == 1).all()):  # this batch was not mixed (mix_prob)
+            return x, labels, soft_labels
+        full = torch.eye(b, dtype=torch.float64, device=x.device)
+        full[:n, :n] = matrix.double()
+        x = torch.cat([mixed, x[n:]]) if n < b else mixed
+        # float64: exact convex combinations (no TF32 matmul on GPUs), then back to float32.
+        if labels is not None:
+            labels = (full @ self._dense(labels).double()).float()
+        if soft_labels is not None:
+            # Stored logits are mixed linearly too: softmax(λ·a + (1−λ)·b) ∝ p_a^λ · p_b^(1−λ).
+            # Stored probabilities (soft_label_kind="probabilities") mix as probabilities.
+            soft_labels = (full @ soft_labels.double()).to(soft_labels.dtype)
         return x, labels, soft_labels
 
+    # ----------------------------------------------------------------------------- call
+    def __call__(
+        self, pixel_values: Tensor, labels: Tensor | None = None, soft_labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if pixel_values.dim() != 4:
+            raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
+        dtype = pixel_values.dtype
+        # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
+        # means lose too much in bf16, and kornia's warps need float32 on CPU.
+        x = pixel_values.float() if dtype in (torch.float16, torch.bfloat16) else pixel_values
+        if self.ops:
+            if self.mode == "single":
+                ops = [self.ops[int(torch.randint(len(self.ops), (1,), generator=self.generator))]]
+            else:
+                ops = self.ops
+            for op in ops:
+                x = self._apply_op(op, x)
+        if self._mixer is not None:
+            x, labels, soft_labels = self._mix(x, labels, soft_labels)
+        return x.to(dtype).contiguous(), labels, soft_labels
 
-def build_augmenter(args: Any, num_classes: int | None = None) -> BatchAugmenter | None:
+
+def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None = None) -> BatchAugmenter | None:
+    """The augmenter a :class:`~gift_hf.GIFTConfig` asks for, or ``None`` if it asks for none.
+
+    Its generator is seeded with ``args.seed + rank`` (``rank`` defaults to
+    ``args.process_index``), so each DDP process draws its own parameters.
+    """
     ops = parse_strategy(getattr(args, "augmentation", "none"))
-    return BatchAugmenter(ops, seed=getattr(args, "seed", 0)) if ops else None
+    mix = getattr(args, "mix", "none")
+    if not ops and mix == "none":
+        return None
+    if rank is None:
+        rank = int(getattr(args, "process_index", 0))
+    return BatchAugmenter(
+        ops,
+        mode=getattr(args, "augmentation_mode", "single"),
+        mix=mix,
+        mix_prob=getattr(args, "mix_prob", 1.0),
+        mix_beta=getattr(args, "mix_beta", 1.0),
+        num_classes=num_classes,
+        seed=int(getattr(args, "seed", 0)) + rank,
+    )
+
+
+# ------------------------------------------------------------------------------------ ZCA
+class ZCA(ZCAWhitening):
+    """ZCA whitening of image batches: kornia's ``ZCAWhitening`` that saves and loads itself.
+
+    ``W = U · diag(1/√(S + ε)) · Uᵀ`` from the covariance ``U S Uᵀ`` of the flattened
+    training images; ``zca(x) = (x − μ) · W`` reshaped back to ``(B, C, H, W)``. ``ε = 0.1``
+    is the regularisation the distillation literature uses (MTT, on normalised images).
+    """
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        if not (np.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"zca_epsilon: got {epsilon}; expected a finite number > 0")
+        super().__init__(dim=0, eps=float(epsilon), unbiased=True, compute_inv=False)
+        self.image_shape: tuple[int, ...] | None = None
+
+    @property
+    def epsilon(self) -> float:
+        return self.eps
+
+    def fit(self, images: Tensor) -> "ZCA":  # type: ignore[override]
+        """Fit on ``(N, C, H, W)`` images (N ≥ 2), in float64, keeping float32 buffers."""
+        if images.dim() != 4 or images.shape[0] < 2:
+            raise ValueError(f"ZCA.fit: images must have shape (N >= 2, C, H, W), got {tuple(images.shape)}")
+        # float64: with few images the covariance is rank-deficient and its small
+        # eigenvalues (boosted by 1/sqrt(S + ε)) are where float32 loses digits.
+        super().fit(images.detach().to("cpu", torch.float64))
+        self.float()
+        self.image_shape = tuple(int(s) for s in images.shape[1:])
+        return self
+
+    def forward(self, x: Tensor, include_fit: bool = False) -> Tensor:  # type: ignore[override]
+        if not self.fitted or self.image_shape is None:
+            raise RuntimeError("ZCA is not fitted: call fit(images) or ZCA.load(path) first")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"ZCA was fitted on images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
+        if self.transform_matrix.device != x.device:
+            self.to(x.device)
+        return super().forward(x)
+
+    def save(self, directory: str) -> str:
+        """Write ``directory/zca.safetensors`` (atomically); returns the path."""
+        if not self.fitted or self.image_shape is None:
+            raise RuntimeError("ZCA is not fitted: nothing to save")
+        path = os.path.join(directory, ZCA_FILE)
+        metadata = {"format": "pt", "epsilon": repr(self.eps), "image_shape": json.dumps(list(self.image_shape))}
+        _atomic_save_file({"mean_vector": self.mean_vector, "transform_matrix": self.transform_matrix}, path, metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "ZCA":
+        """Load what :meth:`save` wrote, from the file or the directory holding it."""
+        file = os.path.join(path, ZCA_FILE) if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"zca_path: no {ZCA_FILE} at {path!r}; expected a run directory or the file")
+        with safe_open(file, framework="pt") as f:
+            metadata = f.metadata() or {}
+        if "epsilon" not in metadata or "image_shape" not in metadata:
+            raise ValueError(f"zca_path: {file!r} is not a gift_hf ZCA file (no epsilon/image_shape metadata)")
+        tensors = load_file(file)
+        zca = cls(epsilon=float(metadata["epsilon"]))
+        zca.load_state_dict(
+            {
+                "mean_vector": tensors["mean_vector"],
+                "transform_matrix": tensors["transform_matrix"],
+                "transform_inv": tensors["transform_matrix"].new_empty(0),
+            }
+        )
+        zca.image_shape = tuple(json.loads(metadata["image_shape"]))
+        return zca
+
+
+def _pixel_values_of(dataset: Any, batch_size: int) -> Tensor:
+    """All ``pixel_values`` of a ``datasets.Dataset`` (through its transform), stacked."""
+    chunks = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        if "pixel_values" not in rows:
+            raise KeyError(
+                f"fit_zca: the dataset yields no 'pixel_values' (got {sorted(rows)}); set an ImageTransform on it"
+            )
+        chunks.append(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in rows["pixel_values"]]))
+    if not chunks:
+        raise ValueError("fit_zca: the dataset is empty; expected at least 2 images")
+    return torch.cat(chunks)
+
+
+def fit_zca(images: Tensor | Any, epsilon: float = 0.1, batch_size: int = 512) -> ZCA:
+    """Fit a :class:`ZCA` on training images: a ``(N, C, H, W)`` tensor or a dataset with ``pixel_values``.
+
+    Fit on the images the model's inputs are normalised like (``ImageTransform`` output).
+    For a distilled set, fit on the *full real* training set when you have it (as the
+    reference does): 10 images give a rank-10 covariance and a whitening dominated by ε.
+    """
+    if not torch.is_tensor(images):
+        images = _pixel_values_of(images, batch_size)
+    return ZCA(epsilon).fit(images)

@@ -14,13 +14,26 @@ import sys
 # command name → module under gift_hf.commands
 COMMANDS = {
     "quickstart": "quickstart",
+    "distill": "distill",
+    "relabel": "relabel",
+    "convert": "convert",
+    "push": "push",
+    "evaluate": "evaluate",
+    "loss-benchmark": "loss_benchmark",
+    "cross-architecture": "cross_architecture",
+    "expert-epochs": "expert_epochs",
+    "temperature-grid": "temperature_grid",
+    "label-swap": "label_swap",
+    "data-knowledge-scaling": "data_knowledge_scaling",
+    "improvement-over-random": "improvement_over_random",
 }
 
 
 def _usage() -> str:
     lines = ["usage: gift-hf <command> [options]   (gift-hf <command> --help for its options)", "", "commands:"]
+    width = max(map(len, COMMANDS))
     for name, module in COMMANDS.items():
-        lines.append(f"  {name:<14} {importlib.import_module(f'gift_hf.commands.{module}').HELP}")
+        lines.append(f"  {name:<{width}}  {importlib.import_module(f'gift_hf.commands.{module}').HELP}")
     return "\n".join(lines)
 
 

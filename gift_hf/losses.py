@@ -229,7 +229,10 @@ class Loss:
                 raise ValueError(f"loss {self.name!r} needs teacher logits (or stored soft labels), got None")
             check_logits("teacher_logits", teacher_logits, student_logits)
             t = teacher_logits.float()
-        per_sample = spec.fn(z, t, labels, **self.kwargs)
+        # Inputs are upcast above; also leave any autocast region so no op inside drops
+        # back to bf16/fp16 (normalisation, cosine and softmax need float32).
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            per_sample = spec.fn(z, t, labels, **self.kwargs)
         if reduction == "none":
             return per_sample
         if reduction == "sum":

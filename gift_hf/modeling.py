@@ -94,6 +94,16 @@ class GIFTClassifier(PreTrainedModel):
                 f"pixel_values must have shape (batch, {expected}, H, W) for this model, "
                 f"got {tuple(pixel_values.shape)}"
             )
+        if self.config.arch.startswith("gift_"):
+            # Our ConvNets flatten into a linear head sized for config.img_size: any other
+            # size would fail deep inside with an unhelpful matmul shape error.
+            size = self.config.model_kwargs.get("img_size", self.config.img_size)
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            if tuple(pixel_values.shape[-2:]) != (height, width):
+                raise ValueError(
+                    f"pixel_values: got {pixel_values.shape[-2]}×{pixel_values.shape[-1]} images; this "
+                    f"{self.config.arch} expects {height}×{width} (config.img_size)"
+                )
         logits = self.timm_model(pixel_values)
         loss = None
         if labels is not None:

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .augment import build_augmenter
+from .augment import ZCA, build_augmenter, fit_zca
 from .config import GIFTConfig
 from .data import SoftLabelCollator
 from .losses import Loss, check_logits, get_loss
 from .modeling import load_teacher, num_classes_of, teacher_logits
 
-__all__ = ["GIFTTrainer"]
+__all__ = ["INCOMPLETE_CHECKPOINT_MARKER", "GIFTTrainer", "last_checkpoint"]
+
+INCOMPLETE_CHECKPOINT_MARKER = "checkpoint-is-incomplete.txt"
+"""File present in a checkpoint folder while it is being written (every rank included)."""
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest *complete* ``checkpoint-<step>`` folder of ``output_dir``, or None.
+
+    A process killed while saving leaves a folder without ``trainer_state.json`` or with
+    :data:`INCOMPLETE_CHECKPOINT_MARKER`; resuming from it would fail or silently differ,
+    so it is skipped (``transformers.trainer_utils.get_last_checkpoint`` would pick it).
+    """
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    steps = []
+    for name in os.listdir(output_dir):
+        match = pattern.match(name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, path in sorted(steps, reverse=True):
+        if os.path.isfile(os.path.join(path, "trainer_state.json")) and not os.path.exists(
+            os.path.join(path, INCOMPLETE_CHECKPOINT_MARKER)
+        ):
+            return path
+    return None
 
 
 class GIFTTrainer(Trainer):
@@ -35,6 +62,9 @@ class GIFTTrainer(Trainer):
         args: a :class:`GIFTConfig`.
         teacher_model: a model instance or name/path; defaults to
             ``args.teacher_model_name_or_path``.
+        zca: a fitted :class:`~gift_hf.augment.ZCA` (or a path to load one) that whitens
+            every batch; by default ``args.zca`` loads ``args.zca_path`` or fits on
+            ``train_dataset``. It is saved as ``zca.safetensors`` with the model.
         **kwargs: everything ``transformers.Trainer`` takes.
     """
 
@@ -44,6 +74,7 @@ class GIFTTrainer(Trainer):
         args: GIFTConfig | None = None,
         teacher_model: nn.Module | str | None = None,
         data_collator: Any = None,
+        zca: ZCA | str | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
@@ -52,6 +83,12 @@ class GIFTTrainer(Trainer):
             raise TypeError(f"args must be a GIFTConfig, got {type(args).__name__}")
         if model is None:
             raise ValueError("GIFTTrainer needs a student model (see gift_hf.create_model)")
+        for name in ("train_dataset", "eval_dataset"):
+            splits = kwargs.get(name)
+            for key, split in (splits.items() if isinstance(splits, dict) else [(None, splits)]):
+                if split is not None and hasattr(split, "__len__") and len(split) == 0:
+                    label = f"{name}[{key!r}]" if key is not None else name
+                    raise ValueError(f"{label} is empty (0 rows); expected at least one example")
         num_classes = num_classes_of(model)
         if data_collator is None:
             data_collator = SoftLabelCollator(num_classes=num_classes)
@@ -84,7 +121,79 @@ class GIFTTrainer(Trainer):
             # accelerate does so) but never wrapped in DDP/FSDP for training.
             self.teacher_model = self.accelerator.prepare_model(teacher, evaluation_mode=True)
             self.teacher_model.eval()
+        # Batch augmentation (DSA, CutMix/MixUp) in the training step; its generator is
+        # seeded with seed + process_index and checkpointed (see _save_rng_state).
         self.augmenter = build_augmenter(args, num_classes=num_classes)
+        # ZCA whitening of every prepared batch: an explicit `zca`, else `args.zca_path`,
+        # else fitted on the training set.
+        self.zca: ZCA | None = None
+        if zca is not None:
+            self.zca = zca if isinstance(zca, ZCA) else ZCA.load(zca)
+        elif args.zca:
+            if args.zca_path is not None:
+                self.zca = ZCA.load(args.zca_path)
+            elif self.train_dataset is not None:
+                self.zca = fit_zca(self.train_dataset, epsilon=args.zca_epsilon)
+            else:
+                raise ValueError(
+                    "zca=True needs zca_path (a saved run or its zca.safetensors) or a train_dataset to fit on"
+                )
+        if self.zca is not None:
+            self.zca.to(self.args.device)
+
+    # ------------------------------------------------------------ augmentation and ZCA
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        # ZCA is part of the input pipeline: every batch the Trainer prepares (training,
+        # evaluation, prediction) is whitened on its device, before augmentation and
+        # before the student and the teacher see it.
+        if getattr(self, "zca", None) is not None and "pixel_values" in inputs:
+            inputs["pixel_values"] = self.zca(inputs["pixel_values"])
+        return inputs
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        # The whitening belongs to the model's inputs: keep it next to the weights so a
+        # reloaded run evaluates with the identical transform (GIFTConfig.zca_path).
+        if getattr(self, "zca", None) is not None and self.args.should_save:
+            self.zca.save(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        # One file per process: each rank has its own augmentation generator.
+        if self.augmenter is not None:
+            self.augmenter.save_state(output_dir, rank=self.args.process_index)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if checkpoint is not None and self.augmenter is not None:
+            self.augmenter.load_state(checkpoint, rank=self.args.process_index, missing_ok=True)
+
+    # ----------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        # Mark the folder incomplete until every rank has written its part (model,
+        # optimizer, per-rank RNG state), so a kill mid-save never yields a checkpoint
+        # that `last_checkpoint` would resume from.
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        marker = os.path.join(folder, INCOMPLETE_CHECKPOINT_MARKER)
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            with open(marker, "w") as f:
+                f.write("written while saving; removed once every process has saved\n")
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save and os.path.exists(marker):
+            os.remove(marker)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` picks the last *complete* checkpoint."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True but output_dir {self.args.output_dir!r} has no complete checkpoint"
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ------------------------------------------------------------------------------ loss
     def _targets(self, pixel_values: torch.Tensor, soft_labels: torch.Tensor | None, logits: torch.Tensor):

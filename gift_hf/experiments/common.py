@@ -1,0 +1,375 @@
+"""What every study shares: its arguments, the data, teachers, students and the cell runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Optional
+
+from datasets import Dataset, DatasetDict
+from torch import nn
+
+from ..evaluation import EvalProtocol, StudentSpec, get_protocol, train_student
+from ..modeling import GIFTClassifier, load_teacher
+from ..recipe_utils import (
+    DataArguments,
+    build_image_transform,
+    check_model_input,
+    infer_channels_and_size,
+    label_names,
+    load_image_dataset,
+)
+from .sweep import Cell, SweepStats, fingerprint_of, run_cells
+
+__all__ = ["ExperimentArguments", "ExperimentResult", "Study", "parse_json_option", "parse_list"]
+
+
+def parse_json_option(name: str, value: Any, expected: type = dict) -> Any:
+    """A JSON option given as a string (CLI) or already parsed (Python, YAML)."""
+    if value is None or isinstance(value, expected):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{name}: got {value!r}; expected a JSON {expected.__name__}") from err
+    if not isinstance(parsed, expected):
+        raise ValueError(f"{name}: got {value!r}; expected a JSON {expected.__name__}")
+    return parsed
+
+
+def parse_list(name: str, values: Iterable[Any], allowed: Iterable[Any] | None = None, minimum: int = 1) -> list:
+    """Check a grid axis: non-empty, no duplicates, values allowed."""
+    values = list(values)
+    if len(values) < minimum:
+        raise ValueError(f"{name}: got {values}; expected at least {minimum} value(s)")
+    if len(set(map(str, values))) != len(values):
+        raise ValueError(f"{name}: got {values}; expected no duplicates")
+    if allowed is not None:
+        allowed = list(allowed)
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f"{name}: got {bad[0]!r}; expected values from {allowed}")
+    return values
+
+
+def saved_expert_epochs(run_dir: str) -> list[float]:
+    """Epochs of the complete ``checkpoint-*`` folders of a ``Trainer`` run, ascending."""
+    from ..trainer import INCOMPLETE_CHECKPOINT_MARKER
+
+    epochs = set()
+    for name in os.listdir(run_dir):
+        state = os.path.join(run_dir, name, "trainer_state.json")
+        if name.startswith("checkpoint-") and os.path.isfile(state) and not os.path.exists(
+            os.path.join(run_dir, name, INCOMPLETE_CHECKPOINT_MARKER)
+        ):
+            with open(state) as f:
+                epochs.add(round(float(json.load(f)["epoch"]), 6))
+    return sorted(epochs)
+
+
+@dataclass
+class ExperimentArguments:
+    """Options every study has (the data options are ``recipe_utils.DataArguments``, the
+    protocol options ``evaluation.ProtocolArguments``)."""
+
+    output_dir: str = field(
+        default="outputs/experiment",
+        metadata={"help": "Where results.json/.csv/.md, the plot and the finished cells (cells/) go. Running again "
+                  "into the same folder resumes: finished cells are not recomputed."},
+    )
+    teacher_model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "The teacher (expert): a folder saved with save_pretrained or a Hub image-classification "
+                  "model id. Used for soft labels and, by default, as the student's architecture."},
+    )
+    student_arch: Optional[str] = field(
+        default=None, metadata={"help": "timm architecture of the students. Default: the teacher's."}
+    )
+    student_model_kwargs: Optional[str] = field(
+        default=None,
+        metadata={"help": "Extra timm.create_model keyword arguments of the students, as a JSON object. Default: "
+                  "the teacher's when the student has the teacher's architecture."},
+    )
+    selection_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subsets."})
+    resume: bool = field(
+        default=True,
+        metadata={"help": "Reuse finished cells found in output_dir (computed with the same settings)."},
+    )
+    merge_timeout: Optional[float] = field(
+        default=None,
+        metadata={"help": "Under `accelerate launch`: seconds the main process waits for the other processes' "
+                  "cells before failing (default: no limit)."},
+    )
+
+    def __post_init__(self) -> None:
+        self.student_model_kwargs = parse_json_option("student_model_kwargs", self.student_model_kwargs)
+
+    #: Options that list the grid's axes: a cell's own params identify it, so growing an
+    #: axis keeps the finished cells (subclasses name theirs).
+    grid_fields: ClassVar[tuple[str, ...]] = ()
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """The options every cell's result depends on (not where results go, how cells are
+        scheduled, or which cells make up the grid)."""
+        skip = {"output_dir", "resume", "merge_timeout", *self.grid_fields}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+class Study:
+    """The data, teachers, students and cell runner of one study.
+
+    Args:
+        name: the study's name (file names, progress bars).
+        args: its :class:`ExperimentArguments` (subclass).
+        data_args: where the data comes from (default: the embedded digits).
+        protocol: how students are trained (an :class:`~gift_hf.evaluation.EvalProtocol` or preset name).
+        data: an already loaded ``DatasetDict`` with ``train`` and ``test`` (or ``eval``) splits.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: ExperimentArguments,
+        data_args: DataArguments | None = None,
+        protocol: EvalProtocol | str = "gift",
+        data: DatasetDict | None = None,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.data_args = data_args or DataArguments()
+        self.protocol = get_protocol(protocol)
+        if data is None:
+            data = load_image_dataset(self.data_args)
+        if "train" not in data or not ({"test", "eval"} & set(data)):
+            raise ValueError(f"data: got splits {sorted(data)}; expected 'train' and 'test' (or 'eval')")
+        self.train: Dataset = data["train"]
+        self.test: Dataset = data["test"] if "test" in data else data["eval"]
+        self.image_column = self.data_args.image_column
+        self.label_column = self.data_args.label_column
+        self.class_names = label_names(self.train, self.label_column)
+        self.num_classes = len(self.class_names)
+        channels, size = infer_channels_and_size(self.train, self.data_args)
+        transform = build_image_transform(self.data_args, channels)
+        self.channels, self.image_size = channels, size
+        self.image_mean, self.image_std = tuple(transform.mean), tuple(transform.std)
+        self._teachers: dict[str, nn.Module] = {}
+        self._datasets: dict[Any, Dataset] = {}
+        self.stats: SweepStats | None = None
+
+    # ------------------------------------------------------------------ models
+    def teacher(self, name_or_path: str | None = None) -> nn.Module:
+        """A teacher, loaded once and checked against the data (classes, channels, size)."""
+        name_or_path = name_or_path or self.args.teacher_model_name_or_path
+        if name_or_path is None:
+            raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        if name_or_path not in self._teachers:
+            model = load_teacher(name_or_path)
+            check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
+            self._teachers[name_or_path] = model
+        return self._teachers[name_or_path]
+
+    def student_spec(self, arch: str | None = None, teacher: nn.Module | None = None) -> StudentSpec:
+        """The student: ``arch`` (else ``--student_arch``, else the teacher's) on this data's input."""
+        explicit = arch or self.args.student_arch
+        kwargs = dict(self.args.student_model_kwargs or {})
+        if explicit is None:
+            teacher = teacher if teacher is not None else (
+                self.teacher() if self.args.teacher_model_name_or_path else None
+            )
+            if not isinstance(teacher, GIFTClassifier):
+                raise ValueError("student_arch: not set and the teacher's architecture is unknown; pass --student_arch")
+            explicit = teacher.config.arch
+            if self.args.student_model_kwargs is None:
+                kwargs = dict(teacher.config.model_kwargs)
+        return StudentSpec(
+            arch=explicit,
+            in_chans=self.channels,
+            img_size=self.image_size,
+            image_mean=self.image_mean,
+            image_std=self.image_std,
+            model_kwargs=kwargs,
+        )
+
+    # ------------------------------------------------------------------ data
+    def random_subset(self, ipc: int, seed: int | None = None) -> Dataset:
+        """``ipc`` random real images per class of the training split (cached per (ipc, seed))."""
+        from ..selection import build_random_distilled
+
+        seed = self.args.selection_seed if seed is None else seed
+        key = ("random", ipc, seed)
+        if key not in self._datasets:
+            subset, _ = build_random_distilled(self.train, ipc, seed=seed, label_column=self.label_column)
+            self._datasets[key] = subset
+        return self._datasets[key]
+
+    def expert_path(self, expert_epoch: float | None, teacher: str | None = None) -> str:
+        """The teacher's checkpoint of ``expert_epoch`` (its final model when None)."""
+        from ..relabel import resolve_expert_checkpoint
+
+        teacher = teacher or self.args.teacher_model_name_or_path
+        if teacher is None:
+            raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        return teacher if expert_epoch is None else str(resolve_expert_checkpoint(teacher, expert_epoch))
+
+    def expert_epochs(self, requested: list[float] | None = None) -> list[float]:
+        """``requested``, or every epoch the teacher run saved a complete checkpoint of."""
+        if requested:
+            return [float(e) for e in requested]
+        run_dir = self.args.teacher_model_name_or_path
+        epochs = saved_expert_epochs(run_dir) if run_dir and os.path.isdir(run_dir) else []
+        if not epochs:
+            raise ValueError(
+                f"expert_epochs: not given and teacher_model_name_or_path {run_dir!r} has no checkpoint-* folders; "
+                "expected a teacher run saved once per epoch (recipes/train_teacher.py)"
+            )
+        return epochs
+
+    def prepare(
+        self,
+        dataset: Dataset,
+        key: Any,
+        protocol: EvalProtocol | None = None,
+        *,
+        teacher: str | None = None,
+        expert_epoch: float | None = None,
+        keep_stored: bool = False,
+    ) -> tuple[Dataset, nn.Module | None]:
+        """The labels a cell trains with, under ``protocol``'s label source.
+
+        ``none``: the dataset as is. ``teacher``: the dataset and the teacher (checkpoint
+        ``expert_epoch``) for online relabelling. ``dataset``: the dataset with soft labels
+        stored once by that teacher (kept as they are with ``keep_stored``), cached under
+        ``key`` for the other cells of this process.
+        """
+        from ..evaluation import has_soft_labels, relabel_for
+
+        protocol = protocol or self.protocol
+        source = protocol.label_source
+        if source == "none":
+            return dataset, None
+        path = self.expert_path(expert_epoch, teacher)
+        if source == "teacher":
+            return dataset, self.teacher(path)
+        if keep_stored and has_soft_labels(dataset):
+            return dataset, None
+        cache_key = ("labelled", key, path, protocol.soft_label_kind, protocol.label_temperature)
+        return self.cached(cache_key, lambda: relabel_for(dataset, self.teacher(path), protocol)), None
+
+    def load_distilled(self, repo_id_or_dir: str, split: str = "train") -> Dataset:
+        """A distilled set saved with :func:`gift_hf.save_distilled` (local folder or Hub id), checked
+        to have this data's classes."""
+        from ..distilled import load_distilled
+
+        key = ("distilled", repo_id_or_dir, split)
+        if key not in self._datasets:
+            dataset, _ = load_distilled(repo_id_or_dir)
+            if split not in dataset:
+                raise ValueError(f"distilled_split: split {split!r} not in {repo_id_or_dir!r}; expected one of "
+                                 f"{sorted(dataset)}")
+            ds = dataset[split]
+            names = label_names(ds, self.label_column)
+            if names != self.class_names:
+                raise ValueError(f"distilled: {repo_id_or_dir!r} has classes {names[:5]}… but the test data has "
+                                 f"{self.class_names[:5]}…; expected the same label set")
+            self._datasets[key] = ds
+        return self._datasets[key]
+
+    def cached(self, key: Any, build: Callable[[], Dataset]) -> Dataset:
+        """A dataset built once per process (e.g. a relabelled subset shared by many cells)."""
+        if key not in self._datasets:
+            self._datasets[key] = build()
+        return self._datasets[key]
+
+    # ------------------------------------------------------------------ cells
+    def train_cell(
+        self,
+        dataset: Dataset,
+        seed: int,
+        protocol: EvalProtocol | None = None,
+        teacher: nn.Module | None = None,
+        student: StudentSpec | None = None,
+    ) -> dict[str, Any]:
+        """Train one student (one cell) and return its record."""
+        protocol = protocol or self.protocol
+        needs_teacher = protocol.label_source == "teacher"
+        if needs_teacher and teacher is None:
+            teacher = self.teacher()
+        student = student or self.student_spec(teacher=teacher)
+        result = train_student(
+            dataset,
+            self.test,
+            protocol,
+            seed,
+            student,
+            teacher if needs_teacher else None,
+            num_classes=self.num_classes,
+            image_column=self.image_column,
+            label_column=self.label_column,
+        )
+        record = result.to_dict()
+        record["num_images"] = len(dataset)
+        return record
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """Everything the results depend on: study options, data options, protocol."""
+        return {
+            "experiment": self.name,
+            "arguments": self.args.fingerprint_settings(),
+            "data": dataclasses.asdict(self.data_args),
+            "protocol": self.protocol.to_dict(),
+            **extra,
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of what every cell depends on: study options (not the grid's axes), data,
+        protocol (not ``num_students``: the seeds are cells too)."""
+        protocol = {k: v for k, v in self.protocol.to_dict().items() if k != "num_students"}
+        return fingerprint_of({
+            "experiment": self.name,
+            "arguments": self.args.fingerprint_settings(),
+            "data": dataclasses.asdict(self.data_args),
+            "protocol": protocol,
+        })
+
+    def run(self, cells: list[Cell], run_one: Callable[[Cell], dict[str, Any]]):
+        """Run the grid (resumable, split across processes); the main process gets every record."""
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        records, self.stats = run_cells(
+            cells,
+            run_one,
+            self.args.output_dir,
+            self.fingerprint(),
+            desc=self.name,
+            resume=self.args.resume,
+            timeout=self.args.merge_timeout,
+        )
+        return records
+
+    def seeds(self) -> list[int]:
+        return self.protocol.seeds()
+
+    def path(self, filename: str) -> str:
+        return os.path.join(self.args.output_dir, filename)
+
+
+@dataclass
+class ExperimentResult:
+    """What a study returns: its summary rows, Markdown table, files and sweep statistics.
+
+    On processes other than the main one of an ``accelerate launch`` the study only trains
+    its share of cells: ``records`` is None and nothing is written.
+    """
+
+    name: str
+    stats: SweepStats
+    records: Optional[list[dict[str, Any]]] = None
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    table: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.records is not None

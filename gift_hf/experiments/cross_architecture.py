@@ -1,0 +1,127 @@
+"""Cross-architecture: teachers × student architectures on one distilled set.
+
+Each teacher labels the set (online or stored, as the protocol says) and students of
+every listed architecture are trained on it under the same protocol and seeds; the table
+and heatmap show which teacher/student pairs transfer. The diagonal (same architecture)
+is the usual setting; off-diagonal cells are the GIFT paper's cross-architecture study.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from datasets import DatasetDict
+
+from ..evaluation import EvalProtocol
+from ..recipe_utils import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, parse_json_option, parse_list
+from .report import heatmap_plot, pivot_table, summarize, write_results
+from .sweep import Cell
+
+__all__ = ["CrossArchitectureArguments", "run_cross_architecture"]
+
+
+@dataclass
+class CrossArchitectureArguments(ExperimentArguments):
+    """Options of the cross-architecture study (``gift-hf cross-architecture``)."""
+
+    grid_fields = ("student_archs",)  # teachers are rows by folder name: a changed list recomputes
+
+    output_dir: str = field(default="outputs/cross_architecture", metadata={"help": "Where results go (resumable)."})
+    teachers: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Teachers (folders saved with save_pretrained, or Hub ids). Default: "
+                  "teacher_model_name_or_path alone."},
+    )
+    student_archs: list[str] = field(
+        default_factory=lambda: ["gift_convnet_d3"], metadata={"help": "timm architectures of the students."}
+    )
+    arch_model_kwargs: Optional[str] = field(
+        default=None,
+        metadata={"help": "timm.create_model keyword arguments per student architecture, as a JSON object "
+                  "{arch: {...}} (e.g. '{\"gift_convnet_d3\": {\"width\": 32}}')."},
+    )
+    distilled: Optional[str] = field(
+        default=None,
+        metadata={"help": "The distilled set (save_distilled folder or Hub id). Default: a random class-balanced "
+                  "subset with `ipc` images per class."},
+    )
+    distilled_split: str = field(default="train", metadata={"help": "Split of the distilled set to train on."})
+    ipc: int = field(default=10, metadata={"help": "Images per class of the default random subset."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.teachers is None:
+            if self.teacher_model_name_or_path is None:
+                raise ValueError("teachers: got none and no teacher_model_name_or_path; expected at least one teacher")
+            self.teachers = [self.teacher_model_name_or_path]
+        self.teachers = parse_list("teachers", self.teachers)
+        self.student_archs = parse_list("student_archs", self.student_archs)
+        self.arch_model_kwargs = parse_json_option("arch_model_kwargs", self.arch_model_kwargs) or {}
+        unknown = sorted(set(self.arch_model_kwargs) - set(self.student_archs))
+        if unknown:
+            raise ValueError(
+                f"arch_model_kwargs: architectures {unknown} are not in student_archs {self.student_archs}"
+            )
+        if self.ipc < 1:
+            raise ValueError(f"ipc: got {self.ipc}; expected >= 1")
+
+
+def _teacher_names(paths: list[str]) -> dict[str, str]:
+    """Short, unique row names for teachers: the folder name (the full path when ambiguous)."""
+    short = {p: os.path.basename(os.path.normpath(p)) or p for p in paths}
+    if len(set(short.values())) < len(short):
+        return {p: p for p in paths}
+    return short
+
+
+def run_cross_architecture(
+    args: CrossArchitectureArguments,
+    data_args: DataArguments | None = None,
+    protocol: EvalProtocol | str = "gift",
+    data: DatasetDict | None = None,
+) -> ExperimentResult:
+    """Train every student architecture on every teacher's labels; table + heatmap."""
+    study = Study("cross_architecture", args, data_args, protocol, data)
+    if args.distilled:
+        distilled = study.load_distilled(args.distilled, args.distilled_split)
+        source = args.distilled
+    else:
+        distilled = study.random_subset(args.ipc)
+        source = f"random IPC={args.ipc} (seed {args.selection_seed})"
+    names = _teacher_names(args.teachers)
+    by_name = {v: k for k, v in names.items()}
+    # every teacher is checked against the data before any student trains
+    architectures = {names[t]: getattr(getattr(study.teacher(t), "config", None), "arch", "?") for t in args.teachers}
+
+    def run_one(cell: Cell) -> dict[str, Any]:
+        teacher_path = by_name[cell.params["teacher"]]
+        dataset, teacher = study.prepare(distilled, "distilled", teacher=teacher_path)
+        arch = cell.params["student"]
+        spec = study.student_spec(arch=arch)
+        spec.model_kwargs = dict(args.arch_model_kwargs.get(arch, spec.model_kwargs))
+        record = study.train_cell(dataset, cell.seed, teacher=teacher, student=spec)
+        record["teacher_arch"] = architectures[cell.params["teacher"]]
+        return record
+
+    cells = [Cell({"teacher": names[t], "student": a}, seed) for t in args.teachers for a in args.student_archs
+             for seed in study.seeds()]
+    records = study.run(cells, run_one)
+    if records is None:
+        return ExperimentResult(study.name, study.stats)
+    summary = summarize(records, ["teacher", "student"])
+    for row in summary:
+        row["teacher_arch"] = architectures[row["teacher"]]
+    table = pivot_table(summary, "teacher", "student", row_label="teacher (arch)",
+                        fmt=lambda v: f"{v} ({architectures[v]})" if v in architectures else str(v))
+    p = study.protocol
+    title = f"Teacher × student architecture on {source}"
+    header = (f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol `{p.name}` "
+              f"(loss {p.loss}, {p.epochs} epochs).\n\n")
+    files = write_results(args.output_dir, study.name, settings=study.settings(teacher_architectures=architectures),
+                          records=records, summary=summary, table=header + table)
+    files["plot"] = heatmap_plot(summary, "teacher", "student", study.path("cross_architecture.png"), title,
+                                 row_label="teacher", col_label="student architecture")
+    return ExperimentResult(study.name, study.stats, records, summary, table, files)

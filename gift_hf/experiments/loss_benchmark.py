@@ -1,0 +1,147 @@
+"""Loss benchmark: losses × optimizers on one distilled set (GIFT paper, Tables 1–2 and the
+cross-optimizer study).
+
+Every loss is trained on the same distilled set with the same protocol, budget and student
+seeds; only the optimizer changes across columns (each with its own learning rate from
+:data:`gift_hf.evaluation.OPTIMIZERS`, the same for every loss). The table reports each
+loss under each optimizer, its mean over optimizers and its *spread* (best − worst
+optimizer): a loss that generalises across optimizers has a small spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from datasets import DatasetDict
+
+from ..evaluation import OPTIMIZERS, EvalProtocol
+from ..losses import LOSSES
+from ..recipe_utils import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, parse_json_option, parse_list
+from .report import bar_plot, fmt_acc, markdown_table, summarize, write_results
+from .sweep import Cell
+
+__all__ = ["DEFAULT_LOSSES", "LossBenchmarkArguments", "run_loss_benchmark"]
+
+DEFAULT_LOSSES = ["ce", "kl", "soft_ce", "mse", "mse_ce", "soft_ce_ce", "cosine", "gift"]
+
+
+@dataclass
+class LossBenchmarkArguments(ExperimentArguments):
+    """Options of the loss benchmark (``gift-hf loss-benchmark``)."""
+
+    grid_fields = ("losses", "optimizers")
+
+    output_dir: str = field(default="outputs/loss_benchmark", metadata={"help": "Where results go (resumable)."})
+    losses: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LOSSES), metadata={"help": f"Losses to compare, from {sorted(LOSSES)}."}
+    )
+    optimizers: list[str] = field(
+        default_factory=lambda: ["sgd", "adam", "adamw", "rmsprop"],
+        metadata={"help": f"Student optimizers, from {sorted(OPTIMIZERS)}."},
+    )
+    optimizer_learning_rates: Optional[str] = field(
+        default=None,
+        metadata={"help": "Learning rate per optimizer as a JSON object, e.g. '{\"sgd\": 0.05}'; the others keep "
+                  f"their defaults {OPTIMIZERS}. The same rate is used for every loss."},
+    )
+    distilled: Optional[str] = field(
+        default=None,
+        metadata={"help": "The distilled set (a folder saved by save_distilled or a Hub dataset id). Default: a "
+                  "random class-balanced subset of the training split with `ipc` images per class."},
+    )
+    distilled_split: str = field(default="train", metadata={"help": "Split of the distilled set to train on."})
+    ipc: int = field(default=10, metadata={"help": "Images per class of the default random subset."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.losses = parse_list("losses", self.losses, allowed=sorted(LOSSES))
+        self.optimizers = parse_list("optimizers", self.optimizers, allowed=sorted(OPTIMIZERS))
+        rates = parse_json_option("optimizer_learning_rates", self.optimizer_learning_rates) or {}
+        for name, rate in rates.items():
+            if name not in OPTIMIZERS:
+                raise ValueError(f"optimizer_learning_rates: unknown optimizer {name!r}; expected keys from "
+                                 f"{sorted(OPTIMIZERS)}")
+            if not isinstance(rate, (int, float)) or rate <= 0:
+                raise ValueError(f"optimizer_learning_rates: {name} got {rate!r}; expected a positive number")
+        self.optimizer_learning_rates = rates
+        if self.ipc < 1:
+            raise ValueError(f"ipc: got {self.ipc}; expected >= 1")
+
+    def learning_rate(self, optimizer: str, protocol: EvalProtocol) -> float:
+        """The rate of ``optimizer``: an explicit one, the protocol's for its own optimizer, else the default."""
+        if optimizer in self.optimizer_learning_rates:
+            return float(self.optimizer_learning_rates[optimizer])
+        return protocol.learning_rate if optimizer == protocol.optimizer else OPTIMIZERS[optimizer]
+
+
+def _spread_rows(summary: list[dict[str, Any]], losses: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for loss in losses:
+        means = [s["mean"] for s in summary if s["loss"] == loss]
+        out[loss] = {
+            "mean_over_optimizers": statistics.fmean(means),
+            "worst": min(means),
+            "best": max(means),
+            "spread": max(means) - min(means),
+            "std_over_optimizers": statistics.stdev(means) if len(means) > 1 else 0.0,
+        }
+    return out
+
+
+def loss_optimizer_table(summary: list[dict[str, Any]], losses: list[str], optimizers: list[str]) -> str:
+    """Loss rows × optimizer columns (best loss per column in bold), mean over optimizers and spread."""
+    index = {(s["loss"], s["optimizer"]): s for s in summary}
+    best = {o: max(losses, key=lambda loss: index[(loss, o)]["mean"]) for o in optimizers}
+    spreads = _spread_rows(summary, losses)
+    rows = []
+    for loss in losses:
+        cells = []
+        for o in optimizers:
+            text = fmt_acc(index[(loss, o)])
+            cells.append(f"**{text}**" if best[o] == loss else text)
+        sp = spreads[loss]
+        rows.append([loss, *cells, f"{sp['mean_over_optimizers']:.1f}", f"{sp['spread']:.1f}"])
+    return markdown_table(["loss", *optimizers, "mean over optimizers", "spread (best − worst)"], rows)
+
+
+def run_loss_benchmark(
+    args: LossBenchmarkArguments,
+    data_args: DataArguments | None = None,
+    protocol: EvalProtocol | str = "gift",
+    data: DatasetDict | None = None,
+) -> ExperimentResult:
+    """Run the loss × optimizer grid; write results.{json,csv,md} and ``loss_benchmark.png``."""
+    study = Study("loss_benchmark", args, data_args, protocol, data)
+    if args.distilled:
+        distilled = study.load_distilled(args.distilled, args.distilled_split)
+        source = args.distilled
+    else:
+        distilled = study.random_subset(args.ipc)
+        source = f"random IPC={args.ipc} (seed {args.selection_seed})"
+    base = study.protocol
+    rates = {o: args.learning_rate(o, base) for o in args.optimizers}
+
+    def run_one(cell: Cell) -> dict[str, Any]:
+        p = base.replace(loss=cell.params["loss"], optimizer=cell.params["optimizer"],
+                         learning_rate=rates[cell.params["optimizer"]])
+        dataset, teacher = study.prepare(distilled, "distilled", p, keep_stored=True)
+        return study.train_cell(dataset, cell.seed, p, teacher)
+
+    cells = [Cell({"loss": loss, "optimizer": o}, seed) for loss in args.losses for o in args.optimizers
+             for seed in study.seeds()]
+    records = study.run(cells, run_one)
+    if records is None:
+        return ExperimentResult(study.name, study.stats)
+    summary = summarize(records, ["loss", "optimizer"])
+    table = loss_optimizer_table(summary, args.losses, args.optimizers)
+    spreads = _spread_rows(summary, args.losses)
+    title = f"Loss × optimizer on {source} ({len(distilled)} images)"
+    header = (f"# {title}\n\nTest accuracy (%) of students, mean ± std over {base.num_students} seeds; protocol "
+              f"`{base.name}` ({base.epochs} epochs, learning rates {rates}).\n\n")
+    files = write_results(args.output_dir, study.name, settings=study.settings(learning_rates=rates),
+                          records=records, summary=summary, table=header + table, extra={"spread": spreads})
+    files["plot"] = bar_plot(summary, "loss", "optimizer", study.path("loss_benchmark.png"), title)
+    return ExperimentResult(study.name, study.stats, records, summary, table, files, {"spread": spreads})

@@ -1,0 +1,250 @@
+"""Summaries, Markdown tables, CSV/JSON files and matplotlib plots of a study's cells."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import tempfile
+from typing import Any, Callable, Sequence
+
+from .sweep import atomic_write_text
+
+__all__ = [
+    "bar_plot",
+    "fmt_acc",
+    "heatmap_plot",
+    "line_plot",
+    "markdown_table",
+    "pivot_table",
+    "summarize",
+    "write_results",
+]
+
+
+def summarize(records: Sequence[dict[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
+    """Group cell records by ``params[by]`` → mean, std (sample; 0 for one) and n of accuracy in %.
+
+    Groups keep the order in which they first appear in ``records`` (the grid's order).
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record["params"][k] for k in by), []).append(record)
+    rows = []
+    for values, members in groups.items():
+        accs = [100.0 * m["accuracy"] for m in members]
+        rows.append(
+            {
+                **dict(zip(by, values)),
+                "mean": statistics.fmean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "n": len(accs),
+                "seeds": [m["seed"] for m in members],
+                "accuracies": accs,
+            }
+        )
+    return rows
+
+
+def fmt_acc(row: dict[str, Any] | None, digits: int = 1) -> str:
+    """``"mean ± std"`` of a summary row ("–" when missing)."""
+    if row is None:
+        return "–"
+    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pivot_table(
+    summary: Sequence[dict[str, Any]],
+    row_key: str,
+    col_key: str,
+    *,
+    row_label: str | None = None,
+    fmt: Callable[[Any], str] = str,
+    extra: Callable[[list[dict[str, Any] | None]], list[str]] | None = None,
+    extra_headers: Sequence[str] = (),
+) -> str:
+    """Rows × columns Markdown table of ``mean ± std``; ``extra(row_cells)`` appends columns."""
+    rows = list(dict.fromkeys(s[row_key] for s in summary))
+    cols = list(dict.fromkeys(s[col_key] for s in summary))
+    index = {(s[row_key], s[col_key]): s for s in summary}
+    body = []
+    for r in rows:
+        cells = [index.get((r, c)) for c in cols]
+        body.append([fmt(r)] + [fmt_acc(x) for x in cells] + (extra(cells) if extra else []))
+    headers = [row_label or row_key] + [f"{col_key}={fmt(c)}" for c in cols] + list(extra_headers)
+    return markdown_table(headers, body)
+
+
+def _csv(summary: Sequence[dict[str, Any]]) -> str:
+    if not summary:
+        return ""
+    fields = [k for k in summary[0] if k not in ("accuracies", "seeds")]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in summary:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        _plt().close(fig)
+    return path
+
+
+def bar_plot(
+    summary: Sequence[dict[str, Any]],
+    group_key: str,
+    bar_key: str,
+    path: str,
+    title: str,
+    ylabel: str = "test accuracy (%)",
+) -> str:
+    """Grouped bars: one group per ``group_key`` value, one bar per ``bar_key`` value, ± std."""
+    plt = _plt()
+    groups = list(dict.fromkeys(s[group_key] for s in summary))
+    bars = list(dict.fromkeys(s[bar_key] for s in summary))
+    index = {(s[group_key], s[bar_key]): s for s in summary}
+    width = 0.8 / max(1, len(bars))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) * max(1, len(bars)) * 0.45 + 2), 3.8))
+    for j, b in enumerate(bars):
+        xs, means, stds = [], [], []
+        for i, g in enumerate(groups):
+            if (g, b) in index:
+                xs.append(i + (j - (len(bars) - 1) / 2) * width)
+                means.append(index[(g, b)]["mean"])
+                stds.append(index[(g, b)]["std"])
+        ax.bar(xs, means, width=width, yerr=stds, capsize=2, label=str(b))
+    ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=30 if len(groups) > 5 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(bars) > 1:
+        ax.legend(title=bar_key, fontsize=8, ncols=min(4, len(bars)))
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def heatmap_plot(
+    summary: Sequence[dict[str, Any]],
+    row_key: str,
+    col_key: str,
+    path: str,
+    title: str,
+    *,
+    row_label: str | None = None,
+    col_label: str | None = None,
+) -> str:
+    """Annotated heatmap of the mean accuracy over ``row_key`` × ``col_key``."""
+    plt = _plt()
+    rows = list(dict.fromkeys(s[row_key] for s in summary))
+    cols = list(dict.fromkeys(s[col_key] for s in summary))
+    index = {(s[row_key], s[col_key]): s for s in summary}
+    grid = [[index[(r, c)]["mean"] if (r, c) in index else math.nan for c in cols] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.55 * len(rows)))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if not math.isnan(grid[i][j]):
+                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(col_label or col_key)
+    ax.set_ylabel(row_label or row_key)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def line_plot(
+    summary: Sequence[dict[str, Any]],
+    x_key: str,
+    line_key: str | None,
+    path: str,
+    title: str,
+    *,
+    x_label: str | None = None,
+    references: dict[str, float] | None = None,
+    mark_best: bool = False,
+) -> str:
+    """Mean accuracy against ``x_key`` (one line per ``line_key`` value), ± std band."""
+    plt = _plt()
+    lines = list(dict.fromkeys(s[line_key] for s in summary)) if line_key else [None]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for value in lines:
+        rows = [s for s in summary if line_key is None or s[line_key] == value]
+        xs = [r[x_key] for r in rows]
+        means = [r["mean"] for r in rows]
+        stds = [r["std"] for r in rows]
+        label = f"{line_key}={value}" if line_key else None
+        (line,) = ax.plot(xs, means, marker="o", label=label)
+        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                        alpha=0.2, color=line.get_color())
+        if mark_best and means:
+            best = max(range(len(means)), key=means.__getitem__)
+            ax.plot([xs[best]], [means[best]], marker="*", markersize=14, color=line.get_color())
+    for name, y in (references or {}).items():
+        ax.axhline(y, ls="--", lw=1, color="gray")
+        ax.text(ax.get_xlim()[0], y, f" {name}", va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel(x_label or x_key)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    if line_key:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_results(
+    output_dir: str,
+    name: str,
+    *,
+    settings: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    summary: Sequence[dict[str, Any]],
+    table: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Write ``results.json`` (settings, every cell, summary), ``results.csv`` and ``results.md``."""
+    payload = {"experiment": name, "settings": settings, "summary": list(summary), "cells": list(records)}
+    if extra:
+        payload.update(extra)
+    paths = {
+        "json": os.path.join(output_dir, "results.json"),
+        "csv": os.path.join(output_dir, "results.csv"),
+        "markdown": os.path.join(output_dir, "results.md"),
+    }
+    atomic_write_text(paths["json"], json.dumps(payload, indent=1, default=str))
+    atomic_write_text(paths["csv"], _csv(summary))
+    atomic_write_text(paths["markdown"], table.rstrip() + "\n")
+    return paths

@@ -1,0 +1,44 @@
+"""The gift-hf console script: help, dispatch and clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gift_hf.cli import COMMANDS, main
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def run_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_help_explains_its_options(name, capsys):
+    out = run_help(name, capsys)
+    assert f"gift-hf {name}" in out and "--" in out
+
+
+def test_quickstart_options_have_help(capsys):
+    out = run_help("quickstart", capsys)
+    for option in ("--ipc", "--num_students", "--losses", "--student_epochs", "--augmentation"):
+        assert option in out
+    assert "Images per class" in out
+
+
+def test_console_script_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "gift_hf.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("gift_hf ")

@@ -1,0 +1,111 @@
+"""``gift-hf distill | relabel | convert | push`` end to end on real files."""
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from distilled_helpers import digits_teacher
+from gift_hf import load_distilled
+from gift_hf.cli import main
+from gift_hf.commands import convert as convert_cmd
+from gift_hf.commands import distill as distill_cmd
+from gift_hf.commands import push as push_cmd
+from gift_hf.commands import relabel as relabel_cmd
+
+COMMANDS = {"distill": distill_cmd.DistillArguments, "relabel": relabel_cmd.RelabelArguments,
+            "convert": convert_cmd.ConvertArguments, "push": push_cmd.PushArguments}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_explains_every_option(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(COMMANDS[name]):
+        assert f"--{f.name}" in out
+        help_text = " ".join(f.metadata["help"].split())
+        assert help_text[:40].replace("%%", "%") in out, f"--{f.name} has no help in `gift-hf {name} --help`"
+
+
+def test_distill_random_then_relabel_top_k(tmp_path, capsys):
+    subset = tmp_path / "subset"
+    assert main(["distill", "random", "--ipc", "2", "--seed", "3", "--output_dir", str(subset)]) == 0
+    assert "saved 20 images (random, IPC 2)" in capsys.readouterr().out
+    ds, info = load_distilled(subset, cache_dir=str(tmp_path / "cache"))
+    assert Counter(ds["train"]["label"]) == {c: 2 for c in range(10)}
+    assert (info.method, info.ipc, info.seed, info.source_dataset) == ("random", 2, 3, "digits")
+
+    teacher = digits_teacher(seed=2)
+    teacher.save_pretrained(tmp_path / "teacher")
+    labelled = tmp_path / "labelled"
+    assert main(["relabel", "--dataset", str(subset), "--teacher", str(tmp_path / "teacher"), "--temperature", "2",
+                 "--topk", "3", "--dtype", "float16", "--output_dir", str(labelled), "--progress", "false"]) == 0
+    ds2, info2 = load_distilled(labelled, cache_dir=str(tmp_path / "cache"))
+    train = ds2["train"]
+    assert (info2.method, info2.ipc, info2.topk, info2.temperature, info2.soft_label_kind) == (
+        "random", 2, 3, 2.0, "probabilities")
+    with torch.no_grad():
+        from distilled_helpers import digits_pixels
+
+        probs = torch.softmax(teacher(pixel_values=digits_pixels(ds["train"])).logits / 2, 1)
+    values, indices = torch.topk(probs, 3, dim=1)
+    np.testing.assert_array_equal(np.asarray(train["soft_label_topk_indices"]), indices.numpy())
+    np.testing.assert_allclose(np.asarray(train["soft_label_topk_values"]), values.half().float().numpy(), rtol=1e-3)
+
+    # an existing output directory is refused unless --overwrite
+    with pytest.raises(FileExistsError, match=r"exists and is not empty; pass overwrite=True \(--overwrite\)"):
+        main(["distill", "random", "--ipc", "1", "--output_dir", str(subset)])
+    assert main(["distill", "random", "--ipc", "1", "--output_dir", str(subset), "--overwrite"]) == 0
+
+
+def test_distill_difficulty(tmp_path):
+    digits_teacher(seed=1).save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "hard"
+    assert main(["distill", "difficulty", "--teacher", str(tmp_path / "teacher"), "--ipc", "1", "--band_low", "0.9",
+                 "--band_high", "1.0", "--output_dir", str(out)]) == 0
+    ds, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
+    assert len(ds["train"]) == 10 and info.method == "difficulty" and info.extra["band"] == [0.9, 1.0]
+    with pytest.raises(ValueError, match=r"teacher: got None; method 'difficulty' needs --teacher"):
+        main(["distill", "difficulty", "--output_dir", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match=r"method: got 'herding'; expected one of \('random', 'difficulty'\)"):
+        main(["distill", "--method", "herding", "--output_dir", str(tmp_path / "x")])
+
+
+def test_convert_and_push(tmp_path, capsys, monkeypatch):
+    soft = torch.randn(4, 3)
+    torch.save({"data": torch.rand(4, 3, 4, 4), "label": soft}, tmp_path / "syn.pt")
+    out = tmp_path / "converted"
+    assert main(["convert", "--input", str(tmp_path / "syn.pt"), "--output_dir", str(out), "--class_names", "a", "b",
+                 "c", "--method", "mtt", "--image_mean", "0.5", "0.5", "0.5", "--image_std", "0.25", "0.25",
+                 "0.25"]) == 0
+    ds, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
+    assert ds["train"].features["label"].names == ["a", "b", "c"]
+    np.testing.assert_array_equal(np.asarray(ds["train"]["soft_label"], dtype=np.float32), soft.numpy())
+    assert (info.method, info.soft_label_kind, info.image_std) == ("mtt", "logits", [0.25, 0.25, 0.25])
+
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs["private"]))
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            calls.append(("upload_folder", repo_id, folder_path))
+            return type("CommitInfo", (), {"commit_url": "https://hub.test/c/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    capsys.readouterr()
+    assert main(["push", "--dataset_dir", str(out), "--repo_id", "me/syn", "--private", "--token", "hf_xyz"]) == 0
+    assert calls == [("token", "hf_xyz"), ("create_repo", "me/syn", True), ("upload_folder", "me/syn", str(out))]
+    printed = capsys.readouterr()
+    assert "pushed" in printed.out and "https://hub.test/c/1" in printed.out
+    assert "hf_xyz" not in printed.out + printed.err
