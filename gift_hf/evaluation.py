@@ -360,8 +360,10 @@ class StudentSpec:
 
     Args:
         arch: a timm architecture name (ours: ``gift_convnet_d3`` …).
-        in_chans, img_size: the student's input.
-        image_mean, image_std: per-channel normalisation of the images.
+        in_chans: input channels of the student.
+        img_size: input height and width of the student.
+        image_mean: per-channel mean the images are normalised with.
+        image_std: per-channel standard deviation the images are normalised with.
         model_kwargs: extra ``timm.create_model`` arguments.
     """
 

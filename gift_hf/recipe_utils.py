@@ -8,7 +8,6 @@ error that names the option, the value and what was expected.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -25,6 +24,7 @@ __all__ = [
     "ModelArguments",
     "ShardRecordingCollator",
     "build_image_transform",
+    "check_soft_label_columns",
     "check_model_input",
     "check_output_dir",
     "default_collator",
@@ -33,8 +33,6 @@ __all__ = [
     "load_image_dataset",
     "resolve_resume_checkpoint",
 ]
-
-logger = logging.getLogger(__name__)
 
 ROW_INDEX_COLUMN = "__row_index__"
 """Column added by ``--record_shard_indices``: the row's index in the (selected) split."""
@@ -178,6 +176,18 @@ def _check_columns(split_name: str, split: Dataset, args: DataArguments) -> None
         raise ValueError(
             f"label_column: column {args.label_column!r} is missing from split {split_name!r}; "
             f"expected one of its columns {columns}"
+        )
+
+
+def check_soft_label_columns(split: Dataset, args: DataArguments) -> None:
+    """For ``soft_label_source='dataset'``: the dense column or its top-k pair must exist."""
+    column = args.soft_label_column
+    topk = (f"{column}_topk_values", f"{column}_topk_indices")
+    if column not in split.column_names and not all(c in split.column_names for c in topk):
+        raise ValueError(
+            f"soft_label_column: column {column!r} (or its top-k pair {list(topk)}) is missing from split "
+            f"{args.train_split!r}, which soft_label_source='dataset' reads; expected one of its columns "
+            f"{split.column_names} (see gift_hf.relabel to store soft labels)"
         )
 
 

@@ -201,6 +201,11 @@ class GIFTTrainer(Trainer):
         if not self.loss_fn.needs_teacher:
             return None
         if self.args.soft_label_source == "teacher":
+            # DeepSpeed casts the batch to its bf16/fp16 dtype, but the teacher is prepared
+            # outside the engine and keeps its own dtype: feed it that dtype.
+            weight = next(self.teacher_model.parameters(), None)
+            if weight is not None and pixel_values.is_floating_point() and pixel_values.dtype != weight.dtype:
+                pixel_values = pixel_values.to(weight.dtype)
             with torch.no_grad():
                 return teacher_logits(self.teacher_model, pixel_values).detach()
         if soft_labels is None:

@@ -25,8 +25,9 @@ import logging
 import os
 import sys
 
-# Python puts this script's folder first on sys.path; a recipe named like a library
-# (recipes/evaluate.py) would then shadow it. Recipes import only installed packages.
+# Python puts this script's folder first on sys.path, so a recipe named like a library
+# (an `evaluate.py` here once shadowed `evaluate`) would break imports. Recipes import
+# only installed packages.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
@@ -43,6 +44,7 @@ from gift_hf.recipe_utils import (  # noqa: E402
     build_image_transform,
     check_model_input,
     check_output_dir,
+    check_soft_label_columns,
     default_collator,
     infer_channels_and_size,
     label_names,
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, GIFTConfig]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, GIFTConfig))
+    parser = HfArgumentParser((ModelArguments, DataArguments, GIFTConfig), description=__doc__.split("\n\n")[0])
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(argv[0])
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with training_args.main_process_first(desc="loading the dataset"):
         data = load_image_dataset(data_args)
+    if training_args.soft_label_source == "dataset":
+        check_soft_label_columns(data["train"], data_args)
     names = label_names(data["train"], data_args.label_column)
     num_classes = len(names)
     channels, size = infer_channels_and_size(data["train"], data_args)
@@ -151,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         compute_metrics=_count_predictions(build_compute_metrics(num_classes)),
     )
+
+    if trainer.teacher_model is not None:
+        # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
+        logger.info(
+            f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's batches"
+        )
 
     results: dict[str, float] = {}
     if do_train:

@@ -162,13 +162,15 @@ def test_recipe_empty_split(tmp_path, digits, recipe):
         ("--image_column", "img", r"image_column: column 'img' is missing from split 'train'; expected one of its "
                                   r"columns \['image', 'label'\]"),
         ("--label_column", "target", r"label_column: column 'target' is missing from split 'train'"),
+        ("--soft_label_source", "dataset", r"soft_label_column: column 'soft_label' \(or its top-k pair "
+                                           r"\['soft_label_topk_values', 'soft_label_topk_indices'\]\) is missing"),
     ],
-    ids=["image_column", "label_column"],
+    ids=["image_column", "label_column", "soft_label_column"],
 )
 def test_recipe_missing_column(tmp_path, recipe, option, value, message):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
-        recipe.main([option, value, "--output_dir", str(out), "--use_cpu"])
+        recipe.main([option, value, "--output_dir", str(out), "--use_cpu", "--loss", "kl"])
     assert nothing_written(out)
 
 

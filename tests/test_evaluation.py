@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from experiment_helpers import MODEL_KWARGS, small_digits, teacher_run
+from recipe_helpers import one_thread
 from gift_hf.commands._args import parse_args
 from gift_hf.data import DIGITS_MEAN, DIGITS_STD
 from gift_hf.evaluation import (
@@ -27,6 +28,14 @@ from gift_hf.selection import build_random_distilled
 
 SPEC = StudentSpec("gift_convnet_d3", in_chans=1, img_size=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
                    model_kwargs=MODEL_KWARGS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # One thread per process: on a shared 2-core machine OpenMP threads that wait on each
+    # other make CPU training several times slower.
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

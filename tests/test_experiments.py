@@ -36,11 +36,17 @@ from gift_hf.experiments import (
 from gift_hf.experiments.common import Study
 from gift_hf.experiments.random_baseline import gap_statistics
 from gift_hf.selection import build_random_distilled
-from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, REPO, free_port, subprocess_env
+from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, REPO, free_port, one_thread, subprocess_env
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # one student per cell, two epochs, no augmentation: the tests check the machinery, not accuracy
 TINY = dict(epochs=2, num_students=1, best_of=1, augmentation="none")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():  # see test_evaluation: one thread per process is faster on a shared CPU
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -90,3 +90,15 @@ def test_bf16_training_is_float32_loss_and_close_to_fp32(tmp_path, digits, digit
     for a, b in zip(*losses):
         assert abs(a - b) < 0.02, losses
     assert bf16_metrics["eval_loss"] == pytest.approx(fp32_metrics["eval_loss"], rel=0.02)
+
+
+def test_teacher_gets_its_own_dtype_when_the_batch_is_half(tmp_path):
+    # DeepSpeed hands the step a bf16 batch while the frozen teacher stays float32.
+    student = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8)
+    teacher = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8)
+    trainer = GIFTTrainer(model=student, args=GIFTConfig(output_dir=str(tmp_path), use_cpu=True), teacher_model=teacher)
+    pixels = torch.randn(4, 1, 8, 8)
+    targets = trainer._targets(pixels.bfloat16(), None, torch.zeros(4, 10))
+    assert targets.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(targets, teacher(pixel_values=pixels.bfloat16().float()).logits)

@@ -10,11 +10,11 @@ from gift_hf.quickstart import QuickstartArguments, format_table, run_quickstart
 def test_quickstart_reduced(tmp_path):
     args = QuickstartArguments(
         output_dir=str(tmp_path / "qs"), ipc=2, num_students=1, losses="ce,kl,gift",
-        teacher_epochs=4, student_epochs=60, student_batch_size=20,
+        teacher_epochs=6, student_epochs=150, student_batch_size=20,
     )
     results = run_quickstart(args)
     summary = results["summary"]
-    assert results["teacher_accuracy"] > 0.85
+    assert results["teacher_accuracy"] > 0.9
     assert summary["gift"]["mean"] > summary["ce"]["mean"]
     assert summary["kl"]["mean"] > summary["ce"]["mean"]
     out = tmp_path / "qs"
