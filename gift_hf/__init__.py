@@ -7,6 +7,7 @@ from .augment import ZCA, BatchAugmenter, fit_zca
 from .config import GIFTConfig
 from .data import ImageTransform, SoftLabelCollator, load_digits_dataset
 from .distilled import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
+from .evaluation import EvalProtocol, evaluate_distilled, get_protocol
 from .losses import LOSSES, get_loss, refine_soft_labels
 from .modeling import GIFTClassifier, GIFTClassifierConfig, create_model, load_teacher
 from .relabel import compute_teacher_logits, relabel
@@ -16,6 +17,7 @@ from .trainer import GIFTTrainer
 __all__ = [
     "BatchAugmenter",
     "DistilledInfo",
+    "EvalProtocol",
     "GIFTClassifier",
     "GIFTClassifierConfig",
     "GIFTConfig",
@@ -28,8 +30,10 @@ __all__ = [
     "build_random_distilled",
     "compute_teacher_logits",
     "create_model",
+    "evaluate_distilled",
     "fit_zca",
     "get_loss",
+    "get_protocol",
     "keep_topk",
     "label_entropy_stats",
     "load_digits_dataset",

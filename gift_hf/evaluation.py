@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -671,7 +672,7 @@ def evaluate_distilled(
         >>> print(result)   # e.g. "91.20 ± 0.80"
     """
     protocol = get_protocol(protocol, **overrides)
-    teacher_model = load_teacher(teacher) if isinstance(teacher, str) else teacher
+    teacher_model = load_teacher(teacher) if isinstance(teacher, (str, os.PathLike)) else teacher
     if not isinstance(student, StudentSpec):
         if teacher_model is None:
             raise ValueError("student: pass a StudentSpec (no teacher to read the input spec from)")

@@ -44,8 +44,8 @@ class QuickstartArguments:
     arch: str = field(default="gift_convnet_d3", metadata={"help": "timm architecture of teacher and students."})
     image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8×8 to this size: at 8×8 the "
                             "ConvNet-D3's last instance norm sees a 2×2 map and its logits stay nearly flat."})
-    teacher_epochs: int = field(default=15, metadata={"help": "Teacher training epochs on the full training split."})
-    student_epochs: int = field(default=300, metadata={"help": "Student training epochs on the IPC subset."})
+    teacher_epochs: int = field(default=10, metadata={"help": "Teacher training epochs on the full training split."})
+    student_epochs: int = field(default=150, metadata={"help": "Student training epochs on the IPC subset."})
     student_batch_size: int = field(default=50, metadata={"help": "Student batch size (the GIFT protocol's rule "
                                     "gives 50 for sets of at most 500 images)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (GIFT protocol: 1e-3)."})
@@ -70,7 +70,6 @@ class QuickstartArguments:
 def _config(output_dir: str, **kwargs: Any) -> GIFTConfig:
     base = dict(
         output_dir=output_dir,
-        use_cpu=True,
         save_strategy="no",
         logging_strategy="no",
         eval_strategy="no",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Optional
@@ -23,7 +24,9 @@ from ..recipe_utils import (
 )
 from .sweep import Cell, SweepStats, fingerprint_of, run_cells
 
-__all__ = ["ExperimentArguments", "ExperimentResult", "Study", "parse_json_option", "parse_list"]
+__all__ = ["ExperimentArguments", "ExperimentResult", "Study", "parse_json_option", "parse_list", "saved_expert_epochs"]
+
+logger = logging.getLogger(__name__)
 
 
 def parse_json_option(name: str, value: Any, expected: type = dict) -> Any:
@@ -125,7 +128,9 @@ class Study:
         args: its :class:`ExperimentArguments` (subclass).
         data_args: where the data comes from (default: the embedded digits).
         protocol: how students are trained (an :class:`~gift_hf.evaluation.EvalProtocol` or preset name).
-        data: an already loaded ``DatasetDict`` with ``train`` and ``test`` (or ``eval``) splits.
+        data: an already loaded ``DatasetDict`` with ``train`` and ``test`` (or ``eval``) splits;
+            ``data_args`` still say how its images are normalised (default: digits statistics
+            when ``dataset_name`` is unset).
     """
 
     def __init__(
@@ -167,6 +172,13 @@ class Study:
         if name_or_path not in self._teachers:
             model = load_teacher(name_or_path)
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
+            config = getattr(model, "config", None)
+            for name, ours in (("image_mean", self.image_mean), ("image_std", self.image_std)):
+                theirs = getattr(config, name, None)
+                if theirs and len(theirs) == len(ours) and any(abs(a - b) > 1e-4 for a, b in zip(theirs, ours)):
+                    # online relabelling feeds the teacher the students' pixel_values
+                    logger.warning(f"teacher {name_or_path!r} was trained with {name}={list(theirs)} but the data "
+                                   f"is normalised with {list(ours)}; pass --{name} to match")
             self._teachers[name_or_path] = model
         return self._teachers[name_or_path]
 
