@@ -20,7 +20,7 @@ def test_readme_example_runs(tmp_path, monkeypatch, tiny_model):
     create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=16).save_pretrained(tmp_path / "teacher")
     code = code.replace('"outputs/quickstart/teacher"', repr(str(tmp_path / "teacher")))
     code = code.replace('"outputs/student"', repr(str(tmp_path / "student")))
-    code = code.replace("num_train_epochs=150", "max_steps=2, disable_tqdm=True")
+    code = code.replace("num_train_epochs=100", "max_steps=2, disable_tqdm=True")
     assert "max_steps=2" in code and str(tmp_path) in code
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)

@@ -115,7 +115,7 @@ def run_cross_architecture(
     for row in summary:
         row["teacher_arch"] = architectures[row["teacher"]]
     table = pivot_table(summary, "teacher", "student", row_label="teacher (arch)",
-                        fmt=lambda v: f"{v} ({architectures[v]})" if v in architectures else str(v))
+                        fmt=lambda v: f"{v} ({architectures[v]})", col_fmt=str)
     p = study.protocol
     title = f"Teacher × student architecture on {source}"
     header = (f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol `{p.name}` "

@@ -70,10 +70,15 @@ def pivot_table(
     *,
     row_label: str | None = None,
     fmt: Callable[[Any], str] = str,
+    col_fmt: Callable[[Any], str] | None = None,
     extra: Callable[[list[dict[str, Any] | None]], list[str]] | None = None,
     extra_headers: Sequence[str] = (),
 ) -> str:
-    """Rows × columns Markdown table of ``mean ± std``; ``extra(row_cells)`` appends columns."""
+    """Rows × columns Markdown table of ``mean ± std``; ``extra(row_cells)`` appends columns.
+
+    ``fmt`` formats row values, ``col_fmt`` column values (default: ``fmt``).
+    """
+    col_fmt = col_fmt or fmt
     rows = list(dict.fromkeys(s[row_key] for s in summary))
     cols = list(dict.fromkeys(s[col_key] for s in summary))
     index = {(s[row_key], s[col_key]): s for s in summary}
@@ -81,7 +86,7 @@ def pivot_table(
     for r in rows:
         cells = [index.get((r, c)) for c in cols]
         body.append([fmt(r)] + [fmt_acc(x) for x in cells] + (extra(cells) if extra else []))
-    headers = [row_label or row_key] + [f"{col_key}={fmt(c)}" for c in cols] + list(extra_headers)
+    headers = [row_label or row_key] + [f"{col_key}={col_fmt(c)}" for c in cols] + list(extra_headers)
     return markdown_table(headers, body)
 
 
@@ -146,7 +151,7 @@ def bar_plot(
         ax.bar(xs, means, width=width, yerr=stds, capsize=2, label=str(b))
     ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=30 if len(groups) > 5 else 0)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     if len(bars) > 1:
         ax.legend(title=bar_key, fontsize=8, ncols=min(4, len(bars)))
     ax.set_ylim(0, 100)
@@ -170,17 +175,21 @@ def heatmap_plot(
     cols = list(dict.fromkeys(s[col_key] for s in summary))
     index = {(s[row_key], s[col_key]): s for s in summary}
     grid = [[index[(r, c)]["mean"] if (r, c) in index else math.nan for c in cols] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.55 * len(rows)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.2 + 1.1 * len(cols)), 1.4 + 0.55 * len(rows)))
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    values = [v for row in grid for v in row if not math.isnan(v)]
+    middle = (min(values) + max(values)) / 2 if values else 0.0
     for i in range(len(rows)):
         for j in range(len(cols)):
             if not math.isnan(grid[i][j]):
-                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="white", fontsize=8)
+                # dark text on the bright end of viridis, white on the dark end
+                color = "black" if grid[i][j] > middle else "white"
+                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color=color, fontsize=8)
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set_xlabel(col_label or col_key)
     ax.set_ylabel(row_label or row_key)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     fig.tight_layout()
     return _save(fig, path)
@@ -218,7 +227,7 @@ def line_plot(
         ax.text(ax.get_xlim()[0], y, f" {name}", va="bottom", fontsize=8, color="gray")
     ax.set_xlabel(x_label or x_key)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     if line_key:
         ax.legend(fontsize=8)
     fig.tight_layout()

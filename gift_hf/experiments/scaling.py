@@ -110,7 +110,7 @@ def run_data_knowledge_scaling(
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["ipc", "topk"])
     label = lambda k: f"all ({k})" if k == C else str(k)  # noqa: E731  ("hard" stays "hard")
-    table = pivot_table(summary, "topk", "ipc", row_label="top-k kept", fmt=label)
+    table = pivot_table(summary, "topk", "ipc", row_label="top-k kept", fmt=label, col_fmt=str)
     gap = soft_hard_gap(summary, C if C in ks else max(ks))
     if gap:
         table += "\n\n" + markdown_table(["IPC", "soft (all entries) − hard, points"],

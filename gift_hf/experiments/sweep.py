@@ -198,7 +198,7 @@ def run_cells(
     label = f"{desc} [process {rank}/{world}]" if world > 1 else desc
     if rank == 0 and stats.reused:
         tqdm.write(f"{desc}: {stats.reused}/{len(cells)} cells already finished in {output_dir}; skipping them")
-    for cell in tqdm(mine, desc=label, unit="student", position=rank, file=sys.stderr):
+    for cell in tqdm(mine, desc=label, unit="student", position=rank, file=sys.stderr, disable=not mine):
         error_path = _cell_path(output_dir, cell.key, ".error.json")
         try:
             record = dict(run_one(cell))
