@@ -33,9 +33,10 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 import datasets  # noqa: E402
 import transformers  # noqa: E402
-from transformers import HfArgumentParser, set_seed  # noqa: E402
+from transformers import set_seed  # noqa: E402
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model, load_teacher  # noqa: E402
+from gift_hf.commands._args import parse_args as _parse_args  # noqa: E402
 from gift_hf.metrics import build_compute_metrics  # noqa: E402
 from gift_hf.recipe_utils import (  # noqa: E402
     DataArguments,
@@ -56,13 +57,8 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, GIFTConfig]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, GIFTConfig), description=__doc__.split("\n\n")[0])
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
+    return _parse_args((ModelArguments, DataArguments, GIFTConfig), argv, os.path.basename(__file__), __doc__)
 
 
 def _count_predictions(compute_metrics):

@@ -27,9 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from transformers import HfArgumentParser
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model
+from gift_hf.commands._args import parse_args as _parse_args
 from gift_hf.metrics import build_compute_metrics
 from gift_hf.recipe_utils import (
     DataArguments,
@@ -100,13 +100,9 @@ class TeacherTrainingConfig(GIFTConfig):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TeacherModelArguments, DataArguments, TeacherTrainingConfig]:
-    parser = HfArgumentParser((TeacherModelArguments, DataArguments, TeacherTrainingConfig))
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
+    types = (TeacherModelArguments, DataArguments, TeacherTrainingConfig)
+    return _parse_args(types, argv, os.path.basename(__file__), __doc__)
 
 
 def expert_epochs(output_dir: str) -> list[dict]:

@@ -11,7 +11,7 @@ import torch
 
 from distilled_helpers import digits_pixels, digits_teacher
 from gift_hf import keep_topk, load_distilled, load_teacher, relabel, save_distilled
-from gift_hf.data import densify_topk
+from gift_hf.data import DIGITS_MEAN, densify_topk
 from gift_hf.relabel import resolve_expert_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_teacher.py"
@@ -36,7 +36,7 @@ def test_probabilities_at_temperature_equal_the_teachers_softmax(split):
     np.testing.assert_allclose(np.asarray(ds["soft_label"]), expected.numpy(), rtol=1e-5, atol=1e-7)
     assert ds["label"] == split["label"]
     assert (info.soft_label_kind, info.temperature, info.topk, info.num_classes) == ("probabilities", 4.0, None, 10)
-    assert info.teacher_architecture == "gift_convnet_d3" and info.image_mean == [pytest.approx(0.3064)]
+    assert info.teacher_architecture == "gift_convnet_d3" and info.image_mean == [pytest.approx(DIGITS_MEAN[0])]
 
 
 def test_logits_in_float16_equal_the_teachers_logits(split):
@@ -145,7 +145,7 @@ def test_train_teacher_keeps_a_checkpoint_per_epoch(teacher_run):
     assert json.loads((out / "expert_epochs.json").read_text()) == rows
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     final = load_teacher(out)
-    assert final.config.image_mean == [pytest.approx(0.3064)] and final.config.in_chans == 1
+    assert final.config.image_mean == [pytest.approx(DIGITS_MEAN[0])] and final.config.in_chans == 1
 
 
 def test_expert_epoch_uses_that_checkpoint(teacher_run, split):

@@ -7,9 +7,10 @@ from typing import Any
 from transformers import HfArgumentParser
 
 
-def parse_args(dataclass_types: tuple, argv: list[str], prog: str, description: str) -> tuple[Any, ...]:
-    """``HfArgumentParser`` over ``dataclass_types``; ``gift-hf X config.yaml`` reads the file."""
-    parser = HfArgumentParser(dataclass_types, prog=f"gift-hf {prog}", description=description)
+def parse_args(dataclass_types: tuple, argv: list[str], prog: str, description: str | None) -> tuple[Any, ...]:
+    """``HfArgumentParser`` over ``dataclass_types`` for the program ``prog`` (``"gift-hf relabel"``,
+    ``"train_student.py"``); a single ``.yaml``/``.yml``/``.json`` argument is read as the options file."""
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(argv[0])
     if len(argv) == 1 and argv[0].endswith(".json"):

@@ -18,7 +18,7 @@ def run_experiment_command(
     main process prints the table and the files written.
     """
     args, data_args, protocol_args = parse_args(
-        (arguments_class, DataArguments, ProtocolArguments), argv, prog, description
+        (arguments_class, DataArguments, ProtocolArguments), argv, f"gift-hf {prog}", description
     )
     result = run(args, data_args, protocol_args.to_protocol(default_protocol))
     if result.is_main:

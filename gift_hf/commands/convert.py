@@ -54,7 +54,7 @@ class ConvertArguments:
 
 
 def main(argv: list[str]) -> int:
-    (args,) = parse_args((ConvertArguments,), argv, "convert", __doc__)
+    (args,) = parse_args((ConvertArguments,), argv, "gift-hf convert", __doc__)
     import os
 
     from ..convert import from_image_folder, from_tensor_file

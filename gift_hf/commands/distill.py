@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     argv = list(argv)
     if argv and argv[0] in METHODS:  # `gift-hf distill random ...`
         argv = ["--method", argv[0], *argv[1:]]
-    (args,) = parse_args((DistillArguments,), argv, "distill", __doc__)
+    (args,) = parse_args((DistillArguments,), argv, "gift-hf distill", __doc__)
     from ..distilled import save_distilled
     from ..selection import build_difficulty_distilled, build_random_distilled
 

@@ -34,7 +34,7 @@ class PushArguments:
 
 
 def main(argv: list[str]) -> int:
-    (args,) = parse_args((PushArguments,), argv, "push", __doc__)
+    (args,) = parse_args((PushArguments,), argv, "gift-hf push", __doc__)
     from ..distilled import push_distilled
 
     result = push_distilled(args.dataset_dir, args.repo_id, private=args.private, token=args.token,

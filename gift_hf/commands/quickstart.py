@@ -9,6 +9,6 @@ HELP = "the main job: teacher, random IPC subset of digits, CE vs KL vs GIFT stu
 
 
 def main(argv: list[str]) -> int:
-    (args,) = parse_args((QuickstartArguments,), argv, "quickstart", __doc__)
+    (args,) = parse_args((QuickstartArguments,), argv, "gift-hf quickstart", __doc__)
     run_quickstart(args)
     return 0

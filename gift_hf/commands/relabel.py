@@ -61,7 +61,7 @@ class RelabelArguments:
 
 
 def main(argv: list[str]) -> int:
-    (args,) = parse_args((RelabelArguments,), argv, "relabel", __doc__)
+    (args,) = parse_args((RelabelArguments,), argv, "gift-hf relabel", __doc__)
     from ..distilled import card_license, load_distilled, save_distilled
     from ..relabel import relabel
 
