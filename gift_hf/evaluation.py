@@ -39,7 +39,7 @@ from torch import nn
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from .config import GIFTConfig
+from .config import SOFT_LABEL_SOURCES, GIFTConfig
 from .data import ImageTransform
 from .losses import LOSSES
 from .metrics import build_compute_metrics
@@ -71,7 +71,6 @@ DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 OPTIMIZERS: dict[str, float] = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 
 SCHEDULES = ("multistep", "cosine", "constant")
-SOFT_LABEL_SOURCES = ("teacher", "dataset", "none")
 
 
 @dataclass

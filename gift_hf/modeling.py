@@ -9,7 +9,6 @@ it once ``gift_hf`` is imported. Teachers may also be any transformers image cla
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -201,9 +200,3 @@ def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tens
     """Logits of a teacher (ours, a transformers classifier, or a bare timm/torch module)."""
     out = teacher(pixel_values=pixel_values) if isinstance(teacher, PreTrainedModel) else teacher(pixel_values)
     return out.logits if hasattr(out, "logits") else out
-
-
-def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a saved model directory, as a dict."""
-    with open(os.path.join(path, "config.json")) as f:
-        return json.load(f)
