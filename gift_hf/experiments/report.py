@@ -117,7 +117,7 @@ def _save(fig: Any, path: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -140,7 +140,7 @@ def bar_plot(
     bars = list(dict.fromkeys(s[bar_key] for s in summary))
     index = {(s[group_key], s[bar_key]): s for s in summary}
     width = 0.8 / max(1, len(bars))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) * max(1, len(bars)) * 0.45 + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(4.0, 2.0 + 0.28 * len(groups) * len(bars))), 4.0))
     for j, b in enumerate(bars):
         xs, means, stds = [], [], []
         for i, g in enumerate(groups):
@@ -152,9 +152,11 @@ def bar_plot(
     ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=30 if len(groups) > 5 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    if len(bars) > 1:
-        ax.legend(title=bar_key, fontsize=8, ncols=min(4, len(bars)))
-    ax.set_ylim(0, 100)
+    if len(bars) > 1:  # below the axes: the bars reach the top
+        ax.legend(title=bar_key, fontsize=8, ncols=min(6, len(bars)), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.18 if len(groups) <= 5 else -0.28))
+    low = min((s["mean"] - s["std"] for s in summary), default=0.0)
+    ax.set_ylim(max(0.0, 10 * (low // 10) - 10), 100)
     fig.tight_layout()
     return _save(fig, path)
 
