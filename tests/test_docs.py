@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 
 
-@pytest.mark.skipif(not MKDOCS.exists() and shutil.which("mkdocs") is None, reason="mkdocs (the docs extra) not installed")
+@pytest.mark.skipif(not MKDOCS.exists() and shutil.which("mkdocs") is None,
+                    reason="mkdocs (the docs extra) is not installed")
 def test_docs_build_strict(tmp_path):
     mkdocs = str(MKDOCS) if MKDOCS.exists() else shutil.which("mkdocs")
     done = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=REPO,

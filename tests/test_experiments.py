@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment_helpers import MODEL_KWARGS, small_digits, teacher_run
+from experiment_helpers import small_digits, teacher_run
 from gift_hf import cli
 from gift_hf.distilled import save_distilled
 from gift_hf.evaluation import get_protocol

@@ -11,7 +11,7 @@ import statistics
 import tempfile
 from typing import Any, Callable, Sequence
 
-from .sweep import atomic_write_text
+from .sweep import _fmt, atomic_write_text
 
 __all__ = [
     "bar_plot",
@@ -187,8 +187,8 @@ def heatmap_plot(
                 # dark text on the bright end of viridis, white on the dark end
                 color = "black" if grid[i][j] > middle else "white"
                 ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color=color, fontsize=8)
-    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xticks(range(len(cols)), [_fmt(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [_fmt(r) for r in rows])
     ax.set_xlabel(col_label or col_key)
     ax.set_ylabel(row_label or row_key)
     ax.set_title(title, fontsize=10)
@@ -224,13 +224,12 @@ def line_plot(
         if mark_best and means:
             best = max(range(len(means)), key=means.__getitem__)
             ax.plot([xs[best]], [means[best]], marker="*", markersize=14, color=line.get_color())
-    for name, y in (references or {}).items():
-        ax.axhline(y, ls="--", lw=1, color="gray")
-        ax.text(ax.get_xlim()[0], y, f" {name}", va="bottom", fontsize=8, color="gray")
+    for (name, y), style in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 5)))):
+        ax.axhline(y, ls=style, lw=1.2, color="gray", label=f"{name} ({y:.1f})")
     ax.set_xlabel(x_label or x_key)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
-    if line_key:
+    if line_key or references:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
