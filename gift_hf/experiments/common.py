@@ -269,6 +269,12 @@ class Study:
         cache_key = ("labelled", key, path, protocol.soft_label_kind, protocol.label_temperature)
         return self.cached(cache_key, lambda: relabel_for(dataset, self.teacher(path), protocol)), None
 
+    def training_set(self, args: Any) -> tuple[Dataset, str]:
+        """``args.distilled`` (split ``args.distilled_split``) if given, else a random IPC subset; with its label."""
+        if args.distilled:
+            return self.load_distilled(args.distilled, args.distilled_split), args.distilled
+        return self.random_subset(args.ipc), f"random IPC={args.ipc} (seed {args.selection_seed})"
+
     def load_distilled(self, repo_id_or_dir: str, split: str = "train") -> Dataset:
         """A distilled set saved with :func:`gift_hf.save_distilled` (local folder or Hub id), checked
         to have this data's classes."""

@@ -85,12 +85,7 @@ def run_cross_architecture(
 ) -> ExperimentResult:
     """Train every student architecture on every teacher's labels; table + heatmap."""
     study = Study("cross_architecture", args, data_args, protocol, data)
-    if args.distilled:
-        distilled = study.load_distilled(args.distilled, args.distilled_split)
-        source = args.distilled
-    else:
-        distilled = study.random_subset(args.ipc)
-        source = f"random IPC={args.ipc} (seed {args.selection_seed})"
+    distilled, source = study.training_set(args)
     names = _teacher_names(args.teachers)
     by_name = {v: k for k, v in names.items()}
     # every teacher is checked against the data before any student trains

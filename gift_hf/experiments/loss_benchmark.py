@@ -115,12 +115,7 @@ def run_loss_benchmark(
 ) -> ExperimentResult:
     """Run the loss × optimizer grid; write results.{json,csv,md} and ``loss_benchmark.png``."""
     study = Study("loss_benchmark", args, data_args, protocol, data)
-    if args.distilled:
-        distilled = study.load_distilled(args.distilled, args.distilled_split)
-        source = args.distilled
-    else:
-        distilled = study.random_subset(args.ipc)
-        source = f"random IPC={args.ipc} (seed {args.selection_seed})"
+    distilled, source = study.training_set(args)
     base = study.protocol
     rates = {o: args.learning_rate(o, base) for o in args.optimizers}
 
