@@ -19,16 +19,17 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
   saved next to the model as ``zca.safetensors`` and applied by the trainer to every batch
   it prepares: training (student *and* teacher input) and evaluation alike.
 
-Randomness comes from one ``torch.Generator`` per process, seeded with ``seed + rank``, so a
-run is reproducible under a seed, every DDP rank draws its own parameters, and the state
-(:meth:`BatchAugmenter.state_dict`) is saved in each checkpoint and restored on resume.
+Randomness comes from one ``torch.Generator`` per process, reseeded for every batch from
+``(seed, rank, step, call)``: a run is reproducible under a seed, every DDP rank draws its
+own parameters, and a resumed run draws exactly what the uninterrupted one drew at the same
+step, with no generator state to checkpoint (the trainer sets the step through a
+``TrainerCallback``; see :meth:`BatchAugmenter.set_step`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -45,11 +46,11 @@ from timm.data import Mixup
 
 __all__ = [
     "AUGMENTATION_MODES",
-    "AUGMENTER_STATE_FILE",
     "DSA_OPS",
     "MIX_MODES",
     "ZCA_FILE",
     "BatchAugmenter",
+    "batch_seed",
     "DSAParams",
     "ZCA",
     "build_augmenter",
@@ -64,10 +65,8 @@ AUGMENTATION_MODES = ("single", "all")
 MIX_MODES = ("none", "mixup", "cutmix", "both")
 """``both`` picks CutMix or MixUp with probability 1/2 per batch (timm's ``switch_prob``)."""
 ZCA_FILE = "zca.safetensors"
-AUGMENTER_STATE_FILE = "augmenter_state_{rank}.safetensors"
 
 Tensor = torch.Tensor
-logger = logging.getLogger(__name__)
 
 
 def parse_strategy(strategy: str) -> list[str]:
@@ -152,6 +151,12 @@ def _atomic_save_file(tensors: dict[str, Tensor], path: str, metadata: dict[str,
 
 
 # ------------------------------------------------------------------------------ augmenter
+def batch_seed(seed: int, rank: int, step: int, call: int) -> int:
+    """The 64-bit seed of the generator for one batch: a hash of its (seed, rank, step, call)."""
+    entropy = np.random.SeedSequence([seed, rank, step, call]).generate_state(2, np.uint32)
+    return int(entropy[0]) << 32 | int(entropy[1])
+
+
 class BatchAugmenter:
     """DSA ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
 
@@ -162,7 +167,8 @@ class BatchAugmenter:
         mix_prob: probability that a batch is mixed.
         mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
         num_classes: needed to turn class-id labels into mixed distributions.
-        seed: seed of this process's generator (``build_augmenter`` uses ``seed + rank``).
+        seed: the run's seed.
+        rank: this process's index; each rank draws its own parameters.
         params: the DSA ranges.
 
     Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
@@ -178,6 +184,7 @@ class BatchAugmenter:
         mix_beta: float = 1.0,
         num_classes: int | None = None,
         seed: int = 0,
+        rank: int = 0,
         params: DSAParams | None = None,
     ) -> None:
         self.ops = parse_strategy(ops if isinstance(ops, str) else "_".join(ops))
@@ -195,7 +202,9 @@ class BatchAugmenter:
         self.mix_beta = mix_beta
         self.num_classes = num_classes
         self.params = params or DSAParams()
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed, self.rank = int(seed), int(rank)
+        self.generator = torch.Generator()
+        self.set_step(0)
         self._kornia: dict[tuple[str, int, int], torch.nn.Module] = {}
         self._mixer: Mixup | None = None
         if mix != "none":
@@ -219,41 +228,17 @@ class BatchAugmenter:
         )
 
     # --------------------------------------------------------------------------- state
-    def manual_seed(self, seed: int) -> "BatchAugmenter":
-        self.generator.manual_seed(int(seed))
-        return self
+    def set_step(self, step: int) -> None:
+        """Draw the following batches as those of optimizer step ``step`` (its micro-batches in order).
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """The generator state; loading it makes the next calls repeat exactly."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if "generator" not in state:
-            raise KeyError(f"augmenter state has no 'generator' entry (got {sorted(state)})")
-        self.generator.set_state(state["generator"].to(torch.uint8).cpu())
-
-    def save_state(self, directory: str, rank: int = 0) -> str:
-        """Write :meth:`state_dict` to ``directory/augmenter_state_{rank}.safetensors``."""
-        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
-        _atomic_save_file(self.state_dict(), path)
-        return path
-
-    def load_state(self, directory: str, rank: int = 0, missing_ok: bool = False) -> bool:
-        """Load the state :meth:`save_state` wrote.
-
-        A missing file raises ``FileNotFoundError``, or with ``missing_ok`` logs a warning
-        (e.g. a checkpoint of a run without augmentation) and returns ``False``.
+        The parameters of a batch depend only on ``(seed, rank, step, call within the
+        step)``, so a run resumed at step ``s`` repeats the uninterrupted run exactly.
         """
-        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
-        if not os.path.isfile(path):
-            message = f"no augmenter state {os.path.basename(path)} in {directory!r}"
-            if not missing_ok:
-                raise FileNotFoundError(message)
-            logger.warning("%s: augmentation continues from the current generator state, not the checkpoint's",
-                           message)
-            return False
-        self.load_state_dict(load_file(path))
-        return True
+        self.step, self.calls = int(step), 0
+
+    def _reseed(self) -> None:
+        self.generator.manual_seed(batch_seed(self.seed, self.rank, self.step, self.calls))
+        self.calls += 1
 
     # ------------------------------------------------------------------------- helpers
     def _draw_seed(self) -> int:
@@ -359,6 +344,7 @@ class BatchAugmenter:
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
+        self._reseed()
         dtype = pixel_values.dtype
         # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
         # means lose too much in bf16, and kornia's warps need float32 on CPU.
@@ -378,8 +364,8 @@ class BatchAugmenter:
 def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None = None) -> BatchAugmenter | None:
     """The augmenter a :class:`~gift_hf.GIFTConfig` asks for, or ``None`` if it asks for none.
 
-    Its generator is seeded with ``args.seed + rank`` (``rank`` defaults to
-    ``args.process_index``), so each DDP process draws its own parameters.
+    Seeded with ``args.seed`` and ``rank`` (default ``args.process_index``), so each DDP
+    process draws its own parameters.
     """
     ops = parse_strategy(getattr(args, "augmentation", "none"))
     mix = getattr(args, "mix", "none")
@@ -394,7 +380,8 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
         mix_prob=getattr(args, "mix_prob", 1.0),
         mix_beta=getattr(args, "mix_beta", 1.0),
         num_classes=num_classes,
-        seed=int(getattr(args, "seed", 0)) + rank,
+        seed=int(getattr(args, "seed", 0)),
+        rank=rank,
     )
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
+from .losses import check_class_ids, check_finite
+
 __all__ = [
     "DIGITS_MEAN",
     "DIGITS_STD",
@@ -141,17 +143,22 @@ class SoftLabelCollator:
         if "pixel_values" not in first:
             raise KeyError(f"rows have no 'pixel_values'; set an ImageTransform on the dataset (got {sorted(first)})")
         batch = {"pixel_values": torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows])}
+        # Values are checked here, on the host, so the training step never has to read them back.
         if self.label_column in first:
             batch["labels"] = torch.tensor([int(r[self.label_column]) for r in rows], dtype=torch.long)
+            if self.num_classes is not None:
+                check_class_ids(f"column {self.label_column!r}", batch["labels"], self.num_classes)
         if self.soft_label_column in first:
-            batch["soft_labels"] = torch.tensor(
-                np.stack([np.asarray(r[self.soft_label_column], dtype=np.float32) for r in rows])
-            )
+            soft = np.stack([np.asarray(r[self.soft_label_column], dtype=np.float32) for r in rows])
+            check_finite(f"column {self.soft_label_column!r}", soft)
+            batch["soft_labels"] = torch.from_numpy(soft)
         topk_values, topk_indices = f"{self.soft_label_column}_topk_values", f"{self.soft_label_column}_topk_indices"
         if topk_values in first and topk_indices in first:
             if self.num_classes is None:
                 raise ValueError("SoftLabelCollator.num_classes is required to densify top-k soft labels")
-            values = torch.tensor(np.stack([np.asarray(r[topk_values], dtype=np.float32) for r in rows]))
+            values = np.stack([np.asarray(r[topk_values], dtype=np.float32) for r in rows])
+            check_finite(f"column {topk_values!r}", values)
+            values = torch.from_numpy(values)
             indices = torch.tensor(np.stack([np.asarray(r[topk_indices], dtype=np.int64) for r in rows]))
             batch["soft_labels"] = densify_topk(values, indices, self.num_classes, self.topk_fill)
         return batch

@@ -10,7 +10,6 @@ updated :class:`~gift_hf.distilled.DistilledInfo` alongside the dataset.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -32,7 +31,7 @@ from .distilled import (
     _quiet_datasets,
 )
 from .modeling import load_teacher, num_classes_of, teacher_logits
-from .trainer import INCOMPLETE_CHECKPOINT_MARKER
+from .checkpoints import list_checkpoints
 
 __all__ = [
     "add_soft_labels",
@@ -50,29 +49,23 @@ SOFT_DTYPES = ("float32", "float16")
 
 # --------------------------------------------------------------------------- teachers
 def resolve_expert_checkpoint(run_dir: str | os.PathLike, epoch: float) -> Path:
-    """The ``checkpoint-*`` folder of a ``Trainer`` run whose ``trainer_state.json`` is at ``epoch``.
+    """The complete ``checkpoint-*`` folder of a ``Trainer`` run saved at ``epoch``.
 
-    Teachers trained with ``save_strategy="epoch"`` (``recipes/train_teacher.py``) keep one
+    Teachers trained with ``save_strategy="epoch"`` (``gift-hf train-teacher``) keep one
     checkpoint per epoch, so an early "expert epoch" can be chosen after training.
+    Checkpoints come from :func:`gift_hf.checkpoints.list_checkpoints` (complete ones only).
     """
-    run_dir = Path(run_dir)
     found: dict[float, Path] = {}
-    # checkpoints first: the top-level model may be the best one (load_best_model_at_end), not that epoch's
-    candidates = sorted(run_dir.glob("checkpoint-*"), key=lambda p: p.name) + [run_dir]
-    for path in candidates:
-        state = path / "trainer_state.json"
-        # a checkpoint whose save was interrupted is not a usable expert
-        if state.is_file() and not (path / INCOMPLETE_CHECKPOINT_MARKER).exists():
-            with open(state) as f:
-                found.setdefault(round(float(json.load(f).get("epoch", -1)), 6), path)
+    for checkpoint in list_checkpoints(run_dir):
+        found.setdefault(checkpoint.epoch, Path(checkpoint.path))
     if not found:
-        raise ValueError(f"expert_epoch={epoch}: {str(run_dir)!r} has no checkpoint-*/trainer_state.json; expected "
-                         "a Trainer output_dir saved with save_strategy='epoch' (see recipes/train_teacher.py)")
+        raise ValueError(f"expert_epoch={epoch}: {os.fspath(run_dir)!r} has no complete checkpoint-* folder; expected "
+                         "a teacher run trained by gift_hf with save_strategy='epoch' (gift-hf train-teacher)")
     match = found.get(round(float(epoch), 6))
     if match is None:
         available = ", ".join(f"{e:g} ({p.name})" for e, p in sorted(found.items()))
-        raise ValueError(f"expert_epoch={epoch}: no checkpoint of that epoch in {str(run_dir)!r}; expected one of "
-                         f"the saved epochs: {available}")
+        raise ValueError(f"expert_epoch={epoch}: no checkpoint of that epoch in {os.fspath(run_dir)!r}; expected one "
+                         f"of the saved epochs: {available}")
     return match
 
 
