@@ -8,6 +8,7 @@ ZCA saved next to the weights), ``train`` (resume checks) and ``TrainerCallback`
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import logging
@@ -363,6 +364,31 @@ class GIFTTrainer(Trainer):
                     entry["train_loss"] = train_loss
                     break
         return output
+
+    # ---------------------------------------------------------- optimizer and schedule
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """Every parameter with ``decay_all_parameters`` (the papers' reference code), else the Trainer's rule."""
+        if self.args.decay_all_parameters:
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """``lr_scheduler_type`` multiplied by ``lr_decay`` at each of ``lr_milestones`` (``MultiStepLR``)."""
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if created and self.args.lr_milestones and self.args.lr_decay != 1:
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(
+                    f"lr_milestones: got {self.args.lr_milestones} with lr_scheduler_type "
+                    f"{self.args.lr_scheduler_type!r}, which cannot be stepped down; set lr_decay to 1"
+                )
+            milestones = self.args.lr_milestone_steps(num_training_steps, self.state.num_train_epochs)
+            decay = self.args.lr_decay
+            scheduler.lr_lambdas = [
+                lambda step, base=base: base(step) * decay ** bisect.bisect_right(milestones, step)
+                for base in scheduler.lr_lambdas
+            ]
+        return scheduler
 
     # ------------------------------------------------------------------------------ ZCA
     def _whiten(self, inputs: dict[str, Any]) -> dict[str, Any]:
