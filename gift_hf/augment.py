@@ -15,7 +15,7 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
   batch, image ``i`` mixed with image ``B−1−i``, CutMix ``λ`` corrected to the pasted area).
   Hard labels become mixed one-hot distributions ``(B, C)``; stored soft labels are mixed
   with the same coefficients.
-- **ZCA whitening** (:class:`ZCA`, kornia's ``ZCAWhitening``) fitted on training images,
+- **ZCA whitening** (:class:`ZCA`) fitted on training images,
   saved next to the model as ``zca.safetensors`` and applied by the trainer to every batch
   it prepares: training (student *and* teacher input) and evaluation alike.
 
@@ -39,7 +39,6 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.enhance import ZCAWhitening
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.data import Mixup
@@ -386,43 +385,57 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
 
 
 # ------------------------------------------------------------------------------------ ZCA
-class ZCA(ZCAWhitening):
-    """ZCA whitening of image batches: kornia's ``ZCAWhitening`` that saves and loads itself.
+class ZCA(torch.nn.Module):
+    """ZCA whitening of image batches, saved and loaded as ``zca.safetensors``.
 
-    ``W = U · diag(1/√(S + ε)) · Uᵀ`` from the covariance ``U S Uᵀ`` of the flattened
-    training images; ``zca(x) = (x − μ) · W`` reshaped back to ``(B, C, H, W)``. ``ε = 0.1``
-    is the regularisation the distillation literature uses (MTT, on normalised images).
+    ``W = U · diag(1/√(S + ε)) · Uᵀ`` from the (unbiased) covariance ``U S Uᵀ`` of the
+    flattened training images; ``zca(x) = (x − μ) · W`` reshaped back to ``(B, C, H, W)`` (the
+    transform of kornia's ``ZCAWhitening``). ``ε = 0.1`` is the regularisation the
+    distillation literature uses (MTT, on normalised images).
     """
 
     def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__()
         if not (np.isfinite(epsilon) and epsilon > 0):
             raise ValueError(f"zca_epsilon: got {epsilon}; expected a finite number > 0")
-        super().__init__(dim=0, eps=float(epsilon), unbiased=True, compute_inv=False)
+        self.eps = float(epsilon)
+        self.register_buffer("mean_vector", torch.empty(0))
+        self.register_buffer("transform_matrix", torch.empty(0))
         self.image_shape: tuple[int, ...] | None = None
 
     @property
     def epsilon(self) -> float:
         return self.eps
 
-    def fit(self, images: Tensor) -> "ZCA":  # type: ignore[override]
+    @property
+    def fitted(self) -> bool:
+        return self.image_shape is not None
+
+    def fit(self, images: Tensor) -> "ZCA":
         """Fit on ``(N, C, H, W)`` images (N ≥ 2), in float64, keeping float32 buffers."""
         if images.dim() != 4 or images.shape[0] < 2:
             raise ValueError(f"ZCA.fit: images must have shape (N >= 2, C, H, W), got {tuple(images.shape)}")
         # float64: with few images the covariance is rank-deficient and its small
         # eigenvalues (boosted by 1/sqrt(S + ε)) are where float32 loses digits.
-        super().fit(images.detach().to("cpu", torch.float64))
-        self.float()
+        flat = images.detach().to("cpu", torch.float64).reshape(images.shape[0], -1)
+        mean = flat.mean(0, keepdim=True)
+        centred = flat - mean
+        eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred / (flat.shape[0] - 1))
+        whiten = vectors @ torch.diag((eigenvalues.clamp_min(0) + self.eps).rsqrt()) @ vectors.T
+        self.mean_vector, self.transform_matrix = mean.float(), whiten.float()
         self.image_shape = tuple(int(s) for s in images.shape[1:])
         return self
 
-    def forward(self, x: Tensor, include_fit: bool = False) -> Tensor:  # type: ignore[override]
-        if not self.fitted or self.image_shape is None:
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fitted:
             raise RuntimeError("ZCA is not fitted: call fit(images) or ZCA.load(path) first")
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"ZCA was fitted on images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         if self.transform_matrix.device != x.device:
             self.to(x.device)
-        return super().forward(x)
+        flat = x.reshape(x.shape[0], -1)
+        out = (flat.to(self.transform_matrix.dtype) - self.mean_vector) @ self.transform_matrix
+        return out.to(x.dtype).reshape(x.shape)
 
     def save(self, directory: str) -> str:
         """Write ``directory/zca.safetensors`` (atomically); returns the path."""
@@ -445,13 +458,7 @@ class ZCA(ZCAWhitening):
             raise ValueError(f"zca_path: {file!r} is not a gift_hf ZCA file (no epsilon/image_shape metadata)")
         tensors = load_file(file)
         zca = cls(epsilon=float(metadata["epsilon"]))
-        zca.load_state_dict(
-            {
-                "mean_vector": tensors["mean_vector"],
-                "transform_matrix": tensors["transform_matrix"],
-                "transform_inv": tensors["transform_matrix"].new_empty(0),
-            }
-        )
+        zca.mean_vector, zca.transform_matrix = tensors["mean_vector"], tensors["transform_matrix"]
         zca.image_shape = tuple(json.loads(metadata["image_shape"]))
         return zca
 

@@ -180,6 +180,12 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "A run directory (or zca.safetensors file) to load the ZCA from instead of fitting it; "
                   "use it to evaluate a saved run, or to reuse a ZCA fitted on the full real training set."},
     )
+    # ---- resuming
+    resume_force: bool = field(
+        default=False,
+        metadata={"help": "Resume even from a checkpoint of a different run (another loss, seed, dataset or "
+                  "schedule) or one without gift_hf's completeness marker. Off: such a resume is refused."},
+    )
     # ---- evaluation protocol (what TrainingArguments has no field for)
     batch_size_thresholds: list[int] = field(
         default_factory=lambda: [10, 500, 20000],
