@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames
 
 from .losses import LOSSES, get_loss
@@ -68,7 +69,7 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "Optimizer (TrainingArguments names: adamw_torch, sgd, rmsprop, adagrad, …). SGD momentum "
                   "is given as optim_args, e.g. 'momentum=0.9'."},
     )
-    lr_scheduler_type: Union[str, Any] = field(
+    lr_scheduler_type: Union[SchedulerType, str] = field(
         default="constant",
         metadata={"help": "Base learning-rate schedule (TrainingArguments names); lr_milestones multiplies it. "
                   "'constant' with the default milestones is the papers' MultiStepLR."},
@@ -336,6 +337,28 @@ class GIFTConfig(TrainingArguments):
             return sorted({max(1, round(f * epochs)) * per_epoch for f in self.lr_milestones})
         return sorted({max(1, round(f * total_steps)) for f in self.lr_milestones})
 
+    #: TrainingArguments fields a trained model depends on (see :meth:`training_settings`).
+    _TRAINING_FIELDS = (
+        "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "num_train_epochs", "max_steps",
+        "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "bf16", "fp16", "label_smoothing_factor",
+    )
+    #: GIFTConfig fields that say where or how a run is kept, not what it trains.
+    _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "num_students", "remove_unused_columns",
+                            "report_to", "trust_remote_code", "zca_path")
+
+    def training_settings(self) -> dict[str, Any]:
+        """The values a trained model depends on (not where it is saved or logged, nor the seed):
+        what fingerprints of results hash."""
+        own = [f.name for f in dataclasses.fields(GIFTConfig) if f.name not in TrainingArguments.__dataclass_fields__
+               or f.name in GIFTConfig.__annotations__]
+        names = [n for n in own if n not in self._NOT_TRAINING_FIELDS] + list(self._TRAINING_FIELDS)
+        values = {}
+        for name in names:
+            value = getattr(self, name, None)
+            values[name] = getattr(value, "value", value)  # enums as their names
+        return values
+
     def replace(self, **changes: Any) -> "GIFTConfig":
         """A copy with ``changes`` applied (validated again)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -395,6 +418,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         augmentation=DSA_STRATEGY,
         num_students=3,
         best_of=4,
+        seed=0,
     ),
     # Qin et al., NeurIPS 2024 (the label paper); where it is silent, MTT's evaluate_synset
     # protocol that line of work evaluates with: lr 0.01, ×0.1 at half of training, batch 256.
@@ -415,6 +439,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         augmentation=DSA_STRATEGY,
         num_students=5,
         best_of=1,
+        seed=0,
     ),
 }
 

@@ -80,7 +80,11 @@ class GIFTParser(HfArgumentParser):
     # ------------------------------------------------------------------ helpers
     def _known_options(self) -> dict[str, Any]:
         """``dest`` → argparse action of every option the dataclasses define."""
-        return {a.dest: a for a in self._actions if a.dest not in ("help", "config")}
+        options: dict[str, Any] = {}
+        for action in self._actions:  # the first action of a dest: `--flag`, not its `--no_flag` complement
+            if action.dest not in ("help", "config"):
+                options.setdefault(action.dest, action)
+        return options
 
     def _field_names(self) -> set[str]:
         return {f.name for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
