@@ -28,7 +28,7 @@ from .distilled import (
     TOPK_INDICES_COLUMN,
     TOPK_VALUES_COLUMN,
     DistilledInfo,
-    _quiet_datasets,
+    quiet_datasets,
 )
 from .modeling import load_teacher, num_classes_of, teacher_logits
 from .checkpoints import list_checkpoints
@@ -36,8 +36,12 @@ from .checkpoints import list_checkpoints
 __all__ = [
     "add_soft_labels",
     "compute_teacher_logits",
+    "describe_teacher",
+    "ensemble_logits",
+    "fixed_size_list",
     "relabel",
     "resolve_expert_checkpoint",
+    "resolve_teachers",
     "teacher_transform",
     "topk_sparsify",
 ]
@@ -69,7 +73,7 @@ def resolve_expert_checkpoint(run_dir: str | os.PathLike, epoch: float) -> Path:
     return match
 
 
-def _describe_teacher(model: nn.Module, source: TeacherLike) -> tuple[str, str | None]:
+def describe_teacher(model: nn.Module, source: TeacherLike) -> tuple[str, str | None]:
     """(id, architecture) of a teacher for the dataset card."""
     config = getattr(model, "config", None)
     arch = getattr(config, "arch", None) or (getattr(config, "architectures", None) or [None])[0]
@@ -104,7 +108,7 @@ def teacher_transform(
                           image_column=image_column)
 
 
-def _resolve_teachers(
+def resolve_teachers(
     teacher: TeacherLike | Sequence[TeacherLike], expert_epoch: float | None, teacher_kwargs: dict[str, Any] | None
 ) -> list[tuple[TeacherLike, nn.Module, str | None]]:
     """[(source, model, checkpoint name)] for one teacher or an ensemble."""
@@ -198,11 +202,12 @@ def compute_teacher_logits(
     output_dir with ``expert_epoch``), a Hub id, or a list of these (an ensemble: logits
     averaged). ``transform`` defaults to :func:`teacher_transform` of each teacher.
     """
-    return _ensemble_logits(dataset, _resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
+    return ensemble_logits(dataset, resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
                             device=device, transform=transform, progress=progress, num_workers=num_workers)
 
 
-def _ensemble_logits(dataset, teachers, *, batch_size, device, transform, progress, num_workers) -> torch.Tensor:
+def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progress, num_workers) -> torch.Tensor:
+    """The mean logits ``(N, C)`` of ``teachers`` (from :func:`resolve_teachers`) over ``dataset``'s rows, on CPU."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
@@ -217,7 +222,7 @@ def _ensemble_logits(dataset, teachers, *, batch_size, device, transform, progre
         logits = _logits_of(model, dataset, fn, batch_size, device, progress,
                             f"teacher {i + 1}/{len(teachers)}", num_workers)
         if total is not None and logits.shape != total.shape:
-            raise ValueError(f"teacher {i + 1} ({_describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
+            raise ValueError(f"teacher {i + 1} ({describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
                              f"classes but teacher 1 outputs {total.shape[1]}; an ensemble needs one label set")
         total = logits if total is None else total + logits
     return total / len(teachers)
@@ -234,7 +239,8 @@ def topk_sparsify(soft: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return values, indices
 
 
-def _fixed_list(matrix: np.ndarray, dtype: str):
+def fixed_size_list(matrix: np.ndarray, dtype: str):
+    """An ``(N, K)`` matrix as a pyarrow fixed-size-list column (``List(Value(dtype), length=K)``)."""
     import pyarrow as pa
 
     flat = pa.array(np.ascontiguousarray(matrix, dtype=dtype).reshape(-1))
@@ -256,12 +262,12 @@ def add_soft_labels(ds: Dataset, soft: torch.Tensor, topk: int | None = None, dt
                             if c in ds.column_names])
     num_classes = soft.shape[1]
     if topk is None:
-        return ds.add_column(SOFT_LABEL_COLUMN, _fixed_list(soft.numpy(), dtype),
+        return ds.add_column(SOFT_LABEL_COLUMN, fixed_size_list(soft.numpy(), dtype),
                              feature=List(Value(dtype), length=num_classes))
     values, indices = topk_sparsify(soft, topk)
     index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
-    ds = ds.add_column(TOPK_VALUES_COLUMN, _fixed_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk))
-    return ds.add_column(TOPK_INDICES_COLUMN, _fixed_list(indices.numpy(), index_dtype),
+    ds = ds.add_column(TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk))
+    return ds.add_column(TOPK_INDICES_COLUMN, fixed_size_list(indices.numpy(), index_dtype),
                          feature=List(Value(index_dtype), length=topk))
 
 
@@ -328,28 +334,28 @@ def relabel(
         if not isinstance(label, ClassLabel):
             raise ValueError(f"column {LABEL_COLUMN!r} (split {name!r}) has feature {label}; expected a ClassLabel "
                              "(the teacher's classes must be named)")
-    teachers = _resolve_teachers(teacher, expert_epoch, teacher_kwargs)
+    teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
     num_classes = next(iter(splits.values())).features[LABEL_COLUMN].num_classes
     for source, model, _ in teachers:
         teacher_classes = num_classes_of(model)
         if teacher_classes is not None and teacher_classes != num_classes:
-            raise ValueError(f"teacher {_describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
+            raise ValueError(f"teacher {describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
                              f"column {LABEL_COLUMN!r} has {num_classes}; expected the same label set")
     if topk is not None and topk > num_classes:
         raise ValueError(f"topk: got {topk}; expected 1 <= k <= {num_classes} (the number of classes)")
 
     out: dict[str, Dataset] = {}
     for name, ds in splits.items():
-        logits = _ensemble_logits(ds.with_format(None), teachers, batch_size=batch_size, device=device,
+        logits = ensemble_logits(ds.with_format(None), teachers, batch_size=batch_size, device=device,
                                   transform=transform, progress=progress, num_workers=num_workers)
         if logits.shape[1] != num_classes:
             raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {LABEL_COLUMN!r} has "
                              f"{num_classes}; expected the same label set")
         soft = torch.softmax(logits / temperature, dim=1) if output == "probabilities" else logits
-        with _quiet_datasets():
+        with quiet_datasets():
             out[name] = add_soft_labels(ds, soft, topk, dtype)
 
-    ids = [_describe_teacher(model, source) for source, model, _ in teachers]
+    ids = [describe_teacher(model, source) for source, model, _ in teachers]
     checkpoints = [c for _, _, c in teachers if c is not None]
     first_model = teachers[0][1]
     mean = getattr(getattr(first_model, "config", None), "image_mean", None)
