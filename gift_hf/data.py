@@ -29,6 +29,7 @@ __all__ = [
     "build_image_transform",
     "check_soft_label_columns",
     "default_collator",
+    "image_spec",
     "infer_channels_and_size",
     "label_names",
     "load_image_dataset",
@@ -403,3 +404,10 @@ def default_collator(args: DataArguments, num_classes: int, record: bool = False
         label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes
     )
     return ShardRecordingCollator(collator) if record else collator
+
+
+def image_spec(split: Dataset, args: DataArguments) -> tuple[list[str], int, int, ImageTransform]:
+    """What a model trained on ``split`` sees: ``(class names, channels, size, transform)``."""
+    names = label_names(split, args.label_column)
+    channels, size = infer_channels_and_size(split, args)
+    return names, channels, size, build_image_transform(args, channels)
