@@ -43,16 +43,6 @@ __all__ = ["GIFTTrainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
 
-#: The fields of a run that a resumed run must share with the checkpoint it resumes from.
-RUN_IDENTITY_FIELDS = (
-    "loss", "gamma", "smoothing", "temperature", "kl_t_squared", "ce_weight", "soft_label_source",
-    "soft_label_kind", "teacher_model_name_or_path", "seed", "data_seed", "learning_rate", "lr_scheduler_type",
-    "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "weight_decay", "optim", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "augmentation", "augmentation_mode", "mix",
-    "mix_prob", "mix_beta", "zca",
-)
-
-
 class TrainingDivergedError(FloatingPointError):
     """Training produced a non-finite loss, logits or soft labels; the run is not scored."""
 
@@ -141,6 +131,15 @@ class _CheckpointCallback(TrainerCallback):
 
     def __init__(self, trainer: "GIFTTrainer") -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # From here on `last` means this run's checkpoints. Written once training starts (every
+        # process is set up by then), not before: another process may still be checking that
+        # output_dir is empty.
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            write_json(os.path.join(args.output_dir, RUN_FILE),
+                       {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()})
 
     def on_save(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -296,8 +295,8 @@ class GIFTTrainer(Trainer):
     # ------------------------------------------------------------------- run identity
     def run_identity(self) -> dict[str, Any]:
         """What a resumed run must share with its checkpoint: loss, seed, data, schedule, batch size."""
-        values = {name: getattr(self.args, name, None) for name in RUN_IDENTITY_FIELDS}
-        values["world_size"] = self.args.world_size
+        values = self.args.training_settings()  # loss, soft labels, optimizer, schedule, batch size, epochs
+        values.update(seed=self.args.seed, data_seed=self.args.data_seed, world_size=self.args.world_size)
         values["train_dataset"] = dataset_fingerprint(self.train_dataset)
         return json.loads(json.dumps(values, default=str))  # as it reads back from the checkpoint
 
@@ -349,9 +348,6 @@ class GIFTTrainer(Trainer):
         else:
             self.run_id = uuid.uuid4().hex
             self.monitor.reset()
-        if self.args.should_save:
-            os.makedirs(output_dir, exist_ok=True)
-            write_json(os.path.join(output_dir, RUN_FILE), {"run_id": self.run_id, "run": self.run_identity()})
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         # Trainer's train_loss covers this call's steps only; report the whole run's.
         loss_sum, count = self.monitor.totals()
