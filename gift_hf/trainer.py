@@ -444,7 +444,7 @@ class GIFTTrainer(Trainer):
         if num_items_in_batch is None:
             return per_sample.mean()
         loss = per_sample.sum() / num_items_in_batch
-        if getattr(self.args, "average_tokens_across_devices", False):
+        if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes
         return loss
 

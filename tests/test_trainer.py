@@ -132,3 +132,19 @@ def test_config_validation():
         "num_classes": 3
     }
     assert GIFTConfig(output_dir="x").trust_remote_code is False
+
+
+def test_the_public_trainer_hooks_gift_hf_relies_on():
+    """GIFTTrainer overrides no private Trainer method; these public signatures are what it uses."""
+    import inspect
+
+    from transformers import Trainer, TrainingArguments
+
+    assert "num_items_in_batch" in inspect.signature(Trainer.compute_loss).parameters
+    assert list(inspect.signature(Trainer.training_step).parameters)[:3] == ["self", "model", "inputs"]
+    assert list(inspect.signature(Trainer.prediction_step).parameters)[:4] == [
+        "self", "model", "inputs", "prediction_loss_only"]
+    assert list(inspect.signature(Trainer.save_model).parameters)[:2] == ["self", "output_dir"]
+    assert "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__
+    overridden = {name for name in vars(GIFTTrainer) if name.startswith("_") and not name.startswith("__")}
+    assert not overridden & set(dir(Trainer)), overridden & set(dir(Trainer))
