@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
+from .files import atomic_write_text
 from .losses import check_class_ids, check_finite
 
 __all__ = [
@@ -388,14 +389,8 @@ class ShardRecordingCollator:
 
     def dump(self, output_dir: str, process_index: int) -> str:
         """Write ``output_dir/shard_indices/rank<N>.json`` atomically; return its path."""
-        folder = os.path.join(output_dir, "shard_indices")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"rank{process_index}.json")
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.indices, f)
-        os.replace(tmp, path)
-        return path
+        path = os.path.join(output_dir, "shard_indices", f"rank{process_index}.json")
+        return atomic_write_text(path, json.dumps(self.indices))
 
 
 def default_collator(args: DataArguments, num_classes: int, record: bool = False) -> Any:

@@ -1,7 +1,5 @@
 """GIFTTrainer end to end on the real digits dataset with real timm models and Trainer."""
 
-import os
-
 import pytest
 import torch
 
