@@ -303,7 +303,7 @@ class GIFTTrainer(Trainer):
     def _check_resume(self, checkpoint: str) -> dict[str, Any]:
         """The checkpoint's marker, after checking it is complete and belongs to this run."""
         info = read_json(os.path.join(checkpoint, CHECKPOINT_MARKER))
-        force = getattr(self.args, "resume_force", False)
+        force = self.args.resume_force
         if not info:
             message = (f"resume_from_checkpoint: {checkpoint!r} is not a complete gift_hf checkpoint (no "
                        f"{CHECKPOINT_MARKER}: its save was interrupted, or another program wrote it)")
