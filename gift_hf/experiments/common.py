@@ -141,11 +141,16 @@ class Study:
         self.stats: SweepStats | None = None
 
     # ------------------------------------------------------------------ models
-    def teacher(self, name_or_path: str | None = None) -> nn.Module:
-        """A teacher, loaded once and checked against the data (classes, channels, size)."""
+    def teacher_path(self, name_or_path: str | None = None) -> str:
+        """``name_or_path``, else ``teacher_model_name_or_path``; an error naming it when neither is set."""
         name_or_path = name_or_path or self.config.teacher_model_name_or_path
         if name_or_path is None:
             raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        return name_or_path
+
+    def teacher(self, name_or_path: str | None = None) -> nn.Module:
+        """A teacher, loaded once and checked against the data (classes, channels, size)."""
+        name_or_path = self.teacher_path(name_or_path)
         if name_or_path not in self._teachers:
             model = load_teacher(name_or_path)
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
@@ -197,9 +202,7 @@ class Study:
         """The teacher's checkpoint of ``expert_epoch`` (its final model when None)."""
         from ..relabel import resolve_expert_checkpoint
 
-        teacher = teacher or self.config.teacher_model_name_or_path
-        if teacher is None:
-            raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        teacher = self.teacher_path(teacher)
         return teacher if expert_epoch is None else str(resolve_expert_checkpoint(teacher, expert_epoch))
 
     def expert_epochs(self, requested: list[float] | None = None) -> list[float]:
