@@ -174,5 +174,9 @@ class GIFTParser(HfArgumentParser):
         if config_path is not None:
             tokens = self._check_values(self.read_config(config_path), config_path)
         # argparse keeps the last occurrence of an option: the command line wins over the file.
-        outputs = self.parse_args_into_dataclasses(args=tokens + args)
+        *outputs, remaining = self.parse_args_into_dataclasses(args=tokens + args, return_remaining_strings=True)
+        if remaining:
+            # Name the options only: the value after a mistyped `--hub_tokn` may be a secret.
+            names = [arg.split("=", 1)[0] for arg in remaining if arg.startswith("-")]
+            self.error(f"unrecognized option(s) {names or ['(a value without an option)']}; see {self.prog} --help")
         return tuple(outputs[: len(self.dataclass_types)])  # without the namespace holding `config`

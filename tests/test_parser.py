@@ -88,3 +88,11 @@ def test_every_recipe_parses_with_its_command():
         assert any(getattr(p, "output_dir", None) for p in parsed), path
         if "keep_distilled_labels" in path.read_text():
             assert parsed[0].keep_distilled_labels is True
+
+
+def test_a_mistyped_option_is_named_without_its_value(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args_and_config(["--hub_tokn", "hf_SECRETVALUE", "--learning_rate", "0.1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized option(s) ['--hub_tokn']" in err and "SECRETVALUE" not in err

@@ -85,6 +85,7 @@ def expert_epochs(output_dir: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     from ..data import default_collator, image_spec, load_image_dataset
+    from ..experiments.sweep import atomic_write_text
     from ..modeling import create_model
     from ..training import train_student
     from .train import setup_logging
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   save=True)
     rows = expert_epochs(config.output_dir)
     if config.should_save:
-        with open(os.path.join(config.output_dir, "expert_epochs.json"), "w") as f:
-            json.dump(rows, f, indent=2)
+        atomic_write_text(os.path.join(config.output_dir, "expert_epochs.json"), json.dumps(rows, indent=2))
         for row in rows:
             logger.info(f"expert epoch {row['epoch']:g}: {row['checkpoint']} " + " ".join(
                 f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, float)))
