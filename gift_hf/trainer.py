@@ -362,6 +362,20 @@ class GIFTTrainer(Trainer):
         return output
 
     # ---------------------------------------------------------- optimizer and schedule
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, dict[str, Any]]:
+        """The Trainer's optimizer for ``args.optim``; SGD and RMSprop also take ``optim_args``
+        (``"momentum=0.9"``), which transformers before 4.5x ignores for them."""
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        if optimizer_cls in (torch.optim.SGD, torch.optim.RMSprop) and args.optim_args:
+            for item in args.optim_args.replace(" ", "").split(","):
+                key, _, value = item.partition("=")
+                if key in ("momentum", "dampening", "alpha", "eps", "weight_decay"):
+                    kwargs.setdefault(key, float(value))
+                elif key == "nesterov":
+                    kwargs.setdefault(key, value.lower() in ("true", "1", "yes"))
+        return optimizer_cls, kwargs
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Every parameter with ``decay_all_parameters`` (the papers' reference code), else the Trainer's rule."""
         if self.args.decay_all_parameters:
@@ -442,6 +456,14 @@ class GIFTTrainer(Trainer):
         micro-batches weigh each sample equally. Without it (evaluation), the batch mean.
         """
         if num_items_in_batch is None:
+            if self.model.training and self.args.gradient_accumulation_steps > 1:
+                # Trainer counts items from the batch's `labels`; without the count, the scaling of
+                # accumulated micro-batches differs between transformers releases.
+                raise ValueError(
+                    f"gradient_accumulation_steps={self.args.gradient_accumulation_steps} needs a label column in "
+                    "the training set (Trainer counts each step's samples from it); add one, or set "
+                    "gradient_accumulation_steps=1 and a larger per_device_train_batch_size"
+                )
             return per_sample.mean()
         loss = per_sample.sum() / num_items_in_batch
         if self.args.average_tokens_across_devices:

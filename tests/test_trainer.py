@@ -68,6 +68,20 @@ def test_train_from_a_stored_soft_label_column(tmp_path, digits, digits_transfor
     torch.testing.assert_close(collated["soft_labels"], soft[:4])
 
 
+def test_accumulation_without_a_label_column_is_a_clear_error(tmp_path, digits, digits_transform, tiny_model):
+    """Without labels Trainer cannot count a step's samples; accumulated steps would be weighed
+    differently by different transformers releases, so this is refused rather than guessed."""
+    rows = digits["train"].select(range(16))
+    soft = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    stored = rows.add_column("soft_label", soft.tolist()).remove_columns("label").with_transform(digits_transform)
+    args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8)
+    assert GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train().global_step == 1
+    args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8,
+                  gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=2 needs a label column"):
+        GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train()
+
+
 def test_stored_soft_labels_missing_is_a_clear_error(tmp_path, small, tiny_model):
     train, _ = small
     trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path, loss="kl", soft_label_source="dataset"),

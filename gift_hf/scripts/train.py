@@ -67,7 +67,7 @@ def setup_logging(config: Any) -> None:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.warning(f"process {config.process_index}/{config.world_size}, device {config.device}, "
-                   f"mixed precision {config.mixed_precision}")
+                   f"mixed precision {'bf16' if config.bf16 else 'fp16' if config.fp16 else 'no'}")
     logger.info(f"training arguments: {config}")  # str() masks *_token fields
 
 
