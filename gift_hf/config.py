@@ -451,4 +451,5 @@ def protocol_config(name: str, **overrides: Any) -> GIFTConfig:
     """
     if name not in PROTOCOLS:
         raise ValueError(f"protocol: got {name!r}; expected one of {sorted(PROTOCOLS)}")
-    return GIFTConfig(**{**PROTOCOLS[name], **overrides})
+    # output_dir: transformers before 5 has no default for it
+    return GIFTConfig(**{"output_dir": "trainer_output", **PROTOCOLS[name], **overrides})

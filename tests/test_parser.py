@@ -37,11 +37,12 @@ def test_command_line_overrides_the_recipe(tmp_path):
 
 def test_dict_options_from_json_on_the_command_line():
     model, _, config = parser().parse_args_and_config(
-        ["--student_model_kwargs", '{"width": 8}', "--teacher_model_init_kwargs", '{"num_classes": 10}'])
+        ["--student_model_kwargs", '{"width": 8}', "--teacher_model_init_kwargs", '{"num_classes": 10}',
+         "--output_dir", "x"])
     assert model.student_model_kwargs == {"width": 8}
     assert config.teacher_model_init_kwargs == {"num_classes": 10}
     with pytest.raises(ValueError, match=r"student_model_kwargs: got '\{width: 8\}'; expected a JSON object"):
-        parser().parse_args_and_config(["--student_model_kwargs", "{width: 8}"])
+        parser().parse_args_and_config(["--student_model_kwargs", "{width: 8}", "--output_dir", "x"])
     with pytest.raises(ValueError, match=r"teacher_model_init_kwargs: got '\[1, 2\]'; expected a JSON object"):
         parse_dict_option("teacher_model_init_kwargs", "[1, 2]")
 
@@ -92,7 +93,7 @@ def test_every_recipe_parses_with_its_command():
 
 def test_a_mistyped_option_is_named_without_its_value(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parser().parse_args_and_config(["--hub_tokn", "hf_SECRETVALUE", "--learning_rate", "0.1"])
+        parser().parse_args_and_config(["--hub_tokn", "hf_SECRETVALUE", "--learning_rate", "0.1", "--output_dir", "x"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized option(s) ['--hub_tokn']" in err and "SECRETVALUE" not in err
