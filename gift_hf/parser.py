@@ -120,8 +120,9 @@ class GIFTParser(HfArgumentParser):
         tokens: list[str] = []
         for key, value in config.items():
             action = actions[key]
-            if value is None:
-                self.set_defaults(**{key: None})
+            if value is None or (isinstance(value, (list, tuple)) and not value and action.nargs in ("+", "*")):
+                # no command-line form ("--lr_milestones" needs a value): the file's value becomes the default
+                self.set_defaults(**{key: None if value is None else []})
                 continue
             if isinstance(value, dict) and action.type not in (None, str):
                 raise ConfigError(f"{path}: key {key!r} got a mapping {value!r}; expected {self._expected(action)}")
@@ -134,7 +135,7 @@ class GIFTParser(HfArgumentParser):
                 for v in values:
                     try:
                         action.type(v)
-                    except (TypeError, ValueError) as err:
+                    except Exception as err:  # ValueError, argparse.ArgumentTypeError (bools) …
                         raise ConfigError(
                             f"{path}: key {key!r} got {value!r}; expected {self._expected(action)}"
                         ) from err
