@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from transformers import HfArgumentParser
 
-__all__ = ["ConfigError", "GIFTParser", "make_parser", "parse_dict_option"]
+__all__ = ["ConfigError", "GIFTParser", "parse_dict_option"]
 
 
 class ConfigError(ValueError):
@@ -43,11 +43,6 @@ def parse_dict_option(name: str, value: Any) -> Optional[dict]:
         if isinstance(parsed, dict):
             return parsed
     raise ValueError(f"{name}: got {value!r}; expected a JSON object (a mapping in YAML)")
-
-
-def make_parser(dataclass_types: Sequence[type], prog: str, description: str | None = None) -> "GIFTParser":
-    """A :class:`GIFTParser` over ``dataclass_types`` for the program ``prog`` (``"gift-hf train"``)."""
-    return GIFTParser(dataclass_types, prog=prog, description=description)
 
 
 def _as_token(value: Any) -> list[str]:
