@@ -85,7 +85,7 @@ def expert_epochs(output_dir: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     from ..data import default_collator, image_spec, load_image_dataset
-    from ..experiments.sweep import atomic_write_text
+    from ..files import atomic_write_text
     from ..modeling import create_model
     from ..training import train_student
     from .train import setup_logging
