@@ -28,10 +28,11 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
 No op reads a value back from the device: per-image parameters are drawn on the batch's
 device from a device generator, and the per-batch choices whose outcome changes the work
 (the op in ``single`` mode, whether and how a batch is mixed, ``λ``, the CutMix box) come
-from a host-side NumPy generator. Both are seeded with ``seed + rank``, so a run is
-reproducible under a seed on a given device type, every DDP rank draws its own
-parameters, and the state (:meth:`BatchAugmenter.state_dict`) is saved in each
-checkpoint and restored on resume.
+from a host-side NumPy generator. Both are reseeded for every batch from
+``(seed, rank, step, call)`` (:func:`batch_seed`): a run is reproducible under a seed on a
+given device type, every DDP rank draws its own parameters, and a resumed run draws
+exactly what the uninterrupted one drew at the same step once the trainer tells the
+augmenter the step (:meth:`BatchAugmenter.set_step`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "BatchAugmenter",
     "DSAParams",
     "ZCA",
+    "batch_seed",
     "build_augmenter",
     "fit_zca",
     "parse_strategy",
@@ -210,6 +212,12 @@ def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Te
 
 
 # ------------------------------------------------------------------------------ augmenter
+def batch_seed(seed: int, rank: int, step: int, call: int) -> int:
+    """The 64-bit seed of the generators for one batch: a hash of its (seed, rank, step, call)."""
+    entropy = np.random.SeedSequence([seed, rank, step, call]).generate_state(2, np.uint32)
+    return int(entropy[0]) << 32 | int(entropy[1])
+
+
 class BatchAugmenter:
     """Per-image ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
 
@@ -220,7 +228,8 @@ class BatchAugmenter:
         mix_prob: probability that a batch is mixed.
         mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
         num_classes: needed to turn class-id labels into mixed distributions.
-        seed: seed of this process's generators (``build_augmenter`` uses ``seed + rank``).
+        seed: the run's seed.
+        rank: this process's index; each rank draws its own parameters.
         params: the op ranges.
 
     Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
@@ -237,6 +246,7 @@ class BatchAugmenter:
         mix_beta: float = 1.0,
         num_classes: int | None = None,
         seed: int = 0,
+        rank: int = 0,
         params: DSAParams | None = None,
     ) -> None:
         self.ops = parse_strategy(ops if isinstance(ops, str) else "_".join(ops))
@@ -254,7 +264,11 @@ class BatchAugmenter:
         self.mix_beta = mix_beta
         self.num_classes = num_classes
         self.params = params or DSAParams()
-        self.manual_seed(seed)
+        self.seed, self.rank = int(seed), int(rank)
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self.generator: torch.Generator | None = None  # the device generator of the current batch
+        self.host_rng: np.random.Generator | None = None
+        self.set_step(0)
 
     def __repr__(self) -> str:
         ops = "_".join(self.ops) or "none"
@@ -264,45 +278,29 @@ class BatchAugmenter:
         )
 
     # --------------------------------------------------------------------------- state
-    def manual_seed(self, seed: int) -> "BatchAugmenter":
-        """Reseed both generators (the device one is made on the first batch's device)."""
-        self.seed = int(seed)
-        self.host_rng = np.random.Generator(np.random.PCG64(self.seed))
-        self.generator: torch.Generator | None = None
-        self._pending_device_state: tuple[str, Tensor] | None = None
-        return self
+    def set_step(self, step: int) -> None:
+        """Draw the following batches as those of optimizer step ``step`` (its micro-batches in order).
+
+        The parameters of a batch depend only on ``(seed, rank, step, call within the
+        step)``, so a run resumed at step ``s`` repeats the uninterrupted run exactly.
+        """
+        self.step, self.calls = int(step), 0
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Both generators' states (uint8/int64 tensors); loading them makes the next calls repeat exactly.
+        """``seed``, ``rank``, ``step`` and ``calls`` (int64 tensors): all that decides the next draws.
 
-        Keys: ``seed``, ``host_rng`` (the NumPy bit generator state as JSON bytes),
-        ``device_rng`` (empty until the first call made the device generator) and
-        ``device_type``. ``{k: v.tolist()}`` of it is JSON-serialisable and loads back.
+        For loops that do not call :meth:`set_step` themselves; ``{k: v.tolist()}`` of it is
+        JSON-serialisable and loads back.
         """
-        if self.generator is not None:
-            device_type, device_rng = self.generator.device.type, self.generator.get_state()
-        elif self._pending_device_state is not None:
-            device_type, device_rng = self._pending_device_state
-        else:
-            device_type, device_rng = "", torch.empty(0, dtype=torch.uint8)
-        return {
-            "seed": torch.tensor([self.seed], dtype=torch.int64),
-            "host_rng": _text_to_tensor(json.dumps(self.host_rng.bit_generator.state)),
-            "device_rng": device_rng.clone(),
-            "device_type": _text_to_tensor(device_type),
-        }
+        return {k: torch.tensor([getattr(self, k)], dtype=torch.int64) for k in ("seed", "rank", "step", "calls")}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (tensors, or the lists of a JSON round trip)."""
-        missing = [k for k in ("seed", "host_rng", "device_rng", "device_type") if k not in state]
+        missing = [k for k in ("seed", "rank", "step", "calls") if k not in state]
         if missing:
             raise KeyError(f"augmenter state lacks {missing} (got {sorted(state)}); expected BatchAugmenter.state_dict()")
-        self.manual_seed(int(torch.as_tensor(state["seed"]).reshape(-1)[0]))
-        self.host_rng.bit_generator.state = json.loads(_tensor_to_text(state["host_rng"]))
-        device_rng = torch.as_tensor(state["device_rng"], dtype=torch.uint8).cpu()
-        if device_rng.numel():
-            # Applied when the device generator is made (on the first batch's device).
-            self._pending_device_state = (_tensor_to_text(state["device_type"]), device_rng)
+        values = {k: int(torch.as_tensor(state[k]).reshape(-1)[0]) for k in ("seed", "rank", "step", "calls")}
+        self.seed, self.rank, self.step, self.calls = values["seed"], values["rank"], values["step"], values["calls"]
 
     def save_state(self, directory: str, rank: int = 0) -> str:
         """Write :meth:`state_dict` to ``directory/augmenter_state_{rank}.safetensors``."""
@@ -328,30 +326,23 @@ class BatchAugmenter:
         return True
 
     # ------------------------------------------------------------------------- helpers
-    def _device_generator(self, x: Tensor) -> torch.Generator:
-        if self.generator is None:
-            generator = torch.Generator(device=x.device)
-            if self._pending_device_state is not None:
-                device_type, state = self._pending_device_state
-                if device_type != x.device.type:
-                    raise ValueError(
-                        f"augmenter state was saved from a {device_type} generator but the batch is on "
-                        f"{x.device}; resume on the same device type"
-                    )
-                generator.set_state(state)
-                self._pending_device_state = None
-            else:
-                generator.manual_seed(self.seed)
-            self.generator = generator
-        elif self.generator.device != x.device:
-            raise ValueError(f"the augmenter's generator is on {self.generator.device} but the batch is on {x.device}")
-        return self.generator
+    def _reseed(self, x: Tensor) -> None:
+        """Seed both generators for the next batch from ``(seed, rank, step, call)``; no device round trip."""
+        seed = batch_seed(self.seed, self.rank, self.step, self.calls)
+        self.calls += 1
+        self.host_rng = np.random.Generator(np.random.PCG64(seed))
+        generator = self._generators.get(x.device)
+        if generator is None:
+            generator = self._generators[x.device] = torch.Generator(device=x.device)
+        # Setting the seed of a CUDA generator is host-side bookkeeping (Philox seed, offset 0).
+        generator.manual_seed(seed)
+        self.generator = generator
 
     def _rand(self, *shape: int, like: Tensor) -> Tensor:
-        return torch.rand(*shape, generator=self._device_generator(like), device=like.device, dtype=like.dtype)
+        return torch.rand(*shape, generator=self.generator, device=like.device, dtype=like.dtype)
 
     def _randint(self, low: int, high: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        return torch.randint(low, high, shape, generator=self._device_generator(like), device=like.device)
+        return torch.randint(low, high, shape, generator=self.generator, device=like.device)
 
     # ------------------------------------------------------------------------- DSA ops
     def _color(self, x: Tensor) -> Tensor:
@@ -432,7 +423,7 @@ class BatchAugmenter:
         # first that fits wins, else the centre crop with the ratio clamped.
         b, _, h, w = x.shape
         (s_low, s_high), (r_low, r_high) = self.params.resized_crop_scale, self.params.resized_crop_ratio
-        u = torch.rand(4, b, 10, generator=self._device_generator(x), device=x.device, dtype=torch.float32)
+        u = torch.rand(4, b, 10, generator=self.generator, device=x.device, dtype=torch.float32)
         area = h * w * (s_low + u[0] * (s_high - s_low))
         aspect = torch.exp(math.log(r_low) + u[1] * (math.log(r_high) - math.log(r_low)))
         cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
@@ -501,6 +492,7 @@ class BatchAugmenter:
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
+        self._reseed(pixel_values)
         dtype = pixel_values.dtype
         # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
         # means lose too much in bf16.
@@ -517,8 +509,8 @@ class BatchAugmenter:
 def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None = None) -> BatchAugmenter | None:
     """The augmenter a :class:`~gift_hf.GIFTConfig` asks for, or ``None`` if it asks for none.
 
-    Its generators are seeded with ``args.seed + rank`` (``rank`` defaults to
-    ``args.process_index``), so each DDP process draws its own parameters.
+    Seeded with ``args.seed`` and ``rank`` (default ``args.process_index``), so each DDP
+    process draws its own parameters.
     """
     ops = parse_strategy(getattr(args, "augmentation", "none"))
     mix = getattr(args, "mix", "none")
@@ -533,7 +525,8 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
         mix_prob=getattr(args, "mix_prob", 1.0),
         mix_beta=getattr(args, "mix_beta", 1.0),
         num_classes=num_classes,
-        seed=int(getattr(args, "seed", 0)) + rank,
+        seed=int(getattr(args, "seed", 0)),
+        rank=rank,
     )
 
 

@@ -15,6 +15,7 @@ from gift_hf.augment import (
     ZCA,
     ZCA_FILE,
     BatchAugmenter,
+    batch_seed,
     build_augmenter,
     fit_zca,
     parse_strategy,
@@ -168,7 +169,8 @@ def test_cutout_against_the_reference_box():
 def test_color_against_hand_computation():
     x = randn(4, 3, 5, 5)
     out = BatchAugmenter(["color"], mode="all", seed=3)(x)[0]
-    u = torch.rand(3, 4, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    # the first batch of step 0 draws from a generator seeded with batch_seed(seed, rank, step, call)
+    u = torch.rand(3, 4, 1, 1, 1, generator=torch.Generator().manual_seed(batch_seed(3, 0, 0, 0)))
     y = x + (u[0] - 0.5) * 1.0  # brightness
     m = y.mean(1, keepdim=True)
     y = (y - m) * (u[1] * 2.0) + m  # saturation

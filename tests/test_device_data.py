@@ -10,6 +10,8 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
 
+from tensor_reads import count_host_reads
+
 from gift_hf import GIFTConfig, GIFTTrainer
 from gift_hf.data import ImageTransform, ResizeCenterCropTransform
 from gift_hf.device_data import (
@@ -219,3 +221,13 @@ def test_fits_and_the_logged_choice(tmp_path, hub, caplog):
     assert dataloader_kwargs("cuda", 4) == {"dataloader_num_workers": 4, "dataloader_pin_memory": True,
                                             "dataloader_persistent_workers": True}
     assert dataloader_kwargs("cpu", 0)["dataloader_persistent_workers"] is False
+
+
+def test_gathering_batches_reads_nothing_back_to_the_host(tmp_path, hub, monkeypatch):
+    data = DeviceImageSet.from_dataset(hub, ImageTransform(channels=3, mean=MEAN, std=STD), "cpu",
+                                       cache_dir=str(tmp_path / "cache"), num_classes=4)
+    loader = DeviceDataLoader(data, DeviceBatchSampler(len(data), 8, seed=0, rank=1, world_size=2))
+    iterator = iter(loader)  # a DataLoader draws its workers' base seed here: one CPU .item() per epoch
+    counts = count_host_reads(monkeypatch)
+    batches = list(iterator)  # the permutation, its shard and every gather
+    assert len(batches) == 3 and sum(counts.values()) == 0, counts
