@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -51,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=50, help="timed steps of the bare loop")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--forbid_syncs", action="store_true",
+                        help="CUDA: raise on any implicit synchronisation in the bare loop's data gather and "
+                             "augmentation (torch.cuda.set_sync_debug_mode('error'))")
     return parser.parse_args(argv)
 
 
@@ -127,8 +131,20 @@ def data_path(args, device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- bare loop
+@contextlib.contextmanager
+def _no_implicit_syncs(device: torch.device, forbid: bool):
+    if not (forbid and device.type == "cuda"):
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
-                 augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+                 forbid_syncs: bool = False, augmentation: str = "color_crop_cutout_scale_rotate") -> float:
     """Median ms per step of a hand-written GIFT step over a device-resident set."""
     from gift_hf import create_model, get_loss
     from gift_hf.augment import BatchAugmenter
@@ -151,22 +167,25 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
     augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
     loss_fn = get_loss("gift")
     times = []
-    step = 0
-    while step < steps + warmup:
-        for batch in loader:
-            start = time.perf_counter()
+    iterator = iter(loader)
+    for _ in range(steps + warmup):
+        start = time.perf_counter()
+        # The data gather and the augmentation must not wait for the GPU: under
+        # --forbid_syncs any implicit CUDA synchronisation there raises.
+        with _no_implicit_syncs(device, forbid_syncs):
+            batch = next(iterator, None)
+            if batch is None:  # next epoch
+                iterator = iter(loader)
+                batch = next(iterator)
             x, y, _ = augmenter(batch["pixel_values"], batch["labels"])
-            with torch.no_grad():
-                targets = teacher_logits(teacher, x)
-            loss = loss_fn(student(pixel_values=x).logits, targets, y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-            step += 1
-            if step == steps + warmup:
-                break
+        with torch.no_grad():
+            targets = teacher_logits(teacher, x)
+        loss = loss_fn(student(pixel_values=x).logits, targets, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times[warmup:])
 
 
@@ -179,9 +198,10 @@ def main(argv=None) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     rates = data_path(args, device)
     steps = {
-        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": bare_loop_ms(device, 8, 8, 10, args.steps, args.warmup),
+        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": bare_loop_ms(device, 8, 8, 10, args.steps, args.warmup,
+                                                                      args.forbid_syncs),
         "quickstart (ConvNet-D3 width 128, 1×16×16, batch 50)": bare_loop_ms(device, 128, 16, 50, args.steps,
-                                                                           args.warmup),
+                                                                           args.warmup, args.forbid_syncs),
     }
     print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, {args.epochs} timed "
           f"epochs after one untimed, hub workers {args.workers}, device {device} "

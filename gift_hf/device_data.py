@@ -327,8 +327,9 @@ class DeviceImageSet(torch.utils.data.Dataset):
 class DeviceBatchSampler:
     """One rank's batches of row indices, as tensors on the set's device.
 
-    Epoch ``e`` permutes the ``N`` rows with a CPU generator seeded ``seed + e`` (the same
-    on every rank; ``shuffle=False`` keeps the order), then, as ``DistributedSampler``,
+    Epoch ``e`` permutes the ``N`` rows with a generator on the device seeded ``seed + e``
+    (the same permutation on every rank of one device type; ``shuffle=False`` keeps the
+    order), then, as ``DistributedSampler``,
     pads the permutation with its own first rows to a multiple of ``world_size`` and gives
     rank ``r`` the positions ``r, r + world_size, …``. The shard is cut into batches of
     ``batch_size``; ``drop_last`` drops the last, smaller batch (and truncates instead of
@@ -364,6 +365,7 @@ class DeviceBatchSampler:
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
         self.seed, self.rank, self.world_size, self.drop_last = int(seed), rank, world_size, drop_last
         self.device = torch.device(device)
+        self._generator: torch.Generator | None = None
         self.epoch = 0
         self.position = 0
 
@@ -381,17 +383,22 @@ class DeviceBatchSampler:
 
     def indices(self, epoch: int) -> Tensor:
         """This rank's rows of ``epoch``, in order, on the device."""
+        # Made on the device: a blocking host-to-device copy of a CPU permutation would wait
+        # for the queued GPU work, once per epoch — every step for a one-batch distilled set.
         if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
+            if self._generator is None:
+                self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(self.seed + epoch)
+            order = torch.randperm(self.num_samples, generator=self._generator, device=self.device)
         else:
-            order = torch.arange(self.num_samples)
+            order = torch.arange(self.num_samples, device=self.device)
         total = self.shard_size * self.world_size
         if total > self.num_samples:  # pad with the permutation's own first rows
             order = order.repeat(math.ceil(total / self.num_samples))
         shard = order[:total][self.rank :: self.world_size]
         if self.drop_last:
             shard = shard[: len(self) * self.batch_size]
-        return shard.to(self.device)
+        return shard
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
