@@ -298,7 +298,9 @@ class BatchAugmenter:
         """Restore :meth:`state_dict` (tensors, or the lists of a JSON round trip)."""
         missing = [k for k in ("seed", "rank", "step", "calls") if k not in state]
         if missing:
-            raise KeyError(f"augmenter state lacks {missing} (got {sorted(state)}); expected BatchAugmenter.state_dict()")
+            raise KeyError(
+                f"augmenter state lacks {missing} (got {sorted(state)}); expected BatchAugmenter.state_dict()"
+            )
         values = {k: int(torch.as_tensor(state[k]).reshape(-1)[0]) for k in ("seed", "rank", "step", "calls")}
         self.seed, self.rank, self.step, self.calls = values["seed"], values["rank"], values["step"], values["calls"]
 

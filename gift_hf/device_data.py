@@ -107,7 +107,8 @@ def _decode_images(plain: Dataset, transform: ImageTransform, chunk_size: int) -
                 images = np.empty((n, array.shape[2], array.shape[0], array.shape[1]), dtype=np.uint8)
             if array.shape != (images.shape[2], images.shape[3], images.shape[1]):
                 raise ValueError(
-                    f"row {start + offset} decodes to {array.shape[0]}×{array.shape[1]}×{array.shape[2]} but row 0 to "
+                    f"row {start + offset} decodes to {array.shape[0]}×{array.shape[1]}×{array.shape[2]} "
+                    f"but row 0 to "
                     f"{images.shape[2]}×{images.shape[3]}×{images.shape[1]}; set image_size on the transform so that "
                     "every image is resized to one size"
                 )
@@ -125,7 +126,9 @@ def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column:
     labels = decoded.get("labels")
     if labels is not None:
         if labels.shape != (n,):
-            raise ValueError(f"column {label_column!r}: expected one class id per image, got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"column {label_column!r}: expected one class id per image, got shape {tuple(labels.shape)}"
+            )
         if num_classes is not None and n:
             bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
             if bad.numel():
@@ -139,7 +142,9 @@ def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column:
             raise ValueError(f"column {soft_label_column!r}: got shape {tuple(soft.shape)}; expected ({n}, {width})")
         bad = (~torch.isfinite(soft).all(dim=1)).nonzero().flatten()
         if bad.numel():
-            raise ValueError(f"column {soft_label_column!r}: row {int(bad[0])} is not finite; expected finite soft labels")
+            raise ValueError(
+                f"column {soft_label_column!r}: row {int(bad[0])} is not finite; expected finite soft labels"
+            )
 
 
 def decode_dataset(
@@ -182,7 +187,9 @@ def decode_dataset(
             decoded["soft_labels"] = torch.from_numpy(_column(plain, soft_label_column).astype(np.float32))
         elif topk_values in columns and topk_indices in columns:
             if num_classes is None:
-                raise ValueError(f"num_classes is required to densify the top-k columns {topk_values!r}/{topk_indices!r}")
+                raise ValueError(
+                    f"num_classes is required to densify the top-k columns {topk_values!r}/{topk_indices!r}"
+                )
             values = torch.from_numpy(_column(plain, topk_values).astype(np.float32))
             indices = torch.from_numpy(_column(plain, topk_indices).astype(np.int64))
             decoded["soft_labels"] = densify_topk(values, indices, num_classes)
@@ -418,9 +425,13 @@ class DeviceBatchSampler:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         missing = [k for k in ("epoch", "position", "seed") if k not in state]
         if missing:
-            raise KeyError(f"sampler state lacks {missing} (got {sorted(state)}); expected DeviceBatchSampler.state_dict()")
+            raise KeyError(
+                f"sampler state lacks {missing} (got {sorted(state)}); expected DeviceBatchSampler.state_dict()"
+            )
         if not 0 <= int(state["position"]) <= len(self):
-            raise ValueError(f"sampler state position {state['position']} is outside [0, {len(self)}] batches per epoch")
+            raise ValueError(
+                f"sampler state position {state['position']} is outside [0, {len(self)}] batches per epoch"
+            )
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
 

@@ -39,7 +39,8 @@ def write_hub_dataset(root, n=40, size=20, classes=4, soft=True, sizes=None, see
         columns["soft_label"] = rng.standard_normal((n, classes)).astype(np.float32).tolist()
         features["soft_label"] = List(Value("float32"), length=classes)
     os.makedirs(root / "data", exist_ok=True)
-    Dataset.from_dict(columns, features=Features(features)).to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    shard = root / "data" / "train-00000-of-00001.parquet"
+    Dataset.from_dict(columns, features=Features(features)).to_parquet(str(shard))
     return load_dataset(str(root), split="train")
 
 
