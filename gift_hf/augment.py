@@ -1,4 +1,4 @@
-"""Batch augmentation inside the training step, on the batch's device: DSA, CutMix/MixUp, ZCA.
+"""Batch augmentation inside the training step, on the batch's device: DSA, RDED, CutMix/MixUp, ZCA.
 
 :class:`~gift_hf.GIFTTrainer` calls the augmenter on every *training* batch after
 collation and device placement and *before* the student and the teacher see it, so an
@@ -11,55 +11,73 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
   (``ParamDiffAug.aug_mode = "S"``) one op is drawn per batch by default
   (``augmentation_mode="single"``) and its parameters are drawn per image;
   ``augmentation_mode="all"`` applies every op in the order written.
-- **MixUp / CutMix** through timm's :class:`~timm.data.Mixup` (one ``λ ~ Beta(β, β)`` per
-  batch, image ``i`` mixed with image ``B−1−i``, CutMix ``λ`` corrected to the pasted area).
+- **RDED / SRe2L** per-image ops (Sun et al., "On the Diversity and Realism of Distilled
+  Dataset", 2024): ``patchshuffle`` (the image cut into ``factor`` column strips and
+  ``factor`` row strips, each set shuffled per image, as RDED's ``ShufflePatches``) and
+  ``resizedcrop`` (torchvision's ``RandomResizedCrop`` with scale ``(1/factor, 1)``, back to
+  the input size, bilinear). The protocol is :data:`RDED_STRATEGY` in mode ``"all"`` with
+  ``mix="cutmix"``, ``mix_beta=1``.
+- **MixUp / CutMix** (one ``λ ~ Beta(β, β)`` per batch, image ``i`` mixed with image
+  ``B−1−i``, CutMix ``λ`` corrected to the pasted area, as timm's ``Mixup`` in batch mode).
   Hard labels become mixed one-hot distributions ``(B, C)``; stored soft labels are mixed
   with the same coefficients.
 - **ZCA whitening** (:class:`ZCA`) fitted on training images,
   saved next to the model as ``zca.safetensors`` and applied by the trainer to every batch
   it prepares: training (student *and* teacher input) and evaluation alike.
 
-Randomness comes from one ``torch.Generator`` per process, reseeded for every batch from
-``(seed, rank, step, call)``: a run is reproducible under a seed, every DDP rank draws its
-own parameters, and a resumed run draws exactly what the uninterrupted one drew at the same
-step, with no generator state to checkpoint (the trainer sets the step through a
-``TrainerCallback``; see :meth:`BatchAugmenter.set_step`).
+No op reads a value back from the device: per-image parameters are drawn on the batch's
+device from a device generator, and the per-batch choices whose outcome changes the work
+(the op in ``single`` mode, whether and how a batch is mixed, ``λ``, the CutMix box) come
+from a host-side NumPy generator. Both are reseeded for every batch from
+``(seed, rank, step, call)`` (:func:`batch_seed`): a run is reproducible under a seed on a
+given device type, every DDP rank draws its own parameters, and a resumed run draws
+exactly what the uninterrupted one drew at the same step once the trainer tells the
+augmenter the step (:meth:`BatchAugmenter.set_step`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Mapping, Sequence
 
-import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from timm.data import Mixup
 
 from .files import atomic_write
 
 __all__ = [
     "AUGMENTATION_MODES",
+    "AUGMENTATION_OPS",
     "DSA_OPS",
     "MIX_MODES",
+    "RDED_OPS",
+    "RDED_STRATEGY",
     "ZCA_FILE",
     "BatchAugmenter",
-    "batch_seed",
     "DSAParams",
     "ZCA",
+    "batch_seed",
     "build_augmenter",
     "fit_zca",
     "parse_strategy",
+    "resized_crop",
 ]
 
 DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 """DSA ops, in the order of the reference strategy string."""
+RDED_OPS = ("patchshuffle", "resizedcrop")
+"""The per-image ops of the RDED/SRe2L evaluation that DSA lacks (it shares ``flip``)."""
+AUGMENTATION_OPS = DSA_OPS + RDED_OPS
+"""Every op a strategy string may name."""
+RDED_STRATEGY = "patchshuffle_resizedcrop_flip"
+"""The RDED/SRe2L per-image pipeline, in its order; use with mode ``"all"`` and ``mix="cutmix"``."""
 AUGMENTATION_MODES = ("single", "all")
 """``single``: one op drawn per batch (the reference evaluation); ``all``: every op in turn."""
 MIX_MODES = ("none", "mixup", "cutmix", "both")
@@ -67,6 +85,7 @@ MIX_MODES = ("none", "mixup", "cutmix", "both")
 ZCA_FILE = "zca.safetensors"
 
 Tensor = torch.Tensor
+logger = logging.getLogger(__name__)
 
 
 def parse_strategy(strategy: str) -> list[str]:
@@ -79,11 +98,12 @@ def parse_strategy(strategy: str) -> list[str]:
     if strategy.strip().lower() in ("", "none"):
         return []
     ops = strategy.strip().split("_")
-    unknown = [op for op in ops if op not in DSA_OPS]
+    unknown = [op for op in ops if op not in AUGMENTATION_OPS]
     if unknown:
         raise ValueError(
             f"augmentation: unknown op(s) {unknown} in {strategy!r}; expected 'none' or ops from "
-            f"{list(DSA_OPS)} joined by '_' (e.g. 'color_crop_cutout_flip_scale_rotate')"
+            f"{list(AUGMENTATION_OPS)} joined by '_' (e.g. 'color_crop_cutout_flip_scale_rotate' for DSA, "
+            f"{RDED_STRATEGY!r} for RDED)"
         )
     repeated = sorted({op for op in ops if ops.count(op) > 1})
     if repeated:
@@ -93,9 +113,9 @@ def parse_strategy(strategy: str) -> list[str]:
 
 @dataclass(frozen=True)
 class DSAParams:
-    """Parameter ranges of the DSA ops; the defaults are the reference ``ParamDiffAug``.
+    """Parameter ranges of the ops; the DSA defaults are the reference ``ParamDiffAug``.
 
-    All ops act on *normalised* pixel values (mean/std, or ZCA), as the reference does.
+    All ops act on *normalised* pixel values (mean/std, or ZCA), as the references do.
     """
 
     brightness: float = 1.0
@@ -114,50 +134,90 @@ class DSAParams:
     """Per-axis scale factor in ``[1/scale, scale]``."""
     rotate: float = 15.0
     """Rotation in ``[−rotate, rotate]`` degrees."""
+    shuffle_factor: int = 2
+    """RDED ``patchshuffle``: ``factor`` strips per axis (the image sides must be multiples of it)."""
+    resized_crop_scale: tuple[float, float] = (0.5, 1.0)
+    """RDED ``resizedcrop``: crop area fraction range, ``(1/factor, 1)`` in the protocol."""
+    resized_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """``resizedcrop``: aspect-ratio range (torchvision's default)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.shuffle_factor, int) and self.shuffle_factor >= 1):
+            raise ValueError(f"shuffle_factor: got {self.shuffle_factor!r}; expected an integer >= 1")
+        low, high = self.resized_crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"resized_crop_scale: got {self.resized_crop_scale}; expected 0 < low <= high <= 1")
+        low, high = self.resized_crop_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"resized_crop_ratio: got {self.resized_crop_ratio}; expected 0 < low <= high")
 
 
-@contextlib.contextmanager
-def _seeded_global_rngs(seed: int) -> Iterator[None]:
-    """Run a block with torch's CPU RNG and numpy's global RNG seeded from ``seed``, then restore both.
+def _text_to_tensor(text: str) -> Tensor:
+    return torch.tensor(list(text.encode()), dtype=torch.uint8)
 
-    kornia's augmentations sample from torch's global CPU generator and timm's Mixup from
-    numpy's global RNG; neither takes a generator. Seeding both from our own generator
-    makes them reproducible and per-rank without disturbing the RNG streams the Trainer
-    saves and restores (dataloader order, dropout).
+
+def _tensor_to_text(value: Any) -> str:
+    return bytes(torch.as_tensor(value, dtype=torch.uint8).tolist()).decode()
+
+
+# ------------------------------------------------------------------------ pixel gathers
+def _take(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]]`` for per-image integer indices."""
+    b, c = x.shape[:2]
+    x = x.gather(2, rows[:, None, :, None].expand(b, c, rows.shape[1], x.shape[3]))
+    return x.gather(3, cols[:, None, None, :].expand(b, c, x.shape[2], cols.shape[1]))
+
+
+def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor,
+                 size: tuple[int, int]) -> Tensor:
+    """Crop box ``(top, left, height, width)`` of each image, resized bilinearly to ``size``.
+
+    Per-image boxes as ``(B,)`` tensors on ``x``'s device. The result equals
+    ``F.interpolate(crop, size, mode="bilinear", align_corners=False)`` on each crop (source
+    coordinates are clamped to the crop, as ``interpolate`` clamps to the tensor), i.e.
+    torchvision's ``resized_crop`` without antialiasing, for all images in one
+    ``grid_sample``.
     """
-    numpy_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):  # CPU only: kornia samples on CPU (its modules are never moved)
-        torch.default_generator.manual_seed(seed)  # unlike torch.manual_seed, leaves CUDA generators alone
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
+    b, _, h, w = x.shape
+    out_h, out_w = size
+
+    def axis(start: Tensor, extent: Tensor, n_out: int, n_in: int) -> Tensor:
+        start, extent = start.to(torch.float32)[:, None], extent.to(torch.float32)[:, None]
+        dst = torch.arange(n_out, device=x.device, dtype=torch.float32)[None, :]
+        src = start + (dst + 0.5) * (extent / n_out) - 0.5
+        src = torch.minimum(torch.maximum(src, start), start + extent - 1)
+        return (2 * src + 1) / n_in - 1  # grid_sample's normalised coordinate (align_corners=False)
+
+    gy = axis(top, height, out_h, h)[:, :, None].expand(b, out_h, out_w)
+    gx = axis(left, width, out_w, w)[:, None, :].expand(b, out_h, out_w)
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # ------------------------------------------------------------------------------ augmenter
 def batch_seed(seed: int, rank: int, step: int, call: int) -> int:
-    """The 64-bit seed of the generator for one batch: a hash of its (seed, rank, step, call)."""
+    """The 64-bit seed of the generators for one batch: a hash of its (seed, rank, step, call)."""
     entropy = np.random.SeedSequence([seed, rank, step, call]).generate_state(2, np.uint32)
     return int(entropy[0]) << 32 | int(entropy[1])
 
 
 class BatchAugmenter:
-    """DSA ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
+    """Per-image ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
 
     Args:
-        ops: DSA ops, or a strategy string (see :func:`parse_strategy`).
-        mode: ``"single"`` (one op drawn per batch, the reference) or ``"all"``.
+        ops: ops from :data:`AUGMENTATION_OPS`, or a strategy string (see :func:`parse_strategy`).
+        mode: ``"single"`` (one op drawn per batch, the DSA reference) or ``"all"``.
         mix: ``"none"``, ``"mixup"``, ``"cutmix"`` or ``"both"``.
         mix_prob: probability that a batch is mixed.
         mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
         num_classes: needed to turn class-id labels into mixed distributions.
         seed: the run's seed.
         rank: this process's index; each rank draws its own parameters.
-        params: the DSA ranges.
+        params: the op ranges.
 
     Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
     returned as ``(B, C)`` float distributions when the batch was mixed, unchanged otherwise.
+    A call never synchronises the host with the device.
     """
 
     def __init__(
@@ -188,22 +248,10 @@ class BatchAugmenter:
         self.num_classes = num_classes
         self.params = params or DSAParams()
         self.seed, self.rank = int(seed), int(rank)
-        self.generator = torch.Generator()
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self.generator: torch.Generator | None = None  # the device generator of the current batch
+        self.host_rng: np.random.Generator | None = None
         self.set_step(0)
-        self._kornia: dict[tuple[str, int, int], torch.nn.Module] = {}
-        self._mixer: Mixup | None = None
-        if mix != "none":
-            # label_smoothing=0: GIFT smooths the (mixed) hard label itself; mode="batch": one
-            # λ per batch as in the CutMix/MixUp papers and the distillation evaluations.
-            self._mixer = Mixup(
-                mixup_alpha=mix_beta if mix in ("mixup", "both") else 0.0,
-                cutmix_alpha=mix_beta if mix in ("cutmix", "both") else 0.0,
-                prob=mix_prob,
-                switch_prob=0.5,
-                mode="batch",
-                correct_lam=True,
-                label_smoothing=0.0,
-            )
 
     def __repr__(self) -> str:
         ops = "_".join(self.ops) or "none"
@@ -221,38 +269,42 @@ class BatchAugmenter:
         """
         self.step, self.calls = int(step), 0
 
-    def _reseed(self) -> None:
-        self.generator.manual_seed(batch_seed(self.seed, self.rank, self.step, self.calls))
-        self.calls += 1
+    def state_dict(self) -> dict[str, Tensor]:
+        """``seed``, ``rank``, ``step`` and ``calls`` (int64 tensors): all that decides the next draws.
+
+        For loops that do not call :meth:`set_step` themselves; ``{k: v.tolist()}`` of it is
+        JSON-serialisable and loads back.
+        """
+        return {k: torch.tensor([getattr(self, k)], dtype=torch.int64) for k in ("seed", "rank", "step", "calls")}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (tensors, or the lists of a JSON round trip)."""
+        missing = [k for k in ("seed", "rank", "step", "calls") if k not in state]
+        if missing:
+            raise KeyError(
+                f"augmenter state lacks {missing} (got {sorted(state)}); expected BatchAugmenter.state_dict()"
+            )
+        values = {k: int(torch.as_tensor(state[k]).reshape(-1)[0]) for k in ("seed", "rank", "step", "calls")}
+        self.seed, self.rank, self.step, self.calls = values["seed"], values["rank"], values["step"], values["calls"]
 
     # ------------------------------------------------------------------------- helpers
-    def _draw_seed(self) -> int:
-        return int(torch.randint(0, 2**62, (1,), generator=self.generator))
+    def _reseed(self, x: Tensor) -> None:
+        """Seed both generators for the next batch from ``(seed, rank, step, call)``; no device round trip."""
+        seed = batch_seed(self.seed, self.rank, self.step, self.calls)
+        self.calls += 1
+        self.host_rng = np.random.Generator(np.random.PCG64(seed))
+        generator = self._generators.get(x.device)
+        if generator is None:
+            generator = self._generators[x.device] = torch.Generator(device=x.device)
+        # Setting the seed of a CUDA generator is host-side bookkeeping (Philox seed, offset 0).
+        generator.manual_seed(seed)
+        self.generator = generator
 
     def _rand(self, *shape: int, like: Tensor) -> Tensor:
-        # Drawn on CPU from our generator, then moved: identical numbers on every device.
-        return torch.rand(*shape, generator=self.generator).to(device=like.device, dtype=like.dtype)
+        return torch.rand(*shape, generator=self.generator, device=like.device, dtype=like.dtype)
 
-    def _kornia_op(self, op: str, height: int, width: int) -> torch.nn.Module:
-        key = (op, height, width)
-        if key not in self._kornia:
-            p = self.params
-            if op == "flip":
-                module = K.RandomHorizontalFlip(p=p.flip)
-            elif op == "crop":
-                # Padding by the shift then a random crop of the original size = an integer
-                # translation in [-shift, shift] with zero fill, the reference `rand_crop`.
-                pad_w, pad_h = int(width * p.crop_pad + 0.5), int(height * p.crop_pad + 0.5)
-                module = K.RandomCrop((height, width), padding=(pad_w, pad_h), fill=0.0, p=1.0)
-            elif op == "scale":
-                s = p.scale
-                module = K.RandomAffine(degrees=0.0, scale=(1 / s, s, 1 / s, s), align_corners=True, p=1.0)
-            elif op == "rotate":
-                module = K.RandomRotation(degrees=p.rotate, align_corners=True, p=1.0)
-            else:  # pragma: no cover - guarded by parse_strategy
-                raise ValueError(op)
-            self._kornia[key] = module
-        return self._kornia[key]
+    def _randint(self, low: int, high: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        return torch.randint(low, high, shape, generator=self.generator, device=like.device)
 
     # ------------------------------------------------------------------------- DSA ops
     def _color(self, x: Tensor) -> Tensor:
@@ -267,27 +319,89 @@ class BatchAugmenter:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         return (x - mean) * (u[2] + p.contrast) + mean
 
+    def _crop(self, x: Tensor) -> Tensor:
+        # The reference `rand_crop`: an integer translation in [-shift, shift] per axis, zero fill.
+        b, _, h, w = x.shape
+        shift_h, shift_w = int(h * self.params.crop_pad + 0.5), int(w * self.params.crop_pad + 0.5)
+        rows = torch.arange(h, device=x.device)[None, :] - self._randint(-shift_h, shift_h + 1, (b, 1), x)
+        cols = torch.arange(w, device=x.device)[None, :] - self._randint(-shift_w, shift_w + 1, (b, 1), x)
+        inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :]
+        return _take(x, rows.clamp(0, h - 1), cols.clamp(0, w - 1)) * inside.to(x.dtype)
+
     def _cutout(self, x: Tensor) -> Tensor:
         # Hand-written: kornia's RandomErasing keeps the box inside the image; DSA centres
         # it uniformly and clips it at the border, so border boxes erase less.
         b, _, h, w = x.shape
         ch, cw = int(h * self.params.cutout + 0.5), int(w * self.params.cutout + 0.5)
-        cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=self.generator).to(x.device)
-        cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=self.generator).to(x.device)
+        cy = self._randint(0, h + (1 - ch % 2), (b, 1, 1), x)
+        cx = self._randint(0, w + (1 - cw % 2), (b, 1, 1), x)
         top, left = cy - ch // 2, cx - cw // 2
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
         box = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
         return x * (~box).unsqueeze(1).to(x.dtype)
 
+    def _flip(self, x: Tensor) -> Tensor:
+        flip = self._rand(x.shape[0], 1, 1, 1, like=x) < self.params.flip
+        return torch.where(flip, x.flip(-1), x)
+
+    def _affine(self, x: Tensor, theta: Tensor) -> Tensor:
+        # The reference `rand_scale` / `rand_rotate`: affine_grid + grid_sample, corners aligned, zero fill.
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        return F.grid_sample(x, grid, align_corners=True)
+
+    def _scale(self, x: Tensor) -> Tensor:
+        s = self.params.scale
+        factors = self._rand(2, x.shape[0], like=x) * (s - 1.0 / s) + 1.0 / s
+        zero = torch.zeros_like(factors[0])
+        theta = torch.stack([torch.stack([factors[0], zero, zero], -1), torch.stack([zero, factors[1], zero], -1)], 1)
+        return self._affine(x, theta)
+
+    def _rotate(self, x: Tensor) -> Tensor:
+        angle = (self._rand(x.shape[0], like=x) - 0.5) * 2 * self.params.rotate / 180 * math.pi
+        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+        return self._affine(x, theta)
+
+    # ------------------------------------------------------------------------ RDED ops
+    def _patchshuffle(self, x: Tensor) -> Tensor:
+        # RDED's ShufflePatches: shuffle the `factor` column strips, then the `factor` row
+        # strips, each with its own permutation per image.
+        b, _, h, w = x.shape
+        f = self.params.shuffle_factor
+        if h % f or w % f:
+            raise ValueError(f"patchshuffle: image size {h}×{w} is not a multiple of shuffle_factor={f}")
+
+        def source(n: int) -> Tensor:
+            order = self._rand(b, f, like=x).argsort(dim=1)  # output strip k shows input strip order[k]
+            pixel = torch.arange(n, device=x.device)
+            return order[:, pixel // (n // f)] * (n // f) + pixel % (n // f)
+
+        cols = source(w)
+        return _take(x, source(h), cols)
+
+    def _resizedcrop(self, x: Tensor) -> Tensor:
+        # torchvision's RandomResizedCrop.get_params, vectorised: 10 attempts per image, the
+        # first that fits wins, else the centre crop with the ratio clamped.
+        b, _, h, w = x.shape
+        (s_low, s_high), (r_low, r_high) = self.params.resized_crop_scale, self.params.resized_crop_ratio
+        u = torch.rand(4, b, 10, generator=self.generator, device=x.device, dtype=torch.float32)
+        area = h * w * (s_low + u[0] * (s_high - s_low))
+        aspect = torch.exp(math.log(r_low) + u[1] * (math.log(r_high) - math.log(r_low)))
+        cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+        fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        top, left = (u[2] * (h - ch + 1)).floor(), (u[3] * (w - cw + 1)).floor()
+        first = fits.to(torch.float32).argmax(dim=1, keepdim=True)  # 0 when none fits
+
+        def pick(v: Tensor, fallback: float) -> Tensor:
+            return torch.where(fits.any(dim=1), v.gather(1, first)[:, 0], torch.full_like(v[:, 0], fallback))
+
+        in_ratio = w / h
+        fw, fh = (w, round(w / r_low)) if in_ratio < r_low else (round(h * r_high), h) if in_ratio > r_high else (w, h)
+        return resized_crop(x, pick(top, (h - fh) // 2), pick(left, (w - fw) // 2), pick(ch, fh), pick(cw, fw), (h, w))
+
     def _apply_op(self, op: str, x: Tensor) -> Tensor:
-        if op == "color":
-            return self._color(x)
-        if op == "cutout":
-            return self._cutout(x)
-        module = self._kornia_op(op, x.shape[-2], x.shape[-1])
-        with _seeded_global_rngs(self._draw_seed()):
-            return module(x)
+        return getattr(self, f"_{op}")(x)
 
     # ------------------------------------------------------------------------------ mix
     def _dense(self, labels: Tensor) -> Tensor:
@@ -295,32 +409,43 @@ class BatchAugmenter:
             return labels.float()
         if self.num_classes is None:
             raise ValueError("mixing class-id labels needs num_classes (the student's number of classes)")
-        return F.one_hot(labels.long(), self.num_classes).float()
+        # scatter, not F.one_hot: one_hot checks the range on the host (a device sync)
+        dense = torch.zeros(labels.shape[0], self.num_classes, device=labels.device)
+        return dense.scatter_(1, labels.long()[:, None], 1.0)
+
+    def _cutmix_box(self, h: int, w: int, lam: float) -> tuple[int, int, int, int]:
+        # timm's rand_bbox: a box of side sqrt(1 − λ) centred uniformly, clipped at the border.
+        cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(self.host_rng.integers(0, h)), int(self.host_rng.integers(0, w))
+        return (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w))
 
     def _mix(self, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None):
-        b = x.shape[0]
-        n = b - b % 2  # timm pairs image i with B-1-i and needs an even batch; an odd last image stays unmixed
-        if n < 2:
+        b, _, h, w = x.shape
+        n = b - b % 2  # image i is paired with n-1-i; an odd last image stays unmixed
+        if n < 2 or self.host_rng.random() >= self.mix_prob:
             return x, labels, soft_labels
-        assert self._mixer is not None
-        # timm mixes a target with the same λ and pairing as the images. Passing the target
-        # `arange(n)` over `n` "classes" returns the n×n mixing matrix M itself
-        # (M = λ·I + (1−λ)·flip), so any label tensor is mixed exactly as the images: M @ labels.
-        self._mixer.num_classes = n
-        with _seeded_global_rngs(self._draw_seed()):
-            mixed, matrix = self._mixer(x[:n].clone(), torch.arange(n, device=x.device))
-        if bool((matrix.diagonal() == 1).all()):  # this batch was not mixed (mix_prob)
-            return x, labels, soft_labels
-        full = torch.eye(b, dtype=torch.float64, device=x.device)
-        full[:n, :n] = matrix.double()
+        cutmix = self.mix == "cutmix" or (self.mix == "both" and self.host_rng.random() < 0.5)
+        lam = float(self.host_rng.beta(self.mix_beta, self.mix_beta))
+        partner = x[:n].flip(0)
+        if cutmix:
+            top, bottom, left, right = self._cutmix_box(h, w, lam)
+            lam = 1.0 - (bottom - top) * (right - left) / (h * w)  # λ = the area kept
+            mixed = x[:n].clone()
+            mixed[:, :, top:bottom, left:right] = partner[:, :, top:bottom, left:right]
+        else:
+            mixed = x[:n] * lam + partner * (1.0 - lam)
         x = torch.cat([mixed, x[n:]]) if n < b else mixed
-        # float64: exact convex combinations (no TF32 matmul on GPUs), then back to float32.
+
+        def mix_rows(values: Tensor) -> Tensor:
+            head = values[:n] * lam + values[:n].flip(0) * (1.0 - lam)
+            return torch.cat([head, values[n:]]) if n < b else head
+
         if labels is not None:
-            labels = (full @ self._dense(labels).double()).float()
+            labels = mix_rows(self._dense(labels))
         if soft_labels is not None:
             # Stored logits are mixed linearly too: softmax(λ·a + (1−λ)·b) ∝ p_a^λ · p_b^(1−λ).
             # Stored probabilities (soft_label_kind="probabilities") mix as probabilities.
-            soft_labels = (full @ soft_labels.double()).to(soft_labels.dtype)
+            soft_labels = mix_rows(soft_labels)
         return x, labels, soft_labels
 
     # ----------------------------------------------------------------------------- call
@@ -329,19 +454,16 @@ class BatchAugmenter:
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
-        self._reseed()
+        self._reseed(pixel_values)
         dtype = pixel_values.dtype
         # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
-        # means lose too much in bf16, and kornia's warps need float32 on CPU.
+        # means lose too much in bf16.
         x = pixel_values.float() if dtype in (torch.float16, torch.bfloat16) else pixel_values
         if self.ops:
-            if self.mode == "single":
-                ops = [self.ops[int(torch.randint(len(self.ops), (1,), generator=self.generator))]]
-            else:
-                ops = self.ops
+            ops = [self.ops[int(self.host_rng.integers(len(self.ops)))]] if self.mode == "single" else self.ops
             for op in ops:
                 x = self._apply_op(op, x)
-        if self._mixer is not None:
+        if self.mix != "none":
             x, labels, soft_labels = self._mix(x, labels, soft_labels)
         return x.to(dtype).contiguous(), labels, soft_labels
 

@@ -26,6 +26,7 @@ __all__ = [
     "DataArguments",
     "ImageTransform",
     "ShardRecordingCollator",
+    "ResizeCenterCropTransform",
     "SoftLabelCollator",
     "build_image_transform",
     "check_soft_label_columns",
@@ -113,15 +114,25 @@ class ImageTransform:
             if len(value) not in (1, self.channels):
                 raise ValueError(f"{name} must have 1 or {self.channels} values, got {list(value)}")
 
-    def _to_tensor(self, image: Any) -> torch.Tensor:
+    def _convert(self, image: Any) -> Any:
         mode = "L" if self.channels == 1 else "RGB"
-        if image.mode != mode:
-            image = image.convert(mode)
+        return image if image.mode == mode else image.convert(mode)
+
+    def decode(self, image: Any) -> np.ndarray:
+        """A PIL image → the ``(H, W, C)`` uint8 array this transform normalises.
+
+        The device-resident training set stores exactly these arrays, so its batches equal
+        this transform's output.
+        """
+        image = self._convert(image)
         if self.image_size is not None and image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), resample=3)  # bicubic
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
-        return tensor
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(array.shape[0], array.shape[1], -1)
+
+    def _to_tensor(self, image: Any) -> torch.Tensor:
+        array = self.decode(image).astype(np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         out = {k: v for k, v in batch.items() if k != self.image_column}
@@ -406,3 +417,37 @@ def image_spec(split: Dataset, args: DataArguments) -> tuple[list[str], int, int
     names = label_names(split, args.label_column)
     channels, size = infer_channels_and_size(split, args)
     return names, channels, size, build_image_transform(args, channels)
+@dataclass
+class ResizeCenterCropTransform(ImageTransform):
+    """The RDED/SRe2L validation transform: resize, then centre-crop ``image_size``.
+
+    The shorter side is resized (bilinear, PIL) to ``image_size // 7 * 8`` — 256 for 224 px,
+    72 for 64 px, 32 for 32 px — keeping the aspect ratio, then the centre
+    ``image_size × image_size`` is cut out, as torchvision's ``Resize`` + ``CenterCrop`` in
+    the reference evaluation code. Then converted and normalised like :class:`ImageTransform`.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size: got {self.image_size!r}; ResizeCenterCropTransform needs an integer >= 1")
+
+    @property
+    def resize_size(self) -> int:
+        return self.image_size // 7 * 8
+
+    def decode(self, image: Any) -> np.ndarray:
+        from PIL import Image as PILImage
+
+        image = self._convert(image)
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if size != image.size:
+            image = image.resize(size, resample=PILImage.BILINEAR)
+        width, height = image.size
+        top, left = int(round((height - self.image_size) / 2.0)), int(round((width - self.image_size) / 2.0))
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(array.shape[0], array.shape[1], -1)

@@ -24,6 +24,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from . import convnet as _convnet  # noqa: F401  (registers gift_convnet_* in timm)
+from . import resnet as _resnet  # noqa: F401  (registers gift_resnet18_modified in timm)
 
 __all__ = ["GIFTClassifier", "GIFTClassifierConfig", "create_model", "load_teacher", "num_classes_of"]
 

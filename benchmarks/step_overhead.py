@@ -1,0 +1,233 @@
+"""Data-path throughput and the bare training step, measured in one run.
+
+**Data path** (``--images`` RGB images of ``--img_size`` px, batch ``--batch_size``), images
+per second over ``--epochs`` epochs *after* a first, untimed epoch (which decodes and
+caches):
+
+- ``hub``: the images as PNGs in the Hub layout (a parquet shard read by
+  ``datasets.load_dataset``), through ``ImageTransform`` in a shuffling ``DataLoader`` with
+  ``SoftLabelCollator`` (``--workers`` workers) — what the Trainer iterates today;
+- ``device``: the same dataset decoded once into a :class:`gift_hf.device_data.DeviceImageSet`
+  on ``--device``, batches gathered and normalised there by a ``DeviceDataLoader``;
+- ``tensor``: the already-normalised images as one float tensor on the device, indexed by
+  a random permutation — the ceiling.
+
+Printed: the three rates and the ratios ``device / tensor`` and ``hub / tensor``.
+
+**Bare step** (``--steps`` timed steps after ``--warmup``): a hand-written loop over the
+device-resident set doing the work a GIFT training step does — DSA augmentation on the
+batch's device, the frozen teacher on the augmented batch, the GIFT loss, backward, AdamW
+— at a GPU-like size (ConvNet-D3 of width 8, 8×8 grayscale, batch 10) and at the
+quickstart's size (ConvNet-D3 of width 128, 16×16 grayscale, batch 50). Printed:
+milliseconds per step.
+
+Usage::
+
+    python benchmarks/step_overhead.py                 # CPU
+    python benchmarks/step_overhead.py --device cuda   # also the peak CUDA memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--img_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs of the data path, after one untimed")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the hub path")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps of the bare loop")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--forbid_syncs", action="store_true",
+                        help="CUDA: raise on any implicit synchronisation in the bare loop's data gather and "
+                             "augmentation (torch.cuda.set_sync_debug_mode('error'))")
+    return parser.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- data path
+def write_hub_dataset(root: str, n: int, size: int, classes: int = 10):
+    """``n`` random RGB PNGs with labels as a parquet shard in the Hub layout, loaded back."""
+    from datasets import ClassLabel, Dataset, Features, Image, load_dataset
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    images = [PILImage.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=classes)})
+    data = Dataset.from_dict({"image": images, "label": rng.integers(0, classes, n).tolist()}, features=features)
+    os.makedirs(os.path.join(root, "data"))
+    data.to_parquet(os.path.join(root, "data", "train-00000-of-00001.parquet"))
+    return load_dataset(root, split="train")
+
+
+def images_per_second(loader, device: torch.device, epochs: int) -> float:
+    """Rate over ``epochs`` full passes after one untimed pass; each batch lands on ``device``."""
+    for batch in loader:  # first epoch: decode, cache, warm up
+        batch["pixel_values"].to(device)
+    _sync(device)
+    start, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for batch in loader:
+            x = batch["pixel_values"].to(device, non_blocking=True)
+            seen += x.shape[0]
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+class TensorLoader:
+    """The ceiling: normalised images already in one device tensor, indexed by a permutation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.images)).to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield {"pixel_values": self.images.index_select(0, index), "labels": self.labels.index_select(0, index)}
+
+
+def data_path(args, device: torch.device) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+
+    from gift_hf.data import ImageTransform, SoftLabelCollator
+    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
+
+    transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = write_hub_dataset(os.path.join(tmp, "set"), args.images, args.img_size)
+        hub_loader = DataLoader(hub.with_transform(transform), batch_size=args.batch_size, shuffle=True,
+                                collate_fn=SoftLabelCollator(), num_workers=args.workers,
+                                pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+        device_set = DeviceImageSet.from_dataset(hub, transform, device, cache_dir=os.path.join(tmp, "cache"))
+        device_loader = DeviceDataLoader(device_set, DeviceBatchSampler(len(device_set), args.batch_size,
+                                                                         device=device))
+        everything = device_set.batch(torch.arange(len(device_set), device=device))
+        tensor_loader = TensorLoader(everything["pixel_values"], everything["labels"], args.batch_size)
+        # interleaved, twice, best of two: load changes hit every path alike
+        rates: dict[str, list[float]] = {"hub": [], "device": [], "tensor": []}
+        for _ in range(2):
+            for name, loader in (("hub", hub_loader), ("device", device_loader), ("tensor", tensor_loader)):
+                rates[name].append(images_per_second(loader, device, args.epochs))
+    return {name: max(values) for name, values in rates.items()}
+
+
+# ---------------------------------------------------------------------------- bare loop
+@contextlib.contextmanager
+def _no_implicit_syncs(device: torch.device, forbid: bool):
+    if not (forbid and device.type == "cuda"):
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
+                 forbid_syncs: bool = False, augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+    """Median ms per step of a hand-written GIFT step over a device-resident set."""
+    from gift_hf import create_model, get_loss
+    from gift_hf.augment import BatchAugmenter
+    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
+    from gift_hf.modeling import teacher_logits
+
+    torch.manual_seed(0)
+    n = batch_size * 20
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,))
+    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device)
+    loader = DeviceDataLoader(data, DeviceBatchSampler(n, batch_size, device=device))
+
+    def model():
+        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
+
+    teacher = model().eval().requires_grad_(False)
+    student = model().train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
+    augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
+    loss_fn = get_loss("gift")
+    times = []
+    iterator = iter(loader)
+    for _ in range(steps + warmup):
+        start = time.perf_counter()
+        # The data gather and the augmentation must not wait for the GPU: under
+        # --forbid_syncs any implicit CUDA synchronisation there raises.
+        with _no_implicit_syncs(device, forbid_syncs):
+            batch = next(iterator, None)
+            if batch is None:  # next epoch
+                iterator = iter(loader)
+                batch = next(iterator)
+            x, y, _ = augmenter(batch["pixel_values"], batch["labels"])
+        with torch.no_grad():
+            targets = teacher_logits(teacher, x)
+        loss = loss_fn(student(pixel_values=x).logits, targets, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[warmup:])
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rates = data_path(args, device)
+    steps = {
+        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": bare_loop_ms(device, 8, 8, 10, args.steps, args.warmup,
+                                                                      args.forbid_syncs),
+        "quickstart (ConvNet-D3 width 128, 1×16×16, batch 50)": bare_loop_ms(device, 128, 16, 50, args.steps,
+                                                                           args.warmup, args.forbid_syncs),
+    }
+    print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, {args.epochs} timed "
+          f"epochs after one untimed, hub workers {args.workers}, device {device} "
+          f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
+          f"{torch.get_num_threads()}; best of 2 interleaved runs.")
+    print()
+    print("| data path | images/s |")
+    print("|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:,.0f} |")
+    print()
+    ratios = {"device / tensor": rates["device"] / rates["tensor"], "hub / tensor": rates["hub"] / rates["tensor"],
+              "device / hub": rates["device"] / rates["hub"]}
+    print("| ratio | value |")
+    print("|---|---|")
+    for name, value in ratios.items():
+        print(f"| {name} | {value:.2f} |")
+    print()
+    print("| bare GIFT step (DSA, online teacher, AdamW) | ms/step |")
+    print("|---|---|")
+    for name, ms in steps.items():
+        print(f"| {name} | {ms:.2f} |")
+    if device.type == "cuda":
+        print(f"\npeak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:,.1f} MiB")
+    return {"rates": rates, "ratios": ratios, "step_ms": steps}
+
+
+if __name__ == "__main__":
+    main()
