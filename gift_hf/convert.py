@@ -122,6 +122,11 @@ def from_tensor_file(
     if not torch.is_tensor(data) or data.dim() != 4:
         shape = tuple(data.shape) if torch.is_tensor(data) else type(data).__name__
         raise ValueError(f"{data_key!r} in {str(path)!r}: got {shape}; expected a tensor of shape (N, C, H, W)")
+    if data.shape[1] > 4 and data.shape[3] <= 4:
+        # (N, H, W, C) saved as is would become C-row images of W-pixel-wide "channels"
+        raise ValueError(f"{data_key!r} in {str(path)!r} has shape {tuple(data.shape)}, which is channels-last "
+                         f"(N, H, W, C) with C={data.shape[3]}; expected channels-first (N, C, H, W): save "
+                         "data.permute(0, 3, 1, 2) instead")
     if not torch.is_tensor(label) or label.dim() not in (1, 2):
         shape = tuple(label.shape) if torch.is_tensor(label) else type(label).__name__
         raise ValueError(f"{label_key!r} in {str(path)!r}: got {shape}; expected a tensor of shape (N,) or (N, C)")
@@ -193,6 +198,14 @@ def from_tensor_file(
     return ds, info
 
 
+def _refuse_outside_link(entry: Path, inside: Path, root: Path) -> None:
+    """Refuse a symbolic link that leads out of the input folder (its files would be embedded)."""
+    if entry.is_symlink() and not entry.resolve().is_relative_to(inside):
+        raise ValueError(f"image folder {str(root)!r}: {str(entry)!r} is a symbolic link to {str(entry.resolve())!r}, "
+                         "outside the input folder; refused so that no file from elsewhere is embedded in the "
+                         "dataset. Copy the images into the folder (or remove the link)")
+
+
 def from_image_folder(
     path: str | os.PathLike,
     *,
@@ -211,7 +224,10 @@ def from_image_folder(
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"image folder {str(root)!r} is not a directory; expected one sub-folder per class")
+    inside = root.resolve()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        _refuse_outside_link(folder, inside, root)
     if not folders:
         raise ValueError(f"image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image>")
     names = _class_names(class_names or [f.name for f in folders], len(folders), f"image folder {str(root)!r}")
@@ -223,6 +239,7 @@ def from_image_folder(
             raise ValueError(f"class folder {str(folder)!r} has no images; expected files with one of the "
                              f"extensions {IMAGE_EXTENSIONS}")
         for file in files:
+            _refuse_outside_link(file, inside, root)
             data = file.read_bytes()
             try:
                 with PILImage.open(io.BytesIO(data)) as img:
@@ -260,6 +277,10 @@ def convert(
     """
     if input_format not in ("auto", "tensor", "folder"):
         raise ValueError(f"input_format: got {input_format!r}; expected 'auto', 'tensor' or 'folder'")
+    source, target = Path(input_path).expanduser().resolve(), Path(output_dir).expanduser().resolve()
+    if source == target or source.is_relative_to(target):
+        raise ValueError(f"output_dir {os.fspath(output_dir)!r} holds the input {os.fspath(input_path)!r}; writing the "
+                         "dataset there would replace the input. Choose an output_dir outside the input")
     if input_format == "auto":
         input_format = "folder" if os.path.isdir(input_path) else "tensor"
     if input_format == "folder":
