@@ -217,3 +217,40 @@ def test_recipe_refuses_existing_output_dir(tmp_path, recipe):
                                "--disable_tqdm", "true", "--save_strategy", "no"])
     assert metrics["train_world_size"] == 1
     assert (out / "model.safetensors").is_file() and (out / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------------- paths that do not exist (issue 10)
+@pytest.mark.parametrize("name", ["./nope", "/no/such/teacher", "runs/teachers/nope"])
+def test_missing_local_teacher_is_not_found_never_a_hub_error(name):
+    from gift_hf import load_teacher
+
+    with pytest.raises(FileNotFoundError, match=rf"teacher '{name}' not found: no such local file or directory"):
+        load_teacher(name)
+
+
+def test_missing_student_and_unknown_names_are_not_found(tmp_path):
+    from gift_hf import load_teacher
+
+    with pytest.raises(FileNotFoundError, match=r"student '\./runs/student' not found"):
+        load_teacher("./runs/student", role="student")
+    # no such local folder, no such timm architecture, and the Hub is not reachable (tests run offline)
+    with pytest.raises(ValueError, match=r"teacher 'gift_convnet_d3x' not found: no local directory or timm "
+                                         r"architecture of that name, and the Hub model 'gift_convnet_d3x' could not"):
+        load_teacher("gift_convnet_d3x")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"teacher '.*model.safetensors' is a file; expected a directory saved with "
+                                         r"save_pretrained"):
+        load_teacher(tmp_path / "model.safetensors")
+    saved = tmp_path / "teacher"
+    create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8).save_pretrained(saved)
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"teacher directory '.*teacher' cannot be loaded: .*model.safetensors"):
+        load_teacher(saved)
+
+
+def test_recipe_missing_teacher_path_is_not_found(tmp_path, recipe):
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match=r"teacher '\./no_such_teacher' not found"):
+        recipe.main(["--teacher_model_name_or_path", "./no_such_teacher", "--loss", "gift", "--output_dir", str(out),
+                     "--use_cpu"])
+    assert nothing_written(out)
