@@ -68,3 +68,31 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
     assert any(p.name == "training_args.bin" for p in written)
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("argv", [
+    ["--hub_tokn", TOKEN],  # a mistyped option: "arguments are not used" lists what was given
+    [f"--hub-tokn={TOKEN}"],
+    ["--hub_token", TOKEN, "stray_value"],
+    ["--push_to_hub", TOKEN],  # the token given to the wrong option: argparse prints the bad value
+    ["--max_steps", TOKEN],
+])
+def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
+    from gift_hf.commands._args import parse_args
+
+    with pytest.raises((ValueError, SystemExit)) as raised:
+        parse_args((GIFTConfig,), ["--output_dir", "unused", *argv], "train_student.py", None)
+    captured = capsys.readouterr()
+    shown = str(raised.value) + captured.out + captured.err
+    assert shown.strip() and TOKEN not in shown
+
+
+def test_a_config_file_with_a_mistyped_token_key_never_prints_it(tmp_path, capsys):
+    from gift_hf.commands._args import parse_args
+
+    options = tmp_path / "train.yaml"
+    options.write_text(f"output_dir: unused\nhub_tokn: {TOKEN}\n")
+    with pytest.raises(ValueError, match=r"hub_tokn") as raised:
+        parse_args((GIFTConfig,), [str(options)], "train_student.py", None)
+    captured = capsys.readouterr()
+    assert TOKEN not in str(raised.value) + captured.out + captured.err
