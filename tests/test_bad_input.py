@@ -254,3 +254,27 @@ def test_recipe_missing_teacher_path_is_not_found(tmp_path, recipe):
         recipe.main(["--teacher_model_name_or_path", "./no_such_teacher", "--loss", "gift", "--output_dir", str(out),
                      "--use_cpu"])
     assert nothing_written(out)
+
+
+# ---------------------------------------------------------------------------- data vs teacher (issue 10)
+def test_relabel_with_a_teacher_of_other_channels_names_the_column_shape_and_teacher():
+    from distilled_helpers import pixel_dataset
+    from gift_hf import relabel
+
+    teacher = create_model("gift_convnet_d3", num_classes=3, in_chans=3, img_size=8)
+    with pytest.raises(ValueError, match=r"teacher 1/1 \(GIFTClassifier\): cannot take the images of column "
+                                         r"'pixel_values': a batch of shape \(6, 1, 8, 8\) .* expected images the "
+                                         r"teacher accepts \(3 channels, 8×8 pixels\)"):
+        relabel(pixel_dataset(n=6, size=8), teacher, progress=False)
+
+
+def test_selection_with_a_bare_module_teacher_of_other_channels_is_a_clear_error():
+    import timm
+
+    from distilled_helpers import rgb_dataset
+    from gift_hf import build_difficulty_distilled
+
+    bare = timm.create_model("gift_convnet_d3", num_classes=3, in_chans=1, img_size=8)  # no config to read
+    with pytest.raises(ValueError, match=r"teacher 1/1 \(.*\): cannot take the images of column 'image': a batch of "
+                                         r"shape \(6, 3, 8, 8\)"):
+        build_difficulty_distilled(rgb_dataset(n=6, size=8, soft=None), 1, bare, progress=False)
