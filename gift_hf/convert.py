@@ -62,7 +62,7 @@ def _load_tensor_file(path: Path) -> Any:
         raise ValueError(f"tensor file {str(path)!r} cannot be read ({reason}); expected a torch.save file") from None
     except Exception as err:
         raise ValueError(f"tensor file {str(path)!r} cannot be read ({type(err).__name__}: {err}); expected a "
-                         "torch.save file") from err
+                         "torch.save file") from None
 
 
 def _encode_png(image: np.ndarray) -> bytes:
@@ -247,7 +247,7 @@ def from_image_folder(
                     first_size = first_size or [img.height, img.width]
             except Exception as err:
                 raise ValueError(f"image file {str(file)!r} cannot be decoded ({type(err).__name__}: {err}); "
-                                 "expected a valid image") from err
+                                 "expected a valid image") from None
             images.append({"bytes": data, "path": file.name})
             labels.append(cls)
     features = Features({IMAGE_COLUMN: Image(), LABEL_COLUMN: ClassLabel(names=names)})

@@ -140,7 +140,13 @@ class SoftLabelCollator:
         first = rows[0]
         if "pixel_values" not in first:
             raise KeyError(f"rows have no 'pixel_values'; set an ImageTransform on the dataset (got {sorted(first)})")
-        batch = {"pixel_values": torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows])}
+        pixels = [torch.as_tensor(r["pixel_values"]) for r in rows]
+        odd = next((i for i, p in enumerate(pixels) if p.shape != pixels[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"pixel_values: row {odd} of the batch has shape {tuple(pixels[odd].shape)} but row 0 has "
+                             f"{tuple(pixels[0].shape)}; the images of the dataset differ in size, expected one size. "
+                             "Resize them with ImageTransform(image_size=...) (--image_size in the recipes)")
+        batch = {"pixel_values": torch.stack(pixels)}
         if self.label_column in first:
             batch["labels"] = torch.tensor([int(r[self.label_column]) for r in rows], dtype=torch.long)
         if self.soft_label_column in first:

@@ -266,7 +266,7 @@ def _check_images(ds: Dataset, split: str) -> None:
             where = f" (file {path!r})" if path else ""
             raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}{where}: cannot decode the "
                              f"image bytes ({type(err).__name__}: {err}); expected an encoded image "
-                             "(PNG, JPEG, …)") from err
+                             "(PNG, JPEG, …)") from None
 
 
 def _validate_split(ds: Dataset, split: str, info: DistilledInfo | None, check_images: bool) -> int:
@@ -823,7 +823,7 @@ def read_card_info(card_text: str) -> DistilledInfo:
         card = DatasetCard(card_text)
     except Exception as err:
         raise ValueError(f"README.md: cannot parse the card's YAML metadata ({err}); expected a '---' YAML block "
-                         "as written by save_distilled") from err
+                         "as written by save_distilled") from None
     return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
 
 
@@ -918,7 +918,7 @@ def _check_local_shards(path: Path) -> None:
         except Exception as err:
             raise ValueError(f"shard {str(shard.relative_to(path))!r} of {str(path)!r} is not a readable parquet "
                              f"file ({type(err).__name__}: {err}); expected parquet written by save_distilled"
-                             ) from err
+                             ) from None
 
 
 def load_distilled(
@@ -963,13 +963,14 @@ def load_distilled(
             dataset = datasets.load_dataset(target, **kwargs)
     except Exception as err:
         raise ValueError(f"datasets.load_dataset({target!r}) failed ({type(err).__name__}: {err}); expected a "
-                         "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)") from err
+                         "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)") from None
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset}) if isinstance(dataset, Dataset) else dataset
     if validate:
         first = next(iter(dataset.values()), None)
         if first is not None and soft_label_columns(first.features) and info.soft_label_kind is None:
-            raise ValueError(f"README.md of {target!r}: the data has soft-label columns ({_soft_names(first.features)}) "
+            columns = _soft_names(first.features)
+            raise ValueError(f"README.md of {target!r}: the data has soft-label columns ({columns}) "
                              f"but the card's {CARD_KEY!r} block records no soft_label_kind; add "
                              f"'soft_label_kind: logits' or 'soft_label_kind: probabilities' under '{CARD_KEY}:'")
         validate_distilled(dataset, info, check_images=check_images)

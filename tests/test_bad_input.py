@@ -278,3 +278,20 @@ def test_selection_with_a_bare_module_teacher_of_other_channels_is_a_clear_error
     with pytest.raises(ValueError, match=r"teacher 1/1 \(.*\): cannot take the images of column 'image': a batch of "
                                          r"shape \(6, 3, 8, 8\)"):
         build_difficulty_distilled(rgb_dataset(n=6, size=8, soft=None), 1, bare, progress=False)
+
+
+def test_images_of_different_sizes_name_the_row_and_the_fix():
+    import numpy as np
+
+    from distilled_helpers import png_bytes
+    from gift_hf import ImageTransform, SoftLabelCollator
+
+    images = [{"bytes": png_bytes(np.zeros((s, s), np.uint8)), "path": None} for s in (8, 8, 6)]
+    ds = Dataset.from_dict({"image": images, "label": [0, 1, 0]},
+                           features=Features({"image": Image(), "label": Value("int64")}))
+    ds.set_transform(ImageTransform(channels=1))
+    with pytest.raises(ValueError, match=r"pixel_values: row 2 of the batch has shape \(1, 6, 6\) but row 0 has "
+                                         r"\(1, 8, 8\); .* Resize them with ImageTransform\(image_size=...\)"):
+        SoftLabelCollator()([ds[i] for i in range(3)])
+    ds.set_transform(ImageTransform(channels=1, image_size=8))  # the fix the message names
+    assert SoftLabelCollator()([ds[i] for i in range(3)])["pixel_values"].shape == (3, 1, 8, 8)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distilled_helpers import rgb_dataset
@@ -210,3 +211,55 @@ def test_a_missing_local_dataset_is_not_found_never_a_hub_error(tmp_path, monkey
     assert check_local_path("org/name", "teacher") == "org/name"  # may be a Hub id: let through
     with pytest.raises(FileNotFoundError, match=r"student '\./gone' not found"):
         check_local_path("./gone", "student")
+
+
+# ------------------------------------------------------------------ images
+def test_a_saved_set_with_undecodable_image_bytes_is_named_at_load_not_mid_training(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    from distilled_helpers import NAMES, png_bytes
+
+    images = [{"bytes": png_bytes(np.zeros((4, 4), np.uint8)), "path": None}, {"bytes": b"not a png", "path": None}]
+    ds = Dataset.from_dict({"image": images, "label": [0, 1]},
+                           features=Features({"image": Image(), "label": ClassLabel(names=NAMES)}))
+    target = save_distilled(ds, tmp_path / "set", check_images=False)  # written by a tool that did not check
+    with pytest.raises(ValueError, match=r"column 'image' \(split 'train'\), row 1: cannot decode the image bytes"):
+        load_distilled(target, cache_dir=str(tmp_path / "cache"))
+    loaded, _ = load_distilled(target, cache_dir=str(tmp_path / "cache"), check_images=False)  # opt out: lazy
+    assert loaded["train"].num_rows == 2
+
+
+def test_images_of_mixed_modes_are_converted_to_the_models_channels(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    from distilled_helpers import NAMES, png_bytes
+    from gift_hf import ImageTransform, SoftLabelCollator
+
+    gray = np.full((4, 4), 200, np.uint8)
+    rgb = np.stack([gray, gray // 2, gray // 4], axis=-1)
+    images = [{"bytes": png_bytes(gray), "path": None}, {"bytes": png_bytes(rgb), "path": None}]
+    ds = Dataset.from_dict({"image": images, "label": [0, 1]},
+                           features=Features({"image": Image(), "label": ClassLabel(names=NAMES)}))
+    target = save_distilled(ds, tmp_path / "set")
+    train = load_distilled(target, cache_dir=str(tmp_path / "cache"))[0]["train"]
+    train.set_transform(ImageTransform(channels=3, mean=(0.0,), std=(1.0,)))
+    pixels = SoftLabelCollator()([train[0], train[1]])["pixel_values"]
+    assert pixels.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(pixels[0].numpy(), 200 / 255, rtol=1e-6)  # gray repeated in every channel
+    np.testing.assert_allclose(pixels[1, :, 0, 0].numpy(), np.array([200, 100, 50]) / 255, rtol=1e-6)
+
+
+def test_data_errors_carry_no_deep_traceback(tmp_path):
+    from gift_hf.convert import from_image_folder
+
+    target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
+    shard = next((target / "data").glob("*.parquet"))
+    shard.write_bytes(b"PAR1 this is not parquet PAR1")
+    with pytest.raises(ValueError, match=r"shard 'data/train-00000-of-00001.parquet' of .* is not a readable") as bad:
+        load_distilled(target)
+    assert bad.value.__cause__ is None and bad.value.__suppress_context__  # pyarrow's traceback is not shown
+    (tmp_path / "folder" / "cat").mkdir(parents=True)
+    (tmp_path / "folder" / "cat" / "x.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"image file '.*x.png' cannot be decoded") as bad:
+        from_image_folder(tmp_path / "folder")
+    assert bad.value.__cause__ is None and bad.value.__suppress_context__  # nor PIL's
