@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from distilled_helpers import rgb_dataset
 from gift_hf import DistilledInfo, load_distilled, save_distilled
@@ -263,3 +264,23 @@ def test_data_errors_carry_no_deep_traceback(tmp_path):
     with pytest.raises(ValueError, match=r"image file '.*x.png' cannot be decoded") as bad:
         from_image_folder(tmp_path / "folder")
     assert bad.value.__cause__ is None and bad.value.__suppress_context__  # nor PIL's
+
+
+def test_cli_distill_into_the_current_project_with_overwrite_is_refused(tmp_path, monkeypatch):
+    from gift_hf.cli import main
+
+    project = tmp_path / "project"
+    (project / "gift_code").mkdir(parents=True)
+    (project / "gift_code" / "train.py").write_text("# my experiment")
+    monkeypatch.chdir(project)
+    with pytest.raises(FileExistsError, match=r"overwrite only replaces a dataset written by gift_hf"):
+        main(["distill", "random", "--ipc", "1", "--output_dir", ".", "--overwrite"])
+    assert (project / "gift_code" / "train.py").read_text() == "# my experiment"
+    assert sorted(os.listdir(tmp_path)) == ["project"]
+    # `gift-hf convert --input X --output_dir X --overwrite`: X is an image folder, not a gift_hf dataset
+    (project / "images" / "cat").mkdir(parents=True)
+    PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(project / "images" / "cat" / "0.png")
+    with pytest.raises(FileExistsError, match=r"'.*images': overwrite only replaces a dataset written by gift_hf .* "
+                                              r"it holds 'cat'"):
+        main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"])
+    assert (project / "images" / "cat" / "0.png").is_file()
