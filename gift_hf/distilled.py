@@ -141,18 +141,24 @@ class DistilledInfo:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"DistilledInfo.{name}: got {value!r}; expected a positive integer or None")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+        if self.temperature is not None and (isinstance(self.temperature, bool) or not isinstance(
+                self.temperature, (int, float)) or not (math.isfinite(self.temperature) and self.temperature > 0)):
             raise ValueError(f"DistilledInfo.temperature: got {self.temperature!r}; expected a positive number")
         for name in ("image_mean", "image_std", "image_size"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, [int(v) if name == "image_size" else float(v) for v in value])
+                try:
+                    setattr(self, name, [int(v) if name == "image_size" else float(v) for v in value])
+                except (TypeError, ValueError):
+                    raise ValueError(f"DistilledInfo.{name}: got {value!r}; expected a list of numbers") from None
         if self.image_size is not None and len(self.image_size) != 2:
             raise ValueError(f"DistilledInfo.image_size: got {self.image_size}; expected [height, width]")
         if self.image_mean is not None and self.image_std is not None and len(self.image_mean) != len(self.image_std):
             raise ValueError(f"DistilledInfo.image_mean has {len(self.image_mean)} values but image_std has "
                              f"{len(self.image_std)}; expected one per channel in both")
         if self.teacher_epoch is not None:
+            if isinstance(self.teacher_epoch, bool) or not isinstance(self.teacher_epoch, (int, float)):
+                raise ValueError(f"DistilledInfo.teacher_epoch: got {self.teacher_epoch!r}; expected a number")
             self.teacher_epoch = float(self.teacher_epoch)
         if not isinstance(self.extra, dict):
             raise ValueError(f"DistilledInfo.extra: got {type(self.extra).__name__}; expected a mapping")
@@ -824,7 +830,10 @@ def read_card_info(card_text: str) -> DistilledInfo:
     except Exception as err:
         raise ValueError(f"README.md: cannot parse the card's YAML metadata ({err}); expected a '---' YAML block "
                          "as written by save_distilled") from None
-    return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
+    try:
+        return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"README.md: the card's {CARD_KEY!r} block is invalid: {err}") from None
 
 
 def check_local_path(path: str | os.PathLike, what: str) -> str:

@@ -284,3 +284,32 @@ def test_cli_distill_into_the_current_project_with_overwrite_is_refused(tmp_path
                                               r"it holds 'cat'"):
         main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"])
     assert (project / "images" / "cat" / "0.png").is_file()
+
+
+# ------------------------------------------------------------------ wrong-typed values
+def test_wrong_typed_card_values_name_the_card_field(tmp_path):
+    target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
+    readme = target / "README.md"
+    text = readme.read_text()
+    for line, message in (("  image_size:\n  - 4\n  - 4\n", r"DistilledInfo.image_size: got \['a', 'b'\]; expected a "
+                                                               r"list of numbers"),
+                          ("  temperature: 4.0\n", r"DistilledInfo.temperature: got 'hot'; expected a positive")):
+        assert line in text
+        bad = {"  image_size:\n  - 4\n  - 4\n": "  image_size:\n  - a\n  - b\n",
+               "  temperature: 4.0\n": "  temperature: hot\n"}[line]
+        readme.write_text(text.replace(line, bad))
+        with pytest.raises(ValueError, match=r"README.md: the card's 'gift_hf' block is invalid: " + message):
+            load_distilled(target, cache_dir=str(tmp_path / "cache"))
+
+
+def test_string_labels_in_selection_name_the_column_and_the_fix():
+    from datasets import Dataset
+
+    from gift_hf import build_random_distilled
+
+    ds = Dataset.from_dict({"image": [None] * 4, "label": ["cat", "dog", "cat", "dog"]})
+    with pytest.raises(ValueError, match=r"column 'label' \(label_column\) holds <U3 values \(row 0: 'cat'\); expected "
+                                         r"integer class ids \(cast it to a ClassLabel"):
+        build_random_distilled(ds, 1)
+    with pytest.raises(ValueError, match=r"column 'label' \(label_column\), row 1: class id -1; expected class ids"):
+        build_random_distilled(Dataset.from_dict({"label": [0, -1]}), 1)
