@@ -313,3 +313,20 @@ def test_string_labels_in_selection_name_the_column_and_the_fix():
         build_random_distilled(ds, 1)
     with pytest.raises(ValueError, match=r"column 'label' \(label_column\), row 1: class id -1; expected class ids"):
         build_random_distilled(Dataset.from_dict({"label": [0, -1]}), 1)
+
+
+# ------------------------------------------------------------------ the matrix in docs/reliability.md
+def test_the_reliability_matrix_names_real_tests_and_no_silent_case():
+    import re
+
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) >= 60
+    assert [int(row.split("|")[1]) for row in rows] == list(range(1, len(rows) + 1))
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        assert len(cells) == 5 and cells[3] in ("error", "correct"), row  # never silent, never data loss
+        references = re.findall(r"`(tests/\w+\.py)::(\w+)`", cells[4])
+        assert references, row
+        for path, name in references:
+            assert re.search(rf"^def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M), f"{path}::{name}"
