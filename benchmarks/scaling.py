@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Data-parallel scaling on this machine's CPU: step time with 1 and with 2 processes.
 
-Runs ``recipes/train_student.py`` (GIFT loss, an online ConvNet-D3 teacher, ConvNet-D3
+Runs ``gift-hf train`` (``gift_hf/scripts/train.py``) (GIFT loss, an online ConvNet-D3 teacher, ConvNet-D3
 student, 8×8 digits) twice, one after the other in one invocation so that both see the
 same machine load:
 
-- ``1 process``: ``python recipes/train_student.py``;
+- ``1 process``: ``python -m gift_hf.scripts.train``;
 - ``2 processes``: ``accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml``
   (gloo DDP), the same per-process batch, so every step trains on twice the images.
 
@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "train_student.py"
+SCRIPT = ["-m", "gift_hf.scripts.train"]
 CPU_2PROC = REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tmp = Path(tmp)
         # A teacher of the right shape; its weights do not matter for timing.
         teacher = tmp / "teacher"
-        _run([sys.executable, str(RECIPE), "--output_dir", str(teacher), "--loss", "ce", "--soft_label_source",
+        _run([sys.executable, *SCRIPT, "--output_dir", str(teacher), "--loss", "ce", "--soft_label_source",
               "none", "--max_steps", "1", "--eval_split", "", "--use_cpu", "--save_strategy", "no"],
              args.threads, teacher)
         common = [
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "--dataloader_drop_last", "true",
         ]
         one_dir, two_dir = tmp / "one", tmp / "two"
-        one = _run([sys.executable, str(RECIPE), "--output_dir", str(one_dir), *common], args.threads, one_dir)
+        one = _run([sys.executable, *SCRIPT, "--output_dir", str(one_dir), *common], args.threads, one_dir)
         two = _run(
             [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(CPU_2PROC),
-             "--main_process_port", str(_free_port()), str(RECIPE), "--output_dir", str(two_dir), *common],
+             "--main_process_port", str(_free_port()), *SCRIPT, "--output_dir", str(two_dir), *common],
             args.threads, two_dir,
         )
 

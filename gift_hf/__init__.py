@@ -4,20 +4,20 @@ __version__ = "0.1.0"
 
 from .ablations import keep_topk, label_entropy_stats, map_soft_labels, remove_class_knowledge, swap_topk
 from .augment import ZCA, BatchAugmenter, fit_zca
-from .config import GIFTConfig
+from .config import GIFTConfig, protocol_config
 from .data import ImageTransform, SoftLabelCollator, load_digits_dataset
 from .distilled import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
-from .evaluation import EvalProtocol, evaluate_distilled, get_protocol
+from .evaluation import evaluate_distilled
 from .losses import LOSSES, get_loss, refine_soft_labels
 from .modeling import GIFTClassifier, GIFTClassifierConfig, create_model, load_teacher
 from .relabel import compute_teacher_logits, relabel
 from .selection import build_difficulty_distilled, build_random_distilled
 from .trainer import GIFTTrainer
+from .training import train_student
 
 __all__ = [
     "BatchAugmenter",
     "DistilledInfo",
-    "EvalProtocol",
     "GIFTClassifier",
     "GIFTClassifierConfig",
     "GIFTConfig",
@@ -33,18 +33,19 @@ __all__ = [
     "evaluate_distilled",
     "fit_zca",
     "get_loss",
-    "get_protocol",
     "keep_topk",
     "label_entropy_stats",
     "load_digits_dataset",
     "load_distilled",
     "load_teacher",
     "map_soft_labels",
+    "protocol_config",
     "push_distilled",
     "refine_soft_labels",
     "relabel",
     "remove_class_knowledge",
     "save_distilled",
     "swap_topk",
+    "train_student",
     "validate_distilled",
 ]

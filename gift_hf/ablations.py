@@ -170,8 +170,8 @@ def map_soft_labels(dataset: Any, fn: Callable[..., Any], *, column: str = "soft
     if column not in dataset.column_names:
         raise ValueError(f"dataset has no {column!r} column (dense soft labels); it has columns "
                          f"{dataset.column_names}")
-    from .distilled import _quiet_datasets
-    from .relabel import _fixed_list
+    from .distilled import quiet_datasets
+    from .relabel import fixed_size_list
 
     feature = dataset.features[column]
     plain = dataset.with_format(None)
@@ -182,5 +182,5 @@ def map_soft_labels(dataset: Any, fn: Callable[..., Any], *, column: str = "soft
     if new.shape != soft.shape:
         raise ValueError(f"{getattr(fn, '__name__', fn)} returned shape {new.shape}; expected {soft.shape}")
     dtype = feature.feature.dtype
-    with _quiet_datasets():
-        return dataset.remove_columns([column]).add_column(column, _fixed_list(new, dtype), feature=feature)
+    with quiet_datasets():
+        return dataset.remove_columns([column]).add_column(column, fixed_size_list(new, dtype), feature=feature)

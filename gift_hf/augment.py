@@ -15,20 +15,21 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
   batch, image ``i`` mixed with image ``B−1−i``, CutMix ``λ`` corrected to the pasted area).
   Hard labels become mixed one-hot distributions ``(B, C)``; stored soft labels are mixed
   with the same coefficients.
-- **ZCA whitening** (:class:`ZCA`, kornia's ``ZCAWhitening``) fitted on training images,
+- **ZCA whitening** (:class:`ZCA`) fitted on training images,
   saved next to the model as ``zca.safetensors`` and applied by the trainer to every batch
   it prepares: training (student *and* teacher input) and evaluation alike.
 
-Randomness comes from one ``torch.Generator`` per process, seeded with ``seed + rank``, so a
-run is reproducible under a seed, every DDP rank draws its own parameters, and the state
-(:meth:`BatchAugmenter.state_dict`) is saved in each checkpoint and restored on resume.
+Randomness comes from one ``torch.Generator`` per process, reseeded for every batch from
+``(seed, rank, step, call)``: a run is reproducible under a seed, every DDP rank draws its
+own parameters, and a resumed run draws exactly what the uninterrupted one drew at the same
+step, with no generator state to checkpoint (the trainer sets the step through a
+``TrainerCallback``; see :meth:`BatchAugmenter.set_step`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -38,18 +39,17 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.enhance import ZCAWhitening
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.data import Mixup
 
 __all__ = [
     "AUGMENTATION_MODES",
-    "AUGMENTER_STATE_FILE",
     "DSA_OPS",
     "MIX_MODES",
     "ZCA_FILE",
     "BatchAugmenter",
+    "batch_seed",
     "DSAParams",
     "ZCA",
     "build_augmenter",
@@ -64,10 +64,8 @@ AUGMENTATION_MODES = ("single", "all")
 MIX_MODES = ("none", "mixup", "cutmix", "both")
 """``both`` picks CutMix or MixUp with probability 1/2 per batch (timm's ``switch_prob``)."""
 ZCA_FILE = "zca.safetensors"
-AUGMENTER_STATE_FILE = "augmenter_state_{rank}.safetensors"
 
 Tensor = torch.Tensor
-logger = logging.getLogger(__name__)
 
 
 def parse_strategy(strategy: str) -> list[str]:
@@ -152,6 +150,12 @@ def _atomic_save_file(tensors: dict[str, Tensor], path: str, metadata: dict[str,
 
 
 # ------------------------------------------------------------------------------ augmenter
+def batch_seed(seed: int, rank: int, step: int, call: int) -> int:
+    """The 64-bit seed of the generator for one batch: a hash of its (seed, rank, step, call)."""
+    entropy = np.random.SeedSequence([seed, rank, step, call]).generate_state(2, np.uint32)
+    return int(entropy[0]) << 32 | int(entropy[1])
+
+
 class BatchAugmenter:
     """DSA ops then CutMix/MixUp on a batch, on the batch's device, reproducible by seed.
 
@@ -162,7 +166,8 @@ class BatchAugmenter:
         mix_prob: probability that a batch is mixed.
         mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
         num_classes: needed to turn class-id labels into mixed distributions.
-        seed: seed of this process's generator (``build_augmenter`` uses ``seed + rank``).
+        seed: the run's seed.
+        rank: this process's index; each rank draws its own parameters.
         params: the DSA ranges.
 
     Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
@@ -178,6 +183,7 @@ class BatchAugmenter:
         mix_beta: float = 1.0,
         num_classes: int | None = None,
         seed: int = 0,
+        rank: int = 0,
         params: DSAParams | None = None,
     ) -> None:
         self.ops = parse_strategy(ops if isinstance(ops, str) else "_".join(ops))
@@ -195,7 +201,9 @@ class BatchAugmenter:
         self.mix_beta = mix_beta
         self.num_classes = num_classes
         self.params = params or DSAParams()
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed, self.rank = int(seed), int(rank)
+        self.generator = torch.Generator()
+        self.set_step(0)
         self._kornia: dict[tuple[str, int, int], torch.nn.Module] = {}
         self._mixer: Mixup | None = None
         if mix != "none":
@@ -219,41 +227,17 @@ class BatchAugmenter:
         )
 
     # --------------------------------------------------------------------------- state
-    def manual_seed(self, seed: int) -> "BatchAugmenter":
-        self.generator.manual_seed(int(seed))
-        return self
+    def set_step(self, step: int) -> None:
+        """Draw the following batches as those of optimizer step ``step`` (its micro-batches in order).
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """The generator state; loading it makes the next calls repeat exactly."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if "generator" not in state:
-            raise KeyError(f"augmenter state has no 'generator' entry (got {sorted(state)})")
-        self.generator.set_state(state["generator"].to(torch.uint8).cpu())
-
-    def save_state(self, directory: str, rank: int = 0) -> str:
-        """Write :meth:`state_dict` to ``directory/augmenter_state_{rank}.safetensors``."""
-        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
-        _atomic_save_file(self.state_dict(), path)
-        return path
-
-    def load_state(self, directory: str, rank: int = 0, missing_ok: bool = False) -> bool:
-        """Load the state :meth:`save_state` wrote.
-
-        A missing file raises ``FileNotFoundError``, or with ``missing_ok`` logs a warning
-        (e.g. a checkpoint of a run without augmentation) and returns ``False``.
+        The parameters of a batch depend only on ``(seed, rank, step, call within the
+        step)``, so a run resumed at step ``s`` repeats the uninterrupted run exactly.
         """
-        path = os.path.join(directory, AUGMENTER_STATE_FILE.format(rank=rank))
-        if not os.path.isfile(path):
-            message = f"no augmenter state {os.path.basename(path)} in {directory!r}"
-            if not missing_ok:
-                raise FileNotFoundError(message)
-            logger.warning("%s: augmentation continues from the current generator state, not the checkpoint's",
-                           message)
-            return False
-        self.load_state_dict(load_file(path))
-        return True
+        self.step, self.calls = int(step), 0
+
+    def _reseed(self) -> None:
+        self.generator.manual_seed(batch_seed(self.seed, self.rank, self.step, self.calls))
+        self.calls += 1
 
     # ------------------------------------------------------------------------- helpers
     def _draw_seed(self) -> int:
@@ -359,6 +343,7 @@ class BatchAugmenter:
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
+        self._reseed()
         dtype = pixel_values.dtype
         # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
         # means lose too much in bf16, and kornia's warps need float32 on CPU.
@@ -378,8 +363,8 @@ class BatchAugmenter:
 def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None = None) -> BatchAugmenter | None:
     """The augmenter a :class:`~gift_hf.GIFTConfig` asks for, or ``None`` if it asks for none.
 
-    Its generator is seeded with ``args.seed + rank`` (``rank`` defaults to
-    ``args.process_index``), so each DDP process draws its own parameters.
+    Seeded with ``args.seed`` and ``rank`` (default ``args.process_index``), so each DDP
+    process draws its own parameters.
     """
     ops = parse_strategy(getattr(args, "augmentation", "none"))
     mix = getattr(args, "mix", "none")
@@ -394,48 +379,63 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
         mix_prob=getattr(args, "mix_prob", 1.0),
         mix_beta=getattr(args, "mix_beta", 1.0),
         num_classes=num_classes,
-        seed=int(getattr(args, "seed", 0)) + rank,
+        seed=int(getattr(args, "seed", 0)),
+        rank=rank,
     )
 
 
 # ------------------------------------------------------------------------------------ ZCA
-class ZCA(ZCAWhitening):
-    """ZCA whitening of image batches: kornia's ``ZCAWhitening`` that saves and loads itself.
+class ZCA(torch.nn.Module):
+    """ZCA whitening of image batches, saved and loaded as ``zca.safetensors``.
 
-    ``W = U · diag(1/√(S + ε)) · Uᵀ`` from the covariance ``U S Uᵀ`` of the flattened
-    training images; ``zca(x) = (x − μ) · W`` reshaped back to ``(B, C, H, W)``. ``ε = 0.1``
-    is the regularisation the distillation literature uses (MTT, on normalised images).
+    ``W = U · diag(1/√(S + ε)) · Uᵀ`` from the (unbiased) covariance ``U S Uᵀ`` of the
+    flattened training images; ``zca(x) = (x − μ) · W`` reshaped back to ``(B, C, H, W)`` (the
+    transform of kornia's ``ZCAWhitening``). ``ε = 0.1`` is the regularisation the
+    distillation literature uses (MTT, on normalised images).
     """
 
     def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__()
         if not (np.isfinite(epsilon) and epsilon > 0):
             raise ValueError(f"zca_epsilon: got {epsilon}; expected a finite number > 0")
-        super().__init__(dim=0, eps=float(epsilon), unbiased=True, compute_inv=False)
+        self.eps = float(epsilon)
+        self.register_buffer("mean_vector", torch.empty(0))
+        self.register_buffer("transform_matrix", torch.empty(0))
         self.image_shape: tuple[int, ...] | None = None
 
     @property
     def epsilon(self) -> float:
         return self.eps
 
-    def fit(self, images: Tensor) -> "ZCA":  # type: ignore[override]
+    @property
+    def fitted(self) -> bool:
+        return self.image_shape is not None
+
+    def fit(self, images: Tensor) -> "ZCA":
         """Fit on ``(N, C, H, W)`` images (N ≥ 2), in float64, keeping float32 buffers."""
         if images.dim() != 4 or images.shape[0] < 2:
             raise ValueError(f"ZCA.fit: images must have shape (N >= 2, C, H, W), got {tuple(images.shape)}")
         # float64: with few images the covariance is rank-deficient and its small
         # eigenvalues (boosted by 1/sqrt(S + ε)) are where float32 loses digits.
-        super().fit(images.detach().to("cpu", torch.float64))
-        self.float()
+        flat = images.detach().to("cpu", torch.float64).reshape(images.shape[0], -1)
+        mean = flat.mean(0, keepdim=True)
+        centred = flat - mean
+        eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred / (flat.shape[0] - 1))
+        whiten = vectors @ torch.diag((eigenvalues.clamp_min(0) + self.eps).rsqrt()) @ vectors.T
+        self.mean_vector, self.transform_matrix = mean.float(), whiten.float()
         self.image_shape = tuple(int(s) for s in images.shape[1:])
         return self
 
-    def forward(self, x: Tensor, include_fit: bool = False) -> Tensor:  # type: ignore[override]
-        if not self.fitted or self.image_shape is None:
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fitted:
             raise RuntimeError("ZCA is not fitted: call fit(images) or ZCA.load(path) first")
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"ZCA was fitted on images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         if self.transform_matrix.device != x.device:
             self.to(x.device)
-        return super().forward(x)
+        flat = x.reshape(x.shape[0], -1)
+        out = (flat.to(self.transform_matrix.dtype) - self.mean_vector) @ self.transform_matrix
+        return out.to(x.dtype).reshape(x.shape)
 
     def save(self, directory: str) -> str:
         """Write ``directory/zca.safetensors`` (atomically); returns the path."""
@@ -458,13 +458,7 @@ class ZCA(ZCAWhitening):
             raise ValueError(f"zca_path: {file!r} is not a gift_hf ZCA file (no epsilon/image_shape metadata)")
         tensors = load_file(file)
         zca = cls(epsilon=float(metadata["epsilon"]))
-        zca.load_state_dict(
-            {
-                "mean_vector": tensors["mean_vector"],
-                "transform_matrix": tensors["transform_matrix"],
-                "transform_inv": tensors["transform_matrix"].new_empty(0),
-            }
-        )
+        zca.mean_vector, zca.transform_matrix = tensors["mean_vector"], tensors["transform_matrix"]
         zca.image_shape = tuple(json.loads(metadata["image_shape"]))
         return zca
 

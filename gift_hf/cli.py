@@ -1,9 +1,9 @@
 """The ``gift-hf`` command: ``gift-hf <command> [--help] [options]``.
 
-Each command lives in ``gift_hf/commands/<name>.py`` and exposes ``HELP`` (one line) and
-``main(argv)``, which parses its options with ``HfArgumentParser`` (so ``--help`` lists
-every option with its explanation, and a YAML/JSON file path is accepted as the only
-argument).
+Each command is a script, ``gift_hf/scripts/<name>.py`` with ``make_parser()`` and
+``main(argv)``; it is imported only when it runs, so ``gift-hf --help`` imports neither
+torch nor transformers. Every command takes ``--config FILE.yaml`` (a recipe) and
+command-line options that override it.
 """
 
 from __future__ import annotations
@@ -11,29 +11,38 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command name → module under gift_hf.commands
-COMMANDS = {
-    "quickstart": "quickstart",
-    "distill": "distill",
-    "relabel": "relabel",
-    "convert": "convert",
-    "push": "push",
-    "evaluate": "evaluate",
-    "loss-benchmark": "loss_benchmark",
-    "cross-architecture": "cross_architecture",
-    "expert-epochs": "expert_epochs",
-    "temperature-grid": "temperature_grid",
-    "label-swap": "label_swap",
-    "data-knowledge-scaling": "data_knowledge_scaling",
-    "improvement-over-random": "improvement_over_random",
+#: command → (module under gift_hf.scripts, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("quickstart", "the main job: teacher, random IPC subset of digits, CE vs KL vs GIFT students, "
+                   "table + plot"),
+    "train": ("train", "train a student with GIFT or any soft-label loss (one process or accelerate launch)"),
+    "train-teacher": ("train_teacher", "train a teacher (expert) with hard labels, one checkpoint per epoch"),
+    "distill": ("distill", "select a distilled set of real images (random class-balanced, or by teacher difficulty)"),
+    "relabel": ("relabel", "add teacher soft labels (logits or softmax(logits/T), ensembles, expert epoch, top-k) "
+                "to a dataset"),
+    "convert": ("convert", "convert a tensor file {data, label} or a class-folder tree to the Hub layout"),
+    "push": ("push", "publish a distilled dataset directory to the Hub (create repo, upload in one commit)"),
+    "evaluate": ("evaluate", "evaluate a distilled set (folder or Hub id) under a protocol: N students, mean ± std "
+                 "on the real test split"),
+    "loss-benchmark": ("loss_benchmark", "losses × optimizers on one distilled set, with the spread across "
+                       "optimizers per loss"),
+    "cross-architecture": ("cross_architecture", "teacher × student architectures on one distilled set (heatmap)"),
+    "expert-epochs": ("expert_epochs", "soft labels from each saved teacher epoch at several IPC: where the best "
+                      "expert epoch moves"),
+    "temperature-grid": ("temperature_grid", "label temperature × expert epoch grid (heatmap)"),
+    "label-swap": ("label_swap", "label swap test: swap the k-th largest soft-label entry with the smallest, over k"),
+    "data-knowledge-scaling": ("data_knowledge_scaling", "IPC × top-k soft-label entries grid incl. hard labels "
+                               "(heatmap)"),
+    "improvement-over-random": ("improvement_over_random", "a distilled set vs random real subsets of the same "
+                                "size: the gap with its uncertainty"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: gift-hf <command> [options]   (gift-hf <command> --help for its options)", "", "commands:"]
     width = max(map(len, COMMANDS))
-    for name, module in COMMANDS.items():
-        lines.append(f"  {name:<{width}}  {importlib.import_module(f'gift_hf.commands.{module}').HELP}")
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Every command takes --config FILE.yaml (a recipe); options on the command line override it."]
     return "\n".join(lines)
 
 
@@ -51,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gift-hf: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"gift_hf.commands.{COMMANDS[name]}")
-    return int(module.main(rest) or 0)
+    module = importlib.import_module(f"gift_hf.scripts.{COMMANDS[name][0]}")
+    status = module.main(rest)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,31 +1,97 @@
-"""`GIFTConfig`: `TrainingArguments` plus every GIFT / soft-label knob."""
+"""`GIFTConfig`: `TrainingArguments` plus every GIFT / soft-label / evaluation-protocol knob."""
 
 from __future__ import annotations
 
+import bisect
 import copy
-import json
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames
 
 from .losses import LOSSES, get_loss
+from .parser import parse_dict_option
 
-__all__ = ["GIFTConfig", "SOFT_LABEL_SOURCES"]
+__all__ = ["DSA_STRATEGY", "GIFTConfig", "PROTOCOLS", "SOFT_LABEL_SOURCES", "protocol_config"]
 
 SOFT_LABEL_SOURCES = ("teacher", "dataset", "none")
+
+#: The DSA strategy both papers evaluate with (Zhao & Bilen's differentiable siamese augmentation).
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
 @dataclass
 class GIFTConfig(TrainingArguments):
-    """Training arguments for :class:`~gift_hf.GIFTTrainer`.
+    """Training arguments for :class:`~gift_hf.GIFTTrainer`: the one training configuration.
 
-    Everything ``TrainingArguments`` has, plus the loss, where soft labels come from,
-    the teacher, and batch augmentation. Defaults follow the GIFT paper (SPEC.md):
-    ``loss="gift"``, ``gamma=0.1``, ``smoothing=0.1``, teacher relabelling online.
+    Everything ``TrainingArguments`` has, plus the loss, where soft labels come from, the
+    teacher, batch augmentation, and what an evaluation protocol needs (the batch-size rule,
+    students per evaluation, best-of-k evaluations, the label temperature).
+
+    Defaults are the GIFT paper's student protocol (Shang et al., ICLR 2025): ``loss="gift"``
+    (``gamma=0.1``, ``smoothing=0.1``), teacher relabelling online, AdamW with learning rate
+    1e-3 and weight decay 1e-4 on every parameter, no gradient clipping, and the learning
+    rate multiplied by 0.2 at 2/3 and 5/6 of training (``MultiStepLR``). Where these differ
+    from ``TrainingArguments``:
+
+    ======================== ======================= ===================================
+    field                    TrainingArguments       GIFTConfig
+    ======================== ======================= ===================================
+    ``learning_rate``        5e-5                    1e-3
+    ``weight_decay``         0                       1e-4 (``decay_all_parameters``)
+    ``max_grad_norm``        1.0 (clipping)          0 (no clipping)
+    ``lr_scheduler_type``    ``linear``              ``constant`` × ``lr_milestones``
+    ``optim``                ``adamw_torch(_fused)`` ``adamw_torch``
+    ``logging_steps``        500                     50
+    ``remove_unused_columns`` True                   False (the collator needs the columns)
+    ``report_to``            ``all``                 ``none``
+    ======================== ======================= ===================================
+
+    The protocol's 1000 epochs, its batch-size rule and its 3 students, best of 4
+    evaluations, are set by the recipe ``recipes/gift/evaluate.yaml`` (and
+    ``PROTOCOLS["gift"]``), not by default.
     """
+
+    # ---- defaults changed from TrainingArguments (the GIFT student protocol)
+    learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate (GIFT protocol: 1e-3)."})
+    weight_decay: float = field(
+        default=1e-4, metadata={"help": "Weight decay (GIFT protocol: 1e-4; decoupled for AdamW)."}
+    )
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Gradient clipping norm; 0 (the default, as in both papers) clips nothing."}
+    )
+    optim: Union[OptimizerNames, str] = field(
+        default="adamw_torch",
+        metadata={"help": "Optimizer (TrainingArguments names: adamw_torch, sgd, rmsprop, adagrad, …). SGD momentum "
+                  "is given as optim_args, e.g. 'momentum=0.9'."},
+    )
+    lr_scheduler_type: Union[SchedulerType, str] = field(
+        default="constant",
+        metadata={"help": "Base learning-rate schedule (TrainingArguments names); lr_milestones multiplies it. "
+                  "'constant' with the default milestones is the papers' MultiStepLR."},
+    )
+    lr_milestones: list[float] = field(
+        default_factory=lambda: [2 / 3, 5 / 6],
+        metadata={"help": "Fractions of training at which the learning rate is multiplied by lr_decay (GIFT: 2/3 "
+                  "and 5/6; rounded to whole epochs when training is epoch-based)."},
+    )
+    lr_decay: float = field(
+        default=0.2, metadata={"help": "Factor applied at each of lr_milestones (GIFT: 0.2; 1 turns the steps off)."}
+    )
+    decay_all_parameters: bool = field(
+        default=True,
+        metadata={"help": "Apply weight_decay to every parameter, as the papers' reference code does; false: the "
+                  "Trainer's rule, which exempts biases and normalisation weights."},
+    )
+    logging_steps: float = field(default=50, metadata={"help": "Log every N optimizer steps."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that already has files (refused otherwise, unless resuming)."},
+    )
 
     # ---- loss
     loss: str = field(
@@ -71,7 +137,7 @@ class GIFTConfig(TrainingArguments):
     )
     teacher_model_init_kwargs: Optional[Union[dict, str]] = field(
         default=None,
-        metadata={"help": "Keyword arguments (a dict or a JSON string) used when loading the teacher."},
+        metadata={"help": "Keyword arguments used when loading the teacher (a JSON object on the command line)."},
     )
     trust_remote_code: bool = field(
         default=False,
@@ -115,6 +181,38 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "A run directory (or zca.safetensors file) to load the ZCA from instead of fitting it; "
                   "use it to evaluate a saved run, or to reuse a ZCA fitted on the full real training set."},
     )
+    # ---- resuming
+    resume_force: bool = field(
+        default=False,
+        metadata={"help": "Resume even from a checkpoint of a different run (another loss, seed, dataset or "
+                  "schedule) or one without gift_hf's completeness marker. Off: such a resume is refused."},
+    )
+    # ---- evaluation protocol (what TrainingArguments has no field for)
+    batch_size_thresholds: list[int] = field(
+        default_factory=lambda: [10, 500, 20000],
+        metadata={"help": "Batch-size rule: a training set of at most thresholds[i] images trains with "
+                  "batch_sizes[i] (GIFT protocol: 10, 500, 20000)."},
+    )
+    batch_sizes: Optional[list[int]] = field(
+        default=None,
+        metadata={"help": "Batch-size rule: per-device batch sizes, one per threshold and one for larger sets "
+                  "(GIFT protocol: 10 50 100 200). Unset: per_device_train_batch_size."},
+    )
+    num_students: int = field(
+        default=1,
+        metadata={"help": "Students an evaluation trains, with seeds seed, seed + 1, …; reported as mean ± std "
+                  "(GIFT protocol: 3, label paper: 5)."},
+    )
+    best_of: int = field(
+        default=1,
+        metadata={"help": "Evaluations per student, evenly spaced over training (the last at its end); the best "
+                  "is reported (GIFT protocol: 4; 1 = final accuracy)."},
+    )
+    label_temperature: float = field(
+        default=1.0,
+        metadata={"help": "T of soft labels stored as probabilities by relabelling, softmax(logits / T) (the label "
+                  "paper's temperature)."},
+    )
     # ---- defaults changed from TrainingArguments
     remove_unused_columns: bool = field(
         default=False,
@@ -125,13 +223,9 @@ class GIFTConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.teacher_model_init_kwargs, str):
-            try:
-                self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"teacher_model_init_kwargs must be a JSON object, got {self.teacher_model_init_kwargs!r}"
-                ) from err
+        self.teacher_model_init_kwargs = parse_dict_option("teacher_model_init_kwargs", self.teacher_model_init_kwargs)
+        self._check_training_budget()
+        self._check_protocol()
         if self.loss not in LOSSES:
             raise ValueError(f"loss: unknown loss {self.loss!r}; expected one of {sorted(LOSSES)}")
         valid_optims = [o.value for o in OptimizerNames]
@@ -172,6 +266,105 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"zca_path: got {self.zca_path!r} but zca is False; set zca=True to whiten with it")
         super().__post_init__()
 
+    def _check_training_budget(self) -> None:
+        """Refuse, naming the field, what TrainingArguments accepts and fails on later."""
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning_rate: got {self.learning_rate}; expected a finite number > 0")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: got {value!r}; expected an integer >= 1")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay: got {self.weight_decay}; expected a finite number >= 0")
+        if self.max_steps == 0 or (self.max_steps < 0 and not self.num_train_epochs > 0):
+            raise ValueError(
+                f"num_train_epochs/max_steps: got num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}; "
+                "nothing would be trained. Expected num_train_epochs > 0 (with max_steps -1) or max_steps > 0"
+            )
+        self.lr_milestones = [float(m) for m in self.lr_milestones]
+        if any(not 0 < m < 1 for m in self.lr_milestones) or self.lr_milestones != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones: got {self.lr_milestones}; expected increasing fractions in (0, 1)")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay: got {self.lr_decay}; expected a factor in (0, 1]")
+
+    def _check_protocol(self) -> None:
+        self.batch_size_thresholds = [int(t) for t in self.batch_size_thresholds]
+        if self.batch_sizes is not None:
+            self.batch_sizes = [int(b) for b in self.batch_sizes]
+            if len(self.batch_sizes) != len(self.batch_size_thresholds) + 1 or min(self.batch_sizes) < 1:
+                raise ValueError(
+                    f"batch_sizes: got {self.batch_sizes} for batch_size_thresholds {self.batch_size_thresholds}; "
+                    f"expected {len(self.batch_size_thresholds) + 1} positive sizes (one per threshold, one for "
+                    "larger sets)"
+                )
+        if self.batch_size_thresholds != sorted(self.batch_size_thresholds):
+            raise ValueError(f"batch_size_thresholds: got {self.batch_size_thresholds}; expected increasing sizes")
+        for name in ("num_students", "best_of"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: got {getattr(self, name)}; expected >= 1")
+        if not (math.isfinite(self.label_temperature) and self.label_temperature > 0):
+            raise ValueError(f"label_temperature: got {self.label_temperature}; expected a positive number")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def label_source(self) -> str:
+        """Where this run's soft labels come from for its loss: ``'none'`` for a hard-label loss
+        (``ce``), else ``soft_label_source``."""
+        return self.soft_label_source if LOSSES[self.loss].needs_teacher else "none"
+
+    def train_batch_size_for(self, num_images: int) -> int:
+        """Per-device training batch size for a set of ``num_images`` images (the batch-size
+        rule when ``batch_sizes`` is set, else ``per_device_train_batch_size``)."""
+        if self.batch_sizes is None:
+            return self.per_device_train_batch_size
+        index = bisect.bisect_left(self.batch_size_thresholds, num_images)
+        return self.batch_sizes[index]
+
+    def seeds(self) -> list[int]:
+        """The students' seeds: ``seed … seed + num_students − 1``."""
+        return [self.seed + i for i in range(self.num_students)]
+
+    def lr_milestone_steps(self, total_steps: int, num_epochs: int | float | None = None) -> list[int]:
+        """Optimizer steps at which the learning rate is multiplied by ``lr_decay``.
+
+        With ``num_epochs`` dividing ``total_steps`` the milestones fall on epoch boundaries
+        (``round(f · epochs)`` epochs), as the papers' epoch-based ``MultiStepLR``.
+        """
+        epochs = int(num_epochs or 0)
+        if epochs > 0 and total_steps % epochs == 0:
+            per_epoch = total_steps // epochs
+            return sorted({max(1, round(f * epochs)) * per_epoch for f in self.lr_milestones})
+        return sorted({max(1, round(f * total_steps)) for f in self.lr_milestones})
+
+    #: TrainingArguments fields a trained model depends on (see :meth:`training_settings`).
+    _TRAINING_FIELDS = (
+        "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "num_train_epochs", "max_steps",
+        "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "bf16", "fp16", "label_smoothing_factor",
+    )
+    #: GIFTConfig fields that say where or how a run is kept, not what it trains.
+    _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "num_students", "remove_unused_columns",
+                            "report_to", "trust_remote_code", "zca_path")
+
+    def training_settings(self) -> dict[str, Any]:
+        """The values a trained model depends on (not where it is saved or logged, nor the seed):
+        what fingerprints of results hash."""
+        own = [f.name for f in dataclasses.fields(GIFTConfig) if f.name not in TrainingArguments.__dataclass_fields__
+               or f.name in GIFTConfig.__annotations__]
+        names = [n for n in own if n not in self._NOT_TRAINING_FIELDS] + list(self._TRAINING_FIELDS)
+        values = {}
+        for name in names:
+            value = getattr(self, name, None)
+            values[name] = getattr(value, "value", value)  # enums as their names
+        return values
+
+    def replace(self, **changes: Any) -> "GIFTConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        values.update(changes)
+        return type(self)(**values)
+
     # The dataclass-generated repr would print hub_token in clear; TrainingArguments' str
     # masks every *_token field, so repr uses it too.
     __repr__ = TrainingArguments.__str__
@@ -202,3 +395,63 @@ class GIFTConfig(TrainingArguments):
             t_squared=self.kl_t_squared,
             ce_weight=self.ce_weight,
         )
+
+
+#: The papers' evaluation protocols as ``GIFTConfig`` values (only those differing from the
+#: defaults are needed, every one is listed for reading). The YAML recipes under
+#: ``recipes/gift/`` and ``recipes/label_paper/`` hold the same values.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    # Shang et al., ICLR 2025 (GIFT)
+    "gift": dict(
+        loss="gift",
+        soft_label_source="teacher",
+        soft_label_kind="logits",
+        optim="adamw_torch",
+        learning_rate=1e-3,
+        weight_decay=1e-4,
+        lr_scheduler_type="constant",
+        lr_milestones=[2 / 3, 5 / 6],
+        lr_decay=0.2,
+        num_train_epochs=1000,
+        batch_size_thresholds=[10, 500, 20000],
+        batch_sizes=[10, 50, 100, 200],
+        augmentation=DSA_STRATEGY,
+        num_students=3,
+        best_of=4,
+        seed=0,
+    ),
+    # Qin et al., NeurIPS 2024 (the label paper); where it is silent, MTT's evaluate_synset
+    # protocol that line of work evaluates with: lr 0.01, ×0.1 at half of training, batch 256.
+    "label_paper": dict(
+        loss="soft_ce",
+        soft_label_source="dataset",
+        soft_label_kind="probabilities",
+        optim="sgd",
+        optim_args="momentum=0.9",
+        learning_rate=0.01,
+        weight_decay=5e-4,
+        lr_scheduler_type="constant",
+        lr_milestones=[0.5],
+        lr_decay=0.1,
+        num_train_epochs=1000,
+        batch_sizes=None,
+        per_device_train_batch_size=256,
+        augmentation=DSA_STRATEGY,
+        num_students=5,
+        best_of=1,
+        seed=0,
+    ),
+}
+
+
+def protocol_config(name: str, **overrides: Any) -> GIFTConfig:
+    """A :class:`GIFTConfig` of the protocol ``name`` (``"gift"`` or ``"label_paper"``) with
+    ``overrides`` applied.
+
+    Example:
+        >>> protocol_config("gift", num_train_epochs=300, output_dir="outputs/eval").lr_milestones
+        [0.6666666666666666, 0.8333333333333334]
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol: got {name!r}; expected one of {sorted(PROTOCOLS)}")
+    return GIFTConfig(**{**PROTOCOLS[name], **overrides})

@@ -117,7 +117,7 @@ default_cfgs = generate_default_cfgs(
 
 def _create_convnet(variant: str, depth: int, pretrained: bool = False, **kwargs: Any) -> ConvNet:
     if pretrained:
-        raise ValueError(f"{variant} has no pretrained weights; train one (gift-hf quickstart or recipes/train_teacher.py)")
+        raise ValueError(f"{variant} has no pretrained weights; train one (gift-hf quickstart or gift-hf train-teacher)")
     return build_model_with_cfg(ConvNet, variant, pretrained=False, depth=depth, **kwargs)
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "check_local_path",
     "load_distilled",
     "push_distilled",
+    "quiet_datasets",
     "read_distilled_info",
     "recover_leftovers",
     "render_card",
@@ -564,7 +565,7 @@ def render_card(
 
 # --------------------------------------------------------------------------- save / load
 @contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
+def quiet_datasets() -> Iterator[None]:
     """Silence datasets' progress bars (parquet writing, map) inside library calls."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -807,7 +808,7 @@ def save_distilled(
     try:
         (staged / "data").mkdir()
         shard_bytes: dict[str, int] = {}
-        with _quiet_datasets():
+        with quiet_datasets():
             for split, ds in splits.items():
                 shard_bytes[split] = _write_shards(ds, staged / "data", split, max_shard_size,
                                                    (num_shards or {}).get(split))
@@ -968,7 +969,7 @@ def load_distilled(
     if token is not None:
         kwargs["token"] = token
     try:
-        with _quiet_datasets():
+        with quiet_datasets():
             dataset = datasets.load_dataset(target, **kwargs)
     except Exception as err:
         raise ValueError(f"datasets.load_dataset({target!r}) failed ({type(err).__name__}: {err}); expected a "

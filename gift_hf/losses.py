@@ -16,12 +16,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "LOSSES",
     "Loss",
+    "check_class_ids",
+    "check_finite",
     "check_logits",
     "get_loss",
     "refine_soft_labels",
@@ -32,6 +35,9 @@ Tensor = torch.Tensor
 
 
 # --------------------------------------------------------------------------- validation
+# Shapes only: checking values (label range, finiteness) would read the tensor back to the
+# host on every training step. Values are checked where they are on the host already (the
+# collator, stored soft labels at load) and non-finite results by the trainer's monitor.
 def _check_student_and_labels(student_logits: Tensor, labels: Tensor | None) -> None:
     if student_logits.dim() != 2:
         raise ValueError(
@@ -45,9 +51,6 @@ def _check_student_and_labels(student_logits: Tensor, labels: Tensor | None) -> 
             raise ValueError(f"labels has {labels.shape[0]} rows but student_logits has {batch}")
         if labels.dtype.is_floating_point:
             raise ValueError(f"labels of shape (batch,) must be integer class ids, got dtype {labels.dtype}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
-            raise ValueError(f"labels: value {bad} is out of range; expected class ids in [0, {num_classes - 1}]")
     elif labels.dim() == 2:
         if tuple(labels.shape) != (batch, num_classes):
             raise ValueError(
@@ -58,23 +61,37 @@ def _check_student_and_labels(student_logits: Tensor, labels: Tensor | None) -> 
 
 
 def check_logits(name: str, logits: Tensor, like: Tensor) -> None:
-    """Raise a clear error unless ``logits`` has the shape of ``like`` and is finite."""
+    """Raise a clear error unless ``logits`` has the shape of ``like`` (shapes only: no host sync)."""
     if logits.shape != like.shape:
         width = logits.shape[-1] if logits.dim() else None
         raise ValueError(
             f"{name} has shape {tuple(logits.shape)} but student_logits has {tuple(like.shape)}"
             + (f" (soft-label width {width} != number of classes {like.shape[-1]})" if width != like.shape[-1] else "")
         )
-    finite = torch.isfinite(logits)
-    if not bool(finite.all()):
-        bad = (~finite).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN/inf value(s); expected finite logits")
+
+
+def check_class_ids(name: str, labels: Any, num_classes: int) -> None:
+    """Raise a clear error unless every class id in ``labels`` (host data) is in ``[0, num_classes)``."""
+    ids = np.asarray(labels)
+    bad = ids[(ids < 0) | (ids >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{name}: value {bad.flat[0]} is out of range; expected class ids in [0, {num_classes - 1}]")
+
+
+def check_finite(name: str, values: Any) -> None:
+    """Raise a clear error unless ``values`` (host data) are all finite."""
+    array = np.asarray(values, dtype=np.float64)
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"{name} contains {bad} NaN/inf value(s); expected finite numbers")
 
 
 def _dense_targets(labels: Tensor, num_classes: int) -> Tensor:
     """Class ids ``(B,)`` → one-hot float32; distributions ``(B, C)`` pass through as float32."""
     if labels.dim() == 1:
-        return F.one_hot(labels.long(), num_classes).float()
+        # scatter, not F.one_hot: one_hot reads min/max back to the host to check the range
+        out = torch.zeros(labels.shape[0], num_classes, dtype=torch.float32, device=labels.device)
+        return out.scatter_(1, labels.long().unsqueeze(1), 1.0)
     return labels.float()
 
 

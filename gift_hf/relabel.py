@@ -10,7 +10,6 @@ updated :class:`~gift_hf.distilled.DistilledInfo` alongside the dataset.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -29,16 +28,20 @@ from .distilled import (
     TOPK_INDICES_COLUMN,
     TOPK_VALUES_COLUMN,
     DistilledInfo,
-    _quiet_datasets,
+    quiet_datasets,
 )
 from .modeling import load_teacher, num_classes_of, teacher_logits
-from .trainer import INCOMPLETE_CHECKPOINT_MARKER
+from .checkpoints import list_checkpoints
 
 __all__ = [
     "add_soft_labels",
     "compute_teacher_logits",
+    "describe_teacher",
+    "ensemble_logits",
+    "fixed_size_list",
     "relabel",
     "resolve_expert_checkpoint",
+    "resolve_teachers",
     "teacher_transform",
     "topk_sparsify",
 ]
@@ -50,33 +53,27 @@ SOFT_DTYPES = ("float32", "float16")
 
 # --------------------------------------------------------------------------- teachers
 def resolve_expert_checkpoint(run_dir: str | os.PathLike, epoch: float) -> Path:
-    """The ``checkpoint-*`` folder of a ``Trainer`` run whose ``trainer_state.json`` is at ``epoch``.
+    """The complete ``checkpoint-*`` folder of a ``Trainer`` run saved at ``epoch``.
 
-    Teachers trained with ``save_strategy="epoch"`` (``recipes/train_teacher.py``) keep one
+    Teachers trained with ``save_strategy="epoch"`` (``gift-hf train-teacher``) keep one
     checkpoint per epoch, so an early "expert epoch" can be chosen after training.
+    Checkpoints come from :func:`gift_hf.checkpoints.list_checkpoints` (complete ones only).
     """
-    run_dir = Path(run_dir)
     found: dict[float, Path] = {}
-    # checkpoints first: the top-level model may be the best one (load_best_model_at_end), not that epoch's
-    candidates = sorted(run_dir.glob("checkpoint-*"), key=lambda p: p.name) + [run_dir]
-    for path in candidates:
-        state = path / "trainer_state.json"
-        # a checkpoint whose save was interrupted is not a usable expert
-        if state.is_file() and not (path / INCOMPLETE_CHECKPOINT_MARKER).exists():
-            with open(state) as f:
-                found.setdefault(round(float(json.load(f).get("epoch", -1)), 6), path)
+    for checkpoint in list_checkpoints(run_dir):
+        found.setdefault(checkpoint.epoch, Path(checkpoint.path))
     if not found:
-        raise ValueError(f"expert_epoch={epoch}: {str(run_dir)!r} has no checkpoint-*/trainer_state.json; expected "
-                         "a Trainer output_dir saved with save_strategy='epoch' (see recipes/train_teacher.py)")
+        raise ValueError(f"expert_epoch={epoch}: {os.fspath(run_dir)!r} has no complete checkpoint-* folder; expected "
+                         "a teacher run trained by gift_hf with save_strategy='epoch' (gift-hf train-teacher)")
     match = found.get(round(float(epoch), 6))
     if match is None:
         available = ", ".join(f"{e:g} ({p.name})" for e, p in sorted(found.items()))
-        raise ValueError(f"expert_epoch={epoch}: no checkpoint of that epoch in {str(run_dir)!r}; expected one of "
-                         f"the saved epochs: {available}")
+        raise ValueError(f"expert_epoch={epoch}: no checkpoint of that epoch in {os.fspath(run_dir)!r}; expected one "
+                         f"of the saved epochs: {available}")
     return match
 
 
-def _describe_teacher(model: nn.Module, source: TeacherLike) -> tuple[str, str | None]:
+def describe_teacher(model: nn.Module, source: TeacherLike) -> tuple[str, str | None]:
     """(id, architecture) of a teacher for the dataset card."""
     config = getattr(model, "config", None)
     arch = getattr(config, "arch", None) or (getattr(config, "architectures", None) or [None])[0]
@@ -111,7 +108,7 @@ def teacher_transform(
                           image_column=image_column)
 
 
-def _resolve_teachers(
+def resolve_teachers(
     teacher: TeacherLike | Sequence[TeacherLike], expert_epoch: float | None, teacher_kwargs: dict[str, Any] | None
 ) -> list[tuple[TeacherLike, nn.Module, str | None]]:
     """[(source, model, checkpoint name)] for one teacher or an ensemble."""
@@ -226,11 +223,12 @@ def compute_teacher_logits(
     output_dir with ``expert_epoch``), a Hub id, or a list of these (an ensemble: logits
     averaged). ``transform`` defaults to :func:`teacher_transform` of each teacher.
     """
-    return _ensemble_logits(dataset, _resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
+    return ensemble_logits(dataset, resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
                             device=device, transform=transform, progress=progress, num_workers=num_workers)
 
 
-def _ensemble_logits(dataset, teachers, *, batch_size, device, transform, progress, num_workers) -> torch.Tensor:
+def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progress, num_workers) -> torch.Tensor:
+    """The mean logits ``(N, C)`` of ``teachers`` (from :func:`resolve_teachers`) over ``dataset``'s rows, on CPU."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
@@ -243,9 +241,9 @@ def _ensemble_logits(dataset, teachers, *, batch_size, device, transform, progre
     for i, (source, model, _) in enumerate(teachers):
         fn = transform or teacher_transform(model)
         logits = _logits_of(model, dataset, fn, batch_size, device, progress,
-                            f"teacher {i + 1}/{len(teachers)} ({_describe_teacher(model, source)[0]})", num_workers)
+                            f"teacher {i + 1}/{len(teachers)} ({describe_teacher(model, source)[0]})", num_workers)
         if total is not None and logits.shape != total.shape:
-            raise ValueError(f"teacher {i + 1} ({_describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
+            raise ValueError(f"teacher {i + 1} ({describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
                              f"classes but teacher 1 outputs {total.shape[1]}; an ensemble needs one label set")
         total = logits if total is None else total + logits
     return total / len(teachers)
@@ -262,7 +260,8 @@ def topk_sparsify(soft: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return values, indices
 
 
-def _fixed_list(matrix: np.ndarray, dtype: str):
+def fixed_size_list(matrix: np.ndarray, dtype: str):
+    """An ``(N, K)`` matrix as a pyarrow fixed-size-list column (``List(Value(dtype), length=K)``)."""
     import pyarrow as pa
 
     flat = pa.array(np.ascontiguousarray(matrix, dtype=dtype).reshape(-1))
@@ -284,12 +283,12 @@ def add_soft_labels(ds: Dataset, soft: torch.Tensor, topk: int | None = None, dt
                             if c in ds.column_names])
     num_classes = soft.shape[1]
     if topk is None:
-        return ds.add_column(SOFT_LABEL_COLUMN, _fixed_list(soft.numpy(), dtype),
+        return ds.add_column(SOFT_LABEL_COLUMN, fixed_size_list(soft.numpy(), dtype),
                              feature=List(Value(dtype), length=num_classes))
     values, indices = topk_sparsify(soft, topk)
     index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
-    ds = ds.add_column(TOPK_VALUES_COLUMN, _fixed_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk))
-    return ds.add_column(TOPK_INDICES_COLUMN, _fixed_list(indices.numpy(), index_dtype),
+    ds = ds.add_column(TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk))
+    return ds.add_column(TOPK_INDICES_COLUMN, fixed_size_list(indices.numpy(), index_dtype),
                          feature=List(Value(index_dtype), length=topk))
 
 
@@ -356,28 +355,28 @@ def relabel(
         if not isinstance(label, ClassLabel):
             raise ValueError(f"column {LABEL_COLUMN!r} (split {name!r}) has feature {label}; expected a ClassLabel "
                              "(the teacher's classes must be named)")
-    teachers = _resolve_teachers(teacher, expert_epoch, teacher_kwargs)
+    teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
     num_classes = next(iter(splits.values())).features[LABEL_COLUMN].num_classes
     for source, model, _ in teachers:
         teacher_classes = num_classes_of(model)
         if teacher_classes is not None and teacher_classes != num_classes:
-            raise ValueError(f"teacher {_describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
+            raise ValueError(f"teacher {describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
                              f"column {LABEL_COLUMN!r} has {num_classes}; expected the same label set")
     if topk is not None and topk > num_classes:
         raise ValueError(f"topk: got {topk}; expected 1 <= k <= {num_classes} (the number of classes)")
 
     out: dict[str, Dataset] = {}
     for name, ds in splits.items():
-        logits = _ensemble_logits(ds.with_format(None), teachers, batch_size=batch_size, device=device,
+        logits = ensemble_logits(ds.with_format(None), teachers, batch_size=batch_size, device=device,
                                   transform=transform, progress=progress, num_workers=num_workers)
         if logits.shape[1] != num_classes:
             raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {LABEL_COLUMN!r} has "
                              f"{num_classes}; expected the same label set")
         soft = torch.softmax(logits / temperature, dim=1) if output == "probabilities" else logits
-        with _quiet_datasets():
+        with quiet_datasets():
             out[name] = add_soft_labels(ds, soft, topk, dtype)
 
-    ids = [_describe_teacher(model, source) for source, model, _ in teachers]
+    ids = [describe_teacher(model, source) for source, model, _ in teachers]
     checkpoints = [c for _, _, c in teachers if c is not None]
     first_model = teachers[0][1]
     mean = getattr(getattr(first_model, "config", None), "image_mean", None)

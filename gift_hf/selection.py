@@ -17,7 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 from .data import class_balanced_indices
 from .distilled import LABEL_COLUMN, DistilledInfo
-from .relabel import TeacherLike, _describe_teacher, _ensemble_logits, _resolve_teachers
+from .relabel import TeacherLike, describe_teacher, ensemble_logits, resolve_teachers
 
 __all__ = ["build_difficulty_distilled", "build_random_distilled", "teacher_cross_entropy"]
 
@@ -106,8 +106,8 @@ def teacher_cross_entropy(
     teacher_kwargs: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Per-row cross-entropy of the teacher (ensemble: of its averaged logits) on the true label."""
-    teachers = _resolve_teachers(teacher, expert_epoch, teacher_kwargs)
-    logits = _ensemble_logits(dataset, teachers, batch_size=batch_size, device=device, transform=transform,
+    teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
+    logits = ensemble_logits(dataset, teachers, batch_size=batch_size, device=device, transform=transform,
                               progress=progress, num_workers=0)
     labels = torch.as_tensor(np.asarray(dataset.with_format(None)[label_column]), dtype=torch.long)
     if int(labels.max()) >= logits.shape[1]:
@@ -148,8 +148,8 @@ def build_difficulty_distilled(
         raise ValueError(f"band: got {tuple(band)}; expected (low, high) with 0 <= low < high <= 1")
     ds = _pick_split(dataset, split)
     labels, num_classes = _labels(ds, label_column, ipc)
-    teachers = _resolve_teachers(teacher, expert_epoch, teacher_kwargs)
-    logits = _ensemble_logits(ds, teachers, batch_size=batch_size, device=device, transform=transform,
+    teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
+    logits = ensemble_logits(ds, teachers, batch_size=batch_size, device=device, transform=transform,
                               progress=progress, num_workers=0)
     if logits.shape[1] != num_classes:
         raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {label_column!r} has {num_classes}; "
@@ -167,7 +167,7 @@ def build_difficulty_distilled(
                              f"(of {len(ranked)}) but ipc={ipc} were requested; expected a wider band or a "
                              "smaller ipc")
         picked.extend(rng.choice(candidates, size=ipc, replace=False).tolist())
-    ids = [_describe_teacher(model, source)[0] for source, model, _ in teachers]
+    ids = [describe_teacher(model, source)[0] for source, model, _ in teachers]
     info = DistilledInfo(
         source_dataset=source_dataset, method="difficulty", ipc=ipc, seed=seed, num_classes=num_classes,
         extra={"band": [low, high], "ranked_by": "teacher cross-entropy (easiest first)",

@@ -1,48 +1,177 @@
-"""`GIFTTrainer`: a `transformers.Trainer` that trains students on soft labels."""
+"""`GIFTTrainer`: a `transformers.Trainer` that trains students on soft labels.
+
+It hooks into ``Trainer`` only through public mechanisms: ``compute_loss``,
+``training_step``/``prediction_step`` (ZCA whitening of every batch), ``save_model`` (the
+ZCA saved next to the weights), ``train`` (resume checks) and ``TrainerCallback``s
+(checkpoint completeness and rotation, the augmenter's step, divergence checks).
+"""
 
 from __future__ import annotations
 
+import bisect
+import copy
+import json
+import logging
 import os
-import re
+import shutil
+import uuid
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .augment import ZCA, build_augmenter, fit_zca
+from .augment import ZCA, BatchAugmenter, build_augmenter, fit_zca
+from .checkpoints import (
+    CHECKPOINT_MARKER,
+    RUN_FILE,
+    Checkpoint,
+    current_run_id,
+    dataset_fingerprint,
+    last_checkpoint,
+    list_checkpoints,
+    read_json,
+    write_json,
+)
 from .config import GIFTConfig
 from .data import SoftLabelCollator
 from .losses import Loss, check_logits, get_loss
 from .modeling import load_teacher, num_classes_of, teacher_logits
 
-__all__ = ["INCOMPLETE_CHECKPOINT_MARKER", "GIFTTrainer", "last_checkpoint"]
+__all__ = ["GIFTTrainer", "TrainingDivergedError"]
 
-INCOMPLETE_CHECKPOINT_MARKER = "checkpoint-is-incomplete.txt"
-"""File present in a checkpoint folder while it is being written (every rank included)."""
+logger = logging.getLogger(__name__)
+
+#: The fields of a run that a resumed run must share with the checkpoint it resumes from.
+RUN_IDENTITY_FIELDS = (
+    "loss", "gamma", "smoothing", "temperature", "kl_t_squared", "ce_weight", "soft_label_source",
+    "soft_label_kind", "teacher_model_name_or_path", "seed", "data_seed", "learning_rate", "lr_scheduler_type",
+    "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "weight_decay", "optim", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "augmentation", "augmentation_mode", "mix",
+    "mix_prob", "mix_beta", "zca",
+)
 
 
-def last_checkpoint(output_dir: str) -> str | None:
-    """The newest *complete* ``checkpoint-<step>`` folder of ``output_dir``, or None.
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss, logits or soft labels; the run is not scored."""
 
-    A process killed while saving leaves a folder without ``trainer_state.json`` or with
-    :data:`INCOMPLETE_CHECKPOINT_MARKER`; resuming from it would fail or silently differ,
-    so it is skipped (``transformers.trainer_utils.get_last_checkpoint`` would pick it).
+
+class _RunMonitor(TrainerCallback):
+    """On-device bookkeeping of the training loss, read only at log/eval/save steps.
+
+    Every training micro-batch adds its per-sample losses to a device tensor and records the
+    first step whose loss, student logits or soft labels were non-finite, with no host
+    synchronisation. At a step that logs, evaluates or saves (and at the end) the flag is read
+    once and a diverged run stops with :class:`TrainingDivergedError`, before anything is
+    logged, scored or saved from it.
     """
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    steps = []
-    for name in os.listdir(output_dir):
-        match = pattern.match(name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
-    for _, path in sorted(steps, reverse=True):
-        if os.path.isfile(os.path.join(path, "trainer_state.json")) and not os.path.exists(
-            os.path.join(path, INCOMPLETE_CHECKPOINT_MARKER)
-        ):
-            return path
-    return None
+
+    WHAT = {1: "the soft labels (teacher logits or stored soft_label)", 2: "the student's logits", 4: "the loss"}
+
+    def __init__(self, trainer: "GIFTTrainer") -> None:
+        self.trainer = trainer
+        self.reset()
+
+    def reset(self, loss_sum: float = 0.0, count: float = 0.0) -> None:
+        device = self.trainer.args.device
+        # float64: the running sum of a long run's per-sample losses must not lose the small ones.
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.loss_sum = torch.zeros((), dtype=dtype, device=device)
+        self.count = torch.zeros((), dtype=dtype, device=device)
+        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, what-bits)
+        self.base = (float(loss_sum), float(count))  # from the checkpoint a run resumed from
+
+    def record(self, per_sample: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor | None, step: int) -> None:
+        bad = (~torch.isfinite(per_sample).all()).long() * 4 + (~torch.isfinite(logits).all()).long() * 2
+        if targets is not None:
+            bad = bad + (~torch.isfinite(targets).all()).long()
+        new = (self.first_bad[0] < 0) & (bad > 0)
+        self.first_bad[0].masked_fill_(new, step)
+        self.first_bad[1] = torch.where(new, bad, self.first_bad[1])
+        self.loss_sum += per_sample.detach().sum().to(self.loss_sum.dtype)
+        self.count += per_sample.numel()
+
+    def check(self) -> None:
+        """Raise :class:`TrainingDivergedError` if any process saw a non-finite value (a host sync)."""
+        gathered = self.trainer.accelerator.gather(self.first_bad[None]).view(-1, 2).tolist()
+        bad = [(step, what) for step, what in gathered if step >= 0]
+        if not bad:
+            return
+        step, what = min(bad)
+        names = " and ".join(name for bit, name in self.WHAT.items() if what & bit)
+        raise TrainingDivergedError(
+            f"training diverged at step {step}: {names} became non-finite (NaN or inf). Nothing from step {step} on "
+            f"was logged, evaluated or saved. Lower learning_rate (now {self.trainer.args.learning_rate:g}), check "
+            "the soft labels, or use bf16 instead of fp16."
+        )
+
+    def totals(self) -> tuple[float, float]:
+        """(sum of per-sample training losses, number of samples) over the whole run, every process (a host sync)."""
+        reduced = self.trainer.accelerator.reduce(torch.stack([self.loss_sum, self.count]), reduction="sum")
+        loss_sum, count = reduced.tolist()
+        return self.base[0] + loss_sum, self.base[1] + count
+
+    # ----------------------------------------------------------------------- callbacks
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.trainer.augmenter is not None:
+            self.trainer.augmenter.set_step(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.check()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_log or control.should_evaluate or control.should_save:
+            self.check()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.check()
+
+
+class _CheckpointCallback(TrainerCallback):
+    """Marks a checkpoint complete once every process has saved it, then applies ``save_total_limit``.
+
+    ``on_save`` runs after ``Trainer`` has written the whole checkpoint; the marker
+    (:data:`~gift_hf.checkpoints.CHECKPOINT_MARKER`) is written last, after a barrier, so a
+    kill at any point before leaves a folder :func:`~gift_hf.checkpoints.list_checkpoints`
+    skips. Older checkpoints are deleted only after the new one is complete (``Trainer``'s own
+    rotation, which runs before, is turned off), so the last complete checkpoint always survives.
+    """
+
+    def __init__(self, trainer: "GIFTTrainer") -> None:
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        loss_sum, count = trainer.monitor.totals()  # a collective: every process takes part
+        trainer.accelerator.wait_for_everyone()
+        if not args.should_save:
+            return
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        write_json(
+            os.path.join(folder, CHECKPOINT_MARKER),
+            {"run_id": trainer.run_id, "run": trainer.run_identity(), "step": state.global_step,
+             "train_loss_sum": loss_sum, "train_loss_count": count},
+        )
+        if trainer.save_total_limit is not None:
+            self.rotate(args.output_dir, state.global_step, state.best_model_checkpoint)
+
+    def rotate(self, output_dir: str, step: int, best: str | None) -> None:
+        """Keep the newest ``save_total_limit`` complete checkpoints of this run (and the best one)."""
+        complete = [c for c in list_checkpoints(output_dir, run_id=self.trainer.run_id) if c.step <= step]
+        keep = {c.path for c in complete[-max(self.trainer.save_total_limit, 1):]}
+        if best is not None:
+            keep.add(os.path.join(output_dir, os.path.basename(os.path.normpath(best))))
+        oldest_kept = min(c.step for c in complete if c.path in keep)
+        for name in os.listdir(output_dir):
+            path = os.path.join(output_dir, name)
+            if not name.startswith("checkpoint-") or path in keep or not os.path.isdir(path):
+                continue
+            suffix = name[len("checkpoint-"):]
+            if suffix.isdigit() and int(suffix) < oldest_kept:
+                logger.info("Deleting older checkpoint %s (save_total_limit=%d)", path, self.trainer.save_total_limit)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class GIFTTrainer(Trainer):
@@ -56,6 +185,15 @@ class GIFTTrainer(Trainer):
     Evaluation reports hard-label cross-entropy on the evaluation split as ``eval_loss``
     (comparable across training losses; real test splits carry no soft labels) and the
     metrics of ``compute_metrics`` on the student's logits.
+
+    Checkpoints are marked complete once every process has saved them, and carry the
+    identity of the run (loss, seed, dataset fingerprint, schedule): resuming from another
+    run's checkpoint is refused unless ``GIFTConfig.resume_force``. ``save_total_limit`` is
+    applied by gift_hf after the new checkpoint is complete, so ``self.args.save_total_limit``
+    is None and the limit is ``self.save_total_limit``. A loss, logits or soft labels that
+    become non-finite stop training with :class:`TrainingDivergedError` naming the step.
+    ``train_loss`` in the returned metrics is the mean per-sample training loss of the whole
+    run, resumed runs included.
 
     Args:
         model: the student (e.g. :func:`gift_hf.create_model`).
@@ -83,12 +221,21 @@ class GIFTTrainer(Trainer):
             raise TypeError(f"args must be a GIFTConfig, got {type(args).__name__}")
         if model is None:
             raise ValueError("GIFTTrainer needs a student model (see gift_hf.create_model)")
+        if args.n_gpu > 1:
+            raise ValueError(
+                f"GIFTTrainer runs one process per device, but this process sees {args.n_gpu} GPUs (torch "
+                "DataParallel); launch with `accelerate launch` or `torchrun`, or set CUDA_VISIBLE_DEVICES"
+            )
         for name in ("train_dataset", "eval_dataset"):
             splits = kwargs.get(name)
             for key, split in (splits.items() if isinstance(splits, dict) else [(None, splits)]):
                 if split is not None and hasattr(split, "__len__") and len(split) == 0:
                     label = f"{name}[{key!r}]" if key is not None else name
                     raise ValueError(f"{label} is empty (0 rows); expected at least one example")
+        # Trainer's rotation deletes old checkpoints before the new one is complete; ours runs after.
+        self.save_total_limit: int | None = args.save_total_limit
+        if args.save_total_limit is not None:
+            args = _copy_args(args, save_total_limit=None)
         num_classes = num_classes_of(model)
         if data_collator is None:
             data_collator = SoftLabelCollator(num_classes=num_classes)
@@ -96,8 +243,8 @@ class GIFTTrainer(Trainer):
 
         self.loss_fn: Loss = args.build_loss()
         self.eval_loss_fn: Loss = get_loss("ce")
-        # Our losses are per-sample sums divided by `num_items_in_batch`, so gradient
-        # accumulation and multi-process averaging are exact (see `_reduce`).
+        # Our losses are per-sample sums divided by `num_items_in_batch` (Trainer counts the
+        # items only when this is set), so gradient accumulation is exact; see `_reduce`.
         self.model_accepts_loss_kwargs = True
 
         self.teacher_model: nn.Module | None = None
@@ -121,11 +268,11 @@ class GIFTTrainer(Trainer):
             # accelerate does so) but never wrapped in DDP/FSDP for training.
             self.teacher_model = self.accelerator.prepare_model(teacher, evaluation_mode=True)
             self.teacher_model.eval()
-        # Batch augmentation (DSA, CutMix/MixUp) in the training step; its generator is
-        # seeded with seed + process_index and checkpointed (see _save_rng_state).
-        self.augmenter = build_augmenter(args, num_classes=num_classes)
-        # ZCA whitening of every prepared batch: an explicit `zca`, else `args.zca_path`,
-        # else fitted on the training set.
+        # Batch augmentation (DSA, CutMix/MixUp) in the training step; its randomness is keyed
+        # by (seed, rank, step), the step set by the monitor callback, so resuming is exact.
+        self.augmenter: BatchAugmenter | None = build_augmenter(args, num_classes=num_classes)
+        # ZCA whitening of every batch: an explicit `zca`, else `args.zca_path`, else fitted
+        # on the training set.
         self.zca: ZCA | None = None
         if zca is not None:
             self.zca = zca if isinstance(zca, ZCA) else ZCA.load(zca)
@@ -141,59 +288,130 @@ class GIFTTrainer(Trainer):
         if self.zca is not None:
             self.zca.to(self.args.device)
 
-    # ------------------------------------------------------------ augmentation and ZCA
-    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        inputs = super()._prepare_inputs(inputs)
-        # ZCA is part of the input pipeline: every batch the Trainer prepares (training,
-        # evaluation, prediction) is whitened on its device, before augmentation and
-        # before the student and the teacher see it.
-        if getattr(self, "zca", None) is not None and "pixel_values" in inputs:
-            inputs["pixel_values"] = self.zca(inputs["pixel_values"])
-        return inputs
+        self.run_id: str | None = None
+        self.monitor = _RunMonitor(self)
+        self.add_callback(self.monitor)
+        self.add_callback(_CheckpointCallback(self))
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        # The whitening belongs to the model's inputs: keep it next to the weights so a
-        # reloaded run evaluates with the identical transform (GIFTConfig.zca_path).
-        if getattr(self, "zca", None) is not None and self.args.should_save:
-            self.zca.save(output_dir if output_dir is not None else self.args.output_dir)
+    # ------------------------------------------------------------------- run identity
+    def run_identity(self) -> dict[str, Any]:
+        """What a resumed run must share with its checkpoint: loss, seed, data, schedule, batch size."""
+        values = {name: getattr(self.args, name, None) for name in RUN_IDENTITY_FIELDS}
+        values["world_size"] = self.args.world_size
+        values["train_dataset"] = dataset_fingerprint(self.train_dataset)
+        return json.loads(json.dumps(values, default=str))  # as it reads back from the checkpoint
 
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        # One file per process: each rank has its own augmentation generator.
-        if self.augmenter is not None:
-            self.augmenter.save_state(output_dir, rank=self.args.process_index)
-
-    def _load_rng_state(self, checkpoint: str | None) -> None:
-        super()._load_rng_state(checkpoint)
-        if checkpoint is not None and self.augmenter is not None:
-            self.augmenter.load_state(checkpoint, rank=self.args.process_index, missing_ok=True)
-
-    # ----------------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        # Mark the folder incomplete until every rank has written its part (model,
-        # optimizer, per-rank RNG state), so a kill mid-save never yields a checkpoint
-        # that `last_checkpoint` would resume from.
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        marker = os.path.join(folder, INCOMPLETE_CHECKPOINT_MARKER)
-        if self.args.should_save:
-            os.makedirs(folder, exist_ok=True)
-            with open(marker, "w") as f:
-                f.write("written while saving; removed once every process has saved\n")
-        super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save and os.path.exists(marker):
-            os.remove(marker)
+    def _check_resume(self, checkpoint: str) -> dict[str, Any]:
+        """The checkpoint's marker, after checking it is complete and belongs to this run."""
+        info = read_json(os.path.join(checkpoint, CHECKPOINT_MARKER))
+        force = getattr(self.args, "resume_force", False)
+        if not info:
+            message = (f"resume_from_checkpoint: {checkpoint!r} is not a complete gift_hf checkpoint (no "
+                       f"{CHECKPOINT_MARKER}: its save was interrupted, or another program wrote it)")
+            if not force:
+                raise ValueError(message + "; resume from a complete one, or set resume_force to use it anyway")
+            logger.warning("%s; resuming anyway (resume_force)", message)
+            return {}
+        stored, current = info.get("run", {}), self.run_identity()
+        differ = {k: (stored.get(k), current.get(k)) for k in sorted(set(stored) | set(current))
+                  if stored.get(k) != current.get(k)}
+        if differ:
+            listing = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in differ.items())
+            if not force:
+                raise ValueError(
+                    f"resume_from_checkpoint: {checkpoint!r} was written by a different run ({listing}). Resume "
+                    "with the checkpoint's settings, start a new run (another output_dir or overwrite_output_dir), "
+                    "or set resume_force to resume anyway"
+                )
+            logger.warning("resuming from %s of a different run (%s) because resume_force is set", checkpoint, listing)
+        return info
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        """``Trainer.train``; ``resume_from_checkpoint=True`` picks the last *complete* checkpoint."""
+        """``Trainer.train`` with checked resumes.
+
+        ``resume_from_checkpoint=True`` picks the last complete checkpoint of this run
+        (:func:`gift_hf.checkpoints.last_checkpoint`). A checkpoint of another run (other
+        loss, seed, dataset, schedule) is refused unless ``args.resume_force``.
+        """
+        output_dir = self.args.output_dir
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-            if resume_from_checkpoint is None:
+            found: Checkpoint | None = last_checkpoint(output_dir)
+            if found is None:
                 raise ValueError(
-                    f"resume_from_checkpoint=True but output_dir {self.args.output_dir!r} has no complete checkpoint"
+                    f"resume_from_checkpoint=True but output_dir {output_dir!r} has no complete checkpoint of its "
+                    "current run"
                 )
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            resume_from_checkpoint = found.path
+        if resume_from_checkpoint:
+            info = self._check_resume(str(resume_from_checkpoint))
+            self.run_id = info.get("run_id") or current_run_id(output_dir) or uuid.uuid4().hex
+            self.monitor.reset(info.get("train_loss_sum", 0.0), info.get("train_loss_count", 0.0))
+        else:
+            self.run_id = uuid.uuid4().hex
+            self.monitor.reset()
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            write_json(os.path.join(output_dir, RUN_FILE), {"run_id": self.run_id, "run": self.run_identity()})
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        # Trainer's train_loss covers this call's steps only; report the whole run's.
+        loss_sum, count = self.monitor.totals()
+        if count > 0:
+            train_loss = loss_sum / count
+            output.metrics["train_loss"] = train_loss
+            output = output._replace(training_loss=train_loss)
+            for entry in reversed(self.state.log_history):
+                if "train_loss" in entry:
+                    entry["train_loss"] = train_loss
+                    break
+        return output
+
+    # ---------------------------------------------------------- optimizer and schedule
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """Every parameter with ``decay_all_parameters`` (the papers' reference code), else the Trainer's rule."""
+        if self.args.decay_all_parameters:
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """``lr_scheduler_type`` multiplied by ``lr_decay`` at each of ``lr_milestones`` (``MultiStepLR``)."""
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if created and self.args.lr_milestones and self.args.lr_decay != 1:
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(
+                    f"lr_milestones: got {self.args.lr_milestones} with lr_scheduler_type "
+                    f"{self.args.lr_scheduler_type!r}, which cannot be stepped down; set lr_decay to 1"
+                )
+            milestones = self.args.lr_milestone_steps(num_training_steps, self.state.num_train_epochs)
+            decay = self.args.lr_decay
+            scheduler.lr_lambdas = [
+                lambda step, base=base: base(step) * decay ** bisect.bisect_right(milestones, step)
+                for base in scheduler.lr_lambdas
+            ]
+        return scheduler
+
+    # ------------------------------------------------------------------------------ ZCA
+    def _whiten(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # ZCA is part of the input pipeline: every batch (training, evaluation, prediction)
+        # is whitened on its device, before augmentation and before the student and the
+        # teacher see it.
+        if self.zca is None or "pixel_values" not in inputs:
+            return inputs
+        return {**inputs, "pixel_values": self.zca(inputs["pixel_values"].to(self.args.device))}
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().training_step(model, self._whiten(inputs), *args, **kwargs)
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        return super().prediction_step(model, self._whiten(inputs), *args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """``Trainer.save_model``, plus ``zca.safetensors`` next to the weights when the run whitens."""
+        super().save_model(output_dir, *args, **kwargs)
+        # The whitening belongs to the model's inputs: keep it next to the weights so a
+        # reloaded run evaluates with the identical transform (GIFTConfig.zca_path).
+        if self.zca is not None and self.args.should_save:
+            self.zca.save(output_dir if output_dir is not None else self.args.output_dir)
 
     # ------------------------------------------------------------------------------ loss
     def _targets(self, pixel_values: torch.Tensor, soft_labels: torch.Tensor | None, logits: torch.Tensor):
@@ -219,14 +437,18 @@ class GIFTTrainer(Trainer):
             return soft_labels.float().clamp_min(1e-8).log()
         return soft_labels
 
-    def _reduce(self, loss_fn: Loss, logits, targets, labels, num_items_in_batch) -> torch.Tensor:
+    def _reduce(self, per_sample: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
+        """The loss of a micro-batch as ``Trainer`` expects it when a model takes ``num_items_in_batch``.
+
+        ``num_items_in_batch`` counts the items of the whole optimizer step (every
+        accumulated micro-batch, and every process when ``average_tokens_across_devices``,
+        in which case DDP's gradient averaging is undone by the process count): so uneven
+        micro-batches weigh each sample equally. Without it (evaluation), the batch mean.
+        """
         if num_items_in_batch is None:
-            return loss_fn(logits, targets, labels, reduction="mean")
-        if torch.is_tensor(num_items_in_batch) and num_items_in_batch.dim() > 0:  # DataParallel expands it
-            num_items_in_batch = num_items_in_batch.reshape(-1)[0] * self.args.n_gpu
-        loss = loss_fn(logits, targets, labels, reduction="sum") / num_items_in_batch
-        if self.args.average_tokens_across_devices:
-            # num_items_in_batch counts every process's items and DDP averages gradients.
+            return per_sample.mean()
+        loss = per_sample.sum() / num_items_in_batch
+        if getattr(self.args, "average_tokens_across_devices", False):
             loss = loss * self.accelerator.num_processes
         return loss
 
@@ -247,8 +469,18 @@ class GIFTTrainer(Trainer):
                 pixel_values, labels, soft_labels = self.augmenter(pixel_values, labels, soft_labels)
             logits = model(pixel_values=pixel_values).logits
             targets = self._targets(pixel_values, soft_labels, logits)
-            loss = self._reduce(self.loss_fn, logits, targets, labels, num_items_in_batch)
+            per_sample = self.loss_fn(logits, targets, labels, reduction="none")
+            self.monitor.record(per_sample, logits, targets, step=self.state.global_step + 1)
         else:
             logits = model(pixel_values=pixel_values).logits
-            loss = self._reduce(self.eval_loss_fn, logits, None, labels, num_items_in_batch)
+            per_sample = self.eval_loss_fn(logits, None, labels, reduction="none")
+        loss = self._reduce(per_sample, num_items_in_batch)
         return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
+
+
+def _copy_args(args: GIFTConfig, **changes: Any) -> GIFTConfig:
+    """A shallow copy of ``args`` with ``changes`` (the caller's object is left as it was)."""
+    new = copy.copy(args)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new

@@ -1,9 +1,8 @@
-"""Helpers for the tests that run ``recipes/train_student.py`` (in process or launched)."""
+"""Helpers for the tests that run the ``gift-hf train`` script (in process or launched)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import socket
 import sys
@@ -12,7 +11,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "train_student.py"
+# `python RECIPE ...` / `accelerate launch RECIPE ...` run the train script as a module.
+RECIPE = ["-m", "gift_hf.scripts.train"]
 CPU_2PROC_CONFIG = REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
@@ -21,11 +21,10 @@ QUIET = ["--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000", "--sa
 
 
 def load_recipe():
-    """Import ``recipes/train_student.py`` as a module (it is a script, not a package member)."""
-    spec = importlib.util.spec_from_file_location("train_student_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The ``gift-hf train`` script module (``main(argv)`` returns its metrics)."""
+    from gift_hf.scripts import train
+
+    return train
 
 
 def subprocess_env() -> dict[str, str]:

@@ -1,7 +1,6 @@
 """Batch augmentation: DSA ops, CutMix/MixUp label mixing, ZCA, seeding, checkpointed state."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -10,11 +9,11 @@ import torch.nn.functional as F
 
 from gift_hf import GIFTClassifier, GIFTConfig, GIFTTrainer, get_loss
 from gift_hf.augment import (
-    AUGMENTER_STATE_FILE,
     DSA_OPS,
     ZCA,
     ZCA_FILE,
     BatchAugmenter,
+    batch_seed,
     build_augmenter,
     fit_zca,
     parse_strategy,
@@ -168,7 +167,8 @@ def test_cutout_against_the_reference_box():
 def test_color_against_hand_computation():
     x = randn(4, 3, 5, 5)
     out = BatchAugmenter(["color"], mode="all", seed=3)(x)[0]
-    u = torch.rand(3, 4, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    # the first batch of step 0 draws from a generator seeded with batch_seed(seed, rank, step, call)
+    u = torch.rand(3, 4, 1, 1, 1, generator=torch.Generator().manual_seed(batch_seed(3, 0, 0, 0)))
     y = x + (u[0] - 0.5) * 1.0  # brightness
     m = y.mean(1, keepdim=True)
     y = (y - m) * (u[1] * 2.0) + m  # saturation
@@ -265,24 +265,23 @@ def test_seed_reproducibility_rank_offset_and_no_global_rng_leak(tmp_path):
     assert not torch.equal(other_seed(x, labels)[0], build_augmenter(args, 10)(x, labels)[0])
 
 
-def test_augmenter_state_round_trip(tmp_path):
+def test_draws_depend_only_on_seed_rank_step_and_call(tmp_path):
+    """What a batch draws is fixed by (seed, rank, step, call in the step): nothing to checkpoint."""
     x, labels = randn(8, 3, 16, 16), torch.arange(8) % 10
-    aug = BatchAugmenter(DSA_OPS, mix="cutmix", num_classes=10, seed=0)
-    aug(x, labels)
-    state = aug.state_dict()
-    path = aug.save_state(str(tmp_path), rank=3)
-    assert os.path.basename(path) == AUGMENTER_STATE_FILE.format(rank=3)
-    expected = aug(x, labels)
-    restored = BatchAugmenter(DSA_OPS, mix="cutmix", num_classes=10, seed=123)
-    restored.load_state_dict(state)
-    from_file = BatchAugmenter(DSA_OPS, mix="cutmix", num_classes=10, seed=5)
-    assert from_file.load_state(str(tmp_path), rank=3)
-    for other in (restored, from_file):
-        out = other(x, labels)
-        assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
-    with pytest.raises(FileNotFoundError, match="augmenter_state_0"):
-        from_file.load_state(str(tmp_path), rank=0)
-    assert from_file.load_state(str(tmp_path), rank=0, missing_ok=True) is False
+    long_run = BatchAugmenter(DSA_OPS, mix="cutmix", num_classes=10, seed=0)
+    for step in range(3):
+        long_run.set_step(step)
+        long_run(x, labels)
+    long_run.set_step(5)
+    first, second = long_run(x, labels), long_run(x, labels)
+    fresh = BatchAugmenter(DSA_OPS, mix="cutmix", num_classes=10, seed=0)
+    fresh.set_step(5)
+    again = fresh(x, labels), fresh(x, labels)
+    for want, got in zip((first, second), again):
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    assert not torch.equal(first[0], second[0])  # micro-batches of one step draw differently
+    fresh.set_step(6)
+    assert not torch.equal(fresh(x, labels)[0], first[0])  # ... and so do steps
 
 
 # ------------------------------------------------------------------------------- trainer
@@ -306,23 +305,19 @@ def test_resume_restores_the_augmenter_state(tmp_path, digits, digits_transform,
     common = dict(loss="ce", soft_label_source="none", augmentation=FULL, mix="both", max_steps=4,
                   save_strategy="steps", save_steps=2)
 
-    def run(name, resume=None):
+    def run(name, resume=None, step_callback=True):
         torch.manual_seed(0)
         trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path, name, **common), train_dataset=train)
+        if not step_callback:  # the control: the augmenter is never told the step
+            trainer.remove_callback(trainer.monitor)
         trainer.train(resume_from_checkpoint=resume)
-        return {k: v.clone() for k, v in trainer.model.state_dict().items()}, trainer
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
-    uninterrupted, trainer = run("a")
+    uninterrupted = run("a")
     checkpoint = tmp_path / "a" / "checkpoint-2"
-    state_file = checkpoint / AUGMENTER_STATE_FILE.format(rank=0)
-    assert state_file.is_file() and (checkpoint / "rng_state.pth").is_file()
-    resumed, _ = run("b", resume=str(checkpoint))
+    resumed = run("b", resume=str(checkpoint))
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
-    # control: the same resume without the augmenter state diverges, so the file is what made it exact
-    stripped = tmp_path / "stripped"
-    shutil.copytree(checkpoint, stripped)
-    os.remove(stripped / state_file.name)
-    diverged, _ = run("c", resume=str(stripped))
+    diverged = run("c", resume=str(checkpoint), step_callback=False)
     assert any(not torch.equal(uninterrupted[k], diverged[k]) for k in uninterrupted)
 
 

@@ -215,7 +215,7 @@ def test_recipe_refuses_existing_output_dir(tmp_path, recipe):
     with one_thread():
         metrics = recipe.main([*args, "--overwrite_output_dir", "--max_steps", "2", "--eval_split", "",
                                "--disable_tqdm", "true", "--save_strategy", "no"])
-    assert metrics["train_world_size"] == 1
+    assert metrics["world_size"] == 1
     assert (out / "model.safetensors").is_file() and (out / "results.json").is_file()
 
 

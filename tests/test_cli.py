@@ -34,9 +34,32 @@ def test_every_command_help_explains_its_options(name, capsys):
 
 def test_quickstart_options_have_help(capsys):
     out = run_help("quickstart", capsys)
-    for option in ("--ipc", "--num_students", "--losses", "--student_epochs", "--augmentation"):
+    for option in ("--ipc", "--num_students", "--losses", "--num_train_epochs", "--augmentation", "--config"):
         assert option in out
     assert "Images per class" in out
+
+
+def test_every_command_is_a_script_with_make_parser_and_main():
+    import importlib
+
+    for module, _ in COMMANDS.values():
+        script = importlib.import_module(f"gift_hf.scripts.{module}")
+        assert callable(script.make_parser) and callable(script.main)
+        assert script.make_parser().prog.startswith("gift-hf ")
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    code = ("import sys; from gift_hf.cli import main; main(['--help']); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_scripts_run_as_modules(tmp_path):
+    """`python -m gift_hf.scripts.<name>` (what `accelerate launch -m` runs) parses and exits."""
+    proc = subprocess.run([sys.executable, "-m", "gift_hf.scripts.train", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "gift-hf train" in proc.stdout and "--config" in proc.stdout
 
 
 def test_console_script_entry_point():

@@ -10,10 +10,10 @@ import torch
 from distilled_helpers import digits_teacher
 from gift_hf import load_distilled
 from gift_hf.cli import main
-from gift_hf.commands import convert as convert_cmd
-from gift_hf.commands import distill as distill_cmd
-from gift_hf.commands import push as push_cmd
-from gift_hf.commands import relabel as relabel_cmd
+from gift_hf.scripts import convert as convert_cmd
+from gift_hf.scripts import distill as distill_cmd
+from gift_hf.scripts import push as push_cmd
+from gift_hf.scripts import relabel as relabel_cmd
 
 COMMANDS = {"distill": distill_cmd.DistillArguments, "relabel": relabel_cmd.RelabelArguments,
             "convert": convert_cmd.ConvertArguments, "push": push_cmd.PushArguments}

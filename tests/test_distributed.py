@@ -1,4 +1,4 @@
-"""A real 2-process (gloo, CPU) ``accelerate launch`` of ``recipes/train_student.py``.
+"""A real 2-process (gloo, CPU) ``accelerate launch -m gift_hf.scripts.train``.
 
 Checks: the run has world size 2; the two ranks trained on disjoint shards; the teacher
 relabelled online on each rank; the evaluation gathered over both ranks equals a
@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-from gift_hf.recipe_utils import DataArguments, build_image_transform, load_image_dataset
+from gift_hf.data import DataArguments, build_image_transform, load_image_dataset
 from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, RECIPE, free_port, subprocess_env, train_teacher
 
 STEPS, BATCH = 12, 16
@@ -28,7 +28,7 @@ def ddp_run(tmp_path_factory):
     out = root / "student"
     cmd = [
         str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
-        str(RECIPE),
+        *RECIPE,
         "--output_dir", str(out), "--teacher_model_name_or_path", str(teacher), "--loss", "gift",
         "--max_steps", str(STEPS), "--per_device_train_batch_size", str(BATCH),
         "--per_device_eval_batch_size", str(BATCH), "--learning_rate", "1e-3", "--seed", "0",

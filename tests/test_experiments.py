@@ -14,7 +14,7 @@ import pytest
 from experiment_helpers import small_digits, teacher_run
 from gift_hf import cli
 from gift_hf.distilled import save_distilled
-from gift_hf.evaluation import get_protocol
+from gift_hf.config import protocol_config
 from gift_hf.experiments import (
     Cell,
     CrossArchitectureArguments,
@@ -40,7 +40,13 @@ from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, REPO, free_port, one_th
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # one student per cell, two epochs, no augmentation: the tests check the machinery, not accuracy
-TINY = dict(epochs=2, num_students=1, best_of=1, augmentation="none")
+TINY = dict(num_train_epochs=2, num_students=1, best_of=1, augmentation="none")
+
+
+def tiny(protocol: str, output_dir, teacher: str | None = None, **changes):
+    """The protocol at the tests' size, writing into ``output_dir``."""
+    return protocol_config(protocol, output_dir=str(output_dir), teacher_model_name_or_path=teacher,
+                           **{**TINY, **changes})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,9 +116,8 @@ def test_a_failing_cell_is_recorded_and_retried(tmp_path):
 
 # ------------------------------------------------------------------------ experiments
 def test_loss_benchmark_table_spread_and_resume(teacher, data, tmp_path):
-    args = LossBenchmarkArguments(output_dir=str(tmp_path), teacher_model_name_or_path=teacher, losses=["ce", "gift"],
-                                  optimizers=["sgd", "adamw"], ipc=1)
-    result = run_loss_benchmark(args, protocol=get_protocol("gift", **TINY), data=data)
+    args = LossBenchmarkArguments(losses=["ce", "gift"], optimizers=["sgd", "adamw"], ipc=1)
+    result = run_loss_benchmark(args, config=tiny("gift", tmp_path, teacher), data=data)
     assert (result.stats.trained, result.stats.reused) == (4, 0)
     payload = check_outputs(result, "loss_benchmark.png", 4)
     by_cell = {(c["params"]["loss"], c["params"]["optimizer"]): 100 * c["accuracy"] for c in payload["cells"]}
@@ -129,7 +134,7 @@ def test_loss_benchmark_table_spread_and_resume(teacher, data, tmp_path):
 
     # resumed on another grid: the finished (ce|gift, adamw) cells are reused, only kl trains
     args.losses, args.optimizers = ["ce", "gift", "kl"], ["adamw"]
-    again = run_loss_benchmark(args, protocol=get_protocol("gift", **TINY), data=data)
+    again = run_loss_benchmark(args, config=tiny("gift", tmp_path, teacher), data=data)
     assert (again.stats.trained, again.stats.reused) == (1, 2)
     assert [r["loss"] for r in again.summary] == ["ce", "gift", "kl"]
     assert again.records[:2] == [c for c in payload["cells"] if c["params"]["optimizer"] == "adamw"]
@@ -137,10 +142,10 @@ def test_loss_benchmark_table_spread_and_resume(teacher, data, tmp_path):
 
 def test_cross_architecture_grid(teacher, data, tmp_path):
     args = CrossArchitectureArguments(
-        output_dir=str(tmp_path), teachers=[teacher], student_archs=["gift_convnet_d3", "test_efficientnet_gn"],
+        teachers=[teacher], student_archs=["gift_convnet_d3", "test_efficientnet_gn"],
         arch_model_kwargs=json.dumps({"gift_convnet_d3": {"width": 16, "norm": "batchnorm"}}), ipc=1,
     )
-    result = run_cross_architecture(args, protocol=get_protocol("gift", **TINY), data=data)
+    result = run_cross_architecture(args, config=tiny("gift", tmp_path), data=data)
     check_outputs(result, "cross_architecture.png", 2)
     assert {(r["teacher"], r["student"]) for r in result.summary} == {
         (Path(teacher).name, "gift_convnet_d3"), (Path(teacher).name, "test_efficientnet_gn")}
@@ -149,8 +154,8 @@ def test_cross_architecture_grid(teacher, data, tmp_path):
 
 
 def test_expert_epoch_sweep_finds_the_best_epoch_per_ipc(teacher, data, tmp_path):
-    args = ExpertEpochArguments(output_dir=str(tmp_path), teacher_model_name_or_path=teacher, ipcs=[1, 2])
-    result = run_expert_epochs(args, protocol=get_protocol("label_paper", **TINY), data=data)
+    args = ExpertEpochArguments(ipcs=[1, 2])
+    result = run_expert_epochs(args, config=tiny("label_paper", tmp_path, teacher), data=data)
     check_outputs(result, "expert_epochs.png", 4)  # every saved epoch (1, 2) × 2 IPC
     assert sorted({c["params"]["expert_epoch"] for c in result.records}) == [1.0, 2.0]
     for ipc in (1, 2):
@@ -161,18 +166,17 @@ def test_expert_epoch_sweep_finds_the_best_epoch_per_ipc(teacher, data, tmp_path
 
 
 def test_temperature_grid_relabels_at_each_temperature(teacher, data, tmp_path):
-    args = TemperatureGridArguments(output_dir=str(tmp_path), teacher_model_name_or_path=teacher, temperatures=[1, 8],
-                                    expert_epochs=[2], ipc=1)
-    protocol = get_protocol("label_paper", **TINY)
-    result = run_temperature_grid(args, protocol=protocol, data=data)
+    args = TemperatureGridArguments(temperatures=[1, 8], expert_epochs=[2], ipc=1)
+    config = tiny("label_paper", tmp_path, teacher)
+    result = run_temperature_grid(args, config=config, data=data)
     check_outputs(result, "temperature_grid.png", 2)
     assert result.extra["knob"] == "label_temperature"
     # the stored labels really are softmax(logits / T): higher T, flatter labels
-    study = Study("probe", args, protocol=protocol, data=data)
+    study = Study("probe", args, config=config, data=data)
     subset = study.random_subset(1)
     maxima = []
     for t in (1.0, 8.0):
-        labelled, _ = study.prepare(subset, "s", protocol.replace(label_temperature=t), expert_epoch=2)
+        labelled, _ = study.prepare(subset, "s", config.replace(label_temperature=t), expert_epoch=2)
         soft = labelled.with_format("numpy")[:]["soft_label"]
         assert soft.sum(1) == pytest.approx(1.0, abs=1e-5)
         maxima.append(soft.max(1).mean())
@@ -180,8 +184,8 @@ def test_temperature_grid_relabels_at_each_temperature(teacher, data, tmp_path):
 
 
 def test_label_swap_against_original_and_hard_labels(teacher, data, tmp_path):
-    args = LabelSwapArguments(output_dir=str(tmp_path), teacher_model_name_or_path=teacher, ks=[1], ipc=1)
-    result = run_label_swap(args, protocol=get_protocol("label_paper", **TINY), data=data)
+    args = LabelSwapArguments(ks=[1], ipc=1)
+    result = run_label_swap(args, config=tiny("label_paper", tmp_path, teacher), data=data)
     check_outputs(result, "label_swap.png", 3)
     assert [r["swap"] for r in result.summary] == ["none", 1, "hard"]
     rows = result.table.splitlines()[2:]
@@ -191,9 +195,8 @@ def test_label_swap_against_original_and_hard_labels(teacher, data, tmp_path):
 
 
 def test_data_knowledge_scaling_heatmap_and_gap(teacher, data, tmp_path):
-    args = DataKnowledgeScalingArguments(output_dir=str(tmp_path), teacher_model_name_or_path=teacher, ipcs=[1, 2],
-                                         topks=[10, 1])
-    result = run_data_knowledge_scaling(args, protocol=get_protocol("label_paper", **TINY), data=data)
+    args = DataKnowledgeScalingArguments(ipcs=[1, 2], topks=[10, 1])
+    result = run_data_knowledge_scaling(args, config=tiny("label_paper", tmp_path, teacher), data=data)
     check_outputs(result, "data_knowledge_scaling.png", 6)
     index = {(r["ipc"], r["topk"]): r["mean"] for r in result.summary}
     for ipc in (1, 2):
@@ -204,9 +207,8 @@ def test_data_knowledge_scaling_heatmap_and_gap(teacher, data, tmp_path):
 def test_improvement_over_random_gap_and_uncertainty(teacher, data, tmp_path):
     subset, info = build_random_distilled(data["train"], 1, seed=123)
     save_distilled(subset, tmp_path / "distilled", info=info)
-    args = ImprovementOverRandomArguments(output_dir=str(tmp_path / "out"), teacher_model_name_or_path=teacher,
-                                          distilled=str(tmp_path / "distilled"), num_random=2)
-    result = run_improvement_over_random(args, protocol=get_protocol("gift", **TINY), data=data)
+    args = ImprovementOverRandomArguments(distilled=str(tmp_path / "distilled"), num_random=2)
+    result = run_improvement_over_random(args, config=tiny("gift", tmp_path / "out", teacher), data=data)
     check_outputs(result, "improvement_over_random.png", 3)
     d = [100 * c["accuracy"] for c in result.records if c["params"]["source"] == "distilled"]
     r = [100 * c["accuracy"] for c in result.records if c["params"]["source"] != "distilled"]
@@ -234,13 +236,14 @@ def test_evaluate_command_from_a_yaml_file(teacher, tmp_path, capsys):
     config = tmp_path / "evaluate.yaml"
     config.write_text(
         f"distilled: {tmp_path / 'set'}\nteacher_model_name_or_path: {teacher}\noutput_dir: {tmp_path / 'out'}\n"
-        f"max_eval_samples: 120\nprotocol: gift\nepochs: 2\nnum_students: 1\nbest_of: 1\naugmentation: none\n"
+        f"max_eval_samples: 120\nnum_train_epochs: 2\nnum_students: 1\nbest_of: 1\naugmentation: none\n"
     )
-    assert cli.main(["evaluate", str(config)]) == 0
+    assert cli.main(["evaluate", "--config", str(config), "--seed", "3"]) == 0  # options override the recipe
     out = capsys.readouterr().out
     assert "(mean ± std over 1 students)" in out and "cells: 1 (1 trained now, 0 reused" in out
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert payload["settings"]["protocol"]["epochs"] == 2 and len(payload["cells"]) == 1
+    assert payload["settings"]["config"]["num_train_epochs"] == 2 and len(payload["cells"]) == 1
+    assert payload["cells"][0]["seed"] == 3
 
 
 @pytest.mark.parametrize("name", ["evaluate", "loss-benchmark", "cross-architecture", "expert-epochs",
@@ -251,16 +254,16 @@ def test_commands_list_their_options(name, capsys):
         cli.main([name, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "--output_dir" in out and "--protocol" in out and "--dataset_name" in out
+    assert "--output_dir" in out and "--config" in out and "--dataset_name" in out and "--lr_milestones" in out
 
 
 def test_cells_are_shared_between_two_accelerate_processes(teacher, tmp_path):
     out = tmp_path / "sweep"
     command = [
         str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
-        str(REPO / "recipes" / "loss_benchmark.py"), "--output_dir", str(out), "--teacher_model_name_or_path",
+        "-m", "gift_hf.scripts.loss_benchmark", "--output_dir", str(out), "--teacher_model_name_or_path",
         teacher, "--losses", "ce", "gift", "--optimizers", "adamw", "--ipc", "1", "--num_students", "1",
-        "--epochs", "1", "--best_of", "1", "--augmentation", "none", "--max_eval_samples", "60",
+        "--num_train_epochs", "1", "--best_of", "1", "--augmentation", "none", "--max_eval_samples", "60",
         "--merge_timeout", "300",
     ]
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from gift_hf import LOSSES, get_loss, refine_soft_labels
-from gift_hf.losses import smooth_labels
+from host_reads import forbid_host_reads
+
+from gift_hf.losses import check_class_ids, check_finite, smooth_labels
 
 Z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])  # student logits
 T = torch.tensor([[1.0, 2.0, 0.0], [0.0, 3.0, 1.0]])  # teacher logits
@@ -154,10 +156,6 @@ def test_bad_shapes_and_values():
     loss = get_loss("gift")
     with pytest.raises(ValueError, match=r"soft-label width 4 != number of classes 3"):
         loss(Z, torch.zeros(2, 4), Y)
-    with pytest.raises(ValueError, match=r"labels: value 3 is out of range.*\[0, 2\]"):
-        loss(Z, T, torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="NaN/inf"):
-        loss(Z, torch.tensor([[1.0, float("nan"), 0.0], [0.0, 1.0, 2.0]]), Y)
     with pytest.raises(ValueError, match="needs teacher logits"):
         loss(Z, None, Y)
     with pytest.raises(ValueError, match="shape \\(batch, num_classes\\)"):
@@ -166,3 +164,24 @@ def test_bad_shapes_and_values():
         get_loss("gift", smoothing=1.5)
     with pytest.raises(ValueError, match="temperature must be a positive"):
         get_loss("kl", temperature=0)
+
+
+def test_host_value_checks_name_the_column_and_the_value():
+    with pytest.raises(ValueError, match=r"column 'label': value 3 is out of range.*\[0, 2\]"):
+        check_class_ids("column 'label'", torch.tensor([0, 3]), 3)
+    with pytest.raises(ValueError, match=r"value -1 is out of range"):
+        check_class_ids("labels", [-1, 0], 3)
+    check_class_ids("labels", [0, 2], 3)
+    with pytest.raises(ValueError, match=r"column 'soft_label' contains 1 NaN/inf"):
+        check_finite("column 'soft_label'", [[1.0, float("nan"), 0.0], [0.0, 1.0, 2.0]])
+    check_finite("x", [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_never_read_values_back_to_the_host(name):
+    """No `.item()`, `bool()` or `int()` of a tensor in a loss: on a GPU each is a synchronisation."""
+    with forbid_host_reads():
+        out = get_loss(name)(Z, T, Y, reduction="sum")
+    assert torch.isfinite(out)
+    with pytest.raises(AssertionError, match="host read"), forbid_host_reads():
+        bool(out > 0)  # the control: the guard does catch a read

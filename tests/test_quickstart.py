@@ -3,22 +3,26 @@
 import json
 
 import pytest
+import yaml
 
-from gift_hf.quickstart import QuickstartArguments, format_table, run_quickstart, summarize
+from gift_hf import GIFTConfig
+from gift_hf.experiments.report import summarize
+from gift_hf.quickstart import QUICKSTART_DEFAULTS, QuickstartArguments, format_table, run_quickstart
+from recipe_helpers import REPO, one_thread
 
 
 def test_quickstart_reduced(tmp_path):
-    args = QuickstartArguments(
-        output_dir=str(tmp_path / "qs"), ipc=2, num_students=1, losses="ce,kl,gift",
-        teacher_epochs=6, student_epochs=150, student_batch_size=20,
-    )
-    results = run_quickstart(args)
-    summary = results["summary"]
-    assert results["teacher_accuracy"] > 0.9
+    args = QuickstartArguments(ipc=2, losses=["ce", "kl", "gift"], teacher_epochs=6)
+    config = GIFTConfig(**{**QUICKSTART_DEFAULTS, "output_dir": str(tmp_path / "qs"), "num_students": 1,
+                           "num_train_epochs": 150, "per_device_train_batch_size": 20})
+    with one_thread():
+        results = run_quickstart(args, config)
+    summary = {row["loss"]: row for row in results["summary"]}
+    assert results["teacher_accuracy"] > 90  # percentages, like every summary
     assert summary["gift"]["mean"] > summary["ce"]["mean"]
     assert summary["kl"]["mean"] > summary["ce"]["mean"]
     out = tmp_path / "qs"
-    assert json.loads((out / "results.json").read_text())["summary"] == summary
+    assert json.loads((out / "results.json").read_text())["summary"] == results["summary"]
     assert "| gift |" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "teacher" / "model.safetensors").is_file()
@@ -26,15 +30,29 @@ def test_quickstart_reduced(tmp_path):
 
 
 def test_summary_and_table_by_hand():
-    summary = summarize({"ce": [0.5, 0.7], "gift": [0.9]})
-    assert summary["ce"] == pytest.approx({"mean": 0.6, "std": 0.1414213, "n": 2})
-    assert summary["gift"] == {"mean": 0.9, "std": 0.0, "n": 1}
-    table = format_table(summary, 0.99, ipc=10)
+    records = [{"params": {"loss": "ce"}, "seed": 0, "accuracy": 0.5}, {"params": {"loss": "ce"}, "seed": 1,
+               "accuracy": 0.7}, {"params": {"loss": "gift"}, "seed": 0, "accuracy": 0.9}]
+    summary = summarize(records, ["loss"])
+    assert (summary[0]["mean"], summary[0]["std"], summary[0]["n"]) == pytest.approx((60.0, 14.142136, 2))
+    assert (summary[1]["mean"], summary[1]["std"], summary[1]["n"]) == (90.0, 0.0, 1)
+    table = format_table(summary, 99.0, ipc=10)
     assert "| ce | 60.00 ± 14.14 (n=2) |" in table and "| teacher (full train split) | 99.00 |" in table
 
 
 def test_arguments_are_validated():
     with pytest.raises(ValueError, match="ipc: got 0"):
         QuickstartArguments(ipc=0)
-    with pytest.raises(ValueError, match="losses: got ' , '"):
-        QuickstartArguments(losses=" , ")
+    with pytest.raises(ValueError, match="losses: got 'hinge'"):
+        QuickstartArguments(losses=["ce", "hinge"])
+
+
+def test_recipe_holds_the_quickstart_defaults():
+    from gift_hf.scripts.quickstart import make_parser
+
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    args, config = make_parser().parse_args_and_config(["--config", str(REPO / "recipes" / "quickstart.yaml")])
+    default_args, default_config = make_parser().parse_args_and_config([])
+    assert args == default_args
+    for key in recipe:
+        assert getattr(config, key, getattr(args, key, None)) == getattr(
+            default_config, key, getattr(default_args, key, None)), key

@@ -1,9 +1,6 @@
 """Teacher relabelling on real digits: soft labels equal the teacher's outputs, ensembles, top-k, expert epochs."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ from gift_hf import keep_topk, load_distilled, load_teacher, relabel, save_disti
 from gift_hf.data import DIGITS_MEAN, densify_topk
 from gift_hf.relabel import resolve_expert_checkpoint
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_teacher.py"
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +115,13 @@ def test_relabel_errors(split):
         relabel(split, teacher, expert_epoch=1)
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("train_teacher_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
-    """``recipes/train_teacher.py`` on 64 digits for 2 epochs: one checkpoint per epoch."""
+    """``gift-hf train-teacher`` on 64 digits for 2 epochs: one checkpoint per epoch."""
+    from gift_hf.scripts import train_teacher
+
     out = tmp_path_factory.mktemp("teacher") / "run"
-    rows = load_recipe().main([
+    rows = train_teacher.main([
         "--output_dir", str(out), "--max_train_samples", "64", "--max_eval_samples", "50", "--num_train_epochs", "2",
         "--per_device_train_batch_size", "32", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
     ])

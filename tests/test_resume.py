@@ -1,8 +1,8 @@
 """Kill a training process (SIGKILL) after its first checkpoint, resume, get the same result.
 
 The run uses online teacher relabelling, DSA augmentation and CutMix, so the resumed run
-must restore the optimizer, scheduler, data order, RNG and the per-rank augmenter state to
-reach the uninterrupted run's weights and metrics.
+must restore the optimizer, scheduler, data order and RNG, and draw the same augmentations
+(keyed by seed, rank and step), to reach the uninterrupted run's weights and metrics.
 """
 
 import json
@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gift_hf.trainer import INCOMPLETE_CHECKPOINT_MARKER, last_checkpoint
+from gift_hf.checkpoints import CHECKPOINT_MARKER, last_checkpoint
 from recipe_helpers import RECIPE, load_recipe, one_thread, subprocess_env, train_teacher
 
 MAX_STEPS, SAVE_STEPS = 40, 8
@@ -41,7 +41,7 @@ def teacher(tmp_path_factory):
 def kill_after_first_checkpoint(output_dir, teacher) -> str:
     """Start the recipe in a subprocess; SIGKILL it as soon as a complete checkpoint exists."""
     proc = subprocess.Popen(
-        [sys.executable, str(RECIPE), *recipe_args(output_dir, teacher)],
+        [sys.executable, *RECIPE, *recipe_args(output_dir, teacher)],
         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.monotonic() + 300
@@ -70,24 +70,24 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, teacher):
     for step in range(SAVE_STEPS, MAX_STEPS + 1, SAVE_STEPS):
         checkpoint = reference / f"checkpoint-{step}"
         assert (checkpoint / "trainer_state.json").is_file()
-        assert (checkpoint / "augmenter_state_0.safetensors").is_file()
-        assert not (checkpoint / INCOMPLETE_CHECKPOINT_MARKER).exists()  # removed once saved
+        assert (checkpoint / CHECKPOINT_MARKER).is_file()  # marked complete once saved
 
     # The killed run: it never got to write its final model or results.
     run = tmp_path / "killed"
     kill_after_first_checkpoint(run, teacher)
     assert not (run / "all_results.json").exists() and not (run / "model.safetensors").exists()
-    resumed_from = last_checkpoint(str(run))
-    step = int(resumed_from.rsplit("-", 1)[1])
+    resumed_from = last_checkpoint(run)
+    step = resumed_from.step
     assert SAVE_STEPS <= step < MAX_STEPS
 
-    # A kill in the middle of the *next* save leaves a marked, half-written folder: resuming
-    # must skip it and use the last complete checkpoint.
+    # A kill in the middle of the *next* save leaves a half-written folder without the
+    # completeness marker: resuming must skip it and use the last complete checkpoint.
     partial = run / f"checkpoint-{step + SAVE_STEPS}"
-    partial.mkdir(exist_ok=True)
-    (partial / INCOMPLETE_CHECKPOINT_MARKER).write_text("killed while saving\n")
-    shutil.copy(os.path.join(resumed_from, "model.safetensors"), partial / "model.safetensors")
-    assert last_checkpoint(str(run)) == resumed_from
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(resumed_from.path, partial)
+    os.remove(partial / CHECKPOINT_MARKER)
+    assert last_checkpoint(run) == resumed_from
 
     # Re-running into the same folder without asking to resume (or overwrite) is refused.
     with pytest.raises(FileExistsError, match="output_dir"):

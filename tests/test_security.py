@@ -78,21 +78,30 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
     ["--max_steps", TOKEN],
 ])
 def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
-    from gift_hf.commands._args import parse_args
+    from gift_hf.parser import make_parser
 
     with pytest.raises((ValueError, SystemExit)) as raised:
-        parse_args((GIFTConfig,), ["--output_dir", "unused", *argv], "train_student.py", None)
+        make_parser((GIFTConfig,), "gift-hf train").parse_args_and_config(["--output_dir", "unused", *argv])
     captured = capsys.readouterr()
     shown = str(raised.value) + captured.out + captured.err
     assert shown.strip() and TOKEN not in shown
 
 
-def test_a_config_file_with_a_mistyped_token_key_never_prints_it(tmp_path, capsys):
-    from gift_hf.commands._args import parse_args
+@pytest.mark.parametrize("line", [f"hub_tokn: {TOKEN}", f"max_steps: {TOKEN}", f"push_to_hub: [{TOKEN}]"])
+def test_a_config_file_with_a_mistyped_token_never_prints_it(tmp_path, capsys, line):
+    from gift_hf.parser import ConfigError, make_parser
 
     options = tmp_path / "train.yaml"
-    options.write_text(f"output_dir: unused\nhub_tokn: {TOKEN}\n")
-    with pytest.raises(ValueError, match=r"hub_tokn") as raised:
-        parse_args((GIFTConfig,), [str(options)], "train_student.py", None)
+    options.write_text(f"output_dir: unused\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(":")[0]) as raised:
+        make_parser((GIFTConfig,), "gift-hf train").parse_args_and_config(["--config", str(options)])
     captured = capsys.readouterr()
     assert TOKEN not in str(raised.value) + captured.out + captured.err
+
+
+def test_mask_secrets_hides_token_option_values_and_hub_tokens():
+    from gift_hf.redact import mask_secrets, secret_values
+
+    secrets = secret_values(["--hub_tokn", "abcd1234", "--api-key=k3y!", "--hub_token", "--x"], {"password": "pw12"})
+    assert sorted(secrets) == ["abcd1234", "k3y!", "pw12"]
+    assert mask_secrets(f"got abcd1234, k3y!, pw12 and {TOKEN}", secrets) == "got ***, ***, *** and hf_***"

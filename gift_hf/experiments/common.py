@@ -1,45 +1,43 @@
-"""What every study shares: its arguments, the data, teachers, students and the cell runner."""
+"""What every study shares: its arguments, the data, teachers, students and the cell runner.
+
+A study's options are its own dataclass (a subclass of :class:`ExperimentArguments`), the
+data options (:class:`gift_hf.data.DataArguments`) and the training configuration of its
+students (:class:`gift_hf.GIFTConfig`: the protocol; ``output_dir`` is where the study writes,
+``teacher_model_name_or_path`` its teacher, ``seed`` the first student's seed).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional, Union
 
 from datasets import Dataset, DatasetDict
 from torch import nn
 
-from ..evaluation import EvalProtocol, StudentSpec, get_protocol, train_student
+from ..checkpoints import list_checkpoints
+from ..config import GIFTConfig, protocol_config
+from ..data import DataArguments, build_image_transform, infer_channels_and_size, label_names, load_image_dataset
+from ..evaluation import StudentSpec, train_on_distilled
 from ..modeling import GIFTClassifier, load_teacher
-from ..recipe_utils import (
-    DataArguments,
-    build_image_transform,
-    check_model_input,
-    infer_channels_and_size,
-    label_names,
-    load_image_dataset,
-)
+from ..parser import parse_dict_option
+from ..training import check_model_input
 from .sweep import Cell, SweepStats, fingerprint_of, run_cells
 
-__all__ = ["ExperimentArguments", "ExperimentResult", "Study", "parse_json_option", "parse_list", "saved_expert_epochs"]
+__all__ = ["ExperimentArguments", "ExperimentResult", "Study", "describe", "parse_list", "saved_expert_epochs"]
 
 logger = logging.getLogger(__name__)
 
 
-def parse_json_option(name: str, value: Any, expected: type = dict) -> Any:
-    """A JSON option given as a string (CLI) or already parsed (Python, YAML)."""
-    if value is None or isinstance(value, expected):
-        return value
-    try:
-        parsed = json.loads(value)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{name}: got {value!r}; expected a JSON {expected.__name__}") from err
-    if not isinstance(parsed, expected):
-        raise ValueError(f"{name}: got {value!r}; expected a JSON {expected.__name__}")
-    return parsed
+def describe(config: GIFTConfig, num_images: int | None = None) -> str:
+    """A one-line description of a protocol for report headers."""
+    text = (f"loss {config.loss}, labels {config.label_source}, {config.optim} lr {config.learning_rate:g}, "
+            f"{config.num_train_epochs:g} epochs")
+    if num_images is not None:
+        text += f", batch {config.train_batch_size_for(num_images)}"
+    return text + f", augmentation {config.augmentation}"
 
 
 def parse_list(name: str, values: Iterable[Any], allowed: Iterable[Any] | None = None, minimum: int = 1) -> list:
@@ -59,41 +57,21 @@ def parse_list(name: str, values: Iterable[Any], allowed: Iterable[Any] | None =
 
 def saved_expert_epochs(run_dir: str) -> list[float]:
     """Epochs of the complete ``checkpoint-*`` folders of a ``Trainer`` run, ascending."""
-    from ..trainer import INCOMPLETE_CHECKPOINT_MARKER
-
-    epochs = set()
-    for name in os.listdir(run_dir):
-        state = os.path.join(run_dir, name, "trainer_state.json")
-        if name.startswith("checkpoint-") and os.path.isfile(state) and not os.path.exists(
-            os.path.join(run_dir, name, INCOMPLETE_CHECKPOINT_MARKER)
-        ):
-            with open(state) as f:
-                epochs.add(round(float(json.load(f)["epoch"]), 6))
-    return sorted(epochs)
+    return sorted({checkpoint.epoch for checkpoint in list_checkpoints(run_dir)})
 
 
 @dataclass
 class ExperimentArguments:
-    """Options every study has (the data options are ``recipe_utils.DataArguments``, the
-    protocol options ``evaluation.ProtocolArguments``)."""
+    """Options every study has (the data options are ``gift_hf.data.DataArguments``, the
+    students' training options :class:`gift_hf.GIFTConfig`)."""
 
-    output_dir: str = field(
-        default="outputs/experiment",
-        metadata={"help": "Where results.json/.csv/.md, the plot and the finished cells (cells/) go. Running again "
-                  "into the same folder resumes: finished cells are not recomputed."},
-    )
-    teacher_model_name_or_path: Optional[str] = field(
-        default=None,
-        metadata={"help": "The teacher (expert): a folder saved with save_pretrained or a Hub image-classification "
-                  "model id. Used for soft labels and, by default, as the student's architecture."},
-    )
     student_arch: Optional[str] = field(
         default=None, metadata={"help": "timm architecture of the students. Default: the teacher's."}
     )
-    student_model_kwargs: Optional[str] = field(
+    student_model_kwargs: Optional[Union[dict, str]] = field(
         default=None,
-        metadata={"help": "Extra timm.create_model keyword arguments of the students, as a JSON object. Default: "
-                  "the teacher's when the student has the teacher's architecture."},
+        metadata={"help": "Extra timm.create_model keyword arguments of the students (a JSON object on the command "
+                  "line). Default: the teacher's when the student has the teacher's architecture."},
     )
     selection_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subsets."})
     resume: bool = field(
@@ -107,7 +85,7 @@ class ExperimentArguments:
     )
 
     def __post_init__(self) -> None:
-        self.student_model_kwargs = parse_json_option("student_model_kwargs", self.student_model_kwargs)
+        self.student_model_kwargs = parse_dict_option("student_model_kwargs", self.student_model_kwargs)
 
     #: Options that list the grid's axes: a cell's own params identify it, so growing an
     #: axis keeps the finished cells (subclasses name theirs).
@@ -116,7 +94,7 @@ class ExperimentArguments:
     def fingerprint_settings(self) -> dict[str, Any]:
         """The options every cell's result depends on (not where results go, how cells are
         scheduled, or which cells make up the grid)."""
-        skip = {"output_dir", "resume", "merge_timeout", *self.grid_fields}
+        skip = {"resume", "merge_timeout", *self.grid_fields}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -127,7 +105,8 @@ class Study:
         name: the study's name (file names, progress bars).
         args: its :class:`ExperimentArguments` (subclass).
         data_args: where the data comes from (default: the embedded digits).
-        protocol: how students are trained (an :class:`~gift_hf.evaluation.EvalProtocol` or preset name).
+        config: how students are trained (a :class:`~gift_hf.GIFTConfig`, or a protocol name of
+            :data:`gift_hf.config.PROTOCOLS`); its ``output_dir`` is the study's folder.
         data: an already loaded ``DatasetDict`` with ``train`` and ``test`` (or ``eval``) splits;
             ``data_args`` still say how its images are normalised (default: digits statistics
             when ``dataset_name`` is unset).
@@ -138,13 +117,14 @@ class Study:
         name: str,
         args: ExperimentArguments,
         data_args: DataArguments | None = None,
-        protocol: EvalProtocol | str = "gift",
+        config: GIFTConfig | str = "gift",
         data: DatasetDict | None = None,
     ) -> None:
         self.name = name
         self.args = args
         self.data_args = data_args or DataArguments()
-        self.protocol = get_protocol(protocol)
+        self.config = protocol_config(config, output_dir=f"outputs/{name}") if isinstance(config, str) else config
+        self.output_dir = self.config.output_dir
         if data is None:
             data = load_image_dataset(self.data_args)
         if "train" not in data or not ({"test", "eval"} & set(data)):
@@ -166,7 +146,7 @@ class Study:
     # ------------------------------------------------------------------ models
     def teacher(self, name_or_path: str | None = None) -> nn.Module:
         """A teacher, loaded once and checked against the data (classes, channels, size)."""
-        name_or_path = name_or_path or self.args.teacher_model_name_or_path
+        name_or_path = name_or_path or self.config.teacher_model_name_or_path
         if name_or_path is None:
             raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
         if name_or_path not in self._teachers:
@@ -188,7 +168,7 @@ class Study:
         kwargs = dict(self.args.student_model_kwargs or {})
         if explicit is None:
             teacher = teacher if teacher is not None else (
-                self.teacher() if self.args.teacher_model_name_or_path else None
+                self.teacher() if self.config.teacher_model_name_or_path else None
             )
             if not isinstance(teacher, GIFTClassifier):
                 raise ValueError("student_arch: not set and the teacher's architecture is unknown; pass --student_arch")
@@ -220,7 +200,7 @@ class Study:
         """The teacher's checkpoint of ``expert_epoch`` (its final model when None)."""
         from ..relabel import resolve_expert_checkpoint
 
-        teacher = teacher or self.args.teacher_model_name_or_path
+        teacher = teacher or self.config.teacher_model_name_or_path
         if teacher is None:
             raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
         return teacher if expert_epoch is None else str(resolve_expert_checkpoint(teacher, expert_epoch))
@@ -229,12 +209,12 @@ class Study:
         """``requested``, or every epoch the teacher run saved a complete checkpoint of."""
         if requested:
             return [float(e) for e in requested]
-        run_dir = self.args.teacher_model_name_or_path
+        run_dir = self.config.teacher_model_name_or_path
         epochs = saved_expert_epochs(run_dir) if run_dir and os.path.isdir(run_dir) else []
         if not epochs:
             raise ValueError(
                 f"expert_epochs: not given and teacher_model_name_or_path {run_dir!r} has no checkpoint-* folders; "
-                "expected a teacher run saved once per epoch (recipes/train_teacher.py)"
+                "expected a teacher run saved once per epoch (gift-hf train-teacher)"
             )
         return epochs
 
@@ -242,13 +222,13 @@ class Study:
         self,
         dataset: Dataset,
         key: Any,
-        protocol: EvalProtocol | None = None,
+        config: GIFTConfig | None = None,
         *,
         teacher: str | None = None,
         expert_epoch: float | None = None,
         keep_stored: bool = False,
     ) -> tuple[Dataset, nn.Module | None]:
-        """The labels a cell trains with, under ``protocol``'s label source.
+        """The labels a cell trains with, under ``config``'s label source.
 
         ``none``: the dataset as is. ``teacher``: the dataset and the teacher (checkpoint
         ``expert_epoch``) for online relabelling. ``dataset``: the dataset with soft labels
@@ -257,8 +237,8 @@ class Study:
         """
         from ..evaluation import has_soft_labels, relabel_for
 
-        protocol = protocol or self.protocol
-        source = protocol.label_source
+        config = config or self.config
+        source = config.label_source
         if source == "none":
             return dataset, None
         path = self.expert_path(expert_epoch, teacher)
@@ -266,8 +246,8 @@ class Study:
             return dataset, self.teacher(path)
         if keep_stored and has_soft_labels(dataset):
             return dataset, None
-        cache_key = ("labelled", key, path, protocol.soft_label_kind, protocol.label_temperature)
-        return self.cached(cache_key, lambda: relabel_for(dataset, self.teacher(path), protocol)), None
+        cache_key = ("labelled", key, path, config.soft_label_kind, config.label_temperature)
+        return self.cached(cache_key, lambda: relabel_for(dataset, self.teacher(path), config)), None
 
     def training_set(self, args: Any) -> tuple[Dataset, str]:
         """``args.distilled`` (split ``args.distilled_split``) if given, else a random IPC subset; with its label."""
@@ -305,59 +285,61 @@ class Study:
         self,
         dataset: Dataset,
         seed: int,
-        protocol: EvalProtocol | None = None,
+        config: GIFTConfig | None = None,
         teacher: nn.Module | None = None,
         student: StudentSpec | None = None,
+        optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Train one student (one cell) and return its record."""
-        protocol = protocol or self.protocol
-        needs_teacher = protocol.label_source == "teacher"
+        """Train one student (one cell) with :func:`gift_hf.evaluation.train_on_distilled`; its record."""
+        config = config or self.config
+        needs_teacher = config.label_source == "teacher"
         if needs_teacher and teacher is None:
             teacher = self.teacher()
         student = student or self.student_spec(teacher=teacher)
-        result = train_student(
+        result = train_on_distilled(
             dataset,
             self.test,
-            protocol,
+            config,
             seed,
             student,
             teacher if needs_teacher else None,
             num_classes=self.num_classes,
             image_column=self.image_column,
             label_column=self.label_column,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
         record = result.to_dict()
         record["num_images"] = len(dataset)
         return record
 
     def settings(self, **extra: Any) -> dict[str, Any]:
-        """Everything the results depend on: study options, data options, protocol."""
+        """Everything the results depend on: study options, data options, the students' training."""
         return {
             "experiment": self.name,
             "arguments": self.args.fingerprint_settings(),
             "data": dataclasses.asdict(self.data_args),
-            "protocol": self.protocol.to_dict(),
+            "config": {**self.config.training_settings(), "seed": self.config.seed,
+                       "num_students": self.config.num_students},
             **extra,
         }
 
     def fingerprint(self) -> str:
-        """Hash of what every cell depends on: study options (not the grid's axes), data,
-        protocol (not ``num_students``: the seeds are cells too)."""
-        protocol = {k: v for k, v in self.protocol.to_dict().items() if k != "num_students"}
+        """Hash of what every cell depends on: study options (not the grid's axes), data, the
+        students' training (not the seed or ``num_students``: the seeds are cells too)."""
         return fingerprint_of({
             "experiment": self.name,
             "arguments": self.args.fingerprint_settings(),
             "data": dataclasses.asdict(self.data_args),
-            "protocol": protocol,
+            "config": self.config.training_settings(),
         })
 
     def run(self, cells: list[Cell], run_one: Callable[[Cell], dict[str, Any]]):
         """Run the grid (resumable, split across processes); the main process gets every record."""
-        os.makedirs(self.args.output_dir, exist_ok=True)
+        os.makedirs(self.output_dir, exist_ok=True)
         records, self.stats = run_cells(
             cells,
             run_one,
-            self.args.output_dir,
+            self.output_dir,
             self.fingerprint(),
             desc=self.name,
             resume=self.args.resume,
@@ -366,10 +348,10 @@ class Study:
         return records
 
     def seeds(self) -> list[int]:
-        return self.protocol.seeds()
+        return self.config.seeds()
 
     def path(self, filename: str) -> str:
-        return os.path.join(self.args.output_dir, filename)
+        return os.path.join(self.output_dir, filename)
 
 
 @dataclass

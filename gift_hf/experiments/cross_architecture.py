@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from datasets import DatasetDict
 
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_json_option, parse_list
+from ..config import GIFTConfig
+from ..data import DataArguments
+from ..parser import parse_dict_option
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import heatmap_plot, pivot_table, summarize, write_results
 from .sweep import Cell
 
@@ -29,7 +30,6 @@ class CrossArchitectureArguments(ExperimentArguments):
 
     grid_fields = ("student_archs",)  # teachers are rows by folder name: a changed list recomputes
 
-    output_dir: str = field(default="outputs/cross_architecture", metadata={"help": "Where results go (resumable)."})
     teachers: Optional[list[str]] = field(
         default=None,
         metadata={"help": "Teachers (folders saved with save_pretrained, or Hub ids). Default: "
@@ -38,10 +38,10 @@ class CrossArchitectureArguments(ExperimentArguments):
     student_archs: list[str] = field(
         default_factory=lambda: ["gift_convnet_d3"], metadata={"help": "timm architectures of the students."}
     )
-    arch_model_kwargs: Optional[str] = field(
+    arch_model_kwargs: Optional[Union[dict, str]] = field(
         default=None,
-        metadata={"help": "timm.create_model keyword arguments per student architecture, as a JSON object "
-                  "{arch: {...}} (e.g. '{\"gift_convnet_d3\": {\"width\": 32}}')."},
+        metadata={"help": "timm.create_model keyword arguments per student architecture, {arch: {...}} (a JSON "
+                  "object on the command line, e.g. '{\"gift_convnet_d3\": {\"width\": 32}}')."},
     )
     distilled: Optional[str] = field(
         default=None,
@@ -53,13 +53,10 @@ class CrossArchitectureArguments(ExperimentArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.teachers is None:
-            if self.teacher_model_name_or_path is None:
-                raise ValueError("teachers: got none and no teacher_model_name_or_path; expected at least one teacher")
-            self.teachers = [self.teacher_model_name_or_path]
-        self.teachers = parse_list("teachers", self.teachers)
+        if self.teachers is not None:
+            self.teachers = parse_list("teachers", self.teachers)
         self.student_archs = parse_list("student_archs", self.student_archs)
-        self.arch_model_kwargs = parse_json_option("arch_model_kwargs", self.arch_model_kwargs) or {}
+        self.arch_model_kwargs = parse_dict_option("arch_model_kwargs", self.arch_model_kwargs) or {}
         unknown = sorted(set(self.arch_model_kwargs) - set(self.student_archs))
         if unknown:
             raise ValueError(
@@ -80,16 +77,19 @@ def _teacher_names(paths: list[str]) -> dict[str, str]:
 def run_cross_architecture(
     args: CrossArchitectureArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "gift",
+    config: GIFTConfig | str = "gift",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Train every student architecture on every teacher's labels; table + heatmap."""
-    study = Study("cross_architecture", args, data_args, protocol, data)
+    study = Study("cross_architecture", args, data_args, config, data)
     distilled, source = study.training_set(args)
-    names = _teacher_names(args.teachers)
+    teachers = args.teachers or [study.config.teacher_model_name_or_path]
+    if teachers == [None]:
+        raise ValueError("teachers: got none and no teacher_model_name_or_path; expected at least one teacher")
+    names = _teacher_names(teachers)
     by_name = {v: k for k, v in names.items()}
     # every teacher is checked against the data before any student trains
-    architectures = {names[t]: getattr(getattr(study.teacher(t), "config", None), "arch", "?") for t in args.teachers}
+    architectures = {names[t]: getattr(getattr(study.teacher(t), "config", None), "arch", "?") for t in teachers}
 
     def run_one(cell: Cell) -> dict[str, Any]:
         teacher_path = by_name[cell.params["teacher"]]
@@ -101,7 +101,7 @@ def run_cross_architecture(
         record["teacher_arch"] = architectures[cell.params["teacher"]]
         return record
 
-    cells = [Cell({"teacher": names[t], "student": a}, seed) for t in args.teachers for a in args.student_archs
+    cells = [Cell({"teacher": names[t], "student": a}, seed) for t in teachers for a in args.student_archs
              for seed in study.seeds()]
     records = study.run(cells, run_one)
     if records is None:
@@ -111,11 +111,11 @@ def run_cross_architecture(
         row["teacher_arch"] = architectures[row["teacher"]]
     table = pivot_table(summary, "teacher", "student", row_label="teacher (arch)",
                         fmt=lambda v: f"{v} ({architectures[v]})", col_fmt=str)
-    p = study.protocol
+    p = study.config
     title = f"Teacher × student architecture on {source}"
-    header = (f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol `{p.name}` "
-              f"(loss {p.loss}, {p.epochs} epochs).\n\n")
-    files = write_results(args.output_dir, study.name, settings=study.settings(teacher_architectures=architectures),
+    header = (f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol: "
+              f"{describe(p)}.\n\n")
+    files = write_results(study.output_dir, study.name, settings=study.settings(teacher_architectures=architectures),
                           records=records, summary=summary, table=header + table)
     files["plot"] = heatmap_plot(summary, "teacher", "student", study.path("cross_architecture.png"), title,
                                  row_label="teacher", col_label="student architecture")

@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe
 from .report import bar_plot, fmt_acc, markdown_table, summarize, write_results
 from .sweep import Cell
 
@@ -26,7 +26,6 @@ class EvaluateArguments(ExperimentArguments):
     """Options of ``gift-hf evaluate``. The real test split comes from the data options
     (``--dataset_name``/``--eval_split``; default: the embedded digits)."""
 
-    output_dir: str = field(default="outputs/evaluate", metadata={"help": "Where results go (resumable)."})
     distilled: Optional[str] = field(
         default=None, metadata={"help": "The distilled set: a save_distilled folder (Hub layout) or a Hub dataset id."}
     )
@@ -46,11 +45,11 @@ class EvaluateArguments(ExperimentArguments):
 def run_evaluate(
     args: EvaluateArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "gift",
+    config: GIFTConfig | str = "gift",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
-    """Train ``protocol.num_students`` students on the distilled set; mean ± std on the test split."""
-    study = Study("evaluate", args, data_args, protocol, data)
+    """Train ``config.num_students`` students on the distilled set; mean ± std on the test split."""
+    study = Study("evaluate", args, data_args, config, data)
     distilled = study.load_distilled(args.distilled, args.distilled_split)
 
     def run_one(cell: Cell) -> dict[str, Any]:
@@ -62,16 +61,14 @@ def run_evaluate(
     if records is None:
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["set"])
-    p = study.protocol
+    p = study.config
     rows = [[r["seed"], f"{100 * r['accuracy']:.2f}", " ".join(f"{100 * a:.1f}" for a in r["accuracies"])]
             for r in records]
     table = (f"**{fmt_acc(summary[0], 2)}** (mean ± std over {len(records)} students)\n\n"
              + markdown_table(["seed", "reported accuracy (%)", f"evaluations (best of {p.best_of})"], rows))
     title = f"{args.distilled} ({len(distilled)} images)"
-    header = (f"# {title}\n\nProtocol `{p.name}`: loss {p.loss}, {p.optimizer} lr {p.learning_rate:g}, "
-              f"{p.schedule} schedule, {p.epochs} epochs, batch {p.batch_size_for(len(distilled))}, augmentation "
-              f"{p.augmentation}, labels {p.label_source}.\n\n")
-    files = write_results(args.output_dir, study.name, settings=study.settings(), records=records, summary=summary,
+    header = f"# {title}\n\nProtocol: {describe(p, len(distilled))}.\n\n"
+    files = write_results(study.output_dir, study.name, settings=study.settings(), records=records, summary=summary,
                           table=header + table)
     files["plot"] = bar_plot(summary, "set", "set", study.path("evaluate.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files)

@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_list
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import line_plot, markdown_table, pivot_table, summarize, write_results
 from .sweep import Cell
 
@@ -30,7 +30,6 @@ class ExpertEpochArguments(ExperimentArguments):
 
     grid_fields = ("expert_epochs", "ipcs")
 
-    output_dir: str = field(default="outputs/expert_epochs", metadata={"help": "Where results go (resumable)."})
     expert_epochs: Optional[list[float]] = field(
         default=None, metadata={"help": "Expert epochs to label with. Default: every saved epoch of the teacher run."}
     )
@@ -57,11 +56,11 @@ def best_by(summary: list[dict[str, Any]], group: str, over: str) -> dict[Any, d
 def run_expert_epochs(
     args: ExpertEpochArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "label_paper",
+    config: GIFTConfig | str = "label_paper",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Sweep expert epoch × IPC; table with the best epoch per IPC, line plot."""
-    study = Study("expert_epochs", args, data_args, protocol, data)
+    study = Study("expert_epochs", args, data_args, config, data)
     epochs = study.expert_epochs(args.expert_epochs)
     for e in epochs:  # fail before training if an epoch has no checkpoint
         study.expert_path(e)
@@ -82,13 +81,12 @@ def run_expert_epochs(
         ["IPC", "best expert epoch", "accuracy (%)"],
         [[ipc, f"{b['expert_epoch']:g}", f"{b['mean']:.1f} ± {b['std']:.1f}"] for ipc, b in best.items()],
     )
-    p = study.protocol
+    p = study.config
     title = "Test accuracy against expert epoch, per IPC"
     header = (f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}) labelled by the teacher's "
-              f"checkpoint of each epoch; protocol `{p.name}` (loss {p.loss}, labels {p.label_source}, "
-              f"{p.epochs} epochs); mean ± std over {p.num_students} seeds.\n\n")
+              f"checkpoint of each epoch; protocol: {describe(p)}; mean ± std over {p.num_students} seeds.\n\n")
     extra = {"best_expert_epoch": {str(k): v for k, v in best.items()}}
-    files = write_results(args.output_dir, study.name, settings=study.settings(expert_epochs=epochs),
+    files = write_results(study.output_dir, study.name, settings=study.settings(expert_epochs=epochs),
                           records=records, summary=summary, table=header + table, extra=extra)
     files["plot"] = line_plot(summary, "expert_epoch", "ipc", study.path("expert_epochs.png"), title,
                               x_label="expert epoch", mark_best=True)

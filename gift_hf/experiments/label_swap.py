@@ -15,9 +15,9 @@ from typing import Any, Optional
 from datasets import DatasetDict
 
 from ..ablations import map_soft_labels, swap_topk
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_list
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import line_plot, markdown_table, fmt_acc, summarize, write_results
 from .sweep import Cell
 
@@ -36,7 +36,6 @@ class LabelSwapArguments(ExperimentArguments):
 
     grid_fields = ("ks", "include_hard")
 
-    output_dir: str = field(default="outputs/label_swap", metadata={"help": "Where results go (resumable)."})
     ks: Optional[list[int]] = field(
         default=None,
         metadata={"help": "Swap the k-th largest entry with the smallest for each k. Default: 1, 2, 3, 5, 10, … "
@@ -61,15 +60,15 @@ class LabelSwapArguments(ExperimentArguments):
 def run_label_swap(
     args: LabelSwapArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "label_paper",
+    config: GIFTConfig | str = "label_paper",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Train on swapped soft labels for each k, untouched labels and hard labels; table + plot."""
-    study = Study("label_swap", args, data_args, protocol, data)
-    base = study.protocol
+    study = Study("label_swap", args, data_args, config, data)
+    base = study.config
     if base.label_source != "dataset":
-        raise ValueError(f"protocol: the swap test edits stored soft labels; got soft_label_source="
-                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. protocol label_paper)")
+        raise ValueError(f"soft_label_source: the swap test edits stored soft labels; got soft_label_source="
+                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. recipes/label_paper/label_swap.yaml)")
     ks = args.ks or default_swap_ks(study.num_classes)
     if max(ks) > study.num_classes:
         raise ValueError(f"ks: got {max(ks)}; expected ranks <= the number of classes {study.num_classes}")
@@ -98,9 +97,9 @@ def run_label_swap(
              f"{index[s]['mean'] - reference:+.1f}"] for s in swaps]
     table = markdown_table(["swap", "accuracy (%)", "Δ vs original"], rows)
     title = f"Label swap test (IPC={args.ipc})"
-    header = (f"# {title}\n\nThe k-th largest soft-label entry swapped with the smallest; protocol `{base.name}` "
-              f"(loss {base.loss}, {base.epochs} epochs); mean ± std over {base.num_students} seeds.\n\n")
-    files = write_results(args.output_dir, study.name, settings=study.settings(ks=ks), records=records,
+    header = (f"# {title}\n\nThe k-th largest soft-label entry swapped with the smallest; protocol: "
+              f"{describe(base)}; mean ± std over {base.num_students} seeds.\n\n")
+    files = write_results(study.output_dir, study.name, settings=study.settings(ks=ks), records=records,
                           summary=summary, table=header + table)
     refs = {"original labels": reference}
     if "hard" in index:

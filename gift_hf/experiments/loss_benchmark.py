@@ -3,7 +3,7 @@ cross-optimizer study).
 
 Every loss is trained on the same distilled set with the same protocol, budget and student
 seeds; only the optimizer changes across columns (each with its own learning rate from
-:data:`gift_hf.evaluation.OPTIMIZERS`, the same for every loss). The table reports each
+:data:`OPTIMIZERS`, the same for every loss). The table reports each
 loss under each optimizer, its mean over optimizers and its *spread* (best − worst
 optimizer): a loss that generalises across optimizers has a small spread.
 """
@@ -16,16 +16,34 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from ..evaluation import OPTIMIZERS, EvalProtocol
+from ..config import GIFTConfig
 from ..losses import LOSSES
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_json_option, parse_list
+from ..data import DataArguments
+from ..parser import parse_dict_option
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import bar_plot, fmt_acc, markdown_table, summarize, write_results
 from .sweep import Cell
 
-__all__ = ["DEFAULT_LOSSES", "LossBenchmarkArguments", "run_loss_benchmark"]
+__all__ = ["DEFAULT_LOSSES", "OPTIMIZERS", "LossBenchmarkArguments", "optimizer_settings", "run_loss_benchmark"]
 
 DEFAULT_LOSSES = ["ce", "kl", "soft_ce", "mse", "mse_ce", "soft_ce_ce", "cosine", "gift"]
+
+#: The optimizers of the cross-optimizer study, with the learning rate each uses when not
+#: given (the same for every loss).
+OPTIMIZERS: dict[str, float] = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+
+
+def optimizer_settings(name: str, learning_rate: float) -> tuple[dict[str, Any], tuple[type, dict] | None]:
+    """``GIFTConfig`` changes for the study's optimizer ``name``, and the optimizer class the
+    Trainer is given when ``TrainingArguments.optim`` has no name for it (plain Adam: L2
+    weight decay coupled to the gradient, unlike AdamW)."""
+    if name == "adam":
+        import torch
+
+        return {"optim": "adamw_torch", "learning_rate": learning_rate}, (torch.optim.Adam, {"lr": learning_rate})
+    optim = {"sgd": "sgd", "adamw": "adamw_torch", "rmsprop": "rmsprop"}[name]
+    return {"optim": optim, "optim_args": "momentum=0.9" if name == "sgd" else None,
+            "learning_rate": learning_rate}, None
 
 
 @dataclass
@@ -34,7 +52,6 @@ class LossBenchmarkArguments(ExperimentArguments):
 
     grid_fields = ("losses", "optimizers")
 
-    output_dir: str = field(default="outputs/loss_benchmark", metadata={"help": "Where results go (resumable)."})
     losses: list[str] = field(
         default_factory=lambda: list(DEFAULT_LOSSES), metadata={"help": f"Losses to compare, from {sorted(LOSSES)}."}
     )
@@ -59,7 +76,7 @@ class LossBenchmarkArguments(ExperimentArguments):
         super().__post_init__()
         self.losses = parse_list("losses", self.losses, allowed=sorted(LOSSES))
         self.optimizers = parse_list("optimizers", self.optimizers, allowed=sorted(OPTIMIZERS))
-        rates = parse_json_option("optimizer_learning_rates", self.optimizer_learning_rates) or {}
+        rates = parse_dict_option("optimizer_learning_rates", self.optimizer_learning_rates) or {}
         for name, rate in rates.items():
             if name not in OPTIMIZERS:
                 raise ValueError(f"optimizer_learning_rates: unknown optimizer {name!r}; expected keys from "
@@ -70,11 +87,12 @@ class LossBenchmarkArguments(ExperimentArguments):
         if self.ipc < 1:
             raise ValueError(f"ipc: got {self.ipc}; expected >= 1")
 
-    def learning_rate(self, optimizer: str, protocol: EvalProtocol) -> float:
-        """The rate of ``optimizer``: an explicit one, the protocol's for its own optimizer, else the default."""
+    def learning_rate(self, optimizer: str, config: GIFTConfig) -> float:
+        """The rate of ``optimizer``: an explicit one, the config's for its own optimizer, else the default."""
         if optimizer in self.optimizer_learning_rates:
             return float(self.optimizer_learning_rates[optimizer])
-        return protocol.learning_rate if optimizer == protocol.optimizer else OPTIMIZERS[optimizer]
+        own = {"adamw_torch": "adamw", "sgd": "sgd", "rmsprop": "rmsprop"}.get(getattr(config.optim, "value", ""))
+        return config.learning_rate if optimizer == own else OPTIMIZERS[optimizer]
 
 
 def _spread_rows(summary: list[dict[str, Any]], losses: list[str]) -> dict[str, dict[str, float]]:
@@ -110,20 +128,20 @@ def loss_optimizer_table(summary: list[dict[str, Any]], losses: list[str], optim
 def run_loss_benchmark(
     args: LossBenchmarkArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "gift",
+    config: GIFTConfig | str = "gift",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Run the loss × optimizer grid; write results.{json,csv,md} and ``loss_benchmark.png``."""
-    study = Study("loss_benchmark", args, data_args, protocol, data)
+    study = Study("loss_benchmark", args, data_args, config, data)
     distilled, source = study.training_set(args)
-    base = study.protocol
+    base = study.config
     rates = {o: args.learning_rate(o, base) for o in args.optimizers}
 
     def run_one(cell: Cell) -> dict[str, Any]:
-        p = base.replace(loss=cell.params["loss"], optimizer=cell.params["optimizer"],
-                         learning_rate=rates[cell.params["optimizer"]])
+        changes, optimizer = optimizer_settings(cell.params["optimizer"], rates[cell.params["optimizer"]])
+        p = base.replace(loss=cell.params["loss"], **changes)
         dataset, teacher = study.prepare(distilled, "distilled", p, keep_stored=True)
-        return study.train_cell(dataset, cell.seed, p, teacher)
+        return study.train_cell(dataset, cell.seed, p, teacher, optimizer_cls_and_kwargs=optimizer)
 
     cells = [Cell({"loss": loss, "optimizer": o}, seed) for loss in args.losses for o in args.optimizers
              for seed in study.seeds()]
@@ -134,9 +152,9 @@ def run_loss_benchmark(
     table = loss_optimizer_table(summary, args.losses, args.optimizers)
     spreads = _spread_rows(summary, args.losses)
     title = f"Loss × optimizer on {source} ({len(distilled)} images)"
-    header = (f"# {title}\n\nTest accuracy (%) of students, mean ± std over {base.num_students} seeds; protocol "
-              f"`{base.name}` ({base.epochs} epochs, learning rates {rates}).\n\n")
-    files = write_results(args.output_dir, study.name, settings=study.settings(learning_rates=rates),
+    header = (f"# {title}\n\nTest accuracy (%) of students, mean ± std over {base.num_students} seeds; "
+              f"{describe(base)}; learning rates {rates}.\n\n")
+    files = write_results(study.output_dir, study.name, settings=study.settings(learning_rates=rates),
                           records=records, summary=summary, table=header + table, extra={"spread": spreads})
     files["plot"] = bar_plot(summary, "loss", "optimizer", study.path("loss_benchmark.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files, {"spread": spreads})

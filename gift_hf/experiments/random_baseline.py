@@ -19,10 +19,10 @@ from typing import Any, Optional
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study
-from .report import _plt, _save, fmt_acc, markdown_table, summarize, write_results
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe
+from .report import fmt_acc, markdown_table, pyplot, save_figure, summarize, write_results
 from .sweep import Cell
 
 __all__ = ["ImprovementOverRandomArguments", "gap_statistics", "run_improvement_over_random"]
@@ -34,9 +34,6 @@ class ImprovementOverRandomArguments(ExperimentArguments):
 
     grid_fields = ("num_random",)
 
-    output_dir: str = field(
-        default="outputs/improvement_over_random", metadata={"help": "Where results go (resumable)."}
-    )
     distilled: Optional[str] = field(
         default=None, metadata={"help": "The distilled set to judge (save_distilled folder or Hub dataset id)."}
     )
@@ -96,11 +93,11 @@ def _matched_random(study: Study, distilled: Dataset, seed: int) -> Dataset:
 def run_improvement_over_random(
     args: ImprovementOverRandomArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "gift",
+    config: GIFTConfig | str = "gift",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Evaluate the distilled set and ``num_random`` matched random subsets; gap with uncertainty."""
-    study = Study("improvement_over_random", args, data_args, protocol, data)
+    study = Study("improvement_over_random", args, data_args, config, data)
     distilled = study.load_distilled(args.distilled, args.distilled_split)
     sources = ["distilled"] + [f"random-{args.selection_seed + j}" for j in range(args.num_random)]
 
@@ -129,18 +126,18 @@ def run_improvement_over_random(
     table = markdown_table(["training set", "accuracy (%)", "students"], rows)
     table += (f"\n\n**Gap (distilled − random): {gap['gap']:+.2f} points**, standard error {gap['se']:.2f}, "
               f"95% CI [{gap['ci95_low']:+.2f}, {gap['ci95_high']:+.2f}] (Welch).")
-    p = study.protocol
+    p = study.config
     title = f"{args.distilled} vs random real subsets ({len(distilled)} images)"
-    header = (f"# {title}\n\nIdentical protocol `{p.name}` (loss {p.loss}, labels {p.label_source}, {p.epochs} "
-              f"epochs, {p.num_students} student seeds per set).\n\n")
-    files = write_results(args.output_dir, study.name, settings=study.settings(num_images=len(distilled)),
+    header = (f"# {title}\n\nIdentical protocol: {describe(p)}; "
+              f"{p.num_students} student seeds per set.\n\n")
+    files = write_results(study.output_dir, study.name, settings=study.settings(num_images=len(distilled)),
                           records=records, summary=summary, table=header + table, extra={"gap": gap})
     files["plot"] = _strip_plot(d_acc, r_acc, records, gap, study.path("improvement_over_random.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files, {"gap": gap})
 
 
 def _strip_plot(d_acc, r_acc, records, gap, path, title) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
     rng = np.random.default_rng(0)
     for x, accs, color in ((0, d_acc, "#3f7fbf"), (1, r_acc, "#9e9e9e")):
@@ -152,4 +149,4 @@ def _strip_plot(d_acc, r_acc, records, gap, path, title) -> str:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{title}\ngap {gap['gap']:+.1f} ± {gap['se']:.1f} (SE)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -11,7 +11,7 @@ import statistics
 import tempfile
 from typing import Any, Callable, Sequence
 
-from .sweep import _fmt, atomic_write_text
+from .sweep import atomic_write_text, format_value
 
 __all__ = [
     "bar_plot",
@@ -19,6 +19,8 @@ __all__ = [
     "heatmap_plot",
     "line_plot",
     "markdown_table",
+    "pyplot",
+    "save_figure",
     "pivot_table",
     "summarize",
     "write_results",
@@ -102,7 +104,8 @@ def _csv(summary: Sequence[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (plots are files, never windows)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -111,7 +114,8 @@ def _plt():
     return plt
 
 
-def _save(fig: Any, path: str) -> str:
+def save_figure(fig: Any, path: str) -> str:
+    """Write ``fig`` to ``path`` as PNG atomically, close it and return ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
@@ -122,7 +126,7 @@ def _save(fig: Any, path: str) -> str:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        _plt().close(fig)
+        pyplot().close(fig)
     return path
 
 
@@ -135,7 +139,7 @@ def bar_plot(
     ylabel: str = "test accuracy (%)",
 ) -> str:
     """Grouped bars: one group per ``group_key`` value, one bar per ``bar_key`` value, ± std."""
-    plt = _plt()
+    plt = pyplot()
     groups = list(dict.fromkeys(s[group_key] for s in summary))
     bars = list(dict.fromkeys(s[bar_key] for s in summary))
     index = {(s[group_key], s[bar_key]): s for s in summary}
@@ -158,7 +162,7 @@ def bar_plot(
     low = min((s["mean"] - s["std"] for s in summary), default=0.0)
     ax.set_ylim(max(0.0, 10 * (low // 10) - 10), 100)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def heatmap_plot(
@@ -172,7 +176,7 @@ def heatmap_plot(
     col_label: str | None = None,
 ) -> str:
     """Annotated heatmap of the mean accuracy over ``row_key`` × ``col_key``."""
-    plt = _plt()
+    plt = pyplot()
     rows = list(dict.fromkeys(s[row_key] for s in summary))
     cols = list(dict.fromkeys(s[col_key] for s in summary))
     index = {(s[row_key], s[col_key]): s for s in summary}
@@ -187,14 +191,14 @@ def heatmap_plot(
                 # dark text on the bright end of viridis, white on the dark end
                 color = "black" if grid[i][j] > middle else "white"
                 ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color=color, fontsize=8)
-    ax.set_xticks(range(len(cols)), [_fmt(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [_fmt(r) for r in rows])
+    ax.set_xticks(range(len(cols)), [format_value(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [format_value(r) for r in rows])
     ax.set_xlabel(col_label or col_key)
     ax.set_ylabel(row_label or row_key)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def line_plot(
@@ -209,7 +213,7 @@ def line_plot(
     mark_best: bool = False,
 ) -> str:
     """Mean accuracy against ``x_key`` (one line per ``line_key`` value), ± std band."""
-    plt = _plt()
+    plt = pyplot()
     lines = list(dict.fromkeys(s[line_key] for s in summary)) if line_key else [None]
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for value in lines:
@@ -232,7 +236,7 @@ def line_plot(
     if line_key or references:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_results(

@@ -15,9 +15,9 @@ from typing import Any, Optional
 from datasets import DatasetDict
 
 from ..ablations import keep_topk, map_soft_labels
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_list
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import heatmap_plot, markdown_table, pivot_table, summarize, write_results
 from .sweep import Cell
 
@@ -39,9 +39,6 @@ class DataKnowledgeScalingArguments(ExperimentArguments):
 
     grid_fields = ("ipcs", "topks", "include_hard")
 
-    output_dir: str = field(
-        default="outputs/data_knowledge_scaling", metadata={"help": "Where results go (resumable)."}
-    )
     ipcs: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "Images per class to sweep."})
     topks: Optional[list[int]] = field(
         default=None,
@@ -74,15 +71,15 @@ def soft_hard_gap(summary: list[dict[str, Any]], full_k: Any) -> dict[Any, float
 def run_data_knowledge_scaling(
     args: DataKnowledgeScalingArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "label_paper",
+    config: GIFTConfig | str = "label_paper",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Train the IPC × top-k grid (plus hard labels); table with the soft − hard gap, heatmap."""
-    study = Study("data_knowledge_scaling", args, data_args, protocol, data)
-    base = study.protocol
+    study = Study("data_knowledge_scaling", args, data_args, config, data)
+    base = study.config
     if base.label_source != "dataset":
-        raise ValueError(f"protocol: top-k truncation edits stored soft labels; got soft_label_source="
-                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. protocol label_paper)")
+        raise ValueError(f"soft_label_source: top-k truncation edits stored soft labels; got soft_label_source="
+                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. recipes/label_paper/data_knowledge_scaling.yaml)")
     if base.soft_label_kind != "probabilities":
         raise ValueError("soft_label_kind: top-k truncation zeroes entries, which means 'no knowledge' only for "
                          f"probabilities; got {base.soft_label_kind!r}")
@@ -117,11 +114,11 @@ def run_data_knowledge_scaling(
                                          [[ipc, f"{g:+.1f}"] for ipc, g in gap.items()])
     title = "Data–knowledge scaling: IPC × top-k soft-label entries"
     header = (f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}); labels "
-              f"softmax(expert logits / {base.label_temperature:g}) truncated to their k largest entries; protocol "
-              f"`{base.name}` (loss {base.loss}, {base.epochs} epochs); mean ± std over {base.num_students} seeds."
+              f"softmax(expert logits / {base.label_temperature:g}) truncated to their k largest entries; protocol: "
+              f"{describe(base)}; mean ± std over {base.num_students} seeds."
               "\n\n")
     extra = {"soft_minus_hard": {str(k): v for k, v in gap.items()}}
-    files = write_results(args.output_dir, study.name, settings=study.settings(topks=ks), records=records,
+    files = write_results(study.output_dir, study.name, settings=study.settings(topks=ks), records=records,
                           summary=summary, table=header + table, extra=extra)
     plot_rows = [dict(r, topk=label(r["topk"])) for r in summary]
     files["plot"] = heatmap_plot(plot_rows, "topk", "ipc", study.path("data_knowledge_scaling.png"), title,

@@ -24,22 +24,21 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-__all__ = ["Cell", "SweepStats", "atomic_write_text", "detach_from_launcher", "fingerprint_of", "run_cells"]
+__all__ = [
+    "Cell", "SweepStats", "atomic_write_text", "detach_from_launcher", "fingerprint_of", "format_value", "run_cells",
+]
 
 CELLS_DIR = "cells"
 RESULTS_FILE = "results.json"
 
-# Variables a launcher (torchrun / accelerate launch / mpirun) sets to make one distributed
-# job; removed so that each process's Trainer trains its own students on its own.
-_LAUNCHER_ENV = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-    "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-    "TORCHELASTIC_USE_AGENT_STORE", "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
-    "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MPI_LOCALRANKID",
-    "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED",
-)
+# torchrun and `accelerate launch` describe a distributed job to torch.distributed (its env://
+# rendezvous) and to accelerate with these variables; without them a Trainer in this process is
+# a single-process one. A study uses the launcher only to start N processes and splits its cells
+# among them itself (each cell is a whole, independent student training).
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,12 @@ class Cell:
     @property
     def key(self) -> str:
         """A stable, file-name-safe id, e.g. ``loss=gift,optimizer=sgd,seed=1``."""
-        parts = [f"{k}={_fmt(v)}" for k, v in self.params.items()] + [f"seed={self.seed}"]
+        parts = [f"{k}={format_value(v)}" for k, v in self.params.items()] + [f"seed={self.seed}"]
         return re.sub(r"[^A-Za-z0-9=,._+-]", "_", ",".join(parts))
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A parameter value as cell keys and table headers show it (floats in %g)."""
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -95,26 +95,28 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
-def _int_env(names: Sequence[str], default: int) -> int:
-    for name in names:
-        value = os.environ.get(name)
-        if value not in (None, ""):
-            return int(value)
-    return default
+_DETACHED: tuple[int, int] | None = None
 
 
 def detach_from_launcher() -> tuple[int, int]:
     """``(rank, world_size)`` of this process in its launch; then make it a standalone process.
 
-    Called before any ``Trainer`` exists. With ``world_size > 1`` the launcher's variables
-    are removed from the environment (each process trains whole students by itself) and,
-    on GPUs, the process keeps only its own device (``CUDA_VISIBLE_DEVICES``).
+    Called before any ``Trainer`` or ``GIFTConfig`` exists (a study script calls it before
+    parsing its options). With ``world_size > 1`` the launcher's variables are removed from
+    the environment (each process trains whole students by itself) and, on GPUs, the
+    process keeps only its own device (``CUDA_VISIBLE_DEVICES``). Later calls return the
+    same ``(rank, world_size)``.
     """
-    rank = _int_env(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
-    world = _int_env(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
+    global _DETACHED
+    if _DETACHED is not None:
+        return _DETACHED
+    if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+        raise RuntimeError("a study splits its cells across the processes of `accelerate launch` or `torchrun`; "
+                           "launch it with one of these, not mpirun")
+    rank, world = int(os.environ.get("RANK") or 0), int(os.environ.get("WORLD_SIZE") or 1)
     if world <= 1:
         return 0, 1
-    local_rank = _int_env(("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"), rank)
+    local_rank = int(os.environ.get("LOCAL_RANK") or rank)
     from accelerate.state import PartialState
 
     if PartialState._shared_state:  # a distributed state exists: its Trainer would sync with the others
@@ -131,6 +133,7 @@ def detach_from_launcher() -> tuple[int, int]:
         devices = [d for d in visible.split(",") if d.strip()] if visible else None
         if devices is None or local_rank < len(devices):
             os.environ["CUDA_VISIBLE_DEVICES"] = devices[local_rank] if devices else str(local_rank)
+    _DETACHED = (rank, world)
     return rank, world
 
 

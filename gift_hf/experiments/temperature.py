@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from ..evaluation import EvalProtocol
-from ..recipe_utils import DataArguments
-from .common import ExperimentArguments, ExperimentResult, Study, parse_list, saved_expert_epochs
+from ..config import GIFTConfig
+from ..data import DataArguments
+from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list, saved_expert_epochs
 from .expert_epochs import best_by
 from .report import heatmap_plot, pivot_table, summarize, write_results
 from .sweep import Cell
@@ -30,7 +30,6 @@ class TemperatureGridArguments(ExperimentArguments):
 
     grid_fields = ("temperatures", "expert_epochs")
 
-    output_dir: str = field(default="outputs/temperature_grid", metadata={"help": "Where results go (resumable)."})
     temperatures: list[float] = field(
         default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], metadata={"help": "Temperatures to sweep."}
     )
@@ -55,14 +54,14 @@ class TemperatureGridArguments(ExperimentArguments):
 def run_temperature_grid(
     args: TemperatureGridArguments,
     data_args: DataArguments | None = None,
-    protocol: EvalProtocol | str = "label_paper",
+    config: GIFTConfig | str = "label_paper",
     data: DatasetDict | None = None,
 ) -> ExperimentResult:
     """Sweep temperature × expert epoch; table, heatmap, best temperature per expert epoch."""
-    study = Study("temperature_grid", args, data_args, protocol, data)
-    base = study.protocol
+    study = Study("temperature_grid", args, data_args, config, data)
+    base = study.config
     if base.label_source == "none":
-        raise ValueError(f"protocol: loss {base.loss!r} uses no soft labels, so a temperature changes nothing")
+        raise ValueError(f"loss: {base.loss!r} uses no soft labels, so a temperature changes nothing")
     stored_probabilities = base.label_source == "dataset" and base.soft_label_kind == "probabilities"
     knob = "label_temperature" if stored_probabilities else "temperature"
     if args.expert_epochs or _has_checkpoints(study):
@@ -93,10 +92,10 @@ def run_temperature_grid(
     )
     title = f"Temperature × expert epoch (IPC={args.ipc})"
     header = (f"# {title}\n\nT is the {'labels’ softmax temperature' if stored_probabilities else 'loss temperature'}"
-              f" (`{knob}`); protocol `{base.name}` (loss {base.loss}, labels {base.label_source}, {base.epochs} "
-              f"epochs); mean ± std over {base.num_students} seeds.\n\n")
+              f" (`{knob}`); protocol: {describe(base)}; "
+              f"mean ± std over {base.num_students} seeds.\n\n")
     extra = {"knob": knob, "best_temperature": {str(k): v for k, v in best.items()}}
-    files = write_results(args.output_dir, study.name, settings=study.settings(expert_epochs=epochs, knob=knob),
+    files = write_results(study.output_dir, study.name, settings=study.settings(expert_epochs=epochs, knob=knob),
                           records=records, summary=summary, table=header + table, extra=extra)
     files["plot"] = heatmap_plot(summary, "temperature", "expert_epoch", study.path("temperature_grid.png"), title,
                                  row_label="temperature T", col_label="expert epoch")
@@ -104,5 +103,5 @@ def run_temperature_grid(
 
 
 def _has_checkpoints(study: Study) -> bool:
-    path = study.args.teacher_model_name_or_path
+    path = study.config.teacher_model_name_or_path
     return bool(path and os.path.isdir(path) and saved_expert_epochs(path))

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``gift-hf`` CLI (see :mod:`gift_hf.cli`)."""

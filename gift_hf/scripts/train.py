@@ -1,0 +1,145 @@
+"""``gift-hf train``: train a student on (distilled) image data with GIFT or any soft-label loss.
+
+Runs unchanged on one process or under ``accelerate launch`` (multi-GPU, multi-node,
+bf16/fp16), e.g.::
+
+    gift-hf train --output_dir outputs/student --teacher_model_name_or_path outputs/teacher
+
+    accelerate launch --config_file recipes/accelerate/multi_gpu_bf16.yaml -m gift_hf.scripts.train \\
+        --config recipes/gift/train.yaml --dataset_name my/distilled-cifar10 \\
+        --teacher_model_name_or_path my/teacher --output_dir outputs/student
+
+Options: the student (below), the data (:class:`gift_hf.data.DataArguments`) and every
+:class:`gift_hf.GIFTConfig` field (``--loss``, ``--gamma``, ``--soft_label_source``, all of
+``TrainingArguments``); ``--help`` lists them, ``--config FILE.yaml`` reads a recipe.
+Results: ``train_results.json``, ``eval_results.json``, ``all_results.json`` and the student
+(``save_pretrained``) in ``output_dir``, written by the main process only. Resume a killed
+run with ``--resume_from_checkpoint last``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from ..parser import GIFTParser, parse_dict_option
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """The student (the teacher is ``GIFTConfig.teacher_model_name_or_path``)."""
+
+    student_arch: str = field(
+        default="gift_convnet_d3",
+        metadata={"help": "timm architecture of a freshly initialised student (gift_convnet_d3, resnet18, ...)."},
+    )
+    student_model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Start from a student saved with save_pretrained instead."}
+    )
+    student_model_kwargs: Optional[Union[dict, str]] = field(
+        default=None,
+        metadata={"help": "Extra timm.create_model keyword arguments (a JSON object on the command line)."},
+    )
+
+    def __post_init__(self) -> None:
+        self.student_model_kwargs = parse_dict_option("student_model_kwargs", self.student_model_kwargs)
+
+
+def make_parser() -> GIFTParser:
+    from ..config import GIFTConfig
+    from ..data import DataArguments
+
+    return GIFTParser((ModelArguments, DataArguments, GIFTConfig), prog="gift-hf train", description=__doc__)
+
+
+def setup_logging(config: Any) -> None:
+    """Logging as in the transformers example scripts: full on the main process only."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    log_level = config.get_process_log_level()
+    # The scripts' own progress lines at INFO on the main process; libraries at log_level.
+    logging.getLogger("gift_hf").setLevel(min(log_level, logging.INFO) if config.should_log else log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.warning(f"process {config.process_index}/{config.world_size}, device {config.device}, "
+                   f"mixed precision {config.mixed_precision}")
+    logger.info(f"training arguments: {config}")  # str() masks *_token fields
+
+
+def _count_predictions(compute_metrics):
+    """Add ``num_predictions``: how many rows reached the metric after gathering over ranks
+    (the split's size when the distributed sampler's padding was dropped)."""
+
+    def wrapped(eval_pred):
+        metrics = compute_metrics(eval_pred)
+        metrics["num_predictions"] = len(eval_pred.label_ids)
+        return metrics
+
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    from ..data import (
+        ShardRecordingCollator,
+        build_image_transform,
+        check_soft_label_columns,
+        default_collator,
+        infer_channels_and_size,
+        label_names,
+        load_image_dataset,
+    )
+    from ..metrics import build_compute_metrics
+    from ..modeling import create_model, load_teacher
+    from ..training import check_model_input, train_student
+
+    model_args, data_args, config = make_parser().parse_args_and_config(argv)
+    setup_logging(config)
+    do_train = config.do_train or not config.do_eval
+    do_eval = (config.do_eval or not config.do_train) and data_args.eval_split is not None
+
+    with config.main_process_first(desc="loading the dataset"):
+        data = load_image_dataset(data_args)
+    if config.label_source == "dataset":
+        check_soft_label_columns(data["train"], data_args)
+    names = label_names(data["train"], data_args.label_column)
+    channels, size = infer_channels_and_size(data["train"], data_args)
+    transform = build_image_transform(data_args, channels)
+    for split in data.values():
+        split.set_transform(transform)
+
+    def student():
+        if model_args.student_model_name_or_path is not None:
+            model = load_teacher(model_args.student_model_name_or_path, trust_remote_code=config.trust_remote_code)
+            model.requires_grad_(True)  # load_teacher freezes; a student trains
+        else:
+            model = create_model(
+                model_args.student_arch, len(names), in_chans=channels, img_size=size, id2label=dict(enumerate(names)),
+                image_mean=list(transform.mean), image_std=list(transform.std), **(model_args.student_model_kwargs or {}),
+            )
+        check_model_input(model, "student", channels, size, len(names))
+        return model
+
+    collator = default_collator(data_args, len(names), record=data_args.record_shard_indices)
+    result = train_student(
+        config,
+        student,
+        data["train"] if do_train else None,
+        data["eval"] if do_eval else None,
+        data_collator=collator,
+        compute_metrics=_count_predictions(build_compute_metrics(len(names))),
+        save=True,
+    )
+    metrics = dict(result.metrics)
+    metrics["world_size"] = metrics["eval_world_size"] = config.world_size
+    if isinstance(collator, ShardRecordingCollator):
+        collator.dump(config.output_dir, config.process_index)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
