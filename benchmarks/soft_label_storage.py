@@ -29,7 +29,7 @@ from datasets import ClassLabel, Dataset, Features, Image
 
 from gift_hf import DistilledInfo, ImageTransform, SoftLabelCollator, load_distilled, save_distilled
 from gift_hf.data import densify_topk
-from gift_hf.distilled import _quiet_datasets
+from gift_hf.distilled import quiet_datasets
 from gift_hf.relabel import add_soft_labels
 
 NUM_CLASSES = 1000
@@ -54,7 +54,7 @@ def storage_table(n: int, tmp: Path) -> list[tuple[str, float, float]]:
         ds = add_soft_labels(base, soft, topk, dtype).remove_columns(["label"])
         raw = ds.data.nbytes / n
         path = tmp / f"{dtype}-{topk}.parquet"
-        with _quiet_datasets():
+        with quiet_datasets():
             ds.to_parquet(str(path))
         rows.append((name, raw, path.stat().st_size / n))
     return rows

@@ -1,4 +1,5 @@
-"""Soft-label ablations from "A Label is Worth a Thousand Images" (SPEC.md).
+"""Soft-label ablations from "A Label is Worth a Thousand Images in Dataset Distillation"
+(Qin, Deng, Alvarez-Melis, NeurIPS 2024).
 
 All functions take an ``(N, C)`` soft-label matrix (a torch tensor or a numpy array) and
 return the same type, dtype and device; the input is never modified.

@@ -52,7 +52,7 @@ class Checkpoint:
 
     @property
     def info(self) -> dict[str, Any]:
-        """What :data:`CHECKPOINT_MARKER` records: ``run_id``, ``run`` (the identity) and ``train_loss_sum``/``count``."""
+        """What :data:`CHECKPOINT_MARKER` records: ``run_id``, ``run`` (its identity), ``train_loss_sum``/``count``."""
         return read_json(os.path.join(self.path, CHECKPOINT_MARKER))
 
 
@@ -77,7 +77,7 @@ def write_json(path: str, value: dict[str, Any]) -> None:
 
 
 def current_run_id(output_dir: str | os.PathLike) -> str | None:
-    """The id of the run that last started from scratch in ``output_dir`` (None for a folder gift_hf never trained in)."""
+    """The id of the run that last started from scratch in ``output_dir`` (None if gift_hf never trained there)."""
     return read_json(os.path.join(os.fspath(output_dir), RUN_FILE)).get("run_id")
 
 

@@ -485,15 +485,25 @@ def _training_snippet(info: DistilledInfo, ds: Dataset, repo: str) -> str:
     std = tuple(info.image_std) if info.image_std else (0.5,)
     kwargs = info.training_kwargs()
     config_args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    teacher = "" if kwargs["soft_label_source"] == "dataset" else ', teacher_model_name_or_path="<teacher>"'
+    stored = kwargs["soft_label_source"] == "dataset"
+    teacher = "" if stored else ', teacher_model_name_or_path="<teacher>"'
+    labels = (f"--soft_label_source dataset --soft_label_kind {kwargs['soft_label_kind']} --student_arch gift_convnet_d3"
+              if stored else "--teacher_model_name_or_path <teacher>")
     return (
+        "Score it the GIFT paper's way (3 students, 1000 epochs, mean ± std on the real test split of"
+        " `--dataset_name`, here the source dataset):\n\n"
+        "```bash\n"
+        f"gift-hf evaluate --distilled {repo} --dataset_name <source dataset> {labels}\n"
+        "```\n\n"
+        "or train one student in Python (GIFTConfig's defaults are the GIFT paper's protocol: AdamW, learning rate"
+        " 1e-3, weight decay 1e-4, ×0.2 at 2/3 and 5/6 of training, no gradient clipping):\n\n"
         "```python\n"
         "from gift_hf import GIFTConfig, GIFTTrainer, ImageTransform, create_model, load_distilled\n\n"
         f'ds, info = load_distilled("{repo}")\n'
         'train = ds["train"]\n'
         f"train.set_transform(ImageTransform(image_size={size}, channels={channels}, mean={mean}, std={std}))\n"
         f'model = create_model("gift_convnet_d3", num_classes=info.num_classes, in_chans={channels}, img_size={size})\n'
-        f'args = GIFTConfig(output_dir="student", loss="gift", {config_args}{teacher})\n'
+        f'args = GIFTConfig(output_dir="student", loss="gift", num_train_epochs=1000, {config_args}{teacher})\n'
         "GIFTTrainer(model=model, args=args, train_dataset=train).train()\n"
         "```"
     )

@@ -1,7 +1,7 @@
 """Teacher relabelling: add soft labels to a dataset from a teacher (or an ensemble).
 
-The label paper's recipe (SPEC.md): soft labels are computed once, on un-augmented
-images, as ``softmax(expert logits / T)``, optionally from an ensemble of experts
+The recipe of "A Label is Worth a Thousand Images" (Qin et al., NeurIPS 2024): soft labels
+are computed once, on un-augmented images, as ``softmax(expert logits / T)``, optionally from an ensemble of experts
 (averaged logits) and from an early-stopped training checkpoint ("expert epoch").
 :func:`relabel` does this batched on any device, storing dense ``soft_label`` or sparse
 top-k ``soft_label_topk_values``/``soft_label_topk_indices`` columns, and returns the
@@ -287,7 +287,8 @@ def add_soft_labels(ds: Dataset, soft: torch.Tensor, topk: int | None = None, dt
                              feature=List(Value(dtype), length=num_classes))
     values, indices = topk_sparsify(soft, topk)
     index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
-    ds = ds.add_column(TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk))
+    ds = ds.add_column(TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype),
+                       feature=List(Value(dtype), length=topk))
     return ds.add_column(TOPK_INDICES_COLUMN, fixed_size_list(indices.numpy(), index_dtype),
                          feature=List(Value(index_dtype), length=topk))
 

@@ -34,7 +34,7 @@ def hand_ce(z, y):
     return -math.log(softmax(z)[y])
 
 
-def test_registry_has_the_spec_names():
+def test_registry_has_the_papers_loss_names():
     assert set(LOSSES) == {"ce", "kl", "soft_ce", "mse", "mse_ce", "soft_ce_ce", "cosine", "gift"}
 
 
@@ -82,7 +82,7 @@ def test_cosine():
     assert get_loss("cosine")(Z, T, Y).item() == pytest.approx(sum(per) / 2, rel=1e-6)
 
 
-def test_smoothing_matches_the_spec():
+def test_smoothing_matches_the_gift_paper():
     s = smooth_labels(torch.tensor([2]), 5, smoothing=0.1)
     assert s.tolist()[0] == pytest.approx([0.025, 0.025, 0.9, 0.025, 0.025])
 

@@ -18,7 +18,7 @@ from gift_hf import (
 
 
 def gift_by_hand(z, t, y, num_classes, gamma=0.1, alpha=0.1):
-    """SPEC.md: r = normalize(t) + γ·normalize(smoothed one-hot); loss = 1 − mean cos(z, r)."""
+    """GIFT (Shang et al., ICLR 2025): r = normalize(t) + γ·normalize(smoothed one-hot); loss = 1 − mean cos(z, r)."""
     s = torch.full((len(y), num_classes), alpha / (num_classes - 1))
     s[torch.arange(len(y)), y] = 1 - alpha
     r = t / t.norm(dim=1, keepdim=True) + gamma * s / s.norm(dim=1, keepdim=True)
