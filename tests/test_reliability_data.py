@@ -330,3 +330,14 @@ def test_the_reliability_matrix_names_real_tests_and_no_silent_case():
         assert references, row
         for path, name in references:
             assert re.search(rf"^def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M), f"{path}::{name}"
+
+
+def test_the_reliability_counts_match_the_matrix():
+    import re
+
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    outcomes = [line.strip().strip("|").split("|")[3].strip() for line in text.splitlines()
+                if re.match(r"\| \d+ \|", line)]
+    stated = re.search(r"of the (\d+) cases below, (\d+) end in a clear error and (\d+)\s+in a correct result", text)
+    assert stated, "the page states the counts"
+    assert [int(g) for g in stated.groups()] == [len(outcomes), outcomes.count("error"), outcomes.count("correct")]
