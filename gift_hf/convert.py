@@ -101,8 +101,10 @@ def from_tensor_file(
         source_dataset, method: recorded in the info.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tensor file {str(path)!r} not found; expected a torch.save file")
     if not path.is_file():
-        raise ValueError(f"tensor file {str(path)!r} does not exist; expected a torch.save file")
+        raise ValueError(f"tensor file {str(path)!r} is not a file; expected a torch.save file")
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format: got {image_format!r}; expected one of {IMAGE_FORMATS}")
     if soft_label_kind not in ("logits", "probabilities"):
@@ -222,6 +224,8 @@ def from_image_folder(
     from PIL import Image as PILImage
 
     root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} not found; expected one sub-folder per class")
     if not root.is_dir():
         raise ValueError(f"image folder {str(root)!r} is not a directory; expected one sub-folder per class")
     inside = root.resolve()

@@ -140,8 +140,12 @@ def test_corrupt_image_file_in_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"image file '.*n01443537/broken.png' cannot be decoded .*expected a valid "
                                          "image"):
         from_image_folder(tmp_path / "syn")
-    with pytest.raises(ValueError, match=r"image folder '.*nowhere' is not a directory; expected one sub-folder per"):
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*nowhere' not found; expected one sub-folder per"):
         from_image_folder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"tensor file '.*nowhere.pt' not found; expected a torch.save file"):
+        from_tensor_file(tmp_path / "nowhere.pt")
+    with pytest.raises(ValueError, match=r"image folder '.*broken.png' is not a directory"):
+        from_image_folder(tmp_path / "syn" / "n01443537" / "broken.png")
 
 
 def test_symlinks_out_of_the_input_folder_are_refused(tmp_path):
