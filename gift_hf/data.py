@@ -281,10 +281,21 @@ def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
     """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
     import datasets
 
+    from .distilled import check_local_path
+
+    name = check_local_path(args.dataset_name, "dataset_name")  # a missing local path is "not found"
     try:
         split = datasets.load_dataset(
             args.dataset_name, args.dataset_config_name, split=split_name, revision=args.dataset_revision
         )
+    except (ConnectionError, FileNotFoundError) as err:  # also datasets' DatasetNotFoundError
+        if os.path.exists(name):
+            raise
+        raise ValueError(
+            f"dataset_name: {name!r} not found: there is no local directory of that name, and the Hub dataset "
+            f"{name!r} could not be read ({type(err).__name__}); expected a local directory or an existing Hub "
+            "dataset id"
+        ) from None
     except ValueError as err:
         message = str(err)
         if "corresponds to no data" in message:  # an empty parquet shard

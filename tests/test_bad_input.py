@@ -256,6 +256,20 @@ def test_recipe_missing_teacher_path_is_not_found(tmp_path, recipe):
     assert nothing_written(out)
 
 
+def test_recipe_missing_dataset_path_is_not_found_never_a_hub_error(tmp_path, recipe, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    for name in ("./no_such_set", "runs/sets/no_such_set"):
+        with pytest.raises(FileNotFoundError, match=rf"dataset_name '{name}' not found: no such local file"):
+            recipe.main(["--dataset_name", name, "--loss", "ce", "--soft_label_source", "none", "--output_dir",
+                         str(out), "--use_cpu"])
+    with pytest.raises(ValueError, match=r"dataset_name: 'nobody/nothing' not found: there is no local directory of "
+                                         r"that name, and the Hub dataset 'nobody/nothing' could not be read"):
+        recipe.main(["--dataset_name", "nobody/nothing", "--loss", "ce", "--soft_label_source", "none",
+                     "--output_dir", str(out), "--use_cpu"])
+    assert nothing_written(out)
+
+
 # ---------------------------------------------------------------------------- data vs teacher (issue 10)
 def test_relabel_with_a_teacher_of_other_channels_names_the_column_shape_and_teacher():
     from distilled_helpers import pixel_dataset
