@@ -144,6 +144,15 @@ def test_a_kill_while_staging_keeps_the_old_dataset_and_the_leftover_is_cleaned(
     assert hidden(tmp_path) == []
 
 
+def test_overwrite_without_an_atomic_swap_renames_aside_and_cleans_up(tmp_path, monkeypatch):
+    import gift_hf.distilled as distilled
+
+    monkeypatch.setattr(distilled, "_exchange", lambda a, b: False)  # as on a system without renameat2
+    target = save_distilled(rgb_dataset(n=6), tmp_path / "set", INFO)
+    save_distilled(rgb_dataset(n=3), target, INFO, overwrite=True)
+    assert rows(target, tmp_path) == 3 and hidden(tmp_path) == []
+
+
 def test_staging_folders_of_a_live_process_are_left_alone(tmp_path):
     target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
