@@ -671,7 +671,7 @@ def _staging_path(output_dir: Path, kind: str) -> Path:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process
         return True
     try:
         os.kill(pid, 0)
