@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -42,6 +41,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.data import Mixup
+
+from .files import atomic_write
 
 __all__ = [
     "AUGMENTATION_MODES",
@@ -132,21 +133,6 @@ def _seeded_global_rngs(seed: int) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(numpy_state)
-
-
-def _atomic_save_file(tensors: dict[str, Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
-    """``safetensors`` save to a temp file next to ``path``, then rename (readers never see half a file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------ augmenter
@@ -443,8 +429,9 @@ class ZCA(torch.nn.Module):
             raise RuntimeError("ZCA is not fitted: nothing to save")
         path = os.path.join(directory, ZCA_FILE)
         metadata = {"format": "pt", "epsilon": repr(self.eps), "image_shape": json.dumps(list(self.image_shape))}
-        _atomic_save_file({"mean_vector": self.mean_vector, "transform_matrix": self.transform_matrix}, path, metadata)
-        return path
+        tensors = {"mean_vector": self.mean_vector, "transform_matrix": self.transform_matrix}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str) -> "ZCA":

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .files import atomic_write_text
+
 __all__ = [
     "CHECKPOINT_MARKER",
     "RUN_FILE",
@@ -68,12 +70,7 @@ def read_json(path: str) -> dict[str, Any]:
 
 def write_json(path: str, value: dict[str, Any]) -> None:
     """Write ``value`` to ``path`` atomically (a reader sees the old file or the whole new one)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def current_run_id(output_dir: str | os.PathLike) -> str | None:

@@ -38,18 +38,15 @@ class GIFTConfig(TrainingArguments):
     rate multiplied by 0.2 at 2/3 and 5/6 of training (``MultiStepLR``). Where these differ
     from ``TrainingArguments``:
 
-    ======================== ======================= ===================================
-    field                    TrainingArguments       GIFTConfig
-    ======================== ======================= ===================================
-    ``learning_rate``        5e-5                    1e-3
-    ``weight_decay``         0                       1e-4 (``decay_all_parameters``)
-    ``max_grad_norm``        1.0 (clipping)          0 (no clipping)
-    ``lr_scheduler_type``    ``linear``              ``constant`` × ``lr_milestones``
-    ``optim``                ``adamw_torch(_fused)`` ``adamw_torch``
-    ``logging_steps``        500                     50
-    ``remove_unused_columns`` True                   False (the collator needs the columns)
-    ``report_to``            ``all``                 ``none``
-    ======================== ======================= ===================================
+    | field | TrainingArguments | GIFTConfig |
+    |---|---|---|
+    | `learning_rate` | 5e-5 | 1e-3 |
+    | `weight_decay` | 0 | 1e-4, on every parameter (`decay_all_parameters`) |
+    | `max_grad_norm` | 1.0 (clipping) | 0 (no clipping) |
+    | `lr_scheduler_type` | `linear` | `constant`, × `lr_decay` at each of `lr_milestones` |
+    | `optim` | `adamw_torch` (fused on recent torch) | `adamw_torch` |
+    | `logging_steps` | 500 | 50 |
+    | `remove_unused_columns` | True | False (the collator needs the columns) |
 
     The protocol's 1000 epochs, its batch-size rule and its 3 students, best of 4
     evaluations, are set by the recipe ``recipes/gift/evaluate.yaml`` (and
@@ -135,7 +132,7 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "Teacher: a directory saved by save_pretrained, a Hub image-classification model id, "
                   "or a timm architecture name (then pass num_classes in teacher_model_init_kwargs)."},
     )
-    teacher_model_init_kwargs: Optional[Union[dict, str]] = field(
+    teacher_model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "Keyword arguments used when loading the teacher (a JSON object on the command line)."},
     )
@@ -344,8 +341,8 @@ class GIFTConfig(TrainingArguments):
         "gradient_accumulation_steps", "bf16", "fp16", "label_smoothing_factor",
     )
     #: GIFTConfig fields that say where or how a run is kept, not what it trains.
-    _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "num_students", "remove_unused_columns",
-                            "report_to", "trust_remote_code", "zca_path")
+    _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "resume_force", "num_students",
+                            "remove_unused_columns", "report_to", "trust_remote_code", "zca_path")
 
     def training_settings(self) -> dict[str, Any]:
         """The values a trained model depends on (not where it is saved or logged, nor the seed):
@@ -454,4 +451,5 @@ def protocol_config(name: str, **overrides: Any) -> GIFTConfig:
     """
     if name not in PROTOCOLS:
         raise ValueError(f"protocol: got {name!r}; expected one of {sorted(PROTOCOLS)}")
-    return GIFTConfig(**{**PROTOCOLS[name], **overrides})
+    # output_dir: transformers before 5 has no default for it
+    return GIFTConfig(**{"output_dir": "trainer_output", **PROTOCOLS[name], **overrides})

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
+from .files import atomic_write_text
 from .losses import check_class_ids, check_finite
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "build_image_transform",
     "check_soft_label_columns",
     "default_collator",
+    "image_spec",
     "infer_channels_and_size",
     "label_names",
     "load_image_dataset",
@@ -404,14 +406,8 @@ class ShardRecordingCollator:
 
     def dump(self, output_dir: str, process_index: int) -> str:
         """Write ``output_dir/shard_indices/rank<N>.json`` atomically; return its path."""
-        folder = os.path.join(output_dir, "shard_indices")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"rank{process_index}.json")
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.indices, f)
-        os.replace(tmp, path)
-        return path
+        path = os.path.join(output_dir, "shard_indices", f"rank{process_index}.json")
+        return atomic_write_text(path, json.dumps(self.indices))
 
 
 def default_collator(args: DataArguments, num_classes: int, record: bool = False) -> Any:
@@ -420,3 +416,10 @@ def default_collator(args: DataArguments, num_classes: int, record: bool = False
         label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes
     )
     return ShardRecordingCollator(collator) if record else collator
+
+
+def image_spec(split: Dataset, args: DataArguments) -> tuple[list[str], int, int, ImageTransform]:
+    """What a model trained on ``split`` sees: ``(class names, channels, size, transform)``."""
+    names = label_names(split, args.label_column)
+    channels, size = infer_channels_and_size(split, args)
+    return names, channels, size, build_image_transform(args, channels)

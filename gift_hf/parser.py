@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 
 from .redact import mask_secrets, secret_values
 
-__all__ = ["ConfigError", "GIFTParser", "make_parser", "parse_dict_option"]
+__all__ = ["ConfigError", "GIFTParser", "parse_dict_option"]
 
 
 class ConfigError(ValueError):
@@ -45,11 +45,6 @@ def parse_dict_option(name: str, value: Any) -> Optional[dict]:
         if isinstance(parsed, dict):
             return parsed
     raise ValueError(f"{name}: got {value!r}; expected a JSON object (a mapping in YAML)")
-
-
-def make_parser(dataclass_types: Sequence[type], prog: str, description: str | None = None) -> "GIFTParser":
-    """A :class:`GIFTParser` over ``dataclass_types`` for the program ``prog`` (``"gift-hf train"``)."""
-    return GIFTParser(dataclass_types, prog=prog, description=description)
 
 
 def _as_token(value: Any) -> list[str]:
@@ -122,8 +117,9 @@ class GIFTParser(HfArgumentParser):
         tokens: list[str] = []
         for key, value in config.items():
             action = actions[key]
-            if value is None:
-                self.set_defaults(**{key: None})
+            if value is None or (isinstance(value, (list, tuple)) and not value and action.nargs in ("+", "*")):
+                # no command-line form ("--lr_milestones" needs a value): the file's value becomes the default
+                self.set_defaults(**{key: None if value is None else []})
                 continue
             if isinstance(value, dict) and action.type not in (None, str):
                 raise ConfigError(f"{path}: key {key!r} got a mapping {value!r}; expected {self._expected(action)}")
@@ -136,7 +132,7 @@ class GIFTParser(HfArgumentParser):
                 for v in values:
                     try:
                         action.type(v)
-                    except (TypeError, ValueError) as err:
+                    except Exception as err:  # ValueError, argparse.ArgumentTypeError (bools) …
                         raise ConfigError(
                             f"{path}: key {key!r} got {value!r}; expected {self._expected(action)}"
                         ) from err
@@ -195,5 +191,9 @@ class GIFTParser(HfArgumentParser):
             self._secrets += secret_values([], config)
             tokens = self._check_values(config, config_path)
         # argparse keeps the last occurrence of an option: the command line wins over the file.
-        outputs = self.parse_args_into_dataclasses(args=tokens + args)
+        *outputs, remaining = self.parse_args_into_dataclasses(args=tokens + args, return_remaining_strings=True)
+        if remaining:
+            # Name the options only: the value after a mistyped `--hub_tokn` may be a secret.
+            names = [arg.split("=", 1)[0] for arg in remaining if arg.startswith("-")]
+            self.error(f"unrecognized option(s) {names or ['(a value without an option)']}; see {self.prog} --help")
         return tuple(outputs[: len(self.dataclass_types)])  # without the namespace holding `config`

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .config import GIFTConfig
 from .data import DIGITS_MEAN, DIGITS_STD, ImageTransform, class_balanced_indices, load_digits_dataset
 from .experiments.report import markdown_table, summarize
-from .experiments.sweep import atomic_write_text
+from .files import atomic_write_text
 from .losses import LOSSES
 from .modeling import create_model
 from .training import train_student

@@ -43,16 +43,6 @@ __all__ = ["GIFTTrainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
 
-#: The fields of a run that a resumed run must share with the checkpoint it resumes from.
-RUN_IDENTITY_FIELDS = (
-    "loss", "gamma", "smoothing", "temperature", "kl_t_squared", "ce_weight", "soft_label_source",
-    "soft_label_kind", "teacher_model_name_or_path", "seed", "data_seed", "learning_rate", "lr_scheduler_type",
-    "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "weight_decay", "optim", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "augmentation", "augmentation_mode", "mix",
-    "mix_prob", "mix_beta", "zca",
-)
-
-
 class TrainingDivergedError(FloatingPointError):
     """Training produced a non-finite loss, logits or soft labels; the run is not scored."""
 
@@ -141,6 +131,15 @@ class _CheckpointCallback(TrainerCallback):
 
     def __init__(self, trainer: "GIFTTrainer") -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # From here on `last` means this run's checkpoints. Written once training starts (every
+        # process is set up by then), not before: another process may still be checking that
+        # output_dir is empty.
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            write_json(os.path.join(args.output_dir, RUN_FILE),
+                       {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()})
 
     def on_save(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -296,15 +295,15 @@ class GIFTTrainer(Trainer):
     # ------------------------------------------------------------------- run identity
     def run_identity(self) -> dict[str, Any]:
         """What a resumed run must share with its checkpoint: loss, seed, data, schedule, batch size."""
-        values = {name: getattr(self.args, name, None) for name in RUN_IDENTITY_FIELDS}
-        values["world_size"] = self.args.world_size
+        values = self.args.training_settings()  # loss, soft labels, optimizer, schedule, batch size, epochs
+        values.update(seed=self.args.seed, data_seed=self.args.data_seed, world_size=self.args.world_size)
         values["train_dataset"] = dataset_fingerprint(self.train_dataset)
         return json.loads(json.dumps(values, default=str))  # as it reads back from the checkpoint
 
     def _check_resume(self, checkpoint: str) -> dict[str, Any]:
         """The checkpoint's marker, after checking it is complete and belongs to this run."""
         info = read_json(os.path.join(checkpoint, CHECKPOINT_MARKER))
-        force = getattr(self.args, "resume_force", False)
+        force = self.args.resume_force
         if not info:
             message = (f"resume_from_checkpoint: {checkpoint!r} is not a complete gift_hf checkpoint (no "
                        f"{CHECKPOINT_MARKER}: its save was interrupted, or another program wrote it)")
@@ -349,9 +348,6 @@ class GIFTTrainer(Trainer):
         else:
             self.run_id = uuid.uuid4().hex
             self.monitor.reset()
-        if self.args.should_save:
-            os.makedirs(output_dir, exist_ok=True)
-            write_json(os.path.join(output_dir, RUN_FILE), {"run_id": self.run_id, "run": self.run_identity()})
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         # Trainer's train_loss covers this call's steps only; report the whole run's.
         loss_sum, count = self.monitor.totals()
@@ -366,6 +362,20 @@ class GIFTTrainer(Trainer):
         return output
 
     # ---------------------------------------------------------- optimizer and schedule
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, dict[str, Any]]:
+        """The Trainer's optimizer for ``args.optim``; SGD and RMSprop also take ``optim_args``
+        (``"momentum=0.9"``), which transformers before 4.5x ignores for them."""
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        if optimizer_cls in (torch.optim.SGD, torch.optim.RMSprop) and args.optim_args:
+            for item in args.optim_args.replace(" ", "").split(","):
+                key, _, value = item.partition("=")
+                if key in ("momentum", "dampening", "alpha", "eps", "weight_decay"):
+                    kwargs.setdefault(key, float(value))
+                elif key == "nesterov":
+                    kwargs.setdefault(key, value.lower() in ("true", "1", "yes"))
+        return optimizer_cls, kwargs
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Every parameter with ``decay_all_parameters`` (the papers' reference code), else the Trainer's rule."""
         if self.args.decay_all_parameters:
@@ -446,9 +456,17 @@ class GIFTTrainer(Trainer):
         micro-batches weigh each sample equally. Without it (evaluation), the batch mean.
         """
         if num_items_in_batch is None:
+            if self.model.training and self.args.gradient_accumulation_steps > 1:
+                # Trainer counts items from the batch's `labels`; without the count, the scaling of
+                # accumulated micro-batches differs between transformers releases.
+                raise ValueError(
+                    f"gradient_accumulation_steps={self.args.gradient_accumulation_steps} needs a label column in "
+                    "the training set (Trainer counts each step's samples from it); add one, or set "
+                    "gradient_accumulation_steps=1 and a larger per_device_train_batch_size"
+                )
             return per_sample.mean()
         loss = per_sample.sum() / num_items_in_batch
-        if getattr(self.args, "average_tokens_across_devices", False):
+        if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes
         return loss
 

@@ -231,8 +231,21 @@ def train_student(
         data_collator=data_collator,
         compute_metrics=compute_metrics or (build_compute_metrics(num_classes) if num_classes else None),
         callbacks=[c for c in (evaluate_at, *callbacks) if c is not None],
-        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
     )
+    if optimizer_cls_and_kwargs is not None:
+        # An optimizer `optim` cannot name, with the Trainer's weight-decay groups; training
+        # keeps an optimizer that is already set (as with Trainer(optimizers=...)).
+        optimizer_cls, kwargs = optimizer_cls_and_kwargs
+        decay = set(trainer.get_decay_parameter_names(trainer.model))
+        named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+        trainer.optimizer = optimizer_cls([
+            {"params": [p for n, p in named if n in decay], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+        ], **kwargs)
+    if trainer.teacher_model is not None:
+        # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
+        logger.info(f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's "
+                    "batches")
     if quiet:
         trainer.remove_callback(PrinterCallback)
 
@@ -244,6 +257,7 @@ def train_student(
         seconds = time.perf_counter() - start
         metrics.update(train_output.metrics)
         metrics["train_samples"] = len(train_dataset)
+        metrics["world_size"] = config.world_size
         if save:
             trainer.save_model()  # main process only: config.json + model.safetensors
             trainer.log_metrics("train", train_output.metrics)
@@ -255,6 +269,7 @@ def train_student(
         # to even out shards are dropped (gather_for_metrics).
         eval_metrics = trainer.evaluate()
         eval_metrics["eval_samples"] = len(eval_dataset)
+        eval_metrics["eval_world_size"] = config.world_size
         metrics.update(eval_metrics)
         if "eval_accuracy" in eval_metrics:
             accuracies.append(float(eval_metrics["eval_accuracy"]))

@@ -140,3 +140,38 @@ def test_weight_decay_on_every_parameter_or_the_trainers_rule(tmp_path, digits):
         else:  # biases and normalisation weights are exempt
             assert 0 < counts[1e-4] < n and counts[0.0] == n - counts[1e-4]
         assert isinstance(trainer.optimizer, torch.optim.AdamW)
+
+
+def test_sgd_takes_its_momentum_from_optim_args(tmp_path):
+    from gift_hf import GIFTTrainer
+
+    model = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8)
+    config = protocol_config("label_paper", output_dir=str(tmp_path), use_cpu=True)
+    optimizer = GIFTTrainer(model=model, args=config).create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 5e-4)
+    assert len(group["params"]) == len(list(model.parameters()))  # decay on every parameter
+
+
+def test_an_optimizer_optim_cannot_name(tmp_path, digits):
+    """Plain Adam (L2 decay coupled to the gradient) for the cross-optimizer study, with the decay groups."""
+    from gift_hf.experiments.loss_benchmark import optimizer_settings
+
+    seen = []
+
+    class Optimizer(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            seen.append((optimizer, [dict(g) for g in optimizer.param_groups]))  # before the schedule steps
+
+    changes, optimizer = optimizer_settings("adam", 2e-3)
+    train = digits["train"].select(range(10)).with_transform(ImageTransform(channels=1, mean=DIGITS_MEAN,
+                                                                            std=DIGITS_STD))
+    config = GIFTConfig(output_dir=str(tmp_path), loss="ce", soft_label_source="none", max_steps=1,
+                        per_device_train_batch_size=10, save_strategy="no", disable_tqdm=True, use_cpu=True, **changes)
+    with one_thread():
+        train_student(config, create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8), train,
+                      callbacks=[Optimizer()], optimizer_cls_and_kwargs=optimizer)
+    optimizer, groups = seen[0]
+    assert type(getattr(optimizer, "optimizer", optimizer)) is torch.optim.Adam  # accelerate wraps it
+    assert (groups[0]["lr"], groups[0]["weight_decay"], groups[1]["params"]) == (2e-3, 1e-4, [])

@@ -1,6 +1,7 @@
 """A real 2-process (gloo, CPU) ``accelerate launch -m gift_hf.scripts.train``.
 
-Checks: the run has world size 2; the two ranks trained on disjoint shards; the teacher
+Checks: the run has world size 2; the two ranks trained on disjoint shards; checkpoints are
+marked complete after both ranks saved, with the whole run's loss over both ranks; the teacher
 relabelled online on each rank; the evaluation gathered over both ranks equals a
 single-process evaluation of the saved student on the same split, with no duplicate
 rows from the padding the distributed sampler adds (540 test rows, not divisible by
@@ -15,6 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
+from gift_hf.checkpoints import list_checkpoints
 from gift_hf.data import DataArguments, build_image_transform, load_image_dataset
 from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, RECIPE, free_port, subprocess_env, train_teacher
 
@@ -33,7 +35,7 @@ def ddp_run(tmp_path_factory):
         "--max_steps", str(STEPS), "--per_device_train_batch_size", str(BATCH),
         "--per_device_eval_batch_size", str(BATCH), "--learning_rate", "1e-3", "--seed", "0",
         "--record_shard_indices", "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000",
-        "--save_strategy", "no",
+        "--save_strategy", "steps", "--save_steps", str(STEPS // 2),
     ]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     log = proc.stdout + proc.stderr
@@ -54,6 +56,11 @@ def test_two_processes_and_disjoint_shards(ddp_run):
     assert not set(shards[0]) & set(shards[1])
     # The teacher was not wrapped in DistributedDataParallel (it is frozen: nothing to sync).
     assert "teacher: GIFTClassifier, frozen" in log and "teacher: DistributedDataParallel" not in log
+    # Checkpoints are marked complete only after both ranks saved (a barrier, then the marker).
+    assert [c.step for c in list_checkpoints(out)] == [STEPS // 2, STEPS]
+    marker = list_checkpoints(out)[-1].info
+    assert marker["run"]["world_size"] == 2 and marker["train_loss_count"] == STEPS * BATCH * 2
+    assert results["train_loss"] == pytest.approx(marker["train_loss_sum"] / marker["train_loss_count"])
     # Only the main process reports and writes results.
     assert log.count("***** train metrics *****") == 1
     assert log.count("***** eval metrics *****") == 1

@@ -15,7 +15,7 @@ from gift_hf.evaluation import StudentSpec, evaluate_distilled, train_on_distill
 from gift_hf.modeling import load_teacher
 from gift_hf.selection import build_random_distilled
 
-SPEC = StudentSpec("gift_convnet_d3", in_chans=1, img_size=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
+STUDENT = StudentSpec("gift_convnet_d3", in_chans=1, img_size=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
                    model_kwargs=MODEL_KWARGS)
 
 
@@ -51,7 +51,7 @@ class LearningRates(TrainerCallback):
 def test_evaluate_distilled_online_teacher_best_of_k(teacher, data):
     subset, _ = build_random_distilled(data["train"], 2, seed=0)
     seen = []
-    result = evaluate_distilled(subset, data["test"], "gift", student=SPEC, teacher=teacher, num_train_epochs=4,
+    result = evaluate_distilled(subset, data["test"], "gift", student=STUDENT, teacher=teacher, num_train_epochs=4,
                                 num_students=2, best_of=2, augmentation="crop", callback=seen.append,
                                 output_dir="unused")
     assert [s.seed for s in result.students] == [0, 1] and seen == result.students
@@ -70,7 +70,7 @@ def test_label_paper_stores_labels_once_and_steps_its_schedule(teacher, data):
     """Without stored soft labels the teacher computes them (un-augmented); SGD's rate drops ×0.1 at half."""
     subset, _ = build_random_distilled(data["train"], 1, seed=1)
     rates = LearningRates()
-    result = evaluate_distilled(subset, data["test"], "label_paper", student=SPEC, teacher=teacher,
+    result = evaluate_distilled(subset, data["test"], "label_paper", student=STUDENT, teacher=teacher,
                                 num_train_epochs=4, num_students=1, augmentation="none", trainer_callbacks=[rates],
                                 output_dir="unused")
     # 10 images, batch 256: one step per epoch; milestone at epoch 2
@@ -82,16 +82,16 @@ def test_label_paper_stores_labels_once_and_steps_its_schedule(teacher, data):
 def test_same_seed_same_student(teacher, data):
     subset, _ = build_random_distilled(data["train"], 1, seed=2)
     config = protocol_config("gift", num_train_epochs=2, best_of=1, augmentation="crop", output_dir="unused")
-    first = train_on_distilled(subset, data["test"], config, 5, SPEC, teacher)
-    second = train_on_distilled(subset, data["test"], config, 5, SPEC, teacher)
+    first = train_on_distilled(subset, data["test"], config, 5, STUDENT, teacher)
+    second = train_on_distilled(subset, data["test"], config, 5, STUDENT, teacher)
     assert first.accuracies == second.accuracies
 
 
 def test_missing_labels_are_refused_clearly(data):
     subset, _ = build_random_distilled(data["train"], 1, seed=0)
     with pytest.raises(ValueError, match="no 'soft_label' column"):
-        train_on_distilled(subset, data["test"], protocol_config("label_paper", num_train_epochs=1), 0, SPEC)
+        train_on_distilled(subset, data["test"], protocol_config("label_paper", num_train_epochs=1), 0, STUDENT)
     with pytest.raises(ValueError, match="needs a teacher"):  # GIFTTrainer's one check
-        train_on_distilled(subset, data["test"], protocol_config("gift", num_train_epochs=1), 0, SPEC)
+        train_on_distilled(subset, data["test"], protocol_config("gift", num_train_epochs=1), 0, STUDENT)
     with pytest.raises(ValueError, match="has no soft labels and no teacher"):
-        evaluate_distilled(subset, data["test"], "label_paper", student=SPEC, num_train_epochs=1)
+        evaluate_distilled(subset, data["test"], "label_paper", student=STUDENT, num_train_epochs=1)

@@ -36,7 +36,7 @@ from gift_hf.experiments import (
 from gift_hf.experiments.common import Study
 from gift_hf.experiments.random_baseline import gap_statistics
 from gift_hf.selection import build_random_distilled
-from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, REPO, free_port, one_thread, subprocess_env
+from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, free_port, one_thread, subprocess_env
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # one student per cell, two epochs, no augmentation: the tests check the machinery, not accuracy

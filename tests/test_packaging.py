@@ -17,7 +17,8 @@ def requirements() -> dict[str, str]:
     found = {}
     for line in config["options"]["install_requires"].split("\n"):
         if line.strip():
-            name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][0-9.]*)", line.strip()).groups()
+            # name>=minimum, optionally followed by releases excluded with !=
+            name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][0-9.]*)(?:,!=[0-9.]+)*", line.strip()).groups()
             found[name.lower().replace("_", "-")] = version
     return found
 

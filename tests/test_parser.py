@@ -30,6 +30,10 @@ def test_command_line_overrides_the_recipe(tmp_path):
     assert (config.learning_rate, config.output_dir) == (0.05, "from_cli")  # the command line wins
     assert model.student_model_kwargs == {"width": 16, "norm": "batchnorm"}  # a YAML mapping
     assert data.image_mean == [0.5]
+    # an empty list (no command-line form) and null are taken as they are
+    _, _, steps_off = parser().parse_args_and_config(["--config", write(tmp_path, "lr_milestones: []\nbatch_sizes: null\n"),
+                                                      "--output_dir", "x"])
+    assert (steps_off.lr_milestones, steps_off.batch_sizes) == ([], None)
     # the same options with no recipe: the defaults
     _, _, plain = parser().parse_args_and_config(["--output_dir", "x"])
     assert (plain.loss, plain.learning_rate, plain.lr_milestones) == ("gift", 1e-3, [2 / 3, 5 / 6])
@@ -37,11 +41,12 @@ def test_command_line_overrides_the_recipe(tmp_path):
 
 def test_dict_options_from_json_on_the_command_line():
     model, _, config = parser().parse_args_and_config(
-        ["--student_model_kwargs", '{"width": 8}', "--teacher_model_init_kwargs", '{"num_classes": 10}'])
+        ["--student_model_kwargs", '{"width": 8}', "--teacher_model_init_kwargs", '{"num_classes": 10}',
+         "--output_dir", "x"])
     assert model.student_model_kwargs == {"width": 8}
     assert config.teacher_model_init_kwargs == {"num_classes": 10}
     with pytest.raises(ValueError, match=r"student_model_kwargs: got '\{width: 8\}'; expected a JSON object"):
-        parser().parse_args_and_config(["--student_model_kwargs", "{width: 8}"])
+        parser().parse_args_and_config(["--student_model_kwargs", "{width: 8}", "--output_dir", "x"])
     with pytest.raises(ValueError, match=r"teacher_model_init_kwargs: got '\[1, 2\]'; expected a JSON object"):
         parse_dict_option("teacher_model_init_kwargs", "[1, 2]")
 
@@ -55,6 +60,7 @@ def test_dict_options_from_json_on_the_command_line():
         ("per_device_train_batch_size: 2.5\n", r"key 'per_device_train_batch_size' got 2.5; expected an integer"),
         ("lr_milestones: [half]\n", r"key 'lr_milestones' got \['half'\]; expected a list of float"),
         ("zca: {a: 1}\n", r"key 'zca' got a mapping \{'a': 1\}; expected true or false"),
+        ("zca: maybe\n", r"key 'zca' got 'maybe'; expected true or false"),
         ("seed: true\n", r"key 'seed' got True; expected an integer"),
         ("loss: [gift]\n", r"key 'loss' got a list \['gift'\]; expected a string"),
         ("- loss\n", r"holds a list; expected a mapping of options"),
@@ -88,3 +94,11 @@ def test_every_recipe_parses_with_its_command():
         assert any(getattr(p, "output_dir", None) for p in parsed), path
         if "keep_distilled_labels" in path.read_text():
             assert parsed[0].keep_distilled_labels is True
+
+
+def test_a_mistyped_option_is_named_without_its_value(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args_and_config(["--hub_tokn", "hf_SECRETVALUE", "--learning_rate", "0.1", "--output_dir", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized option(s) ['--hub_tokn']" in err and "SECRETVALUE" not in err

@@ -78,10 +78,10 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
     ["--max_steps", TOKEN],
 ])
 def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
-    from gift_hf.parser import make_parser
+    from gift_hf.parser import GIFTParser
 
     with pytest.raises((ValueError, SystemExit)) as raised:
-        make_parser((GIFTConfig,), "gift-hf train").parse_args_and_config(["--output_dir", "unused", *argv])
+        GIFTParser((GIFTConfig,), prog="gift-hf train").parse_args_and_config(["--output_dir", "unused", *argv])
     captured = capsys.readouterr()
     shown = str(raised.value) + captured.out + captured.err
     assert shown.strip() and TOKEN not in shown
@@ -89,12 +89,12 @@ def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
 
 @pytest.mark.parametrize("line", [f"hub_tokn: {TOKEN}", f"max_steps: {TOKEN}", f"push_to_hub: [{TOKEN}]"])
 def test_a_config_file_with_a_mistyped_token_never_prints_it(tmp_path, capsys, line):
-    from gift_hf.parser import ConfigError, make_parser
+    from gift_hf.parser import ConfigError, GIFTParser
 
     options = tmp_path / "train.yaml"
     options.write_text(f"output_dir: unused\n{line}\n")
     with pytest.raises(ConfigError, match=line.split(":")[0]) as raised:
-        make_parser((GIFTConfig,), "gift-hf train").parse_args_and_config(["--config", str(options)])
+        GIFTParser((GIFTConfig,), prog="gift-hf train").parse_args_and_config(["--config", str(options)])
     captured = capsys.readouterr()
     assert TOKEN not in str(raised.value) + captured.out + captured.err
 

@@ -1,7 +1,5 @@
 """GIFTTrainer end to end on the real digits dataset with real timm models and Trainer."""
 
-import os
-
 import pytest
 import torch
 
@@ -70,6 +68,20 @@ def test_train_from_a_stored_soft_label_column(tmp_path, digits, digits_transfor
     torch.testing.assert_close(collated["soft_labels"], soft[:4])
 
 
+def test_accumulation_without_a_label_column_is_a_clear_error(tmp_path, digits, digits_transform, tiny_model):
+    """Without labels Trainer cannot count a step's samples; accumulated steps would be weighed
+    differently by different transformers releases, so this is refused rather than guessed."""
+    rows = digits["train"].select(range(16))
+    soft = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    stored = rows.add_column("soft_label", soft.tolist()).remove_columns("label").with_transform(digits_transform)
+    args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8)
+    assert GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train().global_step == 1
+    args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8,
+                  gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=2 needs a label column"):
+        GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train()
+
+
 def test_stored_soft_labels_missing_is_a_clear_error(tmp_path, small, tiny_model):
     train, _ = small
     trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path, loss="kl", soft_label_source="dataset"),
@@ -132,3 +144,19 @@ def test_config_validation():
         "num_classes": 3
     }
     assert GIFTConfig(output_dir="x").trust_remote_code is False
+
+
+def test_the_public_trainer_hooks_gift_hf_relies_on():
+    """GIFTTrainer overrides no private Trainer method; these public signatures are what it uses."""
+    import inspect
+
+    from transformers import Trainer, TrainingArguments
+
+    assert "num_items_in_batch" in inspect.signature(Trainer.compute_loss).parameters
+    assert list(inspect.signature(Trainer.training_step).parameters)[:3] == ["self", "model", "inputs"]
+    assert list(inspect.signature(Trainer.prediction_step).parameters)[:4] == [
+        "self", "model", "inputs", "prediction_loss_only"]
+    assert list(inspect.signature(Trainer.save_model).parameters)[:2] == ["self", "output_dir"]
+    assert "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__
+    overridden = {name for name in vars(GIFTTrainer) if name.startswith("_") and not name.startswith("__")}
+    assert not overridden & set(dir(Trainer)), overridden & set(dir(Trainer))

@@ -12,14 +12,14 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Optional
 
 from datasets import Dataset, DatasetDict
 from torch import nn
 
 from ..checkpoints import list_checkpoints
 from ..config import GIFTConfig, protocol_config
-from ..data import DataArguments, build_image_transform, infer_channels_and_size, label_names, load_image_dataset
+from ..data import DataArguments, image_spec, label_names, load_image_dataset
 from ..evaluation import StudentSpec, train_on_distilled
 from ..modeling import GIFTClassifier, load_teacher
 from ..parser import parse_dict_option
@@ -68,7 +68,7 @@ class ExperimentArguments:
     student_arch: Optional[str] = field(
         default=None, metadata={"help": "timm architecture of the students. Default: the teacher's."}
     )
-    student_model_kwargs: Optional[Union[dict, str]] = field(
+    student_model_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "Extra timm.create_model keyword arguments of the students (a JSON object on the command "
                   "line). Default: the teacher's when the student has the teacher's architecture."},
@@ -133,22 +133,24 @@ class Study:
         self.test: Dataset = data["test"] if "test" in data else data["eval"]
         self.image_column = self.data_args.image_column
         self.label_column = self.data_args.label_column
-        self.class_names = label_names(self.train, self.label_column)
+        self.class_names, self.channels, self.image_size, transform = image_spec(self.train, self.data_args)
         self.num_classes = len(self.class_names)
-        channels, size = infer_channels_and_size(self.train, self.data_args)
-        transform = build_image_transform(self.data_args, channels)
-        self.channels, self.image_size = channels, size
         self.image_mean, self.image_std = tuple(transform.mean), tuple(transform.std)
         self._teachers: dict[str, nn.Module] = {}
         self._datasets: dict[Any, Dataset] = {}
         self.stats: SweepStats | None = None
 
     # ------------------------------------------------------------------ models
-    def teacher(self, name_or_path: str | None = None) -> nn.Module:
-        """A teacher, loaded once and checked against the data (classes, channels, size)."""
+    def teacher_path(self, name_or_path: str | None = None) -> str:
+        """``name_or_path``, else ``teacher_model_name_or_path``; an error naming it when neither is set."""
         name_or_path = name_or_path or self.config.teacher_model_name_or_path
         if name_or_path is None:
             raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        return name_or_path
+
+    def teacher(self, name_or_path: str | None = None) -> nn.Module:
+        """A teacher, loaded once and checked against the data (classes, channels, size)."""
+        name_or_path = self.teacher_path(name_or_path)
         if name_or_path not in self._teachers:
             model = load_teacher(name_or_path)
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
@@ -200,9 +202,7 @@ class Study:
         """The teacher's checkpoint of ``expert_epoch`` (its final model when None)."""
         from ..relabel import resolve_expert_checkpoint
 
-        teacher = teacher or self.config.teacher_model_name_or_path
-        if teacher is None:
-            raise ValueError("teacher_model_name_or_path: this study needs a teacher (expert); got none")
+        teacher = self.teacher_path(teacher)
         return teacher if expert_epoch is None else str(resolve_expert_checkpoint(teacher, expert_epoch))
 
     def expert_epochs(self, requested: list[float] | None = None) -> list[float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from datasets import DatasetDict
 
@@ -38,7 +38,7 @@ class CrossArchitectureArguments(ExperimentArguments):
     student_archs: list[str] = field(
         default_factory=lambda: ["gift_convnet_d3"], metadata={"help": "timm architectures of the students."}
     )
-    arch_model_kwargs: Optional[Union[dict, str]] = field(
+    arch_model_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "timm.create_model keyword arguments per student architecture, {arch: {...}} (a JSON "
                   "object on the command line, e.g. '{\"gift_convnet_d3\": {\"width\": 32}}')."},

@@ -59,7 +59,7 @@ class LossBenchmarkArguments(ExperimentArguments):
         default_factory=lambda: ["sgd", "adam", "adamw", "rmsprop"],
         metadata={"help": f"Student optimizers, from {sorted(OPTIMIZERS)}."},
     )
-    optimizer_learning_rates: Optional[str] = field(
+    optimizer_learning_rates: dict | str | None = field(
         default=None,
         metadata={"help": "Learning rate per optimizer as a JSON object, e.g. '{\"sgd\": 0.05}'; the others keep "
                   f"their defaults {OPTIMIZERS}. The same rate is used for every loss."},

@@ -8,10 +8,10 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from typing import Any, Callable, Sequence
 
-from .sweep import atomic_write_text, format_value
+from ..files import atomic_write, atomic_write_text
+from .sweep import format_value
 
 __all__ = [
     "bar_plot",
@@ -116,18 +116,10 @@ def pyplot():
 
 def save_figure(fig: Any, path: str) -> str:
     """Write ``fig`` to ``path`` as PNG atomically, close it and return ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         pyplot().close(fig)
-    return path
 
 
 def bar_plot(

@@ -20,15 +20,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-__all__ = [
-    "Cell", "SweepStats", "atomic_write_text", "detach_from_launcher", "fingerprint_of", "format_value", "run_cells",
-]
+from ..files import atomic_write_text
+
+__all__ = ["Cell", "SweepStats", "detach_from_launcher", "fingerprint_of", "format_value", "run_cells"]
 
 CELLS_DIR = "cells"
 RESULTS_FILE = "results.json"
@@ -78,21 +77,6 @@ def fingerprint_of(settings: Any) -> str:
     """A short hash of everything besides the grid that a result depends on."""
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 _DETACHED: tuple[int, int] | None = None

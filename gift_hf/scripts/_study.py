@@ -6,7 +6,7 @@ import importlib
 import sys
 from typing import Any, Callable
 
-from ..parser import GIFTParser, make_parser
+from ..parser import GIFTParser
 
 
 def study_script(name: str, module: str, arguments: str, run: str, protocol: str, doc: str) -> tuple[
@@ -27,7 +27,8 @@ def study_script(name: str, module: str, arguments: str, run: str, protocol: str
         from ..data import DataArguments
 
         study = importlib.import_module(f"gift_hf.experiments.{module}")
-        parser = make_parser((getattr(study, arguments), DataArguments, GIFTConfig), f"gift-hf {name}", doc)
+        parser = GIFTParser((getattr(study, arguments), DataArguments, GIFTConfig), prog=f"gift-hf {name}",
+                            description=doc)
         parser.set_defaults(output_dir=f"outputs/{module}", **PROTOCOLS[protocol])
         return parser
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from ..parser import GIFTParser, parse_dict_option
 
@@ -39,7 +39,7 @@ class ModelArguments:
     student_model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "Start from a student saved with save_pretrained instead."}
     )
-    student_model_kwargs: Optional[Union[dict, str]] = field(
+    student_model_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "Extra timm.create_model keyword arguments (a JSON object on the command line)."},
     )
@@ -67,7 +67,7 @@ def setup_logging(config: Any) -> None:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.warning(f"process {config.process_index}/{config.world_size}, device {config.device}, "
-                   f"mixed precision {config.mixed_precision}")
+                   f"mixed precision {'bf16' if config.bf16 else 'fp16' if config.fp16 else 'no'}")
     logger.info(f"training arguments: {config}")  # str() masks *_token fields
 
 
@@ -84,15 +84,7 @@ def _count_predictions(compute_metrics):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from ..data import (
-        ShardRecordingCollator,
-        build_image_transform,
-        check_soft_label_columns,
-        default_collator,
-        infer_channels_and_size,
-        label_names,
-        load_image_dataset,
-    )
+    from ..data import ShardRecordingCollator, check_soft_label_columns, default_collator, image_spec, load_image_dataset
     from ..metrics import build_compute_metrics
     from ..modeling import create_model, load_teacher
     from ..training import check_model_input, train_student
@@ -106,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data = load_image_dataset(data_args)
     if config.label_source == "dataset":
         check_soft_label_columns(data["train"], data_args)
-    names = label_names(data["train"], data_args.label_column)
-    channels, size = infer_channels_and_size(data["train"], data_args)
-    transform = build_image_transform(data_args, channels)
+    names, channels, size, transform = image_spec(data["train"], data_args)
     for split in data.values():
         split.set_transform(transform)
 
@@ -134,11 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_metrics=_count_predictions(build_compute_metrics(len(names))),
         save=True,
     )
-    metrics = dict(result.metrics)
-    metrics["world_size"] = metrics["eval_world_size"] = config.world_size
     if isinstance(collator, ShardRecordingCollator):
         collator.dump(config.output_dir, config.process_index)
-    return metrics
+    return result.metrics
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..parser import GIFTParser, parse_dict_option
 
@@ -52,7 +52,7 @@ class TeacherModelArguments:
         default="gift_convnet_d3",
         metadata={"help": "timm architecture of the teacher (gift_convnet_d3, resnet18, ...)."},
     )
-    teacher_model_kwargs: Optional[Union[dict, str]] = field(
+    teacher_model_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "Extra timm.create_model keyword arguments (a JSON object on the command line)."},
     )
@@ -84,7 +84,8 @@ def expert_epochs(output_dir: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from ..data import build_image_transform, default_collator, infer_channels_and_size, label_names, load_image_dataset
+    from ..data import default_collator, image_spec, load_image_dataset
+    from ..experiments.sweep import atomic_write_text
     from ..modeling import create_model
     from ..training import train_student
     from .train import setup_logging
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     with config.main_process_first(desc="loading the dataset"):
         data = load_image_dataset(data_args)
-    names = label_names(data["train"], data_args.label_column)
-    channels, size = infer_channels_and_size(data["train"], data_args)
-    transform = build_image_transform(data_args, channels)
+    names, channels, size, transform = image_spec(data["train"], data_args)
     for split in data.values():
         split.set_transform(transform)
 
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   save=True)
     rows = expert_epochs(config.output_dir)
     if config.should_save:
-        with open(os.path.join(config.output_dir, "expert_epochs.json"), "w") as f:
-            json.dump(rows, f, indent=2)
+        atomic_write_text(os.path.join(config.output_dir, "expert_epochs.json"), json.dumps(rows, indent=2))
         for row in rows:
             logger.info(f"expert epoch {row['epoch']:g}: {row['checkpoint']} " + " ".join(
                 f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, float)))
