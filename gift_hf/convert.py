@@ -235,7 +235,7 @@ def from_image_folder(
     if not folders:
         raise ValueError(f"image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image>")
     names = _class_names(class_names or [f.name for f in folders], len(folders), f"image folder {str(root)!r}")
-    images, labels, first_size = [], [], None
+    images, labels, sizes = [], [], set()
     for cls, folder in enumerate(folders):
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                        and not p.name.startswith("."))
@@ -248,7 +248,7 @@ def from_image_folder(
             try:
                 with PILImage.open(io.BytesIO(data)) as img:
                     img.load()
-                    first_size = first_size or [img.height, img.width]
+                    sizes.add((img.height, img.width))
             except Exception as err:
                 raise ValueError(f"image file {str(file)!r} cannot be decoded ({type(err).__name__}: {err}); "
                                  "expected a valid image") from None
@@ -258,7 +258,8 @@ def from_image_folder(
     ds = Dataset.from_dict({IMAGE_COLUMN: images, LABEL_COLUMN: labels}, features=features)
     info = DistilledInfo(source_dataset=source_dataset, method=method,
                          ipc=_balanced_ipc(np.asarray(labels), len(names)), num_classes=len(names),
-                         image_size=first_size)
+                         # one size, or none recorded: a card must not claim the first image's size for all
+                         image_size=list(next(iter(sizes))) if len(sizes) == 1 else None)
     return ds, info
 
 

@@ -250,15 +250,37 @@ def _check_finite(matrix: np.ndarray, column: str, split: str) -> None:
                          "expected finite values (no NaN/inf)")
 
 
+def _stored_images(ds: Dataset) -> Iterator[tuple[int, dict | None]]:
+    """(row, {"bytes", "path"}) of every stored image, read in chunks: a large set's encoded
+    images need not all sit in memory at once."""
+    column = ds.select_columns([IMAGE_COLUMN]).with_format("arrow")
+    for start in range(0, len(ds), 1024):
+        for i, item in enumerate(column[start:start + 1024][IMAGE_COLUMN].to_pylist()):
+            yield start + i, item
+
+
+def _common_image_size(ds: Dataset) -> list[int] | None:
+    """[height, width] when every image has that size (read from the headers), else None."""
+    from PIL import Image as PILImage
+
+    sizes = set()
+    for _, item in _stored_images(ds):
+        try:
+            data = item["bytes"] if item["bytes"] is not None else Path(item["path"]).read_bytes()
+            with PILImage.open(io.BytesIO(data)) as img:
+                sizes.add((img.height, img.width))
+        except Exception:  # an unreadable image records no size; validation reports it
+            return None
+        if len(sizes) > 1:
+            return None
+    return list(sizes.pop()) if sizes else None
+
+
 def _check_images(ds: Dataset, split: str) -> None:
     """Decode every stored image so corrupt bytes fail here, naming the row."""
     from PIL import Image as PILImage
 
-    column = ds.select_columns([IMAGE_COLUMN]).with_format("arrow")
-    # in chunks: a large set's encoded images need not all sit in memory at once
-    rows = ((start + i, item) for start in range(0, len(ds), 1024)
-            for i, item in enumerate(column[start:start + 1024][IMAGE_COLUMN].to_pylist()))
-    for row, item in rows:
+    for row, item in _stored_images(ds):
         if item is None:
             raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}: is missing (null); expected an "
                              "image")
@@ -421,8 +443,9 @@ def _complete_info(splits: dict[str, Dataset], info: DistilledInfo | None) -> Di
         if PIXEL_COLUMN in first.features:
             changes["image_size"] = list(first.features[PIXEL_COLUMN].shape[1:])
         elif IMAGE_COLUMN in first.features and len(first):
-            image = first[0][IMAGE_COLUMN]
-            changes["image_size"] = [image.height, image.width]
+            size = _common_image_size(first)  # a set of mixed sizes records none
+            if size is not None:
+                changes["image_size"] = size
     if info.topk is None and TOPK_VALUES_COLUMN in first.features:
         changes["topk"] = int(_column_matrix(first.select([0]), TOPK_VALUES_COLUMN, "train").shape[1])
     return info.replace(**changes) if changes else info

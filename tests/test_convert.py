@@ -193,3 +193,14 @@ def test_convert_into_its_own_input_is_refused(tmp_path):
     torch.save({"data": torch.rand(2, 1, 4, 4), "label": torch.tensor([0, 1])}, tmp_path / "syn" / "t.pt")
     with pytest.raises(ValueError, match=r"holds the input"):
         convert(tmp_path / "syn" / "t.pt", tmp_path / "syn", overwrite=True)
+
+
+def test_an_image_folder_of_mixed_sizes_records_no_single_image_size(tmp_path):
+    (tmp_path / "syn" / "a").mkdir(parents=True)
+    for i, size in enumerate((6, 8)):
+        (tmp_path / "syn" / "a" / f"{i}.png").write_bytes(png_bytes(np.zeros((size, size), np.uint8)))
+    _, info = from_image_folder(tmp_path / "syn")
+    assert info.image_size is None  # was [6, 6], the first image's size, claimed for every image
+    out, _ = convert(tmp_path / "syn", tmp_path / "set")
+    _, saved = load_distilled(out, cache_dir=str(tmp_path / "cache"))
+    assert saved.image_size is None and "Image size" not in (out / "README.md").read_text()
