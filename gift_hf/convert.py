@@ -62,7 +62,7 @@ def _load_tensor_file(path: Path) -> Any:
         raise ValueError(f"tensor file {str(path)!r} cannot be read ({reason}); expected a torch.save file") from None
     except Exception as err:
         raise ValueError(f"tensor file {str(path)!r} cannot be read ({type(err).__name__}: {err}); expected a "
-                         "torch.save file") from err
+                         "torch.save file") from None
 
 
 def _encode_png(image: np.ndarray) -> bytes:
@@ -101,8 +101,10 @@ def from_tensor_file(
         source_dataset, method: recorded in the info.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tensor file {str(path)!r} not found; expected a torch.save file")
     if not path.is_file():
-        raise ValueError(f"tensor file {str(path)!r} does not exist; expected a torch.save file")
+        raise ValueError(f"tensor file {str(path)!r} is not a file; expected a torch.save file")
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format: got {image_format!r}; expected one of {IMAGE_FORMATS}")
     if soft_label_kind not in ("logits", "probabilities"):
@@ -122,6 +124,11 @@ def from_tensor_file(
     if not torch.is_tensor(data) or data.dim() != 4:
         shape = tuple(data.shape) if torch.is_tensor(data) else type(data).__name__
         raise ValueError(f"{data_key!r} in {str(path)!r}: got {shape}; expected a tensor of shape (N, C, H, W)")
+    if data.shape[1] > 4 and data.shape[3] <= 4:
+        # (N, H, W, C) saved as is would become C-row images of W-pixel-wide "channels"
+        raise ValueError(f"{data_key!r} in {str(path)!r} has shape {tuple(data.shape)}, which is channels-last "
+                         f"(N, H, W, C) with C={data.shape[3]}; expected channels-first (N, C, H, W): save "
+                         "data.permute(0, 3, 1, 2) instead")
     if not torch.is_tensor(label) or label.dim() not in (1, 2):
         shape = tuple(label.shape) if torch.is_tensor(label) else type(label).__name__
         raise ValueError(f"{label_key!r} in {str(path)!r}: got {shape}; expected a tensor of shape (N,) or (N, C)")
@@ -193,6 +200,14 @@ def from_tensor_file(
     return ds, info
 
 
+def _refuse_outside_link(entry: Path, inside: Path, root: Path) -> None:
+    """Refuse a symbolic link that leads out of the input folder (its files would be embedded)."""
+    if entry.is_symlink() and not entry.resolve().is_relative_to(inside):
+        raise ValueError(f"image folder {str(root)!r}: {str(entry)!r} is a symbolic link to {str(entry.resolve())!r}, "
+                         "outside the input folder; refused so that no file from elsewhere is embedded in the "
+                         "dataset. Copy the images into the folder (or remove the link)")
+
+
 def from_image_folder(
     path: str | os.PathLike,
     *,
@@ -209,13 +224,18 @@ def from_image_folder(
     from PIL import Image as PILImage
 
     root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} not found; expected one sub-folder per class")
     if not root.is_dir():
         raise ValueError(f"image folder {str(root)!r} is not a directory; expected one sub-folder per class")
+    inside = root.resolve()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        _refuse_outside_link(folder, inside, root)
     if not folders:
         raise ValueError(f"image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image>")
     names = _class_names(class_names or [f.name for f in folders], len(folders), f"image folder {str(root)!r}")
-    images, labels, first_size = [], [], None
+    images, labels, sizes = [], [], set()
     for cls, folder in enumerate(folders):
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                        and not p.name.startswith("."))
@@ -223,21 +243,23 @@ def from_image_folder(
             raise ValueError(f"class folder {str(folder)!r} has no images; expected files with one of the "
                              f"extensions {IMAGE_EXTENSIONS}")
         for file in files:
+            _refuse_outside_link(file, inside, root)
             data = file.read_bytes()
             try:
                 with PILImage.open(io.BytesIO(data)) as img:
                     img.load()
-                    first_size = first_size or [img.height, img.width]
+                    sizes.add((img.height, img.width))
             except Exception as err:
                 raise ValueError(f"image file {str(file)!r} cannot be decoded ({type(err).__name__}: {err}); "
-                                 "expected a valid image") from err
+                                 "expected a valid image") from None
             images.append({"bytes": data, "path": file.name})
             labels.append(cls)
     features = Features({IMAGE_COLUMN: Image(), LABEL_COLUMN: ClassLabel(names=names)})
     ds = Dataset.from_dict({IMAGE_COLUMN: images, LABEL_COLUMN: labels}, features=features)
     info = DistilledInfo(source_dataset=source_dataset, method=method,
                          ipc=_balanced_ipc(np.asarray(labels), len(names)), num_classes=len(names),
-                         image_size=first_size)
+                         # one size, or none recorded: a card must not claim the first image's size for all
+                         image_size=list(next(iter(sizes))) if len(sizes) == 1 else None)
     return ds, info
 
 
@@ -260,6 +282,10 @@ def convert(
     """
     if input_format not in ("auto", "tensor", "folder"):
         raise ValueError(f"input_format: got {input_format!r}; expected 'auto', 'tensor' or 'folder'")
+    source, target = Path(input_path).expanduser().resolve(), Path(output_dir).expanduser().resolve()
+    if source == target or source.is_relative_to(target):
+        raise ValueError(f"output_dir {os.fspath(output_dir)!r} holds the input {os.fspath(input_path)!r}; writing the "
+                         "dataset there would replace the input. Choose an output_dir outside the input")
     if input_format == "auto":
         input_format = "folder" if os.path.isdir(input_path) else "tensor"
     if input_format == "folder":

@@ -166,7 +166,13 @@ class SoftLabelCollator:
         first = rows[0]
         if "pixel_values" not in first:
             raise KeyError(f"rows have no 'pixel_values'; set an ImageTransform on the dataset (got {sorted(first)})")
-        batch = {"pixel_values": torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows])}
+        pixels = [torch.as_tensor(r["pixel_values"]) for r in rows]
+        odd = next((i for i, p in enumerate(pixels) if p.shape != pixels[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"pixel_values: row {odd} of the batch has shape {tuple(pixels[odd].shape)} but row 0 has "
+                             f"{tuple(pixels[0].shape)}; the images of the dataset differ in size, expected one size. "
+                             "Resize them with ImageTransform(image_size=...) (--image_size in the recipes)")
+        batch = {"pixel_values": torch.stack(pixels)}
         # Values are checked here, on the host, so the training step never has to read them back.
         if self.label_column in first:
             batch["labels"] = torch.tensor([int(r[self.label_column]) for r in rows], dtype=torch.long)
@@ -288,10 +294,21 @@ def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
     """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
     import datasets
 
+    from .distilled import check_local_path
+
+    name = check_local_path(args.dataset_name, "dataset_name")  # a missing local path is "not found"
     try:
         split = datasets.load_dataset(
             args.dataset_name, args.dataset_config_name, split=split_name, revision=args.dataset_revision
         )
+    except (ConnectionError, FileNotFoundError) as err:  # also datasets' DatasetNotFoundError
+        if os.path.exists(name):
+            raise
+        raise ValueError(
+            f"dataset_name: {name!r} not found: there is no local directory of that name, and the Hub dataset "
+            f"{name!r} could not be read ({type(err).__name__}); expected a local directory or an existing Hub "
+            "dataset id"
+        ) from None
     except ValueError as err:
         message = str(err)
         if "corresponds to no data" in message:  # an empty parquet shard

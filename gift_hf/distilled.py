@@ -25,7 +25,9 @@ import io
 import math
 import os
 import re
+import secrets
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,14 @@ __all__ = [
     "TOPK_INDICES_COLUMN",
     "TOPK_VALUES_COLUMN",
     "card_license",
+    "check_local_path",
     "load_distilled",
     "push_distilled",
     "quiet_datasets",
+    "read_distilled_info",
+    "recover_leftovers",
     "render_card",
+    "resolve_soft_label_kind",
     "save_distilled",
     "soft_label_columns",
     "validate_distilled",
@@ -136,18 +142,24 @@ class DistilledInfo:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"DistilledInfo.{name}: got {value!r}; expected a positive integer or None")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+        if self.temperature is not None and (isinstance(self.temperature, bool) or not isinstance(
+                self.temperature, (int, float)) or not (math.isfinite(self.temperature) and self.temperature > 0)):
             raise ValueError(f"DistilledInfo.temperature: got {self.temperature!r}; expected a positive number")
         for name in ("image_mean", "image_std", "image_size"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, [int(v) if name == "image_size" else float(v) for v in value])
+                try:
+                    setattr(self, name, [int(v) if name == "image_size" else float(v) for v in value])
+                except (TypeError, ValueError):
+                    raise ValueError(f"DistilledInfo.{name}: got {value!r}; expected a list of numbers") from None
         if self.image_size is not None and len(self.image_size) != 2:
             raise ValueError(f"DistilledInfo.image_size: got {self.image_size}; expected [height, width]")
         if self.image_mean is not None and self.image_std is not None and len(self.image_mean) != len(self.image_std):
             raise ValueError(f"DistilledInfo.image_mean has {len(self.image_mean)} values but image_std has "
                              f"{len(self.image_std)}; expected one per channel in both")
         if self.teacher_epoch is not None:
+            if isinstance(self.teacher_epoch, bool) or not isinstance(self.teacher_epoch, (int, float)):
+                raise ValueError(f"DistilledInfo.teacher_epoch: got {self.teacher_epoch!r}; expected a number")
             self.teacher_epoch = float(self.teacher_epoch)
         if not isinstance(self.extra, dict):
             raise ValueError(f"DistilledInfo.extra: got {type(self.extra).__name__}; expected a mapping")
@@ -238,11 +250,37 @@ def _check_finite(matrix: np.ndarray, column: str, split: str) -> None:
                          "expected finite values (no NaN/inf)")
 
 
+def _stored_images(ds: Dataset) -> Iterator[tuple[int, dict | None]]:
+    """(row, {"bytes", "path"}) of every stored image, read in chunks: a large set's encoded
+    images need not all sit in memory at once."""
+    column = ds.select_columns([IMAGE_COLUMN]).with_format("arrow")
+    for start in range(0, len(ds), 1024):
+        for i, item in enumerate(column[start:start + 1024][IMAGE_COLUMN].to_pylist()):
+            yield start + i, item
+
+
+def _common_image_size(ds: Dataset) -> list[int] | None:
+    """[height, width] when every image has that size (read from the headers), else None."""
+    from PIL import Image as PILImage
+
+    sizes = set()
+    for _, item in _stored_images(ds):
+        try:
+            data = item["bytes"] if item["bytes"] is not None else Path(item["path"]).read_bytes()
+            with PILImage.open(io.BytesIO(data)) as img:
+                sizes.add((img.height, img.width))
+        except Exception:  # an unreadable image records no size; validation reports it
+            return None
+        if len(sizes) > 1:
+            return None
+    return list(sizes.pop()) if sizes else None
+
+
 def _check_images(ds: Dataset, split: str) -> None:
     """Decode every stored image so corrupt bytes fail here, naming the row."""
     from PIL import Image as PILImage
 
-    for row, item in enumerate(ds.select_columns([IMAGE_COLUMN]).with_format("arrow")[:][IMAGE_COLUMN].to_pylist()):
+    for row, item in _stored_images(ds):
         if item is None:
             raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}: is missing (null); expected an "
                              "image")
@@ -257,7 +295,7 @@ def _check_images(ds: Dataset, split: str) -> None:
             where = f" (file {path!r})" if path else ""
             raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}{where}: cannot decode the "
                              f"image bytes ({type(err).__name__}: {err}); expected an encoded image "
-                             "(PNG, JPEG, …)") from err
+                             "(PNG, JPEG, …)") from None
 
 
 def _validate_split(ds: Dataset, split: str, info: DistilledInfo | None, check_images: bool) -> int:
@@ -405,8 +443,9 @@ def _complete_info(splits: dict[str, Dataset], info: DistilledInfo | None) -> Di
         if PIXEL_COLUMN in first.features:
             changes["image_size"] = list(first.features[PIXEL_COLUMN].shape[1:])
         elif IMAGE_COLUMN in first.features and len(first):
-            image = first[0][IMAGE_COLUMN]
-            changes["image_size"] = [image.height, image.width]
+            size = _common_image_size(first)  # a set of mixed sizes records none
+            if size is not None:
+                changes["image_size"] = size
     if info.topk is None and TOPK_VALUES_COLUMN in first.features:
         changes["topk"] = int(_column_matrix(first.select([0]), TOPK_VALUES_COLUMN, "train").shape[1])
     return info.replace(**changes) if changes else info
@@ -593,22 +632,150 @@ def _write_shards(ds: Dataset, data_dir: Path, split: str, max_shard_size: int |
     return written
 
 
+def _written_by_gift_hf(path: Path) -> str | None:
+    """None when ``path`` holds only what :func:`save_distilled` writes (a ``README.md`` card
+    with a ``gift_hf`` block, ``data/*.parquet``); else the reason it does not."""
+    from huggingface_hub import DatasetCard
+
+    names = sorted(entry.name for entry in path.iterdir())
+    foreign = [name for name in names if name not in ("README.md", "data")]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        return f"it holds {foreign[0]!r}{more}, which save_distilled does not write"
+    if "README.md" not in names or not (path / "README.md").is_file():
+        return "it has no README.md dataset card"
+    try:
+        has_block = DatasetCard((path / "README.md").read_text(encoding="utf-8")).data.to_dict().get(CARD_KEY)
+    except Exception:  # not a card at all
+        has_block = None
+    if not has_block:
+        return f"its README.md has no {CARD_KEY!r} block"
+    data = path / "data"
+    if data.exists():
+        if data.is_symlink() or not data.is_dir():
+            return "its 'data' is not a folder"
+        other = sorted(p.name for p in data.iterdir() if p.suffix != ".parquet" or not p.is_file() or p.is_symlink())
+        if other:
+            return f"data/ holds {other[0]!r}, which save_distilled does not write"
+    return None
+
+
+def _soft_names(features: Features) -> str:
+    return ", ".join(repr(c) for c in (SOFT_LABEL_COLUMN, TOPK_VALUES_COLUMN, TOPK_INDICES_COLUMN) if c in features)
+
+
 def _check_target(output_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``output_dir`` that is not new, empty or (with ``overwrite``) a gift_hf dataset."""
+    if output_dir.is_symlink():
+        raise FileExistsError(f"output_dir {str(output_dir)!r} is a symbolic link; expected a real directory path "
+                              f"(pass the link's target {os.path.realpath(output_dir)!r} instead)")
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"output_dir {str(output_dir)!r} exists and is not a directory; expected a new "
                               "directory path")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(f"output_dir {str(output_dir)!r} exists and is not empty; pass overwrite=True "
-                              "(--overwrite) to replace it")
+                              "(--overwrite) to replace the dataset it holds")
+    reason = _written_by_gift_hf(output_dir)
+    if reason is not None:
+        raise FileExistsError(f"output_dir {str(output_dir)!r}: overwrite only replaces a dataset written by gift_hf "
+                              f"(README.md with a {CARD_KEY!r} block + data/*.parquet), but {reason}; nothing was "
+                              "changed. Choose a new or empty directory")
+
+
+# Staging folders beside output_dir: ".<name>.tmp-<pid>-<hex>" (being written) and
+# ".<name>.old-<pid>-<hex>" (the replaced dataset, while it is swapped out).
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _staging_path(output_dir: Path, kind: str) -> Path:
+    return output_dir.parent / f".{output_dir.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or we cannot tell: leave its folders alone
+    return True
+
+
+def recover_leftovers(output_dir: str | os.PathLike) -> list[Path]:
+    """Clean up after saves to ``output_dir`` that were killed, and return what was removed.
+
+    A save stages into hidden sibling folders (``.NAME.tmp-<pid>-*``, ``.NAME.old-<pid>-*``).
+    When their process is gone they are leftovers: if ``output_dir`` itself is missing (a kill
+    between the two renames of a system without an atomic swap), the replaced dataset is
+    moved back; every other leftover is deleted. Folders of live processes are never touched.
+    :func:`save_distilled` and :func:`load_distilled` call this first.
+    """
+    output_dir = Path(output_dir).expanduser().absolute()
+    parent = output_dir.parent
+    if not parent.is_dir():
+        return []
+    stale = []
+    for entry in parent.iterdir():
+        match = _STAGING.fullmatch(entry.name)
+        if match and match["name"] == output_dir.name and not _process_alive(int(match["pid"])):
+            stale.append((match["kind"] != "old", entry))  # restore an "old" first, then delete
+    removed = []
+    for _, entry in sorted(stale):
+        if entry.name.startswith(f".{output_dir.name}.old-") and not os.path.lexists(output_dir):
+            try:
+                os.rename(entry, output_dir)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(entry, ignore_errors=True)
+        if not os.path.lexists(entry):
+            removed.append(entry)
+    return removed
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot do it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _atomic_replace(staged: Path, output_dir: Path) -> None:
-    """Move ``staged`` to ``output_dir``, replacing it, so readers never see a half-written dataset."""
-    if not output_dir.exists():
-        os.replace(staged, output_dir)
+    """Move ``staged`` to ``output_dir``, replacing it, so readers never see a half-written dataset.
+
+    An existing ``output_dir`` is swapped with ``staged`` in one atomic step, so the path
+    always holds the old or the new dataset, whenever the process is killed. Without an
+    atomic swap it is renamed aside first; a kill between the two renames is undone by
+    :func:`recover_leftovers` at the next save or load.
+    """
+    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
+        os.replace(staged, output_dir)  # a new or empty directory
         return
-    backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-    os.rmdir(backup)
+    if _exchange(staged, output_dir):
+        shutil.rmtree(staged, ignore_errors=True)  # now holds the old dataset
+        return
+    backup = _staging_path(output_dir, "old")
     os.replace(output_dir, backup)
     try:
         os.replace(staged, output_dir)
@@ -636,13 +803,17 @@ def save_distilled(
     The dataset is validated first (:func:`validate_distilled`). A ``Dataset`` is saved as
     split ``train``. Fields of ``info`` that can be read off the data (``num_classes``,
     ``image_size``, ``topk``) are filled in. The write is atomic: everything goes to a
-    temporary directory beside ``output_dir``, which is then renamed into place.
+    hidden folder beside ``output_dir`` that is then swapped into place, so the path always
+    holds a complete dataset; leftovers of killed saves are cleaned up (:func:`recover_leftovers`).
+    ``overwrite`` replaces only a dataset written by gift_hf: a folder holding anything else
+    is refused. Folders and files follow the user's umask.
 
     Args:
         dataset: a ``Dataset`` or ``DatasetDict`` following the schema (see module docs).
         output_dir: the directory to create; an existing non-empty one is refused unless
-            ``overwrite=True``.
-        info: provenance; recorded under ``gift_hf:`` in the card.
+            ``overwrite=True`` and it holds a dataset written by gift_hf.
+        info: provenance; recorded under ``gift_hf:`` in the card. Required with
+            ``soft_label_kind`` set when the dataset has soft labels.
         license: the card's license id (``unknown`` unless you know the source's license).
         tags: extra card tags.
         repo_id: the Hub id, used in the card's code example.
@@ -654,12 +825,19 @@ def save_distilled(
         ``output_dir`` as a ``Path``.
     """
     splits = _as_splits(dataset)
+    first = next(iter(splits.values()), None)
+    if first is not None and soft_label_columns(first.features) and (info is None or info.soft_label_kind is None):
+        raise ValueError(f"info.soft_label_kind: the dataset has soft-label columns ({_soft_names(first.features)}) "
+                         "but no kind was given; pass info=DistilledInfo(soft_label_kind='logits' or "
+                         "'probabilities') saying what the stored values are, so training reads them correctly")
     validate_distilled(splits_dict := DatasetDict(splits), info, check_images=check_images)
     info = _complete_info(splits, info)
     output_dir = Path(output_dir).expanduser().absolute()
+    recover_leftovers(output_dir)
     _check_target(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    staged = _staging_path(output_dir, "tmp")
+    os.mkdir(staged)  # mode 0o777 less the umask, like any folder the user makes (mkdtemp would give 0o700)
     try:
         (staged / "data").mkdir()
         shard_bytes: dict[str, int] = {}
@@ -685,22 +863,80 @@ def read_card_info(card_text: str) -> DistilledInfo:
         card = DatasetCard(card_text)
     except Exception as err:
         raise ValueError(f"README.md: cannot parse the card's YAML metadata ({err}); expected a '---' YAML block "
-                         "as written by save_distilled") from err
-    return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
+                         "as written by save_distilled") from None
+    try:
+        return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"README.md: the card's {CARD_KEY!r} block is invalid: {err}") from None
+
+
+def check_local_path(path: str | os.PathLike, what: str) -> str:
+    """``path`` as a string, after refusing one that is clearly local but does not exist.
+
+    A name that may be a Hub id (``name`` or ``namespace/name``) is let through; anything
+    absolute, starting with ``.`` or ``~``, or with more than one ``/`` is a local path, and a
+    missing one is a ``FileNotFoundError`` saying "not found" (never a Hub or network error).
+    ``what`` names it in the message (``"teacher"``, ``"dataset"``, ``"student"``).
+    """
+    target = os.fspath(path)
+    if os.path.lexists(target):
+        return target
+    local = (os.path.isabs(target) or target.startswith((".", "~")) or target.count("/") > 1
+             or target.endswith("/") or (os.sep != "/" and os.sep in target))
+    if local:
+        raise FileNotFoundError(f"{what} {target!r} not found: no such local file or directory; expected an existing "
+                                "local path (or a Hub id 'namespace/name')")
+    return target
 
 
 def _card_text(repo_id_or_dir: str | os.PathLike, revision: str | None = None, token: str | bool | None = None) -> str:
-    target = os.fspath(repo_id_or_dir)
+    target = check_local_path(repo_id_or_dir, "dataset")
     if os.path.isdir(target):
         readme = Path(target) / "README.md"
         if not readme.is_file():
             raise ValueError(f"{target!r} has no README.md; expected a directory written by save_distilled "
                              "(Hub layout: README.md + data/*.parquet)")
         return readme.read_text(encoding="utf-8")
+    if os.path.lexists(target):
+        raise ValueError(f"dataset {target!r} is a file; expected a directory written by save_distilled (README.md "
+                         "+ data/*.parquet) or a Hub dataset id 'namespace/name'")
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(target, "README.md", repo_type="dataset", revision=revision, token=token)).read_text(
-        encoding="utf-8")
+    try:
+        path = hf_hub_download(target, "README.md", repo_type="dataset", revision=revision, token=token)
+    except Exception as err:  # offline, unknown repo, no access: all end here
+        raise ValueError(f"dataset {target!r} not found: there is no local directory of that name, and the Hub "
+                         f"dataset {target!r} could not be read ({type(err).__name__}); expected a local directory "
+                         "written by save_distilled or an existing Hub dataset id") from None
+    return Path(path).read_text(encoding="utf-8")
+
+
+def read_distilled_info(
+    repo_id_or_dir: str | os.PathLike, revision: str | None = None, token: str | bool | None = None
+) -> DistilledInfo:
+    """The :class:`DistilledInfo` of a distilled dataset's card, without loading its data."""
+    return read_card_info(_card_text(repo_id_or_dir, revision, token))
+
+
+def resolve_soft_label_kind(info: DistilledInfo, requested: str | None = None, *, source: str = "the dataset card"
+                            ) -> str:
+    """The kind of the stored soft labels to train with: ``requested`` checked against ``info``.
+
+    ``requested`` None takes the card's ``soft_label_kind``; a kind that contradicts the card
+    (probabilities trained as logits, or the reverse) is a ``ValueError``, never a silent choice.
+    """
+    if requested is not None and requested not in SOFT_LABEL_KINDS:
+        raise ValueError(f"soft_label_kind: got {requested!r}; expected one of {SOFT_LABEL_KINDS}")
+    stored = info.soft_label_kind
+    if stored is None and requested is None:
+        raise ValueError(f"soft_label_kind: {source} records no soft_label_kind; pass --soft_label_kind logits or "
+                         "probabilities (what the stored soft labels are)")
+    if stored is not None and requested is not None and requested != stored:
+        detail = f" at temperature {info.temperature:g}" if stored == "probabilities" and info.temperature else ""
+        raise ValueError(f"soft_label_kind: got {requested!r} but {source} says the stored soft labels are "
+                         f"{stored!r}{detail}; drop --soft_label_kind to use the card's kind, or relabel the dataset "
+                         f"as {requested}")
+    return stored if stored is not None else requested
 
 
 def card_license(repo_id_or_dir: str | os.PathLike, revision: str | None = None) -> str | None:
@@ -725,7 +961,7 @@ def _check_local_shards(path: Path) -> None:
         except Exception as err:
             raise ValueError(f"shard {str(shard.relative_to(path))!r} of {str(path)!r} is not a readable parquet "
                              f"file ({type(err).__name__}: {err}); expected parquet written by save_distilled"
-                             ) from err
+                             ) from None
 
 
 def load_distilled(
@@ -733,6 +969,7 @@ def load_distilled(
     revision: str | None = None,
     *,
     validate: bool = True,
+    check_images: bool = True,
     token: str | bool | None = None,
     **load_kwargs: Any,
 ) -> tuple[DatasetDict, DistilledInfo]:
@@ -744,14 +981,17 @@ def load_distilled(
 
     Returns:
         ``(dataset_dict, info)``. With ``validate`` the schema is checked as in
-        :func:`validate_distilled` (images are decoded lazily, when rows are read).
+        :func:`validate_distilled`; with ``check_images`` too every image is decoded, so a
+        corrupt one is named here rather than mid-training.
+
+    A local path that does not exist is a ``FileNotFoundError`` ("not found"); leftovers of
+    a killed save are recovered first (:func:`recover_leftovers`).
     """
     import datasets
 
     target = os.fspath(repo_id_or_dir)
-    if not os.path.isdir(target) and (os.path.isabs(target) or target.startswith((".", "~")) or target.count("/") > 1):
-        raise ValueError(f"{target!r} is not a directory; expected a local directory written by save_distilled or a "
-                         "Hub dataset id 'namespace/name'")
+    if not os.path.lexists(target):
+        recover_leftovers(target)  # a save killed mid-swap may have left the dataset aside
     card_text = _card_text(target, revision, token)
     if os.path.isdir(target):
         _check_local_shards(Path(target))
@@ -766,11 +1006,17 @@ def load_distilled(
             dataset = datasets.load_dataset(target, **kwargs)
     except Exception as err:
         raise ValueError(f"datasets.load_dataset({target!r}) failed ({type(err).__name__}: {err}); expected a "
-                         "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)") from err
+                         "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)") from None
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset}) if isinstance(dataset, Dataset) else dataset
     if validate:
-        validate_distilled(dataset, info, check_images=False)
+        first = next(iter(dataset.values()), None)
+        if first is not None and soft_label_columns(first.features) and info.soft_label_kind is None:
+            columns = _soft_names(first.features)
+            raise ValueError(f"README.md of {target!r}: the data has soft-label columns ({columns}) "
+                             f"but the card's {CARD_KEY!r} block records no soft_label_kind; add "
+                             f"'soft_label_kind: logits' or 'soft_label_kind: probabilities' under '{CARD_KEY}:'")
+        validate_distilled(dataset, info, check_images=check_images)
     return dataset, info
 
 

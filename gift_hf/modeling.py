@@ -162,6 +162,7 @@ def load_teacher(
     *,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    role: str = "teacher",
     **init_kwargs: Any,
 ) -> nn.Module:
     """Load a teacher classifier, frozen and in eval mode.
@@ -170,28 +171,44 @@ def load_teacher(
     (ours: ``config.json`` + ``model.safetensors``; or any transformers image classifier);
     a Hub id of an ``AutoModelForImageClassification`` checkpoint; or a timm architecture
     name, created fresh with ``init_kwargs`` (``num_classes``, ``in_chans``, ``img_size``).
-    Remote code is never run unless ``trust_remote_code=True``.
+    Remote code is never run unless ``trust_remote_code=True``. A local path that does not
+    exist is a ``FileNotFoundError`` ("not found"); ``role`` names the model in errors
+    (``"teacher"``, ``"student"``).
     """
+    from .distilled import check_local_path
+
     if isinstance(teacher, nn.Module):
         model = teacher
     else:
-        name = os.fspath(teacher)
+        name = check_local_path(teacher, role)
         if os.path.isdir(name):
             if not os.path.isfile(os.path.join(name, "config.json")):
-                raise ValueError(f"teacher directory {name!r} has no config.json; save it with save_pretrained")
-            model = AutoModelForImageClassification.from_pretrained(
-                name, trust_remote_code=trust_remote_code, **init_kwargs
-            )
+                raise ValueError(f"{role} directory {name!r} has no config.json; save it with save_pretrained")
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    name, trust_remote_code=trust_remote_code, **init_kwargs
+                )
+            except OSError as err:  # missing or unreadable weights, bad config.json
+                raise ValueError(f"{role} directory {name!r} cannot be loaded: {err}") from None
+        elif os.path.lexists(name):
+            raise ValueError(f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
+                             "(config.json + model.safetensors), a Hub model id or a timm architecture name")
         elif "/" not in name and timm.list_models(name):
             kwargs = dict(init_kwargs)
             num_classes = kwargs.pop("num_classes", None)
             if num_classes is None:
-                raise ValueError(f"teacher {name!r} is a timm architecture: pass num_classes in teacher init kwargs")
+                raise ValueError(f"{role} {name!r} is a timm architecture: pass num_classes in teacher init kwargs")
             model = create_model(name, num_classes, **kwargs)
         else:
-            model = AutoModelForImageClassification.from_pretrained(
-                name, revision=revision, trust_remote_code=trust_remote_code, **init_kwargs
-            )
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    name, revision=revision, trust_remote_code=trust_remote_code, **init_kwargs
+                )
+            except OSError as err:  # offline, unknown repo, no access
+                raise ValueError(f"{role} {name!r} not found: no local directory or timm architecture of that name, "
+                                 f"and the Hub model {name!r} could not be loaded ({type(err).__name__}); expected a "
+                                 "directory saved with save_pretrained, a timm architecture name or an existing Hub "
+                                 "model id") from None
     model.eval()
     model.requires_grad_(False)
     return model

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 from transformers import HfArgumentParser
 
+from .redact import mask_secrets, secret_values
+
 __all__ = ["ConfigError", "GIFTParser", "parse_dict_option"]
 
 
@@ -149,10 +151,27 @@ class GIFTParser(HfArgumentParser):
         return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(kind, kind)
 
     # ------------------------------------------------------------------ parsing
+    def error(self, message: str) -> Any:
+        # argparse prints the offending value: never a token (gift_hf.redact)
+        return super().error(mask_secrets(message, getattr(self, "_secrets", ())))
+
     def parse_args_and_config(self, args: Iterable[str] | None = None) -> tuple[Any, ...]:
         """Parse ``args`` (default ``sys.argv[1:]``): ``--config FILE`` first, then the
-        command-line options on top. Returns one dataclass instance per type."""
+        command-line options on top. Returns one dataclass instance per type.
+
+        No error shows a secret: values of token-like options (mistyped ones too) and Hub
+        tokens are masked."""
         args = list(sys.argv[1:] if args is None else args)
+        self._secrets = secret_values(args)
+        try:
+            return self._parse_args_and_config(args)
+        except ValueError as err:  # unknown options, wrong-typed values, __post_init__ checks
+            masked = mask_secrets(str(err), self._secrets)
+            if masked != str(err):
+                raise type(err)(masked) from None
+            raise
+
+    def _parse_args_and_config(self, args: list[str]) -> tuple[Any, ...]:
         config_path = None
         if "--config" in args:
             i = args.index("--config")
@@ -168,7 +187,9 @@ class GIFTParser(HfArgumentParser):
                     break
         tokens: list[str] = []
         if config_path is not None:
-            tokens = self._check_values(self.read_config(config_path), config_path)
+            config = self.read_config(config_path)
+            self._secrets += secret_values([], config)
+            tokens = self._check_values(config, config_path)
         # argparse keeps the last occurrence of an option: the command line wins over the file.
         *outputs, remaining = self.parse_args_into_dataclasses(args=tokens + args, return_remaining_strings=True)
         if remaining:

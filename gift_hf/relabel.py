@@ -174,14 +174,35 @@ def _logits_of(
     model.eval()
     model.to(device)
     try:
-        chunks = [teacher_logits(model, batch["pixel_values"].to(device)).float().cpu()
-                  for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch")]
+        chunks = []
+        for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+            pixels = batch["pixel_values"]
+            try:
+                chunks.append(teacher_logits(model, pixels.to(device)).float().cpu())
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError) as err:  # shape errors from deep inside the model
+                raise ValueError(_input_mismatch(model, desc, column, tuple(pixels.shape), err)) from None
     finally:
         # A model instance passed in by the caller is given back where and as it was.
         if original_device is not None:
             model.to(original_device)
         model.train(was_training)
     return torch.cat(chunks)
+
+
+def _input_mismatch(model: nn.Module, who: str, column: str, shape: tuple[int, ...], err: Exception) -> str:
+    config = getattr(model, "config", None)
+    channels = getattr(config, "in_chans", None) or getattr(config, "num_channels", None)
+    size = getattr(config, "img_size", None) or getattr(config, "image_size", None)
+    expects = ", ".join(part for part in (f"{channels} channels" if channels else "",
+                                          f"{size}×{size} pixels" if isinstance(size, int) else "") if part)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"{who}: cannot take the images of column {column!r}: a batch of shape {shape} (batch, channels, height, "
+            f"width) failed ({reason}); expected images the teacher accepts"
+            + (f" ({expects})" if expects else "")
+            + ". Stored float pixel_values are fed as they are: relabel images made for this teacher, or pass a "
+            "transform that produces its input")
 
 
 def compute_teacher_logits(
@@ -220,7 +241,7 @@ def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progres
     for i, (source, model, _) in enumerate(teachers):
         fn = transform or teacher_transform(model)
         logits = _logits_of(model, dataset, fn, batch_size, device, progress,
-                            f"teacher {i + 1}/{len(teachers)}", num_workers)
+                            f"teacher {i + 1}/{len(teachers)} ({describe_teacher(model, source)[0]})", num_workers)
         if total is not None and logits.shape != total.shape:
             raise ValueError(f"teacher {i + 1} ({describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
                              f"classes but teacher 1 outputs {total.shape[1]}; an ensemble needs one label set")

@@ -41,9 +41,14 @@ def _labels(ds: Dataset, label_column: str, ipc: int) -> tuple[np.ndarray, int]:
     if label_column not in ds.column_names:
         raise ValueError(f"dataset has no {label_column!r} column (label_column); it has columns {ds.column_names}")
     labels = np.asarray(ds.with_format(None)[label_column])
-    if labels.dtype.kind not in "iu" or labels.min() < 0:
-        raise ValueError(f"column {label_column!r} holds {labels.dtype} values (min {labels.min()}); expected class "
-                         "ids >= 0")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"column {label_column!r} (label_column) holds {labels.dtype} values (row 0: "
+                         f"{labels[0].item()!r}); expected integer class ids (cast it to a ClassLabel: "
+                         "ds.class_encode_column(...))")
+    if labels.min() < 0:
+        row = int(np.argmin(labels))
+        raise ValueError(f"column {label_column!r} (label_column), row {row}: class id {int(labels[row])}; expected "
+                         "class ids >= 0")
     feature = ds.features[label_column]
     num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(labels.max()) + 1
     counts = np.bincount(labels, minlength=num_classes)

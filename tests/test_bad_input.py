@@ -217,3 +217,95 @@ def test_recipe_refuses_existing_output_dir(tmp_path, recipe):
                                "--disable_tqdm", "true", "--save_strategy", "no"])
     assert metrics["world_size"] == 1
     assert (out / "model.safetensors").is_file() and (out / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------------- paths that do not exist (issue 10)
+@pytest.mark.parametrize("name", ["./nope", "/no/such/teacher", "runs/teachers/nope"])
+def test_missing_local_teacher_is_not_found_never_a_hub_error(name):
+    from gift_hf import load_teacher
+
+    with pytest.raises(FileNotFoundError, match=rf"teacher '{name}' not found: no such local file or directory"):
+        load_teacher(name)
+
+
+def test_missing_student_and_unknown_names_are_not_found(tmp_path):
+    from gift_hf import load_teacher
+
+    with pytest.raises(FileNotFoundError, match=r"student '\./runs/student' not found"):
+        load_teacher("./runs/student", role="student")
+    # no such local folder, no such timm architecture, and the Hub is not reachable (tests run offline)
+    with pytest.raises(ValueError, match=r"teacher 'gift_convnet_d3x' not found: no local directory or timm "
+                                         r"architecture of that name, and the Hub model 'gift_convnet_d3x' could not"):
+        load_teacher("gift_convnet_d3x")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"teacher '.*model.safetensors' is a file; expected a directory saved with "
+                                         r"save_pretrained"):
+        load_teacher(tmp_path / "model.safetensors")
+    saved = tmp_path / "teacher"
+    create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8).save_pretrained(saved)
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"teacher directory '.*teacher' cannot be loaded: .*model.safetensors"):
+        load_teacher(saved)
+
+
+def test_recipe_missing_teacher_path_is_not_found(tmp_path, recipe):
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match=r"teacher '\./no_such_teacher' not found"):
+        recipe.main(["--teacher_model_name_or_path", "./no_such_teacher", "--loss", "gift", "--output_dir", str(out),
+                     "--use_cpu"])
+    assert nothing_written(out)
+
+
+def test_recipe_missing_dataset_path_is_not_found_never_a_hub_error(tmp_path, recipe, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    for name in ("./no_such_set", "runs/sets/no_such_set"):
+        with pytest.raises(FileNotFoundError, match=rf"dataset_name '{name}' not found: no such local file"):
+            recipe.main(["--dataset_name", name, "--loss", "ce", "--soft_label_source", "none", "--output_dir",
+                         str(out), "--use_cpu"])
+    with pytest.raises(ValueError, match=r"dataset_name: 'nobody/nothing' not found: there is no local directory of "
+                                         r"that name, and the Hub dataset 'nobody/nothing' could not be read"):
+        recipe.main(["--dataset_name", "nobody/nothing", "--loss", "ce", "--soft_label_source", "none",
+                     "--output_dir", str(out), "--use_cpu"])
+    assert nothing_written(out)
+
+
+# ---------------------------------------------------------------------------- data vs teacher (issue 10)
+def test_relabel_with_a_teacher_of_other_channels_names_the_column_shape_and_teacher():
+    from distilled_helpers import pixel_dataset
+    from gift_hf import relabel
+
+    teacher = create_model("gift_convnet_d3", num_classes=3, in_chans=3, img_size=8)
+    with pytest.raises(ValueError, match=r"teacher 1/1 \(GIFTClassifier\): cannot take the images of column "
+                                         r"'pixel_values': a batch of shape \(6, 1, 8, 8\) .* expected images the "
+                                         r"teacher accepts \(3 channels, 8×8 pixels\)"):
+        relabel(pixel_dataset(n=6, size=8), teacher, progress=False)
+
+
+def test_selection_with_a_bare_module_teacher_of_other_channels_is_a_clear_error():
+    import timm
+
+    from distilled_helpers import rgb_dataset
+    from gift_hf import build_difficulty_distilled
+
+    bare = timm.create_model("gift_convnet_d3", num_classes=3, in_chans=1, img_size=8)  # no config to read
+    with pytest.raises(ValueError, match=r"teacher 1/1 \(.*\): cannot take the images of column 'image': a batch of "
+                                         r"shape \(6, 3, 8, 8\)"):
+        build_difficulty_distilled(rgb_dataset(n=6, size=8, soft=None), 1, bare, progress=False)
+
+
+def test_images_of_different_sizes_name_the_row_and_the_fix():
+    import numpy as np
+
+    from distilled_helpers import png_bytes
+    from gift_hf import ImageTransform, SoftLabelCollator
+
+    images = [{"bytes": png_bytes(np.zeros((s, s), np.uint8)), "path": None} for s in (8, 8, 6)]
+    ds = Dataset.from_dict({"image": images, "label": [0, 1, 0]},
+                           features=Features({"image": Image(), "label": Value("int64")}))
+    ds.set_transform(ImageTransform(channels=1))
+    with pytest.raises(ValueError, match=r"pixel_values: row 2 of the batch has shape \(1, 6, 6\) but row 0 has "
+                                         r"\(1, 8, 8\); .* Resize them with ImageTransform\(image_size=...\)"):
+        SoftLabelCollator()([ds[i] for i in range(3)])
+    ds.set_transform(ImageTransform(channels=1, image_size=8))  # the fix the message names
+    assert SoftLabelCollator()([ds[i] for i in range(3)])["pixel_values"].shape == (3, 1, 8, 8)

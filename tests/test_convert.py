@@ -140,5 +140,67 @@ def test_corrupt_image_file_in_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"image file '.*n01443537/broken.png' cannot be decoded .*expected a valid "
                                          "image"):
         from_image_folder(tmp_path / "syn")
-    with pytest.raises(ValueError, match=r"image folder '.*nowhere' is not a directory; expected one sub-folder per"):
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*nowhere' not found; expected one sub-folder per"):
         from_image_folder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"tensor file '.*nowhere.pt' not found; expected a torch.save file"):
+        from_tensor_file(tmp_path / "nowhere.pt")
+    with pytest.raises(ValueError, match=r"image folder '.*broken.png' is not a directory"):
+        from_image_folder(tmp_path / "syn" / "n01443537" / "broken.png")
+
+
+def test_symlinks_out_of_the_input_folder_are_refused(tmp_path):
+    make_folder(tmp_path / "syn")
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "secret.png").write_bytes(png_bytes(np.zeros((6, 6), np.uint8)))
+    (tmp_path / "syn" / "n09999999").symlink_to(private, target_is_directory=True)  # a class folder
+    with pytest.raises(ValueError, match=r"'.*syn/n09999999' is a symbolic link to '.*private', outside the input "
+                                         r"folder; refused"):
+        convert(tmp_path / "syn", tmp_path / "set")
+    (tmp_path / "syn" / "n09999999").unlink()
+    (tmp_path / "syn" / "n01440764" / "zz.png").symlink_to(private / "secret.png")  # one image file
+    with pytest.raises(ValueError, match=r"'.*n01440764/zz.png' is a symbolic link to '.*private/secret.png'"):
+        from_image_folder(tmp_path / "syn")
+    assert not (tmp_path / "set").exists()
+    # a link that stays inside the folder is fine
+    (tmp_path / "syn" / "n01440764" / "zz.png").unlink()
+    (tmp_path / "syn" / "n01440764" / "zz.png").symlink_to(tmp_path / "syn" / "n01443537" / "class_0.png")
+    ds, _ = from_image_folder(tmp_path / "syn")
+    assert ds.num_rows == 5
+
+
+def test_channels_last_float_tensor_is_refused_not_saved_sideways(tmp_path):
+    torch.save({"data": torch.rand(4, 16, 16, 3), "label": torch.tensor([0, 1, 0, 1])}, tmp_path / "nhwc.pt")
+    for fmt in ("auto", "image", "pixel_values"):
+        with pytest.raises(ValueError, match=r"has shape \(4, 16, 16, 3\), which is channels-last \(N, H, W, C\) with "
+                                             r"C=3; expected channels-first \(N, C, H, W\): save "
+                                             r"data.permute\(0, 3, 1, 2\)"):
+            from_tensor_file(tmp_path / "nhwc.pt", image_format=fmt)
+    torch.save({"data": torch.rand(4, 16, 16, 3).permute(0, 3, 1, 2), "label": torch.tensor([0, 1, 0, 1])},
+               tmp_path / "nchw.pt")
+    _, info = from_tensor_file(tmp_path / "nchw.pt")
+    assert info.image_size == [16, 16]
+
+
+def test_convert_into_its_own_input_is_refused(tmp_path):
+    make_folder(tmp_path / "syn")
+    before = sorted(str(p) for p in (tmp_path / "syn").rglob("*"))
+    for output in (tmp_path / "syn", tmp_path):  # the input itself, or a folder holding it
+        with pytest.raises(ValueError, match=r"output_dir '.*' holds the input '.*syn'; writing the dataset there "
+                                             r"would replace the input"):
+            convert(tmp_path / "syn", output, overwrite=True)
+    assert sorted(str(p) for p in (tmp_path / "syn").rglob("*")) == before
+    torch.save({"data": torch.rand(2, 1, 4, 4), "label": torch.tensor([0, 1])}, tmp_path / "syn" / "t.pt")
+    with pytest.raises(ValueError, match=r"holds the input"):
+        convert(tmp_path / "syn" / "t.pt", tmp_path / "syn", overwrite=True)
+
+
+def test_an_image_folder_of_mixed_sizes_records_no_single_image_size(tmp_path):
+    (tmp_path / "syn" / "a").mkdir(parents=True)
+    for i, size in enumerate((6, 8)):
+        (tmp_path / "syn" / "a" / f"{i}.png").write_bytes(png_bytes(np.zeros((size, size), np.uint8)))
+    _, info = from_image_folder(tmp_path / "syn")
+    assert info.image_size is None  # was [6, 6], the first image's size, claimed for every image
+    out, _ = convert(tmp_path / "syn", tmp_path / "set")
+    _, saved = load_distilled(out, cache_dir=str(tmp_path / "cache"))
+    assert saved.image_size is None and "Image size" not in (out / "README.md").read_text()

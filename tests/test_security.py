@@ -68,3 +68,40 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
     assert any(p.name == "training_args.bin" for p in written)
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("argv", [
+    ["--hub_tokn", TOKEN],  # a mistyped option: "arguments are not used" lists what was given
+    [f"--hub-tokn={TOKEN}"],
+    ["--hub_token", TOKEN, "stray_value"],
+    ["--push_to_hub", TOKEN],  # the token given to the wrong option: argparse prints the bad value
+    ["--max_steps", TOKEN],
+])
+def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
+    from gift_hf.parser import GIFTParser
+
+    with pytest.raises((ValueError, SystemExit)) as raised:
+        GIFTParser((GIFTConfig,), prog="gift-hf train").parse_args_and_config(["--output_dir", "unused", *argv])
+    captured = capsys.readouterr()
+    shown = str(raised.value) + captured.out + captured.err
+    assert shown.strip() and TOKEN not in shown
+
+
+@pytest.mark.parametrize("line", [f"hub_tokn: {TOKEN}", f"max_steps: {TOKEN}", f"push_to_hub: [{TOKEN}]"])
+def test_a_config_file_with_a_mistyped_token_never_prints_it(tmp_path, capsys, line):
+    from gift_hf.parser import ConfigError, GIFTParser
+
+    options = tmp_path / "train.yaml"
+    options.write_text(f"output_dir: unused\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(":")[0]) as raised:
+        GIFTParser((GIFTConfig,), prog="gift-hf train").parse_args_and_config(["--config", str(options)])
+    captured = capsys.readouterr()
+    assert TOKEN not in str(raised.value) + captured.out + captured.err
+
+
+def test_mask_secrets_hides_token_option_values_and_hub_tokens():
+    from gift_hf.redact import mask_secrets, secret_values
+
+    secrets = secret_values(["--hub_tokn", "abcd1234", "--api-key=k3y!", "--hub_token", "--x"], {"password": "pw12"})
+    assert sorted(secrets) == ["abcd1234", "k3y!", "pw12"]
+    assert mask_secrets(f"got abcd1234, k3y!, pw12 and {TOKEN}", secrets) == "got ***, ***, *** and hf_***"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["build_compute_metrics", "load_metric", "metric_path"]
+__all__ = ["best_accuracy", "build_compute_metrics", "load_metric", "metric_path"]
 
 
 def metric_path(name: str) -> str:
@@ -41,3 +42,19 @@ def build_compute_metrics(num_classes: int) -> Callable:
         )
 
     return compute_metrics
+
+
+def best_accuracy(accuracies: Sequence[float]) -> float:
+    """The best of several evaluations of one student (best-of-k reporting).
+
+    Raises a ``ValueError`` naming the evaluation when any accuracy is NaN or infinite, or
+    when there is none: a broken evaluation is never silently picked or skipped.
+    """
+    values = [float(a) for a in accuracies]
+    if not values:
+        raise ValueError("accuracies: got no evaluations; expected at least one")
+    for index, value in enumerate(values):
+        if not math.isfinite(value):
+            raise ValueError(f"accuracies: evaluation {index} is {value}; expected finite accuracies (a non-finite "
+                             "accuracy means the evaluation itself failed)")
+    return max(values)

@@ -11,7 +11,10 @@ import numpy as np
 
 _DESCRIPTION = """
 Top-k accuracy: the fraction of samples whose true class is among the k highest-scoring
-classes. Top-1 is ordinary accuracy. Ties are broken by class index (stable sort).
+classes. Top-1 is ordinary accuracy. Ties count against the sample: the true class ranks
+behind every other class scored at least as high, so a true class tied with another one is
+not a top-1 hit. A row with any NaN or infinite score is wrong at every k (a diverged model
+must never score).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -61,9 +64,11 @@ class TopkAccuracy(evaluate.Metric):
         if refs.size and (refs.min() < 0 or refs.max() >= num_classes):
             raise ValueError(f"references must be class ids in [0, {num_classes - 1}], got max {refs.max()}")
         ks = [k] if isinstance(k, int) else list(k)
-        # rank of the true class = number of classes scored strictly higher
+        # rank of the true class = number of *other* classes scored at least as high (ties are
+        # misses); rows with a non-finite score get rank num_classes, a miss at every k.
         true_scores = scores[np.arange(len(refs)), refs][:, None]
-        rank = (scores > true_scores).sum(axis=1)
+        rank = (scores >= true_scores).sum(axis=1) - 1
+        rank[~np.isfinite(scores).all(axis=1)] = num_classes
         results = {}
         for kk in ks:
             if kk > num_classes:
