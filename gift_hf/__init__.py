@@ -9,7 +9,7 @@ from .data import ImageTransform, SoftLabelCollator, load_digits_dataset
 from .distilled import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
 from .evaluation import EvalProtocol, evaluate_distilled, get_protocol
 from .losses import LOSSES, get_loss, refine_soft_labels
-from .modeling import GIFTClassifier, GIFTClassifierConfig, create_model, load_teacher
+from .modeling import GIFTClassifier, GIFTClassifierConfig, create_model, image_transform_for, load_teacher, model_spec
 from .relabel import compute_teacher_logits, relabel
 from .selection import build_difficulty_distilled, build_random_distilled
 from .trainer import GIFTTrainer
@@ -34,12 +34,14 @@ __all__ = [
     "fit_zca",
     "get_loss",
     "get_protocol",
+    "image_transform_for",
     "keep_topk",
     "label_entropy_stats",
     "load_digits_dataset",
     "load_distilled",
     "load_teacher",
     "map_soft_labels",
+    "model_spec",
     "push_distilled",
     "refine_soft_labels",
     "relabel",

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from datasets import DatasetDict
 
 from ..evaluation import EvalProtocol
+from ..modeling import model_spec
 from ..recipe_utils import DataArguments
 from .common import ExperimentArguments, ExperimentResult, Study, parse_json_option, parse_list
 from .report import heatmap_plot, pivot_table, summarize, write_results
@@ -89,7 +90,7 @@ def run_cross_architecture(
     names = _teacher_names(args.teachers)
     by_name = {v: k for k, v in names.items()}
     # every teacher is checked against the data before any student trains
-    architectures = {names[t]: getattr(getattr(study.teacher(t), "config", None), "arch", "?") for t in args.teachers}
+    architectures = {names[t]: model_spec(study.teacher(t))["arch"] for t in args.teachers}
 
     def run_one(cell: Cell) -> dict[str, Any]:
         teacher_path = by_name[cell.params["teacher"]]
