@@ -1,7 +1,7 @@
 """A double of the Hugging Face Hub's network API, for offline publishing tests.
 
 Only the HTTP calls are replaced: ``HfApi.repo_info``/``create_repo``/``preupload_lfs_files``/
-``create_commit``, the card's YAML validation request, and the Hub filesystem ``datasets``
+``create_commit``, the cards' YAML validation requests, and the Hub filesystem ``datasets``
 reads a repo through. Everything that prepares the upload (shards, cards, file lists,
 deletions) runs for real; each repo is an in-memory ``{path: bytes}`` that commits change.
 """
@@ -82,9 +82,15 @@ class RecordingHub:
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "preupload_lfs_files", preupload_lfs_files)
         monkeypatch.setattr(HfApi, "create_commit", create_commit)
-        # the card's YAML is checked by a POST to the Hub
+        # a card's YAML is checked by a POST to the Hub (before a card push and an upload_folder)
         monkeypatch.setattr(RepoCard, "validate", lambda card, repo_type=None: None)
+        monkeypatch.setattr(HfApi, "_validate_yaml", lambda api, *args, **kwargs: None, raising=False)
         monkeypatch.setattr(datasets.dataset_dict, "HfFileSystem", lambda **kwargs: RepoFileSystem(hub))
+        # upload_folder's Xet transport streams files to storage before committing; without it
+        # upload_folder selects the files (real code) and sends them in one create_commit.
+        import huggingface_hub.hf_api
+
+        monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
         return self
 
     # ------------------------------------------------------------------ helpers
