@@ -93,6 +93,7 @@ def build_model_card(
     eval_split: str = "test",
     license: str | None = None,
     repo_id: str | None = None,
+    model_name: str | None = None,
     tags: Sequence[str] = (),
 ) -> "ModelCard":  # noqa: F821  (huggingface_hub, imported lazily)
     """The model card of a student.
@@ -110,6 +111,8 @@ def build_model_card(
             distilled set's source).
         license: the model's license; default: the distilled set's card's, else ``unknown``.
         repo_id: the Hub id the student is published under (used in the snippet).
+        model_name: the name in the card and ``model-index``; default: ``repo_id``'s, else
+            ``student``.
         tags: extra tags.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -135,7 +138,7 @@ def build_model_card(
         except (OSError, ValueError, HfHubHTTPError):  # no card, offline, private, …
             license = None
     scores = _scores(eval_results)
-    model_name = (repo_id or "student").split("/")[-1]
+    model_name = model_name or (repo_id or "student").split("/")[-1]
     evaluated_on = eval_dataset or info.source_dataset or dataset or "unknown"
     results = [
         EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=evaluated_on,
@@ -232,6 +235,7 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
     def show(value: Any) -> str:
         return f"`{value}`" if value is not None else "not recorded"
 
+    protocol = record.get("protocol")
     lines = [
         f"- **Base architecture:** `{record['architecture']}` (timm), input {record['input']['in_chans']}×"
         f"{record['input']['img_size']}×{record['input']['img_size']}, mean {record['input']['image_mean']}, "
@@ -244,7 +248,7 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
         f"- **Loss:** {show(record.get('loss'))}"
         + (" with " + ", ".join(f"{k}={v}" for k, v in record["loss_params"].items()) if record.get("loss_params")
            else ""),
-        f"- **Protocol:** {show(record['protocol'] if isinstance(record.get('protocol'), str) else (record.get('protocol') or {}).get('name'))}",
+        f"- **Protocol:** {show(protocol if isinstance(protocol, str) else (protocol or {}).get('name'))}",
         f"- **Seed:** {show(record.get('seed'))}",
     ]
     return lines
@@ -320,6 +324,17 @@ def save_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, *
         overrides["tags"] = [overrides["tags"]]
     if overrides.get("repo_id") is None and getattr(trainer.args, "hub_model_id", None):
         overrides["repo_id"] = trainer.args.hub_model_id
+    output_dir = output_dir if output_dir is not None else trainer.args.output_dir
+    if overrides.get("model_name") is None and overrides.get("repo_id") is None:
+        overrides["model_name"] = Path(output_dir).name
+    teacher = getattr(trainer, "teacher_model", None)
+    if teacher is not None and "teacher" not in callback.card_kwargs and overrides.get("teacher") is None \
+            and not getattr(trainer.args, "teacher_model_name_or_path", None):
+        # a teacher given as an instance: name it by where it was loaded from, else its architecture
+        teacher = trainer.accelerator.unwrap_model(teacher)
+        path = getattr(getattr(teacher, "config", None), "_name_or_path", None)
+        arch = model_spec(teacher)["arch"] if getattr(teacher, "config", None) is not None else type(teacher).__name__
+        overrides["teacher"] = path or f"{arch} (passed as a model instance)"
     model = trainer.accelerator.unwrap_model(trainer.model)
     card = callback.card(model, trainer.args, **overrides)
-    return write_model_card(card, output_dir if output_dir is not None else trainer.args.output_dir)
+    return write_model_card(card, output_dir)

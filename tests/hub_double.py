@@ -67,16 +67,16 @@ class RecordingHub:
             changes: dict[str, Any] = {"repo_id": repo_id, "message": commit_message, "added": [], "deleted": []}
             for op in operations:
                 if isinstance(op, CommitOperationAdd):
-                    preuploaded = hub._preuploaded.pop(op.path_in_repo, None)
-                    files[op.path_in_repo] = preuploaded if preuploaded is not None else hub._content(op.path_or_fileobj)
+                    data = hub._preuploaded.pop(op.path_in_repo, None)
+                    files[op.path_in_repo] = data if data is not None else hub._content(op.path_or_fileobj)
                     changes["added"].append(op.path_in_repo)
                 elif isinstance(op, CommitOperationDelete):
                     files.pop(op.path_in_repo, None)
                     changes["deleted"].append(op.path_in_repo)
             hub.commits.append(changes)
             oid = hub.sha(repo_id)
-            return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}", commit_message=commit_message,
-                              commit_description="", oid=oid)
+            return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
+                              commit_message=commit_message, commit_description="", oid=oid)
 
         monkeypatch.setattr(HfApi, "repo_info", repo_info)
         monkeypatch.setattr(HfApi, "create_repo", create_repo)

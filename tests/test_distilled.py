@@ -296,3 +296,20 @@ def test_image_paths_are_embedded_in_the_shards(tmp_path):
     shutil.rmtree(folder)
     loaded, _ = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert [int(np.asarray(img).mean()) for img in loaded["train"]["image"]] == [0, 40, 80]
+
+
+def test_the_cards_training_snippet_runs(tmp_path):
+    """The card's example trains a student on the set as written (2 steps here)."""
+    import re
+
+    ds = rgb_dataset(n=6, size=8)
+    out = save_distilled(ds, tmp_path / "set", INFO.replace(image_mean=None, image_std=None), repo_id="me/toy")
+    code = re.search(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S).group(1)
+    code = code.replace('load_distilled("me/toy")', f"load_distilled({str(out)!r}, cache_dir={str(tmp_path / 'c')!r})")
+    code = code.replace('output_dir="student"', f"output_dir={str(tmp_path / 'student')!r}, max_steps=2, use_cpu=True")
+    code = code.replace("GIFTTrainer(model=model, args=args, train_dataset=train).train()",
+                        "trainer = GIFTTrainer(model=model, args=args, train_dataset=train)\ntrainer.train()")
+    assert "max_steps=2" in code and "trainer.train()" in code and "image_transform_for(model)" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["trainer"].state.global_step == 2 and namespace["model"].config.model_args["img_size"] == 8

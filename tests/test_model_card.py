@@ -99,7 +99,8 @@ def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
     metrics = trainer.evaluate()
     trainer.save_model(str(tmp_path / "final"))
     save_model_card(trainer, tmp_path / "final")
-    results = {r.metric_type: r.metric_value for r in ModelCard.load(tmp_path / "final" / "README.md").data.eval_results}
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == metrics["eval_accuracy"]
 
 
@@ -112,7 +113,7 @@ class CardTrainer(GIFTTrainer):
             save_model_card(self, output_dir)
 
     def create_model_card(self, **kwargs):
-        save_model_card(self, **{k: v for k, v in kwargs.items() if k in ("license", "tags", "dataset")})
+        save_model_card(self, **{k: v for k, v in kwargs.items() if k in ("license", "tags", "dataset", "model_name")})
 
 
 def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeypatch):

@@ -11,7 +11,12 @@ import pytest
 import timm
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForImageClassification, TimmWrapperForImageClassification, pipeline
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    TimmWrapperForImageClassification,
+    pipeline,
+)
 
 from gift_hf import GIFTClassifier, create_model, image_transform_for, load_teacher, model_spec
 from gift_hf.convnet import ConvNet
@@ -85,8 +90,9 @@ def test_channel_and_size_mismatch_are_clear_errors():
 
 
 def test_save_and_reload_with_the_preprocessing(tmp_path):
-    model = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8, id2label={i: f"d{i}" for i in range(10)},
-                         image_mean=DIGITS_MEAN, image_std=DIGITS_STD, width=8)
+    model = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8,
+                         id2label={i: f"d{i}" for i in range(10)}, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
+                         width=8)
     model.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "config.json").read_text())
