@@ -73,14 +73,15 @@ def test_rgb_students_get_a_pipeline_snippet_and_the_sets_license(tmp_path):
     assert "Not evaluated yet." in card
 
 
-def train(tmp_path, digits, trainer_class=GIFTTrainer, callbacks=(), **config):
+def train(tmp_path, digits, trainer_class=GIFTTrainer, callbacks=(), teacher=None, **config):
     transform = image_transform_for(student())
     train_set = digits["train"].select(range(16)).with_transform(transform)
     test_set = digits["test"].select(range(16)).with_transform(transform)
+    config = {"loss": "ce", "soft_label_source": "none", **config}
     args = GIFTConfig(output_dir=str(tmp_path / "run"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
-                      loss="ce", soft_label_source="none", disable_tqdm=True, report_to="none", seed=5, **config)
-    trainer = trainer_class(model=student(), args=args, train_dataset=train_set, eval_dataset=test_set,
-                            compute_metrics=build_compute_metrics(10), callbacks=list(callbacks))
+                      disable_tqdm=True, report_to="none", seed=5, **config)
+    trainer = trainer_class(model=student(), args=args, teacher_model=teacher, train_dataset=train_set,
+                            eval_dataset=test_set, compute_metrics=build_compute_metrics(10), callbacks=list(callbacks))
     trainer.train()
     return trainer, train_set
 
@@ -102,6 +103,16 @@ def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
     card = ModelCard.load(tmp_path / "final" / "README.md")
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == metrics["eval_accuracy"]
+
+
+def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
+    trainer, _ = train(tmp_path, digits, teacher=student(), loss="gift", soft_label_source="teacher")
+    story = metadata(save_model_card(trainer, tmp_path / "out").read_text())["gift_hf"]
+    assert story["teacher"] == "gift_convnet_d3 (passed as a model instance)" and story["loss"] == "gift"
+    trainer.teacher_model.save_pretrained(tmp_path / "teacher")
+    loaded, _ = train(tmp_path, digits, teacher=str(tmp_path / "teacher"), loss="kl", soft_label_source="teacher")
+    story = metadata(save_model_card(loaded, tmp_path / "out").read_text())["gift_hf"]
+    assert story["teacher"] == str(tmp_path / "teacher") and story["loss"] == "kl"
 
 
 class CardTrainer(GIFTTrainer):
