@@ -68,6 +68,8 @@ class ConvNet(nn.Module):
         self.num_features = width * (height >> depth) * (width_px >> depth)
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.img_size = (height, width_px)
+        self.depth = depth
         self.drop_rate = drop_rate
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -79,6 +81,14 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # The flattened features feed a linear head sized for img_size: any other input
+        # would fail deep inside with a bare shape error, so name the mismatch here.
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"pixel_values must have shape (batch, {self.in_chans}, H, W) for this model, got "
+                             f"{tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"pixel_values: got {x.shape[-2]}×{x.shape[-1]} images; this gift_convnet_d{self.depth} "
+                             f"expects {self.img_size[0]}×{self.img_size[1]} (img_size)")
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -14,12 +14,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
 
 from .files import atomic_write_text
 from .losses import check_class_ids, check_finite
 
 __all__ = [
+    "DIGITS_LICENSE",
     "DIGITS_MEAN",
     "DIGITS_STD",
     "ROW_INDEX_COLUMN",
@@ -42,6 +43,9 @@ __all__ = [
 # Statistics of the digits training images after scaling to [0, 1].
 DIGITS_MEAN = (0.3056,)
 DIGITS_STD = (0.3760,)
+# scikit-learn distributes the digits (UCI optical recognition of handwritten digits) under
+# its own BSD-3-Clause license; cards of sets made from them carry it.
+DIGITS_LICENSE = "bsd-3-clause"
 
 
 def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
@@ -49,7 +53,8 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
 
     Returned as a ``DatasetDict`` with stratified ``train``/``test`` splits, an ``image``
     column (``Image``) and a ``label`` column (``ClassLabel`` named ``"0"`` … ``"9"``),
-    the same shape a Hub image-classification dataset has. Nothing is downloaded.
+    the same shape a Hub image-classification dataset has; ``info.license`` is
+    ``bsd-3-clause``, scikit-learn's. Nothing is downloaded.
     """
     from PIL import Image as PILImage
     from sklearn.datasets import load_digits
@@ -64,9 +69,12 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
     features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(10)])})
 
     def split(idx: np.ndarray) -> Dataset:
+        info = DatasetInfo(description="scikit-learn's digits (8×8 grayscale, 10 classes)", license=DIGITS_LICENSE,
+                           features=features,
+                           homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
         return Dataset.from_dict(
             {"image": [PILImage.fromarray(pixels[i], mode="L") for i in idx], "label": digits.target[idx].tolist()},
-            features=features,
+            features=features, info=info,
         )
 
     return DatasetDict({"train": split(idx_train), "test": split(idx_test)})

@@ -504,8 +504,8 @@ def _channels(ds: Dataset) -> int:
 
 def _training_snippet(info: DistilledInfo, ds: Dataset, repo: str) -> str:
     channels, size = _channels(ds), (info.image_size[0] if info.image_size else 32)
-    mean = tuple(info.image_mean) if info.image_mean else (0.5,)
-    std = tuple(info.image_std) if info.image_std else (0.5,)
+    norm = (f", image_mean={list(info.image_mean)}, image_std={list(info.image_std)}"
+            if info.image_mean and info.image_std else "")
     kwargs = info.training_kwargs()
     config_args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     stored = kwargs["soft_label_source"] == "dataset"
@@ -521,15 +521,32 @@ def _training_snippet(info: DistilledInfo, ds: Dataset, repo: str) -> str:
         "or train one student in Python (GIFTConfig's defaults are the GIFT paper's protocol: AdamW, learning rate"
         " 1e-3, weight decay 1e-4, ×0.2 at 2/3 and 5/6 of training, no gradient clipping):\n\n"
         "```python\n"
-        "from gift_hf import GIFTConfig, GIFTTrainer, ImageTransform, create_model, load_distilled\n\n"
+        "from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for, load_distilled\n\n"
         f'ds, info = load_distilled("{repo}")\n'
-        'train = ds["train"]\n'
-        f"train.set_transform(ImageTransform(image_size={size}, channels={channels}, mean={mean}, std={std}))\n"
-        f'model = create_model("gift_convnet_d3", num_classes=info.num_classes, in_chans={channels}, img_size={size})\n'
+        "# the input is stated once, here; the saved student carries it (config.json)\n"
+        f'model = create_model("gift_convnet_d3", num_classes=info.num_classes, in_chans={channels}, '
+        f"img_size={size}{norm})\n"
+        'train = ds["train"].with_transform(image_transform_for(model))\n'
         f'args = GIFTConfig(output_dir="student", loss="gift", num_train_epochs=1000, {config_args}{teacher})\n'
         "GIFTTrainer(model=model, args=args, train_dataset=train).train()\n"
         "```"
     )
+
+
+def _source_license(splits: dict[str, Dataset], info: DistilledInfo) -> str:
+    """The source dataset's license: its ``DatasetInfo.license``, else its card's, else ``unknown``."""
+    for ds in splits.values():
+        if ds.info.license:
+            return ds.info.license
+    source = info.source_dataset
+    if source and (os.path.isdir(source) or re.fullmatch(r"[\w.-]+/[\w.-]+", source)):
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            return card_license(source) or "unknown"
+        except (OSError, ValueError, HfHubHTTPError):  # no card, offline, private, …
+            return "unknown"
+    return "unknown"
 
 
 def render_card(
@@ -537,14 +554,17 @@ def render_card(
     info: DistilledInfo,
     *,
     repo_id: str | None = None,
-    license: str = "unknown",
+    license: str | None = None,
     tags: list[str] | None = None,
     shard_counts: dict[str, int] | None = None,
     shard_bytes: dict[str, int] | None = None,
 ) -> str:
-    """The dataset card (``README.md``): YAML metadata the Hub and ``datasets`` read, then a body."""
+    """The dataset card (``README.md``): YAML metadata the Hub and ``datasets`` read, then a body.
+
+    ``license`` defaults to the source's (:func:`_source_license`): the images' license
+    travels with any subset of them.
+    """
     from datasets.info import DatasetInfosDict
-    from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData
 
     splits = _as_splits(dataset)
@@ -557,17 +577,17 @@ def render_card(
     ds_info = DatasetInfo(features=first.features, splits=split_dict, download_size=download_size,
                           dataset_size=dataset_size)
     card_data = DatasetCardData(
-        license=license,
+        license=license or _source_license(splits, info),
         task_categories=["image-classification"],
         size_categories=[_size_category(sum(len(ds) for ds in splits.values()))],
         tags=sorted({*DEFAULT_TAGS, *(tags or []), *([info.method] if info.method else [])}),
         pretty_name=(f"{info.source_dataset} distilled ({info.method}, IPC {info.ipc})" if info.source_dataset
                      else None),
+        # The Hub's data-files configuration: every split's shards under data/.
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": name, "path": f"data/{name}-*"} for name in splits]}],
     )
     DatasetInfosDict({"default": ds_info}).to_dataset_card_data(card_data)
-    MetadataConfigs(
-        {"default": {"data_files": [{"split": name, "path": f"data/{name}-*"} for name in splits]}}
-    ).to_dataset_card_data(card_data)
     setattr(card_data, CARD_KEY, info.to_dict())
     title = card_data.pretty_name or (repo_id or "Distilled dataset")
     repo = repo_id or "<repo_id or local directory>"
@@ -611,21 +631,57 @@ def quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _write_shards(ds: Dataset, data_dir: Path, split: str, max_shard_size: int | str, num_shards: int | None) -> int:
-    """Write ``ds`` as ``data/<split>-0000i-of-0000n.parquet``; returns the bytes written."""
-    from datasets.table import embed_table_storage
-    from datasets.utils.py_utils import convert_file_size_to_int
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
+
+def _parse_size(value: int | str) -> int:
+    """Bytes of a size given as an int or a string such as ``"500MB"`` or ``"1GiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if match is None or match.group(2).upper() not in _SIZE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"max_shard_size: got {value!r}; expected a positive number of bytes or a size such as "
+                         "'500MB' or '1GiB'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def _embed_images(ds: Dataset) -> Dataset:
+    """Images given as file paths read into the rows, so a parquet shard is self-contained.
+
+    As ``push_to_hub`` stores them: the file's bytes, and its base name as ``path``.
+    """
+    if IMAGE_COLUMN not in ds.features:
+        return ds
+    feature = ds.features[IMAGE_COLUMN]
+
+    def embed(batch: dict[str, list]) -> dict[str, list]:
+        items = []
+        for item in batch[IMAGE_COLUMN]:
+            if item is not None:
+                data, path = item.get("bytes"), item.get("path")
+                if data is None and path:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                item = {"bytes": data, "path": os.path.basename(path) if path else None}
+            items.append(item)
+        return {IMAGE_COLUMN: items}
+
+    raw = ds.cast_column(IMAGE_COLUMN, Image(decode=False))
+    return raw.map(embed, batched=True, keep_in_memory=True).cast_column(IMAGE_COLUMN, feature)
+
+
+def _write_shards(ds: Dataset, data_dir: Path, split: str, max_shard_size: int | str, num_shards: int | None) -> int:
+    """Write ``ds`` as ``data/<split>-0000i-of-0000n.parquet``; returns the bytes written.
+
+    The file names are those ``DatasetDict.push_to_hub`` gives the same shards on the Hub.
+    """
     if num_shards is None:
-        limit = convert_file_size_to_int(max_shard_size)
-        num_shards = max(1, math.ceil(_nbytes(ds) / limit))
+        num_shards = max(1, math.ceil(_nbytes(ds) / _parse_size(max_shard_size)))
     num_shards = min(num_shards, len(ds))
     written = 0
     for index in range(num_shards):
-        shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-        if IMAGE_COLUMN in shard.features:
-            # Images given as file paths are read into the parquet file, so it is self-contained.
-            shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        shard = _embed_images(ds.shard(num_shards=num_shards, index=index, contiguous=True))
         path = data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
         shard.with_format(None).to_parquet(str(path))
         written += path.stat().st_size
@@ -791,7 +847,7 @@ def save_distilled(
     info: DistilledInfo | None = None,
     *,
     overwrite: bool = False,
-    license: str = "unknown",
+    license: str | None = None,
     tags: list[str] | None = None,
     repo_id: str | None = None,
     max_shard_size: int | str = "500MB",
@@ -814,7 +870,8 @@ def save_distilled(
             ``overwrite=True`` and it holds a dataset written by gift_hf.
         info: provenance; recorded under ``gift_hf:`` in the card. Required with
             ``soft_label_kind`` set when the dataset has soft labels.
-        license: the card's license id (``unknown`` unless you know the source's license).
+        license: the card's license id; default: the source dataset's (its ``DatasetInfo.license``
+            or card), else ``unknown``.
         tags: extra card tags.
         repo_id: the Hub id, used in the card's code example.
         max_shard_size: shard size limit (bytes or a string such as ``"500MB"``).
@@ -1030,21 +1087,24 @@ def push_distilled(
     token: str | None = None,
     commit_message: str | None = None,
     revision: str | None = None,
-    license: str = "unknown",
+    license: str | None = None,
     tags: list[str] | None = None,
 ) -> Any:
-    """Publish a distilled dataset to the Hub: stage it with :func:`save_distilled`, create the
-    dataset repo and upload the staged folder in one commit.
+    """Publish a distilled dataset to the Hub with ``DatasetDict.push_to_hub`` and its card with ``DatasetCard``.
+
+    The set is first staged with :func:`save_distilled` (validated, card rendered); the
+    shards are pushed by ``datasets`` under the same names (``data/<split>-0000i-of-0000n.parquet``,
+    stale shards of an earlier push are deleted), then the staged ``README.md`` replaces
+    the card ``datasets`` wrote. The repo then holds exactly the staged folder.
 
     ``dataset`` may also be a local directory written by :func:`save_distilled`; it is
-    validated with :func:`load_distilled` and uploaded as is. Stale shards under ``data/``
-    in the repo are deleted in the same commit. The token is passed to ``huggingface_hub``
-    only, never printed or stored.
+    validated with :func:`load_distilled` and published as it is. The token is passed to
+    ``huggingface_hub`` only, never printed or stored.
 
     Returns:
-        the ``CommitInfo`` of the upload.
+        the ``CommitInfo`` of the data commit (the card follows in a second commit).
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import DatasetCard
 
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip():
         raise ValueError(f"repo_id: got {repo_id!r}; expected 'namespace/name' or 'name'")
@@ -1054,17 +1114,18 @@ def push_distilled(
             if info is not None:
                 raise ValueError("info: a saved directory carries its own DistilledInfo in README.md; pass "
                                  "info=None (or the dataset object instead of the directory)")
-            load_distilled(folder, cache_dir=os.path.join(tmp, "cache"))  # validates the folder
+            splits, _ = load_distilled(folder, cache_dir=os.path.join(tmp, "cache"))  # validates the folder
         else:
-            folder = save_distilled(dataset, Path(tmp) / "staged", info, license=license, tags=tags, repo_id=repo_id)
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            commit_message=commit_message or "Upload distilled dataset with gift_hf",
-            allow_patterns=["README.md", "data/*.parquet"],
-            delete_patterns=["data/*.parquet"],
-        )
+            splits = DatasetDict(_as_splits(dataset))
+            folder = save_distilled(splits, Path(tmp) / "staged", info, license=license, tags=tags, repo_id=repo_id)
+        # The same shard count per split as the staged folder, so the Hub has the same files.
+        num_shards = {split: len(list((folder / "data").glob(f"{split}-*.parquet"))) for split in splits}
+        with quiet_datasets():
+            commit = splits.push_to_hub(
+                repo_id, private=private, token=token, revision=revision, num_shards=num_shards,
+                commit_message=commit_message or "Upload distilled dataset with gift_hf",
+            )
+        card = DatasetCard((folder / "README.md").read_text(encoding="utf-8"))
+        card.push_to_hub(repo_id, token=token, repo_type="dataset", revision=revision,
+                         commit_message="Dataset card with the gift_hf provenance")
+    return commit

@@ -1,15 +1,25 @@
-"""timm-backed image classifiers that `transformers.Trainer` trains, saves and reloads.
+"""Image classifiers as standard transformers models: students and teachers anyone can load.
 
-:class:`GIFTClassifier` wraps any ``timm`` architecture (ours included: ``gift_convnet_d3``
-…) as a ``PreTrainedModel``: ``forward(pixel_values, labels=None)`` returns an
-``ImageClassifierOutput``, ``save_pretrained`` writes ``config.json`` +
-``model.safetensors``, and ``AutoModelForImageClassification.from_pretrained(dir)`` reloads
-it once ``gift_hf`` is imported. Teachers may also be any transformers image classifier.
+:func:`create_model` returns a ``transformers.TimmWrapperForImageClassification`` for any
+``timm`` architecture (ours included: ``gift_convnet_d3`` …). ``save_pretrained`` writes
+``config.json`` + ``model.safetensors``; ``config.json`` holds the timm ``architecture``,
+the label names, ``model_args`` (``in_chans``, ``img_size``, extra constructor arguments)
+and ``pretrained_cfg`` (input size, mean, std, interpolation): the last is what
+``AutoImageProcessor`` (``TimmWrapperImageProcessor``) reads, so the preprocessing travels
+with the weights. A student on a stock timm architecture therefore loads with
+``AutoModelForImageClassification`` and ``pipeline("image-classification", model=dir)``
+where only transformers and timm are installed; our ConvNets need ``import gift_hf``, and
+only for timm's registry.
+
+Checkpoints written by gift_hf 0.1 (``model_type: gift_timm``, :class:`GIFTClassifier`)
+still load; :func:`to_timm_wrapper` converts them.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import timm
@@ -20,17 +30,288 @@ from transformers import (
     AutoModelForImageClassification,
     PretrainedConfig,
     PreTrainedModel,
+    TimmWrapperConfig,
+    TimmWrapperForImageClassification,
 )
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from . import convnet as _convnet  # noqa: F401  (registers gift_convnet_* in timm)
 from . import resnet as _resnet  # noqa: F401  (registers gift_resnet18_modified in timm)
+from .data import ImageTransform
 
-__all__ = ["GIFTClassifier", "GIFTClassifierConfig", "create_model", "load_teacher", "num_classes_of"]
+__all__ = [
+    "GIFTClassifier",
+    "GIFTClassifierConfig",
+    "create_model",
+    "image_transform_for",
+    "load_teacher",
+    "model_spec",
+    "num_classes_of",
+    "teacher_logits",
+    "to_timm_wrapper",
+]
+
+DEFAULT_MEAN = (0.5,)
+DEFAULT_STD = (0.5,)
 
 
+# ------------------------------------------------------------------------------ create
+def _per_channel(name: str, values: Sequence[float] | None, default: Sequence[float], in_chans: int) -> list[float]:
+    values = tuple(default if values is None else values)
+    if len(values) not in (1, in_chans):
+        raise ValueError(f"{name}: got {list(values)}; expected 1 or in_chans={in_chans} values")
+    return [float(v) for v in (values * in_chans if len(values) == 1 else values)]
+
+
+def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], img_size: int) -> tuple[nn.Module, dict]:
+    """The timm network and the ``model_args`` that rebuild it.
+
+    ``img_size`` reaches architectures whose constructor takes it (our ConvNets, ViTs, …);
+    the others are size-agnostic and get it through ``pretrained_cfg`` only.
+    """
+    try:
+        args = {**model_args, "img_size": img_size}
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, **args), args
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args), dict(model_args)
+
+
+def create_model(
+    arch: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 32,
+    id2label: dict[int, str] | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    **model_kwargs: Any,
+) -> TimmWrapperForImageClassification:
+    """A freshly initialised ``TimmWrapperForImageClassification`` of any timm architecture.
+
+    The input is stated here, once: ``in_chans``, ``img_size`` and the per-channel
+    ``image_mean``/``image_std`` (default 0.5) are saved in ``config.json``
+    (``model_args`` and ``pretrained_cfg``), where :func:`image_transform_for`, the
+    dataset cards and ``AutoImageProcessor`` read them. ``model_kwargs`` go to
+    ``timm.create_model`` (e.g. ``width=64`` for our ConvNets). The weights keep timm's
+    own initialisation.
+
+    ``pipeline("image-classification")`` always feeds RGB images: give a student meant
+    for it ``in_chans=3`` (``ImageTransform(channels=3)`` turns grayscale data into RGB).
+
+    Example:
+        >>> model = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8)
+        >>> model(pixel_values=torch.zeros(2, 1, 8, 8)).logits.shape
+        torch.Size([2, 10])
+    """
+    if not isinstance(arch, str) or arch not in timm.list_models(arch):
+        raise ValueError(f"unknown timm architecture {arch!r}; see timm.list_models() (ours: gift_convnet_d3..d6)")
+    for name, value in (("num_classes", num_classes), ("in_chans", in_chans), ("img_size", img_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: got {value!r}; expected a positive integer")
+    mean = _per_channel("image_mean", image_mean, DEFAULT_MEAN, in_chans)
+    std = _per_channel("image_std", image_std, DEFAULT_STD, in_chans)
+    net, model_args = _build_timm(arch, num_classes, {"in_chans": in_chans, **model_kwargs}, img_size)
+    labels = {int(k): str(v) for k, v in id2label.items()} if id2label else {i: str(i) for i in range(num_classes)}
+    if sorted(labels) != list(range(num_classes)):
+        raise ValueError(f"id2label: got keys {sorted(labels)}; expected every class id 0..{num_classes - 1}")
+    config = TimmWrapperConfig(
+        architecture=arch,
+        num_labels=num_classes,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        model_args=model_args,
+        pretrained_cfg={
+            "input_size": [in_chans, img_size, img_size],
+            "mean": mean,
+            "std": std,
+            # crop_pct 1: resize to img_size and keep the whole image, as ImageTransform does.
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        },
+    )
+    # transformers re-initialises a fresh model's weights with its own scheme (normal,
+    # std 0.02): build the wrapper on the meta device (no init, no memory) and put the
+    # timm-initialised network in it.
+    with torch.device("meta"):
+        model = TimmWrapperForImageClassification(config)
+    model.timm_model = net
+    return model
+
+
+# ------------------------------------------------------------------------ input spec
+def _load_config(model: nn.Module | PretrainedConfig | str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """(config or None, preprocessor_config.json contents) of a model, config or saved directory."""
+    if isinstance(model, PretrainedConfig):
+        return model, {}
+    if isinstance(model, nn.Module):
+        return getattr(model, "config", None), {}
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{str(path)!r} has no config.json; expected a directory written by save_pretrained")
+    processor = path / "preprocessor_config.json"
+    extra = json.loads(processor.read_text()) if processor.is_file() else {}
+    return AutoConfig.from_pretrained(path), extra
+
+
+def model_spec(model: nn.Module | PretrainedConfig | str | os.PathLike) -> dict[str, Any]:
+    """The :func:`create_model` keyword arguments that describe a classifier's input.
+
+    Returns ``{"arch", "in_chans", "img_size", "image_mean", "image_std", "model_kwargs"}``
+    read from a model, its config or a saved directory: timm-backed models (ours, 0.1
+    checkpoints, ``timm/…`` Hub checkpoints) have them all; for other transformers
+    classifiers ``num_channels``/``image_size`` and a ``preprocessor_config.json`` are read
+    and what is unknown is None.
+    """
+    config, processor = _load_config(model)
+    if isinstance(config, TimmWrapperConfig) or getattr(config, "model_type", None) == "timm_wrapper":
+        args = dict(getattr(config, "model_args", None) or {})
+        cfg = dict(getattr(config, "pretrained_cfg", None) or {})
+        input_size = list(cfg.get("input_size") or [3, 224, 224])
+        return {
+            "arch": config.architecture,
+            "in_chans": int(args.pop("in_chans", input_size[0])),
+            "img_size": int(args.pop("img_size", None) or input_size[-1]),
+            "image_mean": [float(v) for v in cfg["mean"]] if cfg.get("mean") else None,
+            "image_std": [float(v) for v in cfg["std"]] if cfg.get("std") else None,
+            "model_kwargs": args,
+        }
+    if isinstance(config, GIFTClassifierConfig):
+        return {
+            "arch": config.arch,
+            "in_chans": config.in_chans,
+            "img_size": config.img_size,
+            "image_mean": config.image_mean,
+            "image_std": config.image_std,
+            "model_kwargs": dict(config.model_kwargs),
+        }
+    size = getattr(config, "image_size", None)
+    size = processor.get("size", size)
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge")
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return {
+        "arch": (getattr(config, "architectures", None) or [type(model).__name__])[0],
+        "in_chans": getattr(config, "num_channels", None),
+        "img_size": size,
+        "image_mean": processor.get("image_mean"),
+        "image_std": processor.get("image_std"),
+        "model_kwargs": {},
+    }
+
+
+def image_transform_for(
+    model: nn.Module | PretrainedConfig | str | os.PathLike,
+    *,
+    image_column: str = "image",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ImageTransform:
+    """The :class:`~gift_hf.ImageTransform` a classifier was made for: channels, size, normalisation.
+
+    Read from the saved model (:func:`model_spec`), so training, evaluation, relabelling
+    and the cards prepare images the way ``create_model`` was told. ``mean``/``std`` fill
+    in what the model does not record (default 0.5).
+    """
+    spec = model_spec(model)
+    channels = spec["in_chans"] or 3
+    if channels not in (1, 3):
+        raise ValueError(f"{spec['arch']} takes {channels}-channel images; ImageTransform makes 1 or 3 channels")
+    return ImageTransform(
+        image_size=spec["img_size"],
+        channels=int(channels),
+        mean=tuple(spec["image_mean"] or mean or DEFAULT_MEAN),
+        std=tuple(spec["image_std"] or std or DEFAULT_STD),
+        image_column=image_column,
+    )
+
+
+# -------------------------------------------------------------------------- teachers
+def num_classes_of(model: nn.Module) -> int | None:
+    """Number of output classes of a classifier, if it can be read off its config."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "num_labels", None) is not None:
+        return int(config.num_labels)
+    return getattr(model, "num_classes", None)
+
+
+def load_teacher(
+    teacher: str | os.PathLike | nn.Module,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    role: str = "teacher",
+    **init_kwargs: Any,
+) -> nn.Module:
+    """Load a teacher classifier, frozen and in eval mode.
+
+    ``teacher`` may be a model instance; a local directory saved by ``save_pretrained``
+    (ours, any transformers image classifier, or a timm checkpoint with its
+    ``config.json``); a Hub id of an ``AutoModelForImageClassification`` checkpoint
+    (``timm/…`` ones included); or a timm architecture name, created fresh with
+    ``init_kwargs`` (``num_classes``, ``in_chans``, ``img_size``, …). Remote code is never
+    run unless ``trust_remote_code=True``. A local path that does not exist is a
+    ``FileNotFoundError`` ("not found"); ``role`` names the model in errors (``"teacher"``,
+    ``"student"``).
+    """
+    from .distilled import check_local_path
+
+    if isinstance(teacher, nn.Module):
+        model = teacher
+    else:
+        name = check_local_path(teacher, role)
+        if os.path.isdir(name):
+            if not os.path.isfile(os.path.join(name, "config.json")):
+                raise ValueError(f"{role} directory {name!r} has no config.json; save it with save_pretrained")
+            kwargs = dict(init_kwargs)
+            try:
+                config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+                if isinstance(config, TimmWrapperConfig) and "num_classes" in (config.model_args or {}):
+                    # timm's own save_for_hf repeats num_classes in model_args, which
+                    # TimmWrapper would pass to timm twice.
+                    config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
+                    kwargs["config"] = config
+                model = AutoModelForImageClassification.from_pretrained(
+                    name, trust_remote_code=trust_remote_code, **kwargs
+                )
+            except OSError as err:  # missing or unreadable weights, bad config.json
+                raise ValueError(f"{role} directory {name!r} cannot be loaded: {err}") from None
+        elif os.path.lexists(name):
+            raise ValueError(f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
+                             "(config.json + model.safetensors), a Hub model id or a timm architecture name")
+        elif "/" not in name and timm.list_models(name):
+            kwargs = dict(init_kwargs)
+            num_classes = kwargs.pop("num_classes", None)
+            if num_classes is None:
+                raise ValueError(f"{role} {name!r} is a timm architecture: pass num_classes in teacher init kwargs")
+            model = create_model(name, num_classes, **kwargs)
+        else:
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    name, revision=revision, trust_remote_code=trust_remote_code, **init_kwargs
+                )
+            except OSError as err:  # offline, unknown repo, no access
+                raise ValueError(f"{role} {name!r} not found: no local directory or timm architecture of that name, "
+                                 f"and the Hub model {name!r} could not be loaded ({type(err).__name__}); expected a "
+                                 "directory saved with save_pretrained, a timm architecture name or an existing Hub "
+                                 "model id") from None
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Logits of a teacher (ours, a transformers classifier, or a bare timm/torch module)."""
+    out = teacher(pixel_values=pixel_values) if isinstance(teacher, PreTrainedModel) else teacher(pixel_values)
+    return out.logits if hasattr(out, "logits") else out
+
+
+# ---------------------------------------------------------------- gift_hf 0.1 models
 class GIFTClassifierConfig(PretrainedConfig):
-    """Configuration of a :class:`GIFTClassifier`: which timm architecture and its input.
+    """Configuration of a gift_hf 0.1 checkpoint (``model_type: gift_timm``); loaded for compatibility.
 
     Args:
         arch: a timm model name (``resnet18``, ``gift_convnet_d3``, …).
@@ -63,7 +344,11 @@ class GIFTClassifierConfig(PretrainedConfig):
 
 
 class GIFTClassifier(PreTrainedModel):
-    """A timm model behind the transformers image-classification interface."""
+    """A gift_hf 0.1 checkpoint: a timm model behind the image-classification interface.
+
+    New models are ``TimmWrapperForImageClassification`` (:func:`create_model`); convert
+    an old one with :func:`to_timm_wrapper`.
+    """
 
     config_class = GIFTClassifierConfig
     base_model_prefix = "timm_model"
@@ -81,33 +366,14 @@ class GIFTClassifier(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # timm initialises its own weights in the constructor; re-initialising here would
-        # replace timm's scheme with transformers' defaults.
+        # timm initialises its own weights in the constructor.
         pass
 
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Any
     ) -> ImageClassifierOutput:
-        expected = self.config.in_chans
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != expected:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {expected}, H, W) for this model, "
-                f"got {tuple(pixel_values.shape)}"
-            )
-        if self.config.arch.startswith("gift_"):
-            # Our ConvNets flatten into a linear head sized for config.img_size: any other
-            # size would fail deep inside with an unhelpful matmul shape error.
-            size = self.config.model_kwargs.get("img_size", self.config.img_size)
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
-            if tuple(pixel_values.shape[-2:]) != (height, width):
-                raise ValueError(
-                    f"pixel_values: got {pixel_values.shape[-2]}×{pixel_values.shape[-1]} images; this "
-                    f"{self.config.arch} expects {height}×{width} (config.img_size)"
-                )
         logits = self.timm_model(pixel_values)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.float(), labels)
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
 
 
@@ -115,106 +381,21 @@ AutoConfig.register(GIFTClassifierConfig.model_type, GIFTClassifierConfig, exist
 AutoModelForImageClassification.register(GIFTClassifierConfig, GIFTClassifier, exist_ok=True)
 
 
-def create_model(
-    arch: str,
-    num_classes: int,
-    in_chans: int = 3,
-    img_size: int = 32,
-    id2label: dict[int, str] | None = None,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    **model_kwargs: Any,
-) -> GIFTClassifier:
-    """Create a freshly initialised classifier from any timm architecture name.
+def to_timm_wrapper(model: GIFTClassifier | str | os.PathLike) -> TimmWrapperForImageClassification:
+    """A gift_hf 0.1 :class:`GIFTClassifier` (or its directory) as a ``TimmWrapperForImageClassification``.
 
-    Example:
-        >>> model = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8)
-        >>> model(pixel_values=torch.zeros(2, 1, 8, 8)).logits.shape
-        torch.Size([2, 10])
+    Same architecture, weights, labels and normalisation; ``save_pretrained`` the result to
+    publish a checkpoint that loads without gift_hf.
     """
-    if arch not in timm.list_models(arch):
-        raise ValueError(f"unknown timm architecture {arch!r}; see timm.list_models() (ours: gift_convnet_d3..d6)")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    config = GIFTClassifierConfig(
-        arch=arch,
-        in_chans=in_chans,
-        img_size=img_size,
-        model_kwargs=model_kwargs,
-        image_mean=image_mean,
-        image_std=image_std,
-        num_labels=num_classes,
-        **({"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
+    if not isinstance(model, nn.Module):
+        model = AutoModelForImageClassification.from_pretrained(os.fspath(model))
+    if not isinstance(model, GIFTClassifier):
+        raise TypeError(f"model: got {type(model).__name__}; expected a GIFTClassifier (model_type 'gift_timm')")
+    spec = model_spec(model)
+    converted = create_model(
+        spec["arch"], model.config.num_labels, in_chans=spec["in_chans"], img_size=spec["img_size"],
+        id2label=model.config.id2label, image_mean=spec["image_mean"], image_std=spec["image_std"],
+        **spec["model_kwargs"],
     )
-    return GIFTClassifier(config)
-
-
-def num_classes_of(model: nn.Module) -> int | None:
-    """Number of output classes of a classifier, if it can be read off its config."""
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "num_labels", None) is not None:
-        return int(config.num_labels)
-    return getattr(model, "num_classes", None)
-
-
-def load_teacher(
-    teacher: str | os.PathLike | nn.Module,
-    *,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-    role: str = "teacher",
-    **init_kwargs: Any,
-) -> nn.Module:
-    """Load a teacher classifier, frozen and in eval mode.
-
-    ``teacher`` may be a model instance; a local directory saved by ``save_pretrained``
-    (ours: ``config.json`` + ``model.safetensors``; or any transformers image classifier);
-    a Hub id of an ``AutoModelForImageClassification`` checkpoint; or a timm architecture
-    name, created fresh with ``init_kwargs`` (``num_classes``, ``in_chans``, ``img_size``).
-    Remote code is never run unless ``trust_remote_code=True``. A local path that does not
-    exist is a ``FileNotFoundError`` ("not found"); ``role`` names the model in errors
-    (``"teacher"``, ``"student"``).
-    """
-    from .distilled import check_local_path
-
-    if isinstance(teacher, nn.Module):
-        model = teacher
-    else:
-        name = check_local_path(teacher, role)
-        if os.path.isdir(name):
-            if not os.path.isfile(os.path.join(name, "config.json")):
-                raise ValueError(f"{role} directory {name!r} has no config.json; save it with save_pretrained")
-            try:
-                model = AutoModelForImageClassification.from_pretrained(
-                    name, trust_remote_code=trust_remote_code, **init_kwargs
-                )
-            except OSError as err:  # missing or unreadable weights, bad config.json
-                raise ValueError(f"{role} directory {name!r} cannot be loaded: {err}") from None
-        elif os.path.lexists(name):
-            raise ValueError(f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
-                             "(config.json + model.safetensors), a Hub model id or a timm architecture name")
-        elif "/" not in name and timm.list_models(name):
-            kwargs = dict(init_kwargs)
-            num_classes = kwargs.pop("num_classes", None)
-            if num_classes is None:
-                raise ValueError(f"{role} {name!r} is a timm architecture: pass num_classes in teacher init kwargs")
-            model = create_model(name, num_classes, **kwargs)
-        else:
-            try:
-                model = AutoModelForImageClassification.from_pretrained(
-                    name, revision=revision, trust_remote_code=trust_remote_code, **init_kwargs
-                )
-            except OSError as err:  # offline, unknown repo, no access
-                raise ValueError(f"{role} {name!r} not found: no local directory or timm architecture of that name, "
-                                 f"and the Hub model {name!r} could not be loaded ({type(err).__name__}); expected a "
-                                 "directory saved with save_pretrained, a timm architecture name or an existing Hub "
-                                 "model id") from None
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Logits of a teacher (ours, a transformers classifier, or a bare timm/torch module)."""
-    out = teacher(pixel_values=pixel_values) if isinstance(teacher, PreTrainedModel) else teacher(pixel_values)
-    return out.logits if hasattr(out, "logits") else out
+    converted.timm_model.load_state_dict(model.timm_model.state_dict())
+    return converted.train(model.training)

@@ -19,7 +19,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, List, Value
 from torch import nn
 
-from .data import ImageTransform, SoftLabelCollator
+from .data import SoftLabelCollator
 from .distilled import (
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -30,8 +30,8 @@ from .distilled import (
     DistilledInfo,
     quiet_datasets,
 )
-from .modeling import load_teacher, num_classes_of, teacher_logits
 from .checkpoints import list_checkpoints
+from .modeling import image_transform_for, load_teacher, model_spec, num_classes_of, teacher_logits
 
 __all__ = [
     "add_soft_labels",
@@ -42,7 +42,6 @@ __all__ = [
     "relabel",
     "resolve_expert_checkpoint",
     "resolve_teachers",
-    "teacher_transform",
     "topk_sparsify",
 ]
 
@@ -76,36 +75,12 @@ def resolve_expert_checkpoint(run_dir: str | os.PathLike, epoch: float) -> Path:
 def describe_teacher(model: nn.Module, source: TeacherLike) -> tuple[str, str | None]:
     """(id, architecture) of a teacher for the dataset card."""
     config = getattr(model, "config", None)
-    arch = getattr(config, "arch", None) or (getattr(config, "architectures", None) or [None])[0]
+    arch = model_spec(model)["arch"] if config is not None else None
     if isinstance(source, nn.Module):
         name = getattr(config, "_name_or_path", None) or type(model).__name__
     else:
         name = os.fspath(source)
     return name, arch or type(model).__name__
-
-
-def teacher_transform(
-    teacher: nn.Module,
-    *,
-    image_column: str = IMAGE_COLUMN,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> ImageTransform:
-    """The :class:`~gift_hf.ImageTransform` matching a teacher's input (channels, size, normalisation).
-
-    Read from the config of gift_hf classifiers (``in_chans``, ``img_size``, ``image_mean``,
-    ``image_std``) or transformers ones (``num_channels``, ``image_size``); ``mean``/``std``
-    fill in what the config lacks (default 0.5).
-    """
-    config = getattr(teacher, "config", None)
-    channels = getattr(config, "in_chans", None) or getattr(config, "num_channels", None) or 3
-    size = getattr(config, "img_size", None) or getattr(config, "image_size", None)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    mean = getattr(config, "image_mean", None) or mean or (0.5,)
-    std = getattr(config, "image_std", None) or std or (0.5,)
-    return ImageTransform(image_size=size, channels=int(channels), mean=tuple(mean), std=tuple(std),
-                          image_column=image_column)
 
 
 def resolve_teachers(
@@ -221,7 +196,7 @@ def compute_teacher_logits(
 
     ``teacher`` is a model, a directory saved by ``save_pretrained`` (or a Trainer
     output_dir with ``expert_epoch``), a Hub id, or a list of these (an ensemble: logits
-    averaged). ``transform`` defaults to :func:`teacher_transform` of each teacher.
+    averaged). ``transform`` defaults to :func:`~gift_hf.modeling.image_transform_for` of each teacher.
     """
     return ensemble_logits(dataset, resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
                             device=device, transform=transform, progress=progress, num_workers=num_workers)
@@ -239,7 +214,7 @@ def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progres
     _image_column(dataset)
     total = None
     for i, (source, model, _) in enumerate(teachers):
-        fn = transform or teacher_transform(model)
+        fn = transform or image_transform_for(model)
         logits = _logits_of(model, dataset, fn, batch_size, device, progress,
                             f"teacher {i + 1}/{len(teachers)} ({describe_teacher(model, source)[0]})", num_workers)
         if total is not None and logits.shape != total.shape:
@@ -328,7 +303,7 @@ def relabel(
             as Trainer output directories; see :func:`resolve_expert_checkpoint`).
         batch_size, device, num_workers: inference settings (device: CUDA when available).
         dtype: ``"float32"`` or ``"float16"`` storage of the soft labels.
-        transform: images → ``pixel_values``; default :func:`teacher_transform`.
+        transform: images → ``pixel_values``; default :func:`~gift_hf.modeling.image_transform_for` of the teacher.
         progress: show a progress bar.
         teacher_kwargs: keyword arguments for :func:`gift_hf.load_teacher`.
 
@@ -380,8 +355,8 @@ def relabel(
     ids = [describe_teacher(model, source) for source, model, _ in teachers]
     checkpoints = [c for _, _, c in teachers if c is not None]
     first_model = teachers[0][1]
-    mean = getattr(getattr(first_model, "config", None), "image_mean", None)
-    std = getattr(getattr(first_model, "config", None), "image_std", None)
+    spec = model_spec(first_model) if getattr(first_model, "config", None) is not None else {}
+    mean, std = spec.get("image_mean"), spec.get("image_std")
     info = info or DistilledInfo()
     has_pixels = PIXEL_COLUMN in next(iter(splits.values())).column_names
     fill_norm = info.image_mean is None and mean and std and not has_pixels

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForImageClassification
 
-from gift_hf import GIFTClassifier, GIFTConfig, GIFTTrainer, get_loss
+from gift_hf import GIFTConfig, GIFTTrainer, get_loss
 from gift_hf.augment import (
     DSA_OPS,
     ZCA,
@@ -371,7 +372,7 @@ def test_zca_whitens_teacher_student_and_eval_batches_and_reloads(tmp_path, digi
     assert torch.allclose(student_inputs[-1], reference(raw_test), atol=1e-5)  # eval batches are whitened
     # a fresh trainer on the saved run (no training set to fit on) evaluates identically
     eval_inputs = []
-    reloaded = GIFTClassifier.from_pretrained(str(tmp_path / "run"))
+    reloaded = AutoModelForImageClassification.from_pretrained(str(tmp_path / "run"))
     record_inputs(reloaded, eval_inputs)
     eval_args = config(tmp_path, "eval", loss="ce", soft_label_source="none", zca=True,
                        zca_path=str(tmp_path / "run"), per_device_eval_batch_size=16)

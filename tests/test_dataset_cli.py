@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distilled_helpers import digits_teacher
+from hub_double import RecordingHub
 from gift_hf import load_distilled
 from gift_hf.cli import main
 from gift_hf.scripts import convert as convert_cmd
@@ -87,25 +88,11 @@ def test_convert_and_push(tmp_path, capsys, monkeypatch):
     np.testing.assert_array_equal(np.asarray(ds["train"]["soft_label"], dtype=np.float32), soft.numpy())
     assert (info.method, info.soft_label_kind, info.image_std) == ("mtt", "logits", [0.25, 0.25, 0.25])
 
-    import huggingface_hub
-
-    calls = []
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("token", token))
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs["private"]))
-
-        def upload_folder(self, *, repo_id, folder_path, **kwargs):
-            calls.append(("upload_folder", repo_id, folder_path))
-            return type("CommitInfo", (), {"commit_url": "https://hub.test/c/1"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hub = RecordingHub().install(monkeypatch)
     capsys.readouterr()
     assert main(["push", "--dataset_dir", str(out), "--repo_id", "me/syn", "--private", "--token", "hf_xyz"]) == 0
-    assert calls == [("token", "hf_xyz"), ("create_repo", "me/syn", True), ("upload_folder", "me/syn", str(out))]
+    assert hub.private == {"me/syn": True} and set(hub.tokens) == {"hf_xyz"}
+    assert hub.files("me/syn") == {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     printed = capsys.readouterr()
-    assert "pushed" in printed.out and "https://hub.test/c/1" in printed.out
+    assert "pushed" in printed.out and "https://huggingface.co/me/syn/commit/" in printed.out
     assert "hf_xyz" not in printed.out + printed.err

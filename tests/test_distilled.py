@@ -11,6 +11,7 @@ import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 
 from distilled_helpers import NAMES, pixel_dataset, png_bytes, rgb_dataset
+from hub_double import RecordingHub
 from gift_hf import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
 
 INFO = DistilledInfo(source_dataset="toy", method="random", ipc=2, teacher_id="teachers/convnet",
@@ -53,7 +54,7 @@ def test_round_trip_images_dense_fp16_labels_and_card(tmp_path):
     assert meta["gift_hf"]["teacher_epoch"] == 4.0 and meta["gift_hf"]["extra"] == {"note": "test"}
     body = (out / "README.md").read_text()
     assert "## How it was made" in body and "expert epoch 4" in body and "T = 4.0" in body
-    assert "```python" in body and "soft_label_source='dataset'" in body and "channels=3" in body
+    assert "```python" in body and "soft_label_source='dataset'" in body and "in_chans=3" in body
 
     dd, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert info == INFO.replace(num_classes=3, image_size=[4, 4])
@@ -204,68 +205,71 @@ def test_a_failed_write_leaves_the_target_untouched(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["set"]
 
 
-class FakeHfApi:
-    """Stands in for ``huggingface_hub.HfApi``: records calls, keeps a copy of the uploaded folder."""
-
-    calls: list = []
-    uploaded: Path | None = None
-
-    def __init__(self, token=None, **kwargs):
-        FakeHfApi.calls.append(("init", {"token": token}))
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        FakeHfApi.calls.append(("upload_folder", {"repo_id": repo_id, **kwargs}))
-        shutil.copytree(folder_path, FakeHfApi.uploaded)
-        return type("CommitInfo", (), {"commit_url": f"https://hub.test/datasets/{repo_id}/commit/1"})()
-
-
 @pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    FakeHfApi.calls = []
-    FakeHfApi.uploaded = tmp_path / "uploaded"
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    return FakeHfApi
+def hub(monkeypatch):
+    return RecordingHub().install(monkeypatch)
 
 
-def test_push_uploads_exactly_the_folder_load_distilled_reads(tmp_path, fake_hub, capsys):
-    ds = rgb_dataset(dtype="float16")
+def folder_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_push_publishes_exactly_the_folder_save_distilled_writes(tmp_path, hub, capsys):
+    """push_to_hub + DatasetCard leave the repo file for file as save_distilled's folder."""
+    ds = DatasetDict({"train": rgb_dataset(n=6, dtype="float16"), "test": rgb_dataset(n=3, dtype="float16")})
     result = push_distilled(ds, "me/toy-distilled", INFO, private=True, token="hf_secret_token",
                             commit_message="add toy", license="mit")
-    assert result.commit_url.endswith("/commit/1")
-    names = [name for name, _ in fake_hub.calls]
-    assert names == ["init", "create_repo", "upload_folder"]
-    assert fake_hub.calls[0][1] == {"token": "hf_secret_token"}
-    assert fake_hub.calls[1][1] == {"repo_id": "me/toy-distilled", "repo_type": "dataset", "private": True,
-                                    "exist_ok": True}
-    upload = fake_hub.calls[2][1]
-    assert upload["repo_type"] == "dataset" and upload["commit_message"] == "add toy"
-    assert upload["delete_patterns"] == ["data/*.parquet"]  # stale shards of an earlier push go
+    assert result.commit_url.startswith("https://huggingface.co/me/toy-distilled/commit/")
+    assert hub.private == {"me/toy-distilled": True}
+    assert [c["message"] for c in hub.commits] == ["add toy", "Dataset card with the gift_hf provenance"]
+    assert set(hub.tokens) == {"hf_secret_token"}
 
-    # the staged folder is byte-identical to what save_distilled writes, and load_distilled reads it back
     local = save_distilled(ds, tmp_path / "local", INFO, license="mit", repo_id="me/toy-distilled")
-    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}  # noqa: E731
-    assert files(fake_hub.uploaded) == files(local)
-    loaded, info = load_distilled(fake_hub.uploaded, cache_dir=str(tmp_path / "cache"))
+    assert sorted(folder_files(local)) == ["README.md", "data/test-00000-of-00001.parquet",
+                                           "data/train-00000-of-00001.parquet"]
+    assert hub.files("me/toy-distilled") == folder_files(local)  # same paths, same bytes
+    # and datasets reads the published files back
+    (tmp_path / "mirror").mkdir()
+    for name, data in hub.files("me/toy-distilled").items():
+        (tmp_path / "mirror" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mirror" / name).write_bytes(data)
+    loaded, info = load_distilled(tmp_path / "mirror", cache_dir=str(tmp_path / "cache"))
     assert info == INFO.replace(num_classes=3, image_size=[4, 4])
-    assert loaded["train"]["soft_label"] == ds["soft_label"] and image_bytes(loaded["train"]) == image_bytes(ds)
-    assert 'load_distilled("me/toy-distilled")' in (fake_hub.uploaded / "README.md").read_text()
+    assert loaded["train"]["soft_label"] == ds["train"]["soft_label"]
+    assert image_bytes(loaded["train"]) == image_bytes(ds["train"])
+    assert 'load_distilled("me/toy-distilled")' in (tmp_path / "mirror" / "README.md").read_text()
     out = capsys.readouterr()
     assert "hf_secret_token" not in out.out + out.err
 
 
-def test_push_a_saved_directory(tmp_path, fake_hub):
+def test_a_push_replaces_the_shards_of_an_earlier_one(tmp_path, hub):
+    push_distilled(rgb_dataset(n=6), "me/toy", INFO)
+    first = hub.files("me/toy")
+    push_distilled(DatasetDict({"train": rgb_dataset(n=3)}), "me/toy", INFO)
+    local = save_distilled(rgb_dataset(n=3), tmp_path / "local", INFO, repo_id="me/toy")
+    assert hub.files("me/toy") == folder_files(local) != first
+
+
+def test_push_a_saved_directory(tmp_path, hub):
     local = save_distilled(rgb_dataset(), tmp_path / "local", INFO)
     push_distilled(local, "me/toy")
-    assert (fake_hub.uploaded / "README.md").read_bytes() == (local / "README.md").read_bytes()
+    assert hub.files("me/toy") == folder_files(local)
     with pytest.raises(ValueError, match=r"repo_id: got 'a/b/c'; expected 'namespace/name'"):
         push_distilled(local, "a/b/c")
     with pytest.raises(ValueError, match=r"info: a saved directory carries its own DistilledInfo"):
         push_distilled(local, "me/toy", INFO)
+
+
+def test_license_comes_from_the_source(tmp_path):
+    from gift_hf import build_random_distilled, load_digits_dataset
+
+    subset, info = build_random_distilled(load_digits_dataset(), ipc=1, source_dataset="digits")
+    assert card_yaml(save_distilled(subset, tmp_path / "digits", info))["license"] == "bsd-3-clause"
+    source = save_distilled(rgb_dataset(), tmp_path / "source", INFO, license="cc-by-4.0")
+    derived = save_distilled(rgb_dataset(), tmp_path / "derived", INFO.replace(source_dataset=str(source)))
+    assert card_yaml(derived)["license"] == "cc-by-4.0"  # read from the source's card
+    assert card_yaml(save_distilled(rgb_dataset(), tmp_path / "toy", INFO))["license"] == "unknown"
+    assert card_yaml(save_distilled(subset, tmp_path / "given", info, license="mit"))["license"] == "mit"
 
 
 def test_split_features_must_agree():
@@ -289,3 +293,20 @@ def test_image_paths_are_embedded_in_the_shards(tmp_path):
     shutil.rmtree(folder)
     loaded, _ = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert [int(np.asarray(img).mean()) for img in loaded["train"]["image"]] == [0, 40, 80]
+
+
+def test_the_cards_training_snippet_runs(tmp_path):
+    """The card's example trains a student on the set as written (2 steps here)."""
+    import re
+
+    ds = rgb_dataset(n=6, size=8)
+    out = save_distilled(ds, tmp_path / "set", INFO.replace(image_mean=None, image_std=None), repo_id="me/toy")
+    code = re.search(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S).group(1)
+    code = code.replace('load_distilled("me/toy")', f"load_distilled({str(out)!r}, cache_dir={str(tmp_path / 'c')!r})")
+    code = code.replace('output_dir="student"', f"output_dir={str(tmp_path / 'student')!r}, max_steps=2, use_cpu=True")
+    code = code.replace("GIFTTrainer(model=model, args=args, train_dataset=train).train()",
+                        "trainer = GIFTTrainer(model=model, args=args, train_dataset=train)\ntrainer.train()")
+    assert "max_steps=2" in code and "trainer.train()" in code and "image_transform_for(model)" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["trainer"].state.global_step == 2 and namespace["model"].config.model_args["img_size"] == 8

@@ -55,7 +55,7 @@ def test_two_processes_and_disjoint_shards(ddp_run):
         assert len(set(shard)) == len(shard)  # less than one epoch: no row seen twice
     assert not set(shards[0]) & set(shards[1])
     # The teacher was not wrapped in DistributedDataParallel (it is frozen: nothing to sync).
-    assert "teacher: GIFTClassifier, frozen" in log and "teacher: DistributedDataParallel" not in log
+    assert "teacher: TimmWrapperForImageClassification, frozen" in log and "teacher: DistributedDataParallel" not in log
     # Checkpoints are marked complete only after both ranks saved (a barrier, then the marker).
     assert [c.step for c in list_checkpoints(out)] == [STEPS // 2, STEPS]
     marker = list_checkpoints(out)[-1].info

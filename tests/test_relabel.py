@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distilled_helpers import digits_pixels, digits_teacher
-from gift_hf import keep_topk, load_distilled, load_teacher, relabel, save_distilled
+from gift_hf import keep_topk, load_distilled, load_teacher, model_spec, relabel, save_distilled
 from gift_hf.data import DIGITS_MEAN, densify_topk
 from gift_hf.relabel import resolve_expert_checkpoint
 
@@ -51,7 +51,7 @@ def test_ensemble_averages_logits_before_the_softmax(split, tmp_path):
     average = (by_hand(first, split) + by_hand(second, split)) / 2
     np.testing.assert_allclose(np.asarray(ds["soft_label"]), torch.softmax(average / 2.0, 1).numpy(), rtol=1e-5,
                                atol=1e-7)
-    assert info.teacher_id == ["GIFTClassifier", str(tmp_path / "second")]
+    assert info.teacher_id == ["TimmWrapperForImageClassification", str(tmp_path / "second")]
 
 
 def test_sparse_topk_reproduces_the_dense_topk_tensor_and_round_trips(split, tmp_path):
@@ -103,7 +103,7 @@ def test_relabel_errors(split):
         relabel(split, teacher, output="logits", temperature=4.0)
     with pytest.raises(ValueError, match=r"topk: got 11; expected 1 <= k <= 10 \(the number of classes\)"):
         relabel(split, teacher, topk=11)
-    with pytest.raises(ValueError, match=r"teacher 'GIFTClassifier' has 10 classes but column 'label' has 3; "
+    with pytest.raises(ValueError, match=r"teacher 'TimmWrapperForImageClassification' has 10 classes but column 'label' has 3; "
                                          "expected the same label set"):
         from datasets import ClassLabel
 
@@ -135,7 +135,8 @@ def test_train_teacher_keeps_a_checkpoint_per_epoch(teacher_run):
     assert json.loads((out / "expert_epochs.json").read_text()) == rows
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     final = load_teacher(out)
-    assert final.config.image_mean == [pytest.approx(DIGITS_MEAN[0])] and final.config.in_chans == 1
+    spec = model_spec(final)
+    assert spec["image_mean"] == [pytest.approx(DIGITS_MEAN[0])] and spec["in_chans"] == 1
 
 
 def test_expert_epoch_uses_that_checkpoint(teacher_run, split):

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Optional
 
+import timm
 from datasets import Dataset, DatasetDict
 from torch import nn
 
@@ -21,7 +22,7 @@ from ..checkpoints import list_checkpoints
 from ..config import GIFTConfig, protocol_config
 from ..data import DataArguments, image_spec, label_names, load_image_dataset
 from ..evaluation import StudentSpec, train_on_distilled
-from ..modeling import GIFTClassifier, load_teacher
+from ..modeling import load_teacher, model_spec
 from ..parser import parse_dict_option
 from ..training import check_model_input
 from .sweep import Cell, SweepStats, fingerprint_of, run_cells
@@ -154,9 +155,9 @@ class Study:
         if name_or_path not in self._teachers:
             model = load_teacher(name_or_path)
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
-            config = getattr(model, "config", None)
+            spec = model_spec(model) if getattr(model, "config", None) is not None else {}
             for name, ours in (("image_mean", self.image_mean), ("image_std", self.image_std)):
-                theirs = getattr(config, name, None)
+                theirs = spec.get(name)
                 if theirs and len(theirs) == len(ours) and any(abs(a - b) > 1e-4 for a, b in zip(theirs, ours)):
                     # online relabelling feeds the teacher the students' pixel_values
                     logger.warning(f"teacher {name_or_path!r} was trained with {name}={list(theirs)} but the data "
@@ -172,11 +173,12 @@ class Study:
             teacher = teacher if teacher is not None else (
                 self.teacher() if self.config.teacher_model_name_or_path else None
             )
-            if not isinstance(teacher, GIFTClassifier):
+            spec = model_spec(teacher) if getattr(teacher, "config", None) is not None else {}
+            if not timm.list_models(spec.get("arch") or "-"):
                 raise ValueError("student_arch: not set and the teacher's architecture is unknown; pass --student_arch")
-            explicit = teacher.config.arch
+            explicit = spec["arch"]
             if self.args.student_model_kwargs is None:
-                kwargs = dict(teacher.config.model_kwargs)
+                kwargs = dict(spec["model_kwargs"])
         return StudentSpec(
             arch=explicit,
             in_chans=self.channels,

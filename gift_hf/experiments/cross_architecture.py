@@ -16,6 +16,7 @@ from datasets import DatasetDict
 
 from ..config import GIFTConfig
 from ..data import DataArguments
+from ..modeling import model_spec
 from ..parser import parse_dict_option
 from .common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from .report import heatmap_plot, pivot_table, summarize, write_results
@@ -89,7 +90,7 @@ def run_cross_architecture(
     names = _teacher_names(teachers)
     by_name = {v: k for k, v in names.items()}
     # every teacher is checked against the data before any student trains
-    architectures = {names[t]: getattr(getattr(study.teacher(t), "config", None), "arch", "?") for t in teachers}
+    architectures = {names[t]: model_spec(study.teacher(t))["arch"] for t in teachers}
 
     def run_one(cell: Cell) -> dict[str, Any]:
         teacher_path = by_name[cell.params["teacher"]]

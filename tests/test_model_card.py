@@ -1,0 +1,154 @@
+"""Model cards of students: the whole story in the card, written beside every save, pushed with the model."""
+
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
+
+from gift_hf import GIFTConfig, GIFTTrainer, create_model, get_protocol, image_transform_for
+from gift_hf.data import DIGITS_MEAN, DIGITS_STD
+from gift_hf.distilled import DistilledInfo
+from gift_hf.metrics import build_compute_metrics
+from gift_hf.model_card import ModelCardCallback, build_model_card, save_model_card
+from hub_double import RecordingHub
+
+INFO = DistilledInfo(source_dataset="digits", method="random", ipc=2, seed=0)
+
+
+def student():
+    torch.manual_seed(0)
+    return create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8, image_mean=DIGITS_MEAN,
+                        image_std=DIGITS_STD, width=8, id2label={i: str(i) for i in range(10)})
+
+
+def metadata(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_card_records_the_whole_story(tmp_path):
+    args = GIFTConfig(output_dir=str(tmp_path), loss="gift", gamma=0.2, smoothing=0.05, seed=3,
+                      teacher_model_name_or_path="me/digits-teacher", augmentation="flip")
+    card = build_model_card(
+        student(), args, dataset="me/digits-ipc2", distilled_info=INFO, dataset_fingerprint="abc123",
+        protocol=get_protocol("gift", epochs=5), eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8,
+                                                               "eval_runtime": 1.5, "epoch": 3.0},
+        license="bsd-3-clause", repo_id="me/student", tags=["digits"],
+    )
+    meta = metadata(str(card))
+    assert meta["license"] == "bsd-3-clause" and meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "image-classification" and meta["datasets"] == ["me/digits-ipc2"]
+    assert {"dataset-distillation", "gift_hf", "gift", "gift_convnet_d3", "digits"} <= set(meta["tags"])
+    story = meta["gift_hf"]
+    assert story["architecture"] == "gift_convnet_d3" and story["model_kwargs"] == {"width": 8}
+    assert story["input"] == {"in_chans": 1, "img_size": 8, "image_mean": [DIGITS_MEAN[0]],
+                              "image_std": [DIGITS_STD[0]]}
+    assert (story["dataset"], story["dataset_fingerprint"], story["ipc"]) == ("me/digits-ipc2", "abc123", 2)
+    assert story["teacher"] == "me/digits-teacher" and story["seed"] == 3
+    assert story["loss"] == "gift" and story["loss_params"] == {"gamma": 0.2, "smoothing": 0.05}
+    assert story["protocol"]["name"] == "gift" and story["protocol"]["epochs"] == 5
+    assert story["training"]["augmentation"] == "flip" and story["training"]["soft_label_source"] == "teacher"
+    # model-index, as the Hub reads it back
+    results = {r.metric_type: r for r in ModelCard(str(card)).data.eval_results}
+    assert sorted(results) == ["accuracy", "loss"]  # speed figures are not scores
+    accuracy = results["accuracy"]
+    assert (accuracy.metric_value, accuracy.dataset_type, accuracy.dataset_split) == (0.75, "digits", "test")
+    assert accuracy.task_type == "image-classification"
+    assert meta["model-index"][0]["name"] == "student"
+    body = str(card).split("---\n", 2)[2]
+    assert 'from_pretrained("me/student")' in body and "image_transform_for(model)" in body  # 1 channel
+    assert "| accuracy | 0.75 | digits (test) |" in body
+
+
+def test_rgb_students_get_a_pipeline_snippet_and_the_sets_license(tmp_path):
+    from gift_hf import build_random_distilled, load_digits_dataset, save_distilled
+
+    subset, info = build_random_distilled(load_digits_dataset(), ipc=1, source_dataset="digits")
+    saved = save_distilled(subset, tmp_path / "set", info)
+    model = create_model("resnet10t", num_classes=10, in_chans=3, img_size=16)
+    card = str(build_model_card(model, dataset=str(saved), distilled_info=info))
+    assert metadata(card)["license"] == "bsd-3-clause"  # the distilled set's card's
+    assert 'pipeline("image-classification", model="<repo_id or local directory>")' in card
+    assert "import gift_hf" not in card  # a stock timm architecture needs no gift_hf
+    assert "Not evaluated yet." in card
+
+
+def train(tmp_path, digits, trainer_class=GIFTTrainer, callbacks=(), teacher=None, **config):
+    transform = image_transform_for(student())
+    train_set = digits["train"].select(range(16)).with_transform(transform)
+    test_set = digits["test"].select(range(16)).with_transform(transform)
+    config = {"loss": "ce", "soft_label_source": "none", **config}
+    args = GIFTConfig(output_dir=str(tmp_path / "run"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
+                      disable_tqdm=True, report_to="none", seed=5, **config)
+    trainer = trainer_class(model=student(), args=args, teacher_model=teacher, train_dataset=train_set,
+                            eval_dataset=test_set, compute_metrics=build_compute_metrics(10), callbacks=list(callbacks))
+    trainer.train()
+    return trainer, train_set
+
+
+def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
+    callback = ModelCardCallback(dataset="me/digits-ipc2", distilled_info=INFO, license="bsd-3-clause")
+    trainer, train_set = train(tmp_path, digits, callbacks=[callback], save_strategy="steps", save_steps=1,
+                               eval_strategy="steps", eval_steps=1)
+    for step in (1, 2):
+        meta = metadata((tmp_path / "run" / f"checkpoint-{step}" / "README.md").read_text())
+        assert meta["gift_hf"]["dataset_fingerprint"] == train_set._fingerprint
+        assert meta["gift_hf"]["loss"] == "ce" and meta["gift_hf"]["seed"] == 5 and meta["license"] == "bsd-3-clause"
+        (result,) = meta["model-index"][0]["results"]
+        assert [m["type"] for m in result["metrics"]] == ["loss", "accuracy", "top5_accuracy"]
+    # after training: the last evaluation goes in the card of the saved model
+    metrics = trainer.evaluate()
+    trainer.save_model(str(tmp_path / "final"))
+    save_model_card(trainer, tmp_path / "final")
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == metrics["eval_accuracy"]
+
+
+def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
+    trainer, _ = train(tmp_path, digits, teacher=student(), loss="gift", soft_label_source="teacher")
+    story = metadata(save_model_card(trainer, tmp_path / "out").read_text())["gift_hf"]
+    assert story["teacher"] == "gift_convnet_d3 (passed as a model instance)" and story["loss"] == "gift"
+    trainer.teacher_model.save_pretrained(tmp_path / "teacher")
+    loaded, _ = train(tmp_path, digits, teacher=str(tmp_path / "teacher"), loss="kl", soft_label_source="teacher")
+    story = metadata(save_model_card(loaded, tmp_path / "out").read_text())["gift_hf"]
+    assert story["teacher"] == str(tmp_path / "teacher") and story["loss"] == "kl"
+
+
+class CardTrainer(GIFTTrainer):
+    """GIFTTrainer wired to write its card wherever it saves the student (the integration the library ships)."""
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            save_model_card(self, output_dir)
+
+    def create_model_card(self, **kwargs):
+        save_model_card(self, **{k: v for k, v in kwargs.items() if k in ("license", "tags", "dataset", "model_name")})
+
+
+def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeypatch):
+    hub = RecordingHub().install(monkeypatch)
+    callback = ModelCardCallback(dataset="me/digits-ipc2", distilled_info=INFO, license="bsd-3-clause")
+    trainer, _ = train(tmp_path, digits, trainer_class=CardTrainer, callbacks=[callback], save_strategy="no",
+                       push_to_hub=True, hub_model_id="me/student", hub_token="hf_student_token")
+    trainer.evaluate()
+    trainer.push_to_hub()
+    files = hub.files("me/student")
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors", "training_args.bin"]
+    assert set(hub.tokens) == {"hf_student_token"}
+    assert b"hf_student_token" not in files["training_args.bin"]
+    meta = metadata(files["README.md"].decode())
+    assert meta["gift_hf"]["dataset"] == "me/digits-ipc2" and meta["model-index"][0]["name"] == "student"
+    assert 'from_pretrained("me/student")' in files["README.md"].decode()
+    # what was uploaded is a standard transformers checkpoint with its preprocessing
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in files.items():
+        (mirror / name).write_bytes(data)
+    reloaded = AutoModelForImageClassification.from_pretrained(mirror).eval()
+    assert isinstance(reloaded, TimmWrapperForImageClassification)
+    assert image_transform_for(mirror) == image_transform_for(trainer.model)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x).logits, trainer.model.eval()(pixel_values=x).logits)
