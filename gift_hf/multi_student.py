@@ -154,11 +154,11 @@ class StudentTrainingArgs:
     def eval_epochs(self) -> list[int]:
         """The (0-based) epochs after which students are evaluated.
 
-        Every ``eval_every``-th epoch past ``eval_start_fraction`` of training (DD-Ranking:
-        ``epoch > 0.8 · epochs and (epoch + 1) % 20 == 0``); the last epoch if none qualifies.
+        Every ``eval_every``-th epoch once more than ``eval_start_fraction`` of the epochs are
+        done (DD-Ranking: every 20th epoch of the last 20%); the last epoch if none qualifies.
         """
         epochs = [e for e in range(self.epochs)
-                  if (e + 1) % self.eval_every == 0 and e > self.eval_start_fraction * self.epochs]
+                  if (e + 1) % self.eval_every == 0 and e + 1 > self.eval_start_fraction * self.epochs]
         return epochs or [self.epochs - 1]
 
 
