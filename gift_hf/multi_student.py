@@ -273,6 +273,10 @@ def _batches(generator: torch.Generator, n: int, batch_size: int) -> list[Tensor
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
+def _slice(tensors: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+    return {name: t[index] for name, t in tensors.items()}
+
+
 def _check_vectorizable(model: nn.Module) -> None:
     norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
     bad = [name for name, m in model.named_modules() if isinstance(m, norms) and m.track_running_stats]
@@ -394,6 +398,7 @@ def train_students(
     soft_labels: Tensor | None = None,
     device: str | torch.device | None = None,
     vectorized: bool = True,
+    forward: str | None = None,
     return_models: bool = False,
     progress: bool = False,
     desc: str = "students",
@@ -417,6 +422,11 @@ def train_students(
         device: where to train (default: the training images' device).
         vectorized: train the K students together (``vmap``); False trains them one after
             another with ``torch.optim`` (the reference, and the way for batch-norm students).
+        forward: how students trained together run their model: ``"vmap"`` (one batched
+            call, the fast way on GPUs) or ``"loop"`` (the stacked weights sliced per
+            student, faster on CPUs, whose small convolutions gain nothing from batching);
+            default: ``"vmap"`` on CUDA, ``"loop"`` elsewhere. Everything else (batches,
+            augmentation, the teacher, the loss, the optimizer) is batched either way.
         return_models: attach each trained student (a ``GIFTClassifier``) to its result.
         progress: a tqdm bar over the training steps.
 
@@ -444,9 +454,14 @@ def train_students(
         soft_labels.to(device) if soft_labels is not None and loss_fn.needs_teacher else None,
         eval_images.to(device), eval_labels.to(device).long(),
     )
-    run = _train_vectorized if vectorized else _train_one_by_one
-    return run(build, data, list(seeds), [float(lr) for lr in learning_rates], args, loss_fn, teacher, num_classes,
-               device, return_models, progress, desc)
+    forward = forward or ("vmap" if device.type == "cuda" else "loop")
+    if forward not in ("vmap", "loop"):
+        raise ValueError(f"forward: got {forward!r}; expected 'vmap', 'loop' or None (by device)")
+    common = (build, data, list(seeds), [float(lr) for lr in learning_rates], args, loss_fn, teacher, num_classes,
+              device, return_models, progress, desc)
+    if vectorized:
+        return _train_vectorized(*common, forward=forward)
+    return _train_one_by_one(*common)
 
 
 @dataclass
@@ -479,7 +494,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, num_classes, device, return_models,
-                      progress, desc) -> list[StudentRun]:
+                      progress, desc, forward: str = "vmap") -> list[StudentRun]:
     k = len(seeds)
     students = [_new_student(build, s).to(device) for s in seeds]
     _check_vectorizable(students[0])
@@ -491,8 +506,17 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
     def logits_of(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(base, (p, b), (), {"pixel_values": x}).logits
 
-    train_forward = vmap(logits_of, in_dims=(0, 0, 0), randomness="error")
-    eval_forward = vmap(logits_of, in_dims=(0, 0, None), randomness="error")
+    if forward == "vmap":
+        train_forward = vmap(logits_of, in_dims=(0, 0, 0), randomness="error")
+        eval_forward = vmap(logits_of, in_dims=(0, 0, None), randomness="error")
+    else:
+        # The stacked weights sliced per student: on CPU the K small convolutions run faster
+        # one after another than as vmap's grouped convolution (everything else stays batched).
+        def train_forward(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return torch.stack([logits_of(_slice(p, i), _slice(b, i), x[i]) for i in range(k)])
+
+        def eval_forward(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return torch.stack([logits_of(_slice(p, i), _slice(b, i), x) for i in range(k)])
 
     optimizer = _StackedOptimizer(params, args)
     base_lrs = torch.tensor(lrs, dtype=torch.float32, device=device)

@@ -37,9 +37,9 @@ def teacher():
     return create_model(MODEL, 10, in_chans=1, img_size=8, width=8).eval()
 
 
-def _both(tensors, teacher, args, seeds, lrs, **kwargs):
-    common = dict(seeds=seeds, learning_rates=lrs, args=args, teacher=teacher, return_models=True, **kwargs)
-    together = train_students(MODEL, KWARGS, *tensors, **common)
+def _both(tensors, teacher, args, seeds, lrs, forward="vmap"):
+    common = dict(seeds=seeds, learning_rates=lrs, args=args, teacher=teacher, return_models=True)
+    together = train_students(MODEL, KWARGS, *tensors, forward=forward, **common)
     separate = train_students(MODEL, KWARGS, *tensors, vectorized=False, **common)
     return together, separate
 
@@ -50,11 +50,12 @@ def _logits(run, images):
         return run.model(pixel_values=images).logits
 
 
-def test_three_students_equal_three_separate_runs_sgd_dsa_teacher(tensors, teacher):
+@pytest.mark.parametrize("forward", ["vmap", "loop"])
+def test_three_students_equal_three_separate_runs_sgd_dsa_teacher(tensors, teacher, forward):
     # 3 epochs × 4 steps: DSA draws, batch order and init per seed; KL on teacher logits of each augmented batch.
     args = StudentTrainingArgs(loss="kl", loss_kwargs={"temperature": 4.0}, optimizer="sgd", epochs=3, batch_size=10,
                                augmentation=DSA, eval_every=1, schedule="step", step_size=2)
-    together, separate = _both(tensors, teacher, args, seeds=[0, 1, 2], lrs=[0.01, 0.05, 0.1])
+    together, separate = _both(tensors, teacher, args, seeds=[0, 1, 2], lrs=[0.01, 0.05, 0.1], forward=forward)
     assert [r.seed for r in together] == [0, 1, 2] and [r.learning_rate for r in together] == [0.01, 0.05, 0.1]
     for a, b in zip(together, separate):
         assert a.finite and b.finite
@@ -135,6 +136,7 @@ def test_batch_norm_students_are_refused_together_but_train_one_by_one(tensors):
         (dict(learning_rates=[0.1]), "learning_rates: got 1 for 2 seeds"),
         (dict(learning_rates=[0.1, -1.0]), "learning_rates: got -1.0"),
         (dict(seeds=[]), "seeds: got none"),
+        (dict(forward="jit"), "forward: got 'jit'"),
     ],
 )
 def test_bad_students_are_named(tensors, change, match):
