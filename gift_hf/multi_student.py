@@ -66,9 +66,11 @@ Tensor = torch.Tensor
 
 MULTI_OPTIMIZERS = ("sgd", "adam", "adamw")
 """Optimizers :func:`train_students` vectorises (same arithmetic as ``torch.optim``)."""
-MULTI_SCHEDULES = ("constant", "step", "cosine")
+MULTI_SCHEDULES = ("constant", "step", "multistep", "cosine")
 """Learning-rate schedules, stepped once per epoch: ``step`` multiplies by ``gamma`` every
-``step_size`` epochs, ``cosine`` anneals to 0 over the epochs (``CosineAnnealingLR``)."""
+``step_size`` epochs, ``multistep`` by ``gamma`` at each of ``milestones`` (fractions of
+training, rounded to epochs, as :func:`gift_hf.evaluation.build_scheduler` places them),
+``cosine`` anneals to 0 over the epochs (``CosineAnnealingLR``)."""
 
 
 @dataclass
@@ -90,7 +92,11 @@ class StudentTrainingArgs:
     step_size: Optional[int] = field(
         default=None, metadata={"help": "step: epochs between decays; None = half of training."}
     )
-    gamma: float = field(default=0.1, metadata={"help": "step: decay factor."})
+    gamma: float = field(default=0.1, metadata={"help": "step, multistep: decay factor."})
+    milestones: list[float] = field(
+        default_factory=lambda: [0.5],
+        metadata={"help": "multistep: fractions of training at which the rate is multiplied by gamma."},
+    )
     augmentation: str = field(default="none", metadata={"help": "DSA ops joined by '_' or 'none' (gift_hf.augment)."})
     augmentation_mode: str = field(default="single", metadata={"help": f"One of {AUGMENTATION_MODES}."})
     mix: str = field(default="none", metadata={"help": f"CutMix/MixUp, one of {MIX_MODES}."})
@@ -116,6 +122,9 @@ class StudentTrainingArgs:
                 raise ValueError(f"{name}: got {value!r}; expected an integer >= 1")
         if self.step_size is not None and self.step_size < 1:
             raise ValueError(f"step_size: got {self.step_size}; expected >= 1 epochs or None (half of training)")
+        self.milestones = [float(m) for m in self.milestones]
+        if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(self.milestones):
+            raise ValueError(f"milestones: got {self.milestones}; expected increasing fractions in (0, 1)")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma: got {self.gamma}; expected a factor in (0, 1]")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -147,6 +156,8 @@ class StudentTrainingArgs:
         if self.schedule == "step":
             step = self.step_size or max(1, self.epochs // 2)
             return self.gamma ** (epoch // step)
+        if self.schedule == "multistep":
+            return self.gamma ** sum(epoch >= max(1, round(m * self.epochs)) for m in self.milestones)
         if self.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
         return 1.0

@@ -179,3 +179,19 @@ def test_stored_soft_labels_train_like_the_teacher_without_augmentation(tensors,
     offline = train_students(MODEL, KWARGS, *tensors, seeds=[3], learning_rates=[0.05], args=args,
                              soft_labels=stored, return_models=True)
     torch.testing.assert_close(_logits(online[0], tensors[2]), _logits(offline[0], tensors[2]), atol=1e-5, rtol=0)
+
+
+def test_learning_rate_schedules_by_hand():
+    # step: ×0.1 every 5 epochs of 10 → 1, 0.1 from epoch 5 on
+    step = StudentTrainingArgs(schedule="step", epochs=10, step_size=5, gamma=0.1)
+    assert [step.lr_factor(e) for e in (0, 4, 5, 9)] == pytest.approx([1, 1, 0.1, 0.1])
+    # default step size: half of training
+    assert StudentTrainingArgs(schedule="step", epochs=10).lr_factor(5) == pytest.approx(0.1)
+    # multistep at 2/3 and 5/6 of 12 epochs (epochs 8 and 10), ×0.2: the GIFT protocol
+    multi = StudentTrainingArgs(schedule="multistep", epochs=12, milestones=[2 / 3, 5 / 6], gamma=0.2)
+    assert [multi.lr_factor(e) for e in (7, 8, 9, 10, 11)] == pytest.approx([1, 0.2, 0.2, 0.04, 0.04])
+    # cosine over 4 epochs: (1 + cos(π·e/4)) / 2
+    cosine = StudentTrainingArgs(schedule="cosine", epochs=4)
+    assert [cosine.lr_factor(e) for e in range(4)] == pytest.approx([1, 0.8535533906, 0.5, 0.1464466094])
+    with pytest.raises(ValueError, match="milestones: got \\[0.8, 0.5\\]"):
+        StudentTrainingArgs(schedule="multistep", milestones=[0.8, 0.5])
