@@ -212,7 +212,8 @@ class DDRankingArguments:
             raise ValueError(f"soft_label_mode: got {self.soft_label_mode!r}; expected 'S' (stored) or 'M' (online)")
         if self.soft_label_loss not in LOSSES or not LOSSES[self.soft_label_loss].needs_teacher:
             soft = sorted(k for k, v in LOSSES.items() if v.needs_teacher)
-            raise ValueError(f"soft_label_loss: got {self.soft_label_loss!r}; expected a soft-label loss, one of {soft}")
+            raise ValueError(f"soft_label_loss: got {self.soft_label_loss!r}; expected a soft-label loss, one of "
+                             f"{soft}")
         _check_lambda("lrs_lambda", self.lrs_lambda)
         _check_lambda("ars_lambda", self.ars_lambda)
         if self.compute_ars and not parse_strategy(self.augmentation) and self.mix == "none":
@@ -547,7 +548,8 @@ def ddranking_markdown(result: DDRankingResult) -> str:
         f"## DD-Ranking scores ({settings['student_arch']}, IPC {settings['ipc']}, {len(result.rounds)} rounds, "
         f"{settings['num_students']} students + the full-data cell)\n\n"
         + markdown_table(["score", "mean ± std (%)"], score_rows)
-        + "\n\nPer round: best test accuracy (%) over the learning-rate grid (best rate in brackets), and scores (%).\n\n"
+        + "\n\nPer round: best test accuracy (%) over the learning-rate grid (best rate in brackets), and "
+        "scores (%).\n\n"
         + markdown_table(headers, round_rows) + "\n"
     )
 

@@ -42,7 +42,8 @@ def test_robust_score_map_sends_minus_one_zero_one_to_zero_one_over_one_plus_e_a
 
 def test_label_robust_score_by_hand():
     # HLR 0.30, IOR 0.15, λ = 0.5: α = 0.5·0.15 − 0.5·0.30 = −0.075; e^−0.075 = 0.9277434863
-    # LRS = (0.9277434863 − 0.3678794412) / (2.7182818285 − 0.3678794412) = 0.5598640451 / 2.3504023873 = 0.2381992327
+    # LRS = (0.9277434863 − 0.3678794412) / (2.7182818285 − 0.3678794412)
+    #     = 0.5598640451 / 2.3504023873 = 0.2381992327
     assert label_robust_score(0.30, 0.15) == pytest.approx(0.2381992327, abs=1e-9)
     # λ = 1 keeps IOR only: m(0.15); λ = 0 keeps −HLR only: m(−0.30)
     assert label_robust_score(0.30, 0.15, lrs_lambda=1.0) == pytest.approx((math.exp(0.15) - INV_E) / (E - INV_E))
@@ -133,7 +134,8 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
         with_gap, without_gap = row["ior"], row["distilled_soft_noaug"] - row["random_soft_noaug"]
         assert row["ars"] == pytest.approx(augmentation_robust_score(with_gap, without_gap))
         # and the cell accuracy is the best over the rates of that round's students
-        hard = [c["best_accuracy"] for c in saved["cells"] if c["cell"] == "distilled_hard" and c["seed"] == row["seed"]]
+        hard = [c["best_accuracy"] for c in saved["cells"]
+                if c["cell"] == "distilled_hard" and c["seed"] == row["seed"]]
         assert row["distilled_hard"] == max(hard) and len(hard) == 2
     assert saved["scores"]["lrs_mean"] == pytest.approx(sum(r["lrs"] for r in saved["summary"]) / 2)
     assert "Label-robust score LRS" in (tmp_path / "random" / "results.md").read_text()
