@@ -271,7 +271,7 @@ def student_losses(loss_fn: Loss, logits: Tensor, targets: Tensor | None, labels
     return per_sample.reshape(k, b).mean(dim=1)
 
 
-# ----------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------- building blocks
 def _new_student(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """A student whose initial weights depend on ``seed`` only (the caller's RNG is untouched)."""
     with torch.random.fork_rng(devices=[]):
