@@ -195,3 +195,28 @@ def test_learning_rate_schedules_by_hand():
     assert [cosine.lr_factor(e) for e in range(4)] == pytest.approx([1, 0.8535533906, 0.5, 0.1464466094])
     with pytest.raises(ValueError, match="milestones: got \\[0.8, 0.5\\]"):
         StudentTrainingArgs(schedule="multistep", milestones=[0.8, 0.5])
+
+
+def test_one_student_equals_gift_trainer_on_full_batches(digits, digits_transform, tensors, teacher, tmp_path):
+    # Full batches make the batch order irrelevant (a mean over the same rows), so the
+    # Trainer's sampler and ours draw the same batches: then the steps must agree.
+    from transformers import set_seed
+
+    from gift_hf import GIFTConfig, GIFTTrainer
+
+    train = digits["train"].select(range(40))
+    set_seed(5)  # what evaluation.train_student does before creating a student
+    model = create_model(MODEL, 10, in_chans=1, img_size=8, **KWARGS)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    config = GIFTConfig(output_dir=str(tmp_path), loss="kl", temperature=4.0, soft_label_source="teacher",
+                        per_device_train_batch_size=40, max_steps=4, max_grad_norm=0.0, save_strategy="no",
+                        logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, seed=5)
+    GIFTTrainer(model=model, args=config, teacher_model=teacher, train_dataset=train.with_transform(digits_transform),
+                optimizers=(optimizer, scheduler)).train()
+    args = StudentTrainingArgs(loss="kl", loss_kwargs={"temperature": 4.0}, optimizer="sgd", momentum=0.9,
+                               weight_decay=5e-4, schedule="constant", epochs=4, batch_size=40, eval_every=4)
+    ours = train_students(MODEL, KWARGS, *tensors, seeds=[5], learning_rates=[0.05], args=args, teacher=teacher,
+                          return_models=True)[0]
+    for (name, a), b in zip(ours.model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
