@@ -22,9 +22,10 @@ model (``torch.func.functional_call`` under ``torch.func.vmap``):
 - **no host synchronisation per step**: a student whose loss turns NaN/inf is marked
   failed on the device and reported as such (not scored), the others train on.
 
-Batch norm is refused for the vectorised path: ``vmap`` cannot update running statistics
-per student. Use instance norm (``norm="instancenorm"``, the ConvNet default) or
-``vectorized=False``. Random layers (dropout) are refused too (``randomness="error"``),
+Batch norm is refused under ``forward="vmap"``: ``vmap`` cannot update running statistics
+per student. Use instance norm (``norm="instancenorm"``, the ConvNet default),
+``forward="loop"`` (each student's statistics are updated in place in the stacked buffers)
+or ``vectorized=False``. Random layers (dropout) are refused too (``randomness="error"``),
 since student ``k``'s draws could not equal those of a separate run.
 
 Why a second training path rather than ``GIFTTrainer``: the Trainer owns one model, one
@@ -294,8 +295,8 @@ def _check_vectorizable(model: nn.Module) -> None:
     if bad:
         raise ValueError(
             f"model_kwargs: the students have batch norm ({bad[0]!r}…), whose running statistics cannot be updated "
-            "per student under vmap; use norm='instancenorm' (or 'none'), or vectorized=False to train them one "
-            "after another"
+            "per student under vmap; use norm='instancenorm' (or 'none'), forward='loop', or vectorized=False to "
+            "train them one after another"
         )
 
 
@@ -508,7 +509,8 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                       progress, desc, forward: str = "vmap") -> list[StudentRun]:
     k = len(seeds)
     students = [_new_student(build, s).to(device) for s in seeds]
-    _check_vectorizable(students[0])
+    if forward == "vmap":
+        _check_vectorizable(students[0])
     params, buffers = stack_module_state(students)
     params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
     base = copy.deepcopy(students[0]).to("meta")
@@ -566,6 +568,8 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p.copy_(params[name][i])
+                for name, b in model.named_buffers():
+                    b.copy_(buffers[name][i])
         runs.append(StudentRun(int(seed), lr, eval_epochs, accuracies[i], bool(finite_list[i]), model))
     return runs
 

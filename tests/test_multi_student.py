@@ -120,14 +120,21 @@ def test_diverged_student_is_reported_failed_and_others_train_on(tensors):
     assert runs[1].failed and math.isnan(runs[1].best_accuracy) and runs[1].to_dict()["failed"]
 
 
-def test_batch_norm_students_are_refused_together_but_train_one_by_one(tensors):
-    args = StudentTrainingArgs(loss="ce", epochs=1, batch_size=20)
-    with pytest.raises(ValueError, match="batch norm.*instancenorm.*vectorized=False"):
-        train_students(MODEL, {"width": 8, "norm": "batchnorm"}, *tensors, seeds=[0, 1], learning_rates=[0.1, 0.1],
-                       args=args)
-    runs = train_students(MODEL, {"width": 8, "norm": "batchnorm"}, *tensors, seeds=[0], learning_rates=[0.1],
-                          args=args, vectorized=False)
-    assert runs[0].finite and len(runs[0].accuracies) == 1
+def test_batch_norm_students_are_refused_under_vmap_and_train_together_in_a_loop(tensors):
+    args = StudentTrainingArgs(loss="ce", epochs=2, batch_size=10, augmentation="crop", eval_every=1)
+    bn = {"width": 8, "norm": "batchnorm"}
+    with pytest.raises(ValueError, match="batch norm.*instancenorm.*forward='loop'.*vectorized=False"):
+        train_students(MODEL, bn, *tensors, seeds=[0, 1], learning_rates=[0.1, 0.1], args=args, forward="vmap")
+    common = dict(seeds=[0, 1], learning_rates=[0.1, 0.01], args=args, return_models=True)
+    together = train_students(MODEL, bn, *tensors, forward="loop", **common)
+    separate = train_students(MODEL, bn, *tensors, vectorized=False, **common)
+    for a, b in zip(together, separate):
+        # running statistics are each student's own, and evaluation uses them
+        for (name, x), y in zip(a.model.named_buffers(), b.model.buffers()):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0, msg=name)
+        assert int(dict(a.model.named_buffers())["timm_model.features.1.num_batches_tracked"]) == 8
+        torch.testing.assert_close(_logits(a, tensors[2]), _logits(b, tensors[2]), atol=1e-5, rtol=0)
+        assert a.accuracies == pytest.approx(b.accuracies, abs=1 / 120 + 1e-9)
 
 
 @pytest.mark.parametrize(
