@@ -1,0 +1,208 @@
+"""``ddranking``: DD-Ranking's scores of a distilled set (HLR, IOR, label- and augmentation-robust scores).
+
+Run it with a recipe and overrides::
+
+    python -m gift_hf.scripts.ddranking --config recipes/ddranking/cifar10_convnet3.yaml \\
+        --distilled path/to/distilled --teacher_model_name_or_path outputs/teacher
+
+It writes ``results.json``/``.csv``/``.md`` and ``ddranking.png`` to ``--output_dir``, and
+caches the full-data hard-label cell under ``--cache_dir`` (default: the output folder),
+so a second distilled set of the same dataset skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from transformers import HfArgumentParser
+
+from ..ddranking import DDRankingArguments, ddranking_scores
+
+__all__ = ["DDRankingScriptArguments", "load_data", "main", "make_parser"]
+
+
+@dataclass
+class DDRankingScriptArguments:
+    """What to score, with which teacher and data, and where results go."""
+
+    output_dir: str = field(default="outputs/ddranking", metadata={"help": "Where results and the plot go."})
+    cache_dir: Optional[str] = field(
+        default=None, metadata={"help": "Where the full-data cell is cached (default: output_dir)."}
+    )
+    dataset_name: str = field(
+        default="digits", metadata={"help": "'digits' (embedded) or a Hub dataset id / local dataset folder."}
+    )
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "The dataset's configuration."})
+    train_split: str = field(default="train", metadata={"help": "The real training split."})
+    test_split: str = field(default="test", metadata={"help": "The real test split every student is scored on."})
+    image_column: str = field(default="image", metadata={"help": "The real data's image column."})
+    label_column: str = field(default="label", metadata={"help": "The real data's label column."})
+    test_rows: Optional[int] = field(
+        default=None, metadata={"help": "Score on the first N test rows only (quick runs). Default: all."}
+    )
+    distilled: str = field(
+        default="random",
+        metadata={"help": "The distilled set: a folder saved with save_distilled or a Hub id; or 'random' / "
+                  "'difficulty' to select --ipc real images per class (gift_hf.selection)."},
+    )
+    distilled_split: str = field(default="train", metadata={"help": "The distilled set's split."})
+    ipc: int = field(default=10, metadata={"help": "'random'/'difficulty': images per class."})
+    selection_seed: int = field(
+        default=100,
+        metadata={"help": "'random'/'difficulty': selection seed (not a round seed, so the set differs from the "
+                  "rounds' random subsets)."},
+    )
+    difficulty_band: list[float] = field(
+        default_factory=lambda: [0.0, 0.5],
+        metadata={"help": "'difficulty': quantile band of teacher cross-entropy (0 0.5 = the easier half)."},
+    )
+    teacher_model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "The teacher: a folder saved with save_pretrained or a Hub model id."}
+    )
+    student_arch: Optional[str] = field(default=None, metadata={"help": "Students' timm architecture (default: "
+                                                                        "the teacher's)."})
+    student_model_kwargs: Optional[str] = field(
+        default=None, metadata={"help": "Students' create_model arguments as a JSON object (default: the teacher's)."}
+    )
+    image_mean: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation mean (default: the "
+                                                                              "teacher's)."})
+    image_std: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation std (default: the "
+                                                                             "teacher's)."})
+    device: Optional[str] = field(default=None, metadata={"help": "Where students train (default: cuda if "
+                                                                  "available)."})
+    vectorized: bool = field(
+        default=True, metadata={"help": "Train the students that share a training set together (one model)."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Progress bars."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.student_model_kwargs, str):
+            try:
+                parsed = json.loads(self.student_model_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"student_model_kwargs: got {self.student_model_kwargs!r}; expected a JSON object")\
+                    from err
+            if not isinstance(parsed, dict):
+                raise ValueError(f"student_model_kwargs: got {self.student_model_kwargs!r}; expected a JSON object")
+            self.student_model_kwargs = parsed
+        if self.teacher_model_name_or_path is None:
+            raise ValueError("teacher_model_name_or_path: DD-Ranking's soft labels need a teacher; got none")
+        if self.test_rows is not None and self.test_rows < 1:
+            raise ValueError(f"test_rows: got {self.test_rows}; expected >= 1 or unset")
+
+
+def make_parser() -> HfArgumentParser:
+    """The parser over :class:`DDRankingScriptArguments` and :class:`~gift_hf.ddranking.DDRankingArguments`."""
+    return HfArgumentParser((DDRankingScriptArguments, DDRankingArguments))
+
+
+def _config_argv(argv: Sequence[str]) -> list[str]:
+    """``--config FILE.yaml`` expanded to options; options given on the command line come after and win."""
+    argv = list(argv)
+    if "--config" not in argv:
+        return argv
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        raise ValueError("--config: expected a YAML file after it")
+    import yaml
+
+    with open(argv[i + 1]) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {argv[i + 1]}: expected a mapping of option names to values")
+    tokens: list[str] = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = [str(value).lower()]
+        elif isinstance(value, dict):
+            value = [json.dumps(value)]
+        elif not isinstance(value, list):
+            value = [value]
+        tokens += [f"--{key}", *map(str, value)]
+    return tokens + argv[:i] + argv[i + 2:]
+
+
+def load_data(script: DDRankingScriptArguments):
+    """The real train/test splits (``image``/``label`` columns), the teacher and the distilled set."""
+    from datasets import load_dataset
+
+    from ..data import load_digits_dataset
+    from ..modeling import load_teacher
+
+    real = load_digits_dataset() if script.dataset_name == "digits" else \
+        load_dataset(script.dataset_name, script.dataset_config_name)
+    for split in (script.train_split, script.test_split):
+        if split not in real:
+            raise ValueError(f"split {split!r} not in {script.dataset_name!r}; it has {sorted(real)}")
+    train, test = real[script.train_split], real[script.test_split]
+
+    def standard(ds):
+        # DD-Ranking's cells share one transform: the real data takes the distilled format's columns.
+        if script.image_column != "image":
+            ds = ds.rename_column(script.image_column, "image")
+        return ds if script.label_column == "label" else ds.rename_column(script.label_column, "label")
+
+    train, test = standard(train), standard(test)
+    if script.test_rows is not None:
+        test = test.select(range(min(script.test_rows, len(test))))
+    teacher = load_teacher(script.teacher_model_name_or_path)
+    if script.distilled == "random":
+        from ..selection import build_random_distilled
+
+        distilled, _ = build_random_distilled(train, script.ipc, seed=script.selection_seed)
+    elif script.distilled == "difficulty":
+        from ..selection import build_difficulty_distilled
+
+        distilled, _ = build_difficulty_distilled(train, script.ipc, teacher, band=tuple(script.difficulty_band),
+                                                  seed=script.selection_seed, transform=_transform(script, teacher),
+                                                  progress=False)
+    else:
+        from ..distilled import load_distilled
+
+        splits, _ = load_distilled(script.distilled)
+        if script.distilled_split not in splits:
+            raise ValueError(f"distilled_split: {script.distilled_split!r} not in {script.distilled!r}; it has "
+                             f"{sorted(splits)}")
+        distilled = splits[script.distilled_split]
+    return train, test, teacher, distilled
+
+
+def _transform(script: DDRankingScriptArguments, teacher: Any):
+    from ..data import ImageTransform
+
+    config = getattr(teacher, "config", None)
+    mean = script.image_mean or getattr(config, "image_mean", None)
+    std = script.image_std or getattr(config, "image_std", None)
+    if mean is None or std is None:
+        raise ValueError("image_mean/image_std: the teacher's config has none; pass --image_mean and --image_std")
+    return ImageTransform(image_size=getattr(config, "img_size", None), channels=getattr(config, "in_chans", 3),
+                          mean=tuple(mean), std=tuple(std))
+
+
+def main(argv: Sequence[str] | None = None):
+    """Parse options (``--config FILE.yaml`` plus overrides), score the distilled set, print the table."""
+    parser = make_parser()
+    script, protocol = parser.parse_args_into_dataclasses(args=_config_argv(sys.argv[1:] if argv is None else argv))
+    train, test, teacher, distilled = load_data(script)
+    result = ddranking_scores(
+        distilled, train, test, teacher, args=protocol, student_arch=script.student_arch,
+        student_model_kwargs=script.student_model_kwargs, transform=_transform(script, teacher),
+        output_dir=script.output_dir, cache_dir=script.cache_dir, device=script.device,
+        vectorized=script.vectorized, progress=script.progress,
+    )
+    with open(result.files["markdown"]) as f:
+        print(f.read())
+    cached = "reused from " if result.full_data.get("cached") else "written to "
+    print(f"full-data cell {cached}{result.full_data.get('path')}")
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
