@@ -13,6 +13,8 @@ _EXPORTS = {
     "build_random_distilled": "selection",
     "compute_teacher_logits": "relabel",
     "create_model": "modeling",
+    "ddranking_scores": "ddranking",
+    "DDRankingArguments": "ddranking",
     "DistilledInfo": "distilled",
     "evaluate_distilled": "evaluation",
     "fit_zca": "augment",
@@ -38,8 +40,10 @@ _EXPORTS = {
     "remove_class_knowledge": "ablations",
     "save_distilled": "distilled",
     "SoftLabelCollator": "data",
+    "StudentTrainingArgs": "multi_student",
     "swap_topk": "ablations",
     "train_student": "training",
+    "train_students": "multi_student",
     "validate_distilled": "distilled",
     "ZCA": "augment",
 }
@@ -75,6 +79,7 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "BatchAugmenter",
+    "DDRankingArguments",
     "DistilledInfo",
     "GIFTClassifier",
     "GIFTClassifierConfig",
@@ -83,11 +88,13 @@ __all__ = [
     "ImageTransform",
     "LOSSES",
     "SoftLabelCollator",
+    "StudentTrainingArgs",
     "ZCA",
     "build_difficulty_distilled",
     "build_random_distilled",
     "compute_teacher_logits",
     "create_model",
+    "ddranking_scores",
     "evaluate_distilled",
     "fit_zca",
     "get_loss",
@@ -107,5 +114,6 @@ __all__ = [
     "save_distilled",
     "swap_topk",
     "train_student",
+    "train_students",
     "validate_distilled",
 ]

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                "(heatmap)"),
     "improvement-over-random": ("improvement_over_random", "a distilled set vs random real subsets of the same "
                                 "size: the gap with its uncertainty"),
+    "ddranking": ("ddranking", "DD-Ranking's scores of a distilled set (hard-label recovery, improvement over "
+                  "random, label- and augmentation-robust scores)"),
 }
 
 

@@ -45,7 +45,8 @@ from torch import nn
 from .augment import AUGMENTATION_MODES, MIX_MODES, parse_strategy
 from .data import ImageTransform, class_balanced_indices
 from .losses import LOSSES
-from .modeling import GIFTClassifier, load_teacher, teacher_logits
+from .files import atomic_write_text
+from .modeling import image_transform_for, load_teacher, model_spec, teacher_logits
 from .multi_student import MULTI_OPTIMIZERS, MULTI_SCHEDULES, StudentRun, StudentTrainingArgs, train_students
 
 __all__ = [
@@ -279,8 +280,6 @@ def _json_hash(value: Any) -> str:
 
 
 def _atomic_write_json(path: str, payload: Any) -> None:
-    from .experiments.sweep import atomic_write_text
-
     atomic_write_text(path, json.dumps(payload, indent=1, default=str))
 
 
@@ -365,14 +364,6 @@ def _stored_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int) ->
                           for i in range(0, images.shape[0], batch_size)])
 
 
-def _default_transform(teacher: nn.Module) -> ImageTransform:
-    config = getattr(teacher, "config", None)
-    if not isinstance(teacher, GIFTClassifier) or config is None:
-        raise ValueError("transform: cannot read the input spec of this teacher; pass transform=ImageTransform(...)")
-    return ImageTransform(image_size=config.img_size, channels=config.in_chans,
-                          mean=tuple(config.image_mean or (0.5,)), std=tuple(config.image_std or (0.5,)))
-
-
 def _ipc_of(labels: torch.Tensor, num_classes: int) -> int:
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     if len(set(counts)) != 1:
@@ -422,13 +413,12 @@ def ddranking_scores(
     """
     args = args or DDRankingArguments()
     teacher_model = load_teacher(teacher) if not isinstance(teacher, nn.Module) else teacher.eval()
-    transform = transform or _default_transform(teacher_model)
+    transform = transform or image_transform_for(teacher_model)
     if student_arch is None:
-        if not isinstance(teacher_model, GIFTClassifier):
-            raise ValueError("student_arch: not set and the teacher's architecture is unknown; pass student_arch")
-        student_arch = teacher_model.config.arch
+        spec = model_spec(teacher_model)  # a timm architecture for our teachers; others: pass student_arch
+        student_arch = spec["arch"]
         if student_model_kwargs is None:
-            student_model_kwargs = dict(teacher_model.config.model_kwargs)
+            student_model_kwargs = dict(spec["model_kwargs"])
     student_model_kwargs = dict(student_model_kwargs or {})
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else
                                                                            "cpu")

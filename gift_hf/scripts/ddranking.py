@@ -1,8 +1,8 @@
-"""``ddranking``: DD-Ranking's scores of a distilled set (HLR, IOR, label- and augmentation-robust scores).
+"""``gift-hf ddranking``: DD-Ranking's scores of a distilled set (HLR, IOR, label- and augmentation-robust scores).
 
 Run it with a recipe and overrides::
 
-    python -m gift_hf.scripts.ddranking --config recipes/ddranking/cifar10_convnet3.yaml \\
+    gift-hf ddranking --config recipes/ddranking/cifar10_convnet3.yaml \\
         --distilled path/to/distilled --teacher_model_name_or_path outputs/teacher
 
 It writes ``results.json``/``.csv``/``.md`` and ``ddranking.png`` to ``--output_dir``, and
@@ -12,14 +12,12 @@ so a second distilled set of the same dataset skips it.
 
 from __future__ import annotations
 
-import json
-import sys
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from transformers import HfArgumentParser
-
 from ..ddranking import DDRankingArguments, ddranking_scores
+from ..parser import GIFTParser, parse_dict_option
 
 __all__ = ["DDRankingScriptArguments", "load_data", "main", "make_parser"]
 
@@ -65,7 +63,9 @@ class DDRankingScriptArguments:
     student_arch: Optional[str] = field(default=None, metadata={"help": "Students' timm architecture (default: "
                                                                         "the teacher's)."})
     student_model_kwargs: Optional[str] = field(
-        default=None, metadata={"help": "Students' create_model arguments as a JSON object (default: the teacher's)."}
+        default=None,
+        metadata={"help": "Students' create_model arguments: a JSON object (a mapping in YAML); default: the "
+                  "teacher's."},
     )
     image_mean: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation mean (default: the "
                                                                               "teacher's)."})
@@ -79,52 +79,17 @@ class DDRankingScriptArguments:
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.student_model_kwargs, str):
-            try:
-                parsed = json.loads(self.student_model_kwargs)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"student_model_kwargs: got {self.student_model_kwargs!r}; expected a JSON object")\
-                    from err
-            if not isinstance(parsed, dict):
-                raise ValueError(f"student_model_kwargs: got {self.student_model_kwargs!r}; expected a JSON object")
-            self.student_model_kwargs = parsed
+        self.student_model_kwargs = parse_dict_option("student_model_kwargs", self.student_model_kwargs)
         if self.teacher_model_name_or_path is None:
             raise ValueError("teacher_model_name_or_path: DD-Ranking's soft labels need a teacher; got none")
         if self.test_rows is not None and self.test_rows < 1:
             raise ValueError(f"test_rows: got {self.test_rows}; expected >= 1 or unset")
 
 
-def make_parser() -> HfArgumentParser:
+def make_parser() -> GIFTParser:
     """The parser over :class:`DDRankingScriptArguments` and :class:`~gift_hf.ddranking.DDRankingArguments`."""
-    return HfArgumentParser((DDRankingScriptArguments, DDRankingArguments))
-
-
-def _config_argv(argv: Sequence[str]) -> list[str]:
-    """``--config FILE.yaml`` expanded to options; options given on the command line come after and win."""
-    argv = list(argv)
-    if "--config" not in argv:
-        return argv
-    i = argv.index("--config")
-    if i + 1 >= len(argv):
-        raise ValueError("--config: expected a YAML file after it")
-    import yaml
-
-    with open(argv[i + 1]) as f:
-        config = yaml.safe_load(f) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"--config {argv[i + 1]}: expected a mapping of option names to values")
-    tokens: list[str] = []
-    for key, value in config.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = [str(value).lower()]
-        elif isinstance(value, dict):
-            value = [json.dumps(value)]
-        elif not isinstance(value, list):
-            value = [value]
-        tokens += [f"--{key}", *map(str, value)]
-    return tokens + argv[:i] + argv[i + 2:]
+    return GIFTParser((DDRankingScriptArguments, DDRankingArguments), prog="gift-hf ddranking",
+                      description=__doc__)
 
 
 def load_data(script: DDRankingScriptArguments):
@@ -173,21 +138,20 @@ def load_data(script: DDRankingScriptArguments):
 
 
 def _transform(script: DDRankingScriptArguments, teacher: Any):
-    from ..data import ImageTransform
+    """The teacher's input transform; ``--image_mean``/``--image_std`` override its normalisation."""
+    from ..modeling import image_transform_for
 
-    config = getattr(teacher, "config", None)
-    mean = script.image_mean or getattr(config, "image_mean", None)
-    std = script.image_std or getattr(config, "image_std", None)
-    if mean is None or std is None:
-        raise ValueError("image_mean/image_std: the teacher's config has none; pass --image_mean and --image_std")
-    return ImageTransform(image_size=getattr(config, "img_size", None), channels=getattr(config, "in_chans", 3),
-                          mean=tuple(mean), std=tuple(std))
+    transform = image_transform_for(teacher)
+    if script.image_mean is not None:
+        transform = dataclasses.replace(transform, mean=tuple(script.image_mean))
+    if script.image_std is not None:
+        transform = dataclasses.replace(transform, std=tuple(script.image_std))
+    return transform
 
 
 def main(argv: Sequence[str] | None = None):
     """Parse options (``--config FILE.yaml`` plus overrides), score the distilled set, print the table."""
-    parser = make_parser()
-    script, protocol = parser.parse_args_into_dataclasses(args=_config_argv(sys.argv[1:] if argv is None else argv))
+    script, protocol = make_parser().parse_args_and_config(argv)
     train, test, teacher, distilled = load_data(script)
     result = ddranking_scores(
         distilled, train, test, teacher, args=protocol, student_arch=script.student_arch,
@@ -205,4 +169,6 @@ def main(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    from ._study import run_as_script
+
+    run_as_script(main)
