@@ -15,7 +15,6 @@ writes it into any folder the trainer saved the model to (``save_model``,
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 import os
@@ -70,6 +69,28 @@ def _scores(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def _protocol_record(protocol: Any) -> dict[str, Any] | None:
+    """The protocol's name and settings: a preset name, or a ``GIFTConfig`` named after the
+    preset whose settings it keeps (epochs and seed may differ), else ``"custom"``."""
+    from .config import PROTOCOLS, GIFTConfig
+
+    if isinstance(protocol, str):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: got {protocol!r}; expected a GIFTConfig or one of {sorted(PROTOCOLS)}")
+        return {"name": protocol, **_plain({k: v for k, v in PROTOCOLS[protocol].items() if k != "seed"})}
+    if not isinstance(protocol, GIFTConfig):
+        return None
+
+    def value(name: str) -> Any:
+        return _plain(getattr(protocol, name))
+
+    fields = sorted({k for preset in PROTOCOLS.values() for k in preset} - {"seed"} | {"max_steps"})
+    name = next((n for n, preset in PROTOCOLS.items()
+                 if all(value(k) == _plain(v) for k, v in preset.items() if k not in ("num_train_epochs", "seed"))),
+                "custom")
+    return {"name": name, **{k: value(k) for k in fields}}
+
+
 def _loss(args: Any) -> tuple[str | None, dict[str, Any]]:
     if args is None or getattr(args, "loss", None) is None:
         return None, {}
@@ -87,7 +108,7 @@ def build_model_card(
     distilled_info: DistilledInfo | None = None,
     dataset_fingerprint: str | None = None,
     teacher: str | None = None,
-    protocol: Any = None,
+    protocol: "str | GIFTConfig | None" = None,  # noqa: F821
     eval_results: Mapping[str, Any] | None = None,
     eval_dataset: str | None = None,
     eval_split: str = "test",
@@ -105,7 +126,9 @@ def build_model_card(
         distilled_info: that set's provenance (IPC, source, method, soft labels).
         dataset_fingerprint: the ``datasets`` fingerprint of the training split.
         teacher: the teacher (Hub id or path); default ``args.teacher_model_name_or_path``.
-        protocol: the evaluation protocol (an ``EvalProtocol`` or its name).
+        protocol: the protocol it was trained under: a ``GIFTConfig`` or a preset name of
+            :data:`gift_hf.config.PROTOCOLS` (``"gift"``, ``"label_paper"``); default ``args``.
+            Recorded with the preset it matches (``"custom"`` when none).
         eval_results: metrics (``trainer.evaluate()`` output or ``{"accuracy": 0.93}``).
         eval_dataset, eval_split: the data the metrics were measured on (default: the
             distilled set's source).
@@ -124,10 +147,7 @@ def build_model_card(
         info.teacher_id if isinstance(info.teacher_id, str) else None)
     if loss_name is not None and getattr(args, "soft_label_source", None) == "none":
         teacher = None
-    if isinstance(protocol, str) or protocol is None:
-        protocol_record = protocol
-    else:
-        protocol_record = _plain(dataclasses.asdict(protocol))
+    protocol_record = _protocol_record(protocol if protocol is not None else args)
     if license is None and dataset is not None:
         from huggingface_hub.errors import HfHubHTTPError
 
@@ -248,7 +268,7 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
         f"- **Loss:** {show(record.get('loss'))}"
         + (" with " + ", ".join(f"{k}={v}" for k, v in record["loss_params"].items()) if record.get("loss_params")
            else ""),
-        f"- **Protocol:** {show(protocol if isinstance(protocol, str) else (protocol or {}).get('name'))}",
+        f"- **Protocol:** {show((protocol or {}).get('name'))}",
         f"- **Seed:** {show(record.get('seed'))}",
     ]
     return lines

@@ -37,6 +37,7 @@ from .checkpoints import (
 from .config import GIFTConfig
 from .data import SoftLabelCollator
 from .losses import Loss, check_logits, get_loss
+from .model_card import ModelCardCallback, save_model_card
 from .modeling import load_teacher, num_classes_of, teacher_logits
 
 __all__ = ["GIFTTrainer", "TrainingDivergedError"]
@@ -291,6 +292,10 @@ class GIFTTrainer(Trainer):
         self.monitor = _RunMonitor(self)
         self.add_callback(self.monitor)
         self.add_callback(_CheckpointCallback(self))
+        # Every saved student gets its model card (README.md); a callback the caller passed
+        # carries what the Trainer cannot know (dataset id, provenance, license).
+        if not any(isinstance(cb, ModelCardCallback) for cb in self.callback_handler.callbacks):
+            self.add_callback(ModelCardCallback())
 
     # ------------------------------------------------------------------- run identity
     def run_identity(self) -> dict[str, Any]:
@@ -422,6 +427,25 @@ class GIFTTrainer(Trainer):
         # reloaded run evaluates with the identical transform (GIFTConfig.zca_path).
         if self.zca is not None and self.args.should_save:
             self.zca.save(output_dir if output_dir is not None else self.args.output_dir)
+        if self.args.should_save and getattr(self.model, "config", None) is not None:
+            save_model_card(self, output_dir)
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """The student's card (:func:`gift_hf.model_card.save_model_card`) in ``output_dir``;
+        ``push_to_hub`` uploads it instead of the generic Trainer card."""
+        save_model_card(self, license=license, tags=tags, model_name=model_name,
+                        dataset=dataset if isinstance(dataset, str) else None)
 
     # ------------------------------------------------------------------------------ loss
     def _targets(self, pixel_values: torch.Tensor, soft_labels: torch.Tensor | None, logits: torch.Tensor):

@@ -5,7 +5,7 @@ import yaml
 from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
 
-from gift_hf import GIFTConfig, GIFTTrainer, create_model, get_protocol, image_transform_for
+from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for, protocol_config
 from gift_hf.data import DIGITS_MEAN, DIGITS_STD
 from gift_hf.distilled import DistilledInfo
 from gift_hf.metrics import build_compute_metrics
@@ -31,7 +31,7 @@ def test_card_records_the_whole_story(tmp_path):
                       teacher_model_name_or_path="me/digits-teacher", augmentation="flip")
     card = build_model_card(
         student(), args, dataset="me/digits-ipc2", distilled_info=INFO, dataset_fingerprint="abc123",
-        protocol=get_protocol("gift", epochs=5), eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8,
+        protocol=protocol_config("gift", num_train_epochs=5), eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8,
                                                                "eval_runtime": 1.5, "epoch": 3.0},
         license="bsd-3-clause", repo_id="me/student", tags=["digits"],
     )
@@ -46,7 +46,7 @@ def test_card_records_the_whole_story(tmp_path):
     assert (story["dataset"], story["dataset_fingerprint"], story["ipc"]) == ("me/digits-ipc2", "abc123", 2)
     assert story["teacher"] == "me/digits-teacher" and story["seed"] == 3
     assert story["loss"] == "gift" and story["loss_params"] == {"gamma": 0.2, "smoothing": 0.05}
-    assert story["protocol"]["name"] == "gift" and story["protocol"]["epochs"] == 5
+    assert story["protocol"]["name"] == "gift" and story["protocol"]["num_train_epochs"] == 5
     assert story["training"]["augmentation"] == "flip" and story["training"]["soft_label_source"] == "teacher"
     # model-index, as the Hub reads it back
     results = {r.metric_type: r for r in ModelCard(str(card)).data.eval_results}
@@ -73,14 +73,14 @@ def test_rgb_students_get_a_pipeline_snippet_and_the_sets_license(tmp_path):
     assert "Not evaluated yet." in card
 
 
-def train(tmp_path, digits, trainer_class=GIFTTrainer, callbacks=(), teacher=None, **config):
+def train(tmp_path, digits, callbacks=(), teacher=None, **config):
     transform = image_transform_for(student())
     train_set = digits["train"].select(range(16)).with_transform(transform)
     test_set = digits["test"].select(range(16)).with_transform(transform)
     config = {"loss": "ce", "soft_label_source": "none", **config}
     args = GIFTConfig(output_dir=str(tmp_path / "run"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
                       disable_tqdm=True, report_to="none", seed=5, **config)
-    trainer = trainer_class(model=student(), args=args, teacher_model=teacher, train_dataset=train_set,
+    trainer = GIFTTrainer(model=student(), args=args, teacher_model=teacher, train_dataset=train_set,
                             eval_dataset=test_set, compute_metrics=build_compute_metrics(10), callbacks=list(callbacks))
     trainer.train()
     return trainer, train_set
@@ -98,11 +98,25 @@ def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
         assert [m["type"] for m in result["metrics"]] == ["loss", "accuracy", "top5_accuracy"]
     # after training: the last evaluation goes in the card of the saved model
     metrics = trainer.evaluate()
-    trainer.save_model(str(tmp_path / "final"))
-    save_model_card(trainer, tmp_path / "final")
+    trainer.save_model(str(tmp_path / "final"))  # GIFTTrainer writes the card with the model
     card = ModelCard.load(tmp_path / "final" / "README.md")
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == metrics["eval_accuracy"]
+    # the protocol defaults to the run's own settings, named after no preset (loss ce, 2 steps)
+    protocol = card.data.to_dict()["gift_hf"]["protocol"]
+    assert (protocol["name"], protocol["loss"], protocol["max_steps"]) == ("custom", "ce", 2)
+
+
+def test_the_protocol_is_named_after_the_preset_it_keeps():
+    from gift_hf.config import PROTOCOLS
+
+    story = metadata(str(build_model_card(student(), protocol="label_paper")))["gift_hf"]
+    assert story["protocol"] == {"name": "label_paper", **{k: v for k, v in PROTOCOLS["label_paper"].items()
+                                                            if k != "seed"}}
+    kept = protocol_config("label_paper", num_train_epochs=7, seed=4)
+    assert metadata(str(build_model_card(student(), protocol=kept)))["gift_hf"]["protocol"]["name"] == "label_paper"
+    changed = protocol_config("label_paper", learning_rate=0.5)
+    assert metadata(str(build_model_card(student(), protocol=changed)))["gift_hf"]["protocol"]["name"] == "custom"
 
 
 def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
@@ -115,27 +129,16 @@ def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
     assert story["teacher"] == str(tmp_path / "teacher") and story["loss"] == "kl"
 
 
-class CardTrainer(GIFTTrainer):
-    """GIFTTrainer wired to write its card wherever it saves the student (the integration the library ships)."""
-
-    def save_model(self, output_dir=None, _internal_call=False):
-        super().save_model(output_dir, _internal_call)
-        if self.args.should_save:
-            save_model_card(self, output_dir)
-
-    def create_model_card(self, **kwargs):
-        save_model_card(self, **{k: v for k, v in kwargs.items() if k in ("license", "tags", "dataset", "model_name")})
-
-
 def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeypatch):
     hub = RecordingHub().install(monkeypatch)
     callback = ModelCardCallback(dataset="me/digits-ipc2", distilled_info=INFO, license="bsd-3-clause")
-    trainer, _ = train(tmp_path, digits, trainer_class=CardTrainer, callbacks=[callback], save_strategy="no",
+    trainer, _ = train(tmp_path, digits, callbacks=[callback], save_strategy="no",
                        push_to_hub=True, hub_model_id="me/student", hub_token="hf_student_token")
     trainer.evaluate()
     trainer.push_to_hub()
     files = hub.files("me/student")
-    assert sorted(files) == ["README.md", "config.json", "model.safetensors", "training_args.bin"]
+    # gift_run.json: the run's id, which `--resume_from_checkpoint last` reads (no secret in it)
+    assert sorted(files) == ["README.md", "config.json", "gift_run.json", "model.safetensors", "training_args.bin"]
     assert set(hub.tokens) == {"hf_student_token"}
     assert b"hf_student_token" not in files["training_args.bin"]
     meta = metadata(files["README.md"].decode())
