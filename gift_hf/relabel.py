@@ -167,9 +167,8 @@ def _logits_of(
 
 
 def _input_mismatch(model: nn.Module, who: str, column: str, shape: tuple[int, ...], err: Exception) -> str:
-    config = getattr(model, "config", None)
-    channels = getattr(config, "in_chans", None) or getattr(config, "num_channels", None)
-    size = getattr(config, "img_size", None) or getattr(config, "image_size", None)
+    spec = model_spec(model) if getattr(model, "config", None) is not None else {}
+    channels, size = spec.get("in_chans"), spec.get("img_size")
     expects = ", ".join(part for part in (f"{channels} channels" if channels else "",
                                           f"{size}×{size} pixels" if isinstance(size, int) else "") if part)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -133,14 +133,21 @@ class _CheckpointCallback(TrainerCallback):
     def __init__(self, trainer: "GIFTTrainer") -> None:
         self.trainer = trainer
 
+    def write_run_file(self, args) -> None:
+        """From here on `last` means this run's checkpoints (:data:`~gift_hf.checkpoints.RUN_FILE`)."""
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_json(os.path.join(args.output_dir, RUN_FILE),
+                   {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()})
+
     def on_train_begin(self, args, state, control, **kwargs):
-        # From here on `last` means this run's checkpoints. Written once training starts (every
-        # process is set up by then), not before: another process may still be checking that
-        # output_dir is empty.
-        if args.should_save:
-            os.makedirs(args.output_dir, exist_ok=True)
-            write_json(os.path.join(args.output_dir, RUN_FILE),
-                       {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()})
+        # Once training starts (every process is set up by then; another may still be checking
+        # that output_dir is empty), and only where an earlier run left checkpoints `last` could
+        # pick. Otherwise it waits for the first checkpoint, so a run refused on bad input
+        # leaves a new output_dir untouched.
+        if args.should_save and os.path.isdir(args.output_dir) and (
+                os.path.exists(os.path.join(args.output_dir, RUN_FILE))
+                or any(name.startswith("checkpoint-") for name in os.listdir(args.output_dir))):
+            self.write_run_file(args)
 
     def on_save(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -148,6 +155,8 @@ class _CheckpointCallback(TrainerCallback):
         trainer.accelerator.wait_for_everyone()
         if not args.should_save:
             return
+        if current_run_id(args.output_dir) != trainer.run_id:
+            self.write_run_file(args)  # before the first marker of this run
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         write_json(
             os.path.join(folder, CHECKPOINT_MARKER),

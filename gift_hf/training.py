@@ -81,20 +81,25 @@ def check_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint: O
 
 def check_model_input(model: nn.Module, role: str, channels: int, size: int, num_classes: int) -> None:
     """Refuse a student/teacher whose input or class count does not match the data."""
+    from .modeling import model_spec
+
     config = getattr(model, "config", None)
     num_labels = getattr(config, "num_labels", None)
     if num_labels is not None and num_labels != num_classes:
         raise ValueError(
             f"{role}: the model predicts {num_labels} classes but the data has {num_classes}; expected equal"
         )
-    in_chans = getattr(config, "in_chans", None) or getattr(config, "num_channels", None)
+    # Input channels and size as saved with the model (TimmWrapper model_args, 0.1 configs, processors).
+    spec = model_spec(model) if config is not None else {}
+    in_chans = spec.get("in_chans")
     if in_chans is not None and in_chans != channels:
         raise ValueError(
             f"{role}: the model takes {in_chans}-channel images but the data gives {channels}; "
             "set --channels or use a matching model"
         )
-    img_size = getattr(config, "img_size", None)
-    arch = getattr(config, "arch", "")
+    img_size = spec.get("img_size")
+    arch = spec.get("arch") or ""
+    # Only our ConvNets are tied to one input size; other timm models pool over any size.
     if img_size is not None and arch.startswith("gift_") and img_size != size:
         raise ValueError(
             f"{role}: the model takes {img_size}×{img_size} images but the data gives {size}×{size}; "
@@ -196,7 +201,7 @@ def train_student(
         A :class:`TrainingResult` (accuracies as fractions; the trained model in ``model``).
     """
     from .metrics import build_compute_metrics
-    from .modeling import load_teacher, num_classes_of
+    from .modeling import load_teacher, model_spec, num_classes_of
     from .trainer import GIFTTrainer
 
     if train_dataset is not None and config.batch_sizes is not None:
@@ -217,8 +222,8 @@ def train_student(
         # GIFTTrainer takes the instance as it is. (No teacher: GIFTTrainer says it needs one.)
         teacher = load_teacher(teacher, trust_remote_code=config.trust_remote_code,
                                **(config.teacher_model_init_kwargs or {}))
-        student_config = getattr(model, "config", None)
-        channels, size = getattr(student_config, "in_chans", None), getattr(student_config, "img_size", None)
+        spec = model_spec(model) if getattr(model, "config", None) is not None else {}
+        channels, size = spec.get("in_chans"), spec.get("img_size")
         if channels is not None and size is not None and num_classes is not None:
             check_model_input(teacher, "teacher_model_name_or_path", channels, size, num_classes)
     evaluate_at = _EvaluateAt(config.best_of) if eval_dataset is not None and config.best_of > 1 else None

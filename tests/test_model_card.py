@@ -137,8 +137,7 @@ def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeyp
     trainer.evaluate()
     trainer.push_to_hub()
     files = hub.files("me/student")
-    # gift_run.json: the run's id, which `--resume_from_checkpoint last` reads (no secret in it)
-    assert sorted(files) == ["README.md", "config.json", "gift_run.json", "model.safetensors", "training_args.bin"]
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors", "training_args.bin"]
     assert set(hub.tokens) == {"hf_student_token"}
     assert b"hf_student_token" not in files["training_args.bin"]
     meta = metadata(files["README.md"].decode())
