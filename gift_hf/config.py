@@ -16,12 +16,17 @@ from transformers.training_args import OptimizerNames
 from .losses import LOSSES, get_loss
 from .parser import parse_dict_option
 
-__all__ = ["DSA_STRATEGY", "GIFTConfig", "PROTOCOLS", "SOFT_LABEL_SOURCES", "protocol_config"]
+__all__ = ["DSA_STRATEGY", "GIFTConfig", "PROTOCOLS", "RDED_STRATEGY", "SOFT_LABEL_SOURCES", "protocol_config"]
 
 SOFT_LABEL_SOURCES = ("teacher", "dataset", "none")
+BATCH_SIZE_RULES = ("images", "ipc")
+EVAL_TRANSFORMS = ("resize", "resize_center_crop")
+DEVICE_RESIDENT = ("auto", "always", "never")
 
 #: The DSA strategy both papers evaluate with (Zhao & Bilen's differentiable siamese augmentation).
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+#: The RDED/SRe2L per-image pipeline (gift_hf.augment.RDED_STRATEGY; repeated here: augment imports torch).
+RDED_STRATEGY = "patchshuffle_resizedcrop_flip"
 
 
 @dataclass
@@ -210,7 +215,41 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "T of soft labels stored as probabilities by relabelling, softmax(logits / T) (the label "
                   "paper's temperature)."},
     )
+    batch_size_rule: str = field(
+        default="images",
+        metadata={"help": "What batch_size_thresholds count: 'images', the set's size (GIFT protocol), or 'ipc', "
+                  "images per class, with batch_sizes doubled for 100 classes or more (RDED/SRe2L protocol)."},
+    )
+    eval_every_epochs: int = field(
+        default=0,
+        metadata={"help": "Evaluate every N epochs (and at the end), reporting the best (RDED protocol: 10); 0: "
+                  "best_of spaces the evaluations instead."},
+    )
+    eval_start_fraction: float = field(
+        default=0.0,
+        metadata={"help": "With eval_every_epochs: evaluate only after this fraction of the epochs (RDED protocol: "
+                  "0.8, the last 20%)."},
+    )
+    eval_transform: str = field(
+        default="resize",
+        metadata={"help": "How evaluation images are prepared: 'resize' (to the student's size, as training) or "
+                  "'resize_center_crop' (shorter side to 8/7 of the size, then the centre crop: the RDED/SRe2L "
+                  "validation transform)."},
+    )
+    # ---- data path
+    device_resident: str = field(
+        default="auto",
+        metadata={"help": "Keep the decoded training set (and the evaluation split) on the training device: 'auto' "
+                  "when it fits in half of the free memory, else the DataLoader path with workers, pinned memory "
+                  "and persistent workers; 'always'; 'never' (the DataLoader as configured)."},
+    )
     # ---- defaults changed from TrainingArguments
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Trainer's per-step NaN/inf filter of the logged loss. Off: it reads the loss back to the "
+                  "host every step; gift_hf's divergence check (an on-device flag read at logging steps) stops a "
+                  "diverged run instead."},
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep dataset columns: the collator needs image, label and soft-label columns."},
@@ -302,6 +341,20 @@ class GIFTConfig(TrainingArguments):
                 raise ValueError(f"{name}: got {getattr(self, name)}; expected >= 1")
         if not (math.isfinite(self.label_temperature) and self.label_temperature > 0):
             raise ValueError(f"label_temperature: got {self.label_temperature}; expected a positive number")
+        if self.batch_size_rule not in BATCH_SIZE_RULES:
+            raise ValueError(f"batch_size_rule: got {self.batch_size_rule!r}; expected one of {BATCH_SIZE_RULES}")
+        if isinstance(self.eval_every_epochs, bool) or not isinstance(self.eval_every_epochs, int) \
+                or self.eval_every_epochs < 0:
+            raise ValueError(f"eval_every_epochs: got {self.eval_every_epochs!r}; expected an integer >= 0")
+        if self.eval_every_epochs and self.best_of > 1:
+            raise ValueError(f"eval_every_epochs: got {self.eval_every_epochs} with best_of={self.best_of}; both "
+                             "schedule the evaluations, expected one of them (set best_of to 1)")
+        if not 0 <= self.eval_start_fraction < 1:
+            raise ValueError(f"eval_start_fraction: got {self.eval_start_fraction}; expected a fraction in [0, 1)")
+        if self.eval_transform not in EVAL_TRANSFORMS:
+            raise ValueError(f"eval_transform: got {self.eval_transform!r}; expected one of {EVAL_TRANSFORMS}")
+        if self.device_resident not in DEVICE_RESIDENT:
+            raise ValueError(f"device_resident: got {self.device_resident!r}; expected one of {DEVICE_RESIDENT}")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -310,13 +363,24 @@ class GIFTConfig(TrainingArguments):
         (``ce``), else ``soft_label_source``."""
         return self.soft_label_source if LOSSES[self.loss].needs_teacher else "none"
 
-    def train_batch_size_for(self, num_images: int) -> int:
-        """Per-device training batch size for a set of ``num_images`` images (the batch-size
-        rule when ``batch_sizes`` is set, else ``per_device_train_batch_size``)."""
+    def train_batch_size_for(self, num_images: int, num_classes: int | None = None) -> int:
+        """Per-device training batch size for a set of ``num_images`` images of ``num_classes``
+        classes (the batch-size rule when ``batch_sizes`` is set, else
+        ``per_device_train_batch_size``).
+
+        ``batch_size_rule="images"`` compares ``num_images`` with the thresholds;
+        ``"ipc"`` compares the images per class and doubles the batch size for 100 classes
+        or more (RDED/SRe2L: 10/50/100 for IPC 1/10/50, 20/100/200 on CIFAR-100 and ImageNet-1K).
+        """
         if self.batch_sizes is None:
             return self.per_device_train_batch_size
-        index = bisect.bisect_left(self.batch_size_thresholds, num_images)
-        return self.batch_sizes[index]
+        if self.batch_size_rule == "images":
+            return self.batch_sizes[bisect.bisect_left(self.batch_size_thresholds, num_images)]
+        if not num_classes:
+            raise ValueError("batch_size_rule='ipc' needs the number of classes of the training set")
+        ipc = math.ceil(num_images / num_classes)
+        size = self.batch_sizes[bisect.bisect_left(self.batch_size_thresholds, ipc)]
+        return size * 2 if num_classes >= 100 else size
 
     def seeds(self) -> list[int]:
         """The students' seeds: ``seed … seed + num_students − 1``."""
@@ -342,7 +406,8 @@ class GIFTConfig(TrainingArguments):
     )
     #: GIFTConfig fields that say where or how a run is kept, not what it trains.
     _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "resume_force", "num_students",
-                            "remove_unused_columns", "report_to", "trust_remote_code", "zca_path")
+                            "remove_unused_columns", "report_to", "trust_remote_code", "zca_path",
+                            "logging_nan_inf_filter", "device_resident")
 
     def training_settings(self) -> dict[str, Any]:
         """The values a trained model depends on (not where it is saved or logged, nor the seed):
@@ -438,11 +503,46 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         best_of=1,
         seed=0,
     ),
+    # The RDED / SRe2L evaluation (Sun et al., CVPR 2024; Yin et al., NeurIPS 2023), behind
+    # GIFT's ImageNet-1K and Tiny-ImageNet numbers: 300 epochs, AdamW lr 1e-3 wd 0.01, the
+    # half-cosine lr · 0.5 · (1 + cos(π · progress / 2)) (cosine with a quarter cycle), patch
+    # shuffle, RandomResizedCrop and flip per image, CutMix per batch with the teacher
+    # relabelling the mixed crops, KL at T = 20; evaluated every 10 epochs in the last 20 %.
+    "rded": dict(
+        loss="kl",
+        temperature=20.0,
+        kl_t_squared=False,
+        soft_label_source="teacher",
+        soft_label_kind="logits",
+        optim="adamw_torch",
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        lr_scheduler_type="cosine",
+        lr_scheduler_kwargs={"num_cycles": 0.25},
+        warmup_steps=0,
+        lr_milestones=[],
+        lr_decay=1.0,
+        num_train_epochs=300,
+        batch_size_rule="ipc",
+        batch_size_thresholds=[1, 10],
+        batch_sizes=[10, 50, 100],
+        augmentation=RDED_STRATEGY,
+        augmentation_mode="all",
+        mix="cutmix",
+        mix_prob=1.0,
+        mix_beta=1.0,
+        eval_every_epochs=10,
+        eval_start_fraction=0.8,
+        eval_transform="resize_center_crop",
+        num_students=3,
+        best_of=1,
+        seed=0,
+    ),
 }
 
 
 def protocol_config(name: str, **overrides: Any) -> GIFTConfig:
-    """A :class:`GIFTConfig` of the protocol ``name`` (``"gift"`` or ``"label_paper"``) with
+    """A :class:`GIFTConfig` of the protocol ``name`` (``"gift"``, ``"label_paper"`` or ``"rded"``) with
     ``overrides`` applied.
 
     Example:

@@ -28,6 +28,7 @@ __all__ = [
     "ImageTransform",
     "ShardRecordingCollator",
     "ResizeCenterCropTransform",
+    "eval_transform_for",
     "SoftLabelCollator",
     "build_image_transform",
     "check_soft_label_columns",
@@ -476,3 +477,17 @@ class ResizeCenterCropTransform(ImageTransform):
         image = image.crop((left, top, left + self.image_size, top + self.image_size))
         array = np.asarray(image, dtype=np.uint8)
         return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def eval_transform_for(transform: ImageTransform, kind: str = "resize") -> ImageTransform:
+    """The evaluation split's transform for ``GIFTConfig.eval_transform``: ``transform`` itself
+    (``"resize"``), or the same size, channels and normalisation as a
+    :class:`ResizeCenterCropTransform` (``"resize_center_crop"``, the RDED/SRe2L validation)."""
+    if kind == "resize":
+        return transform
+    if kind == "resize_center_crop":
+        if transform.image_size is None:
+            raise ValueError("eval_transform: 'resize_center_crop' needs the input size; set image_size")
+        return ResizeCenterCropTransform(image_size=transform.image_size, channels=transform.channels,
+                                         mean=transform.mean, std=transform.std, image_column=transform.image_column)
+    raise ValueError(f"eval_transform: got {kind!r}; expected 'resize' or 'resize_center_crop'")

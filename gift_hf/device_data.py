@@ -165,10 +165,14 @@ def decode_dataset(
     file (safetensors, written atomically) is keyed by the dataset's ``_fingerprint``, the
     transform's decoding fields and the column names; a second call reads it instead of
     decoding. Labels and soft labels are validated here, once (class ids in
-    ``[0, num_classes)``, finite soft labels of width ``num_classes``).
+    ``[0, num_classes)``, finite soft labels of width ``num_classes``). An in-memory
+    dataset (no ``cache_files``) is decoded without a cache file.
     """
     path = decoded_cache_path(dataset, transform, cache_dir, label_column, soft_label_column)
-    if os.path.isfile(path):
+    # As `datasets` caches: only sets backed by files; an in-memory set's fingerprint is often
+    # random, and its cache file would never be read again.
+    cached = bool(getattr(dataset, "cache_files", None))
+    if cached and os.path.isfile(path):
         decoded = load_file(path)
     else:
         plain = dataset.with_format(None)  # drop any set_transform: decode from the stored columns
@@ -193,10 +197,11 @@ def decode_dataset(
             values = torch.from_numpy(_column(plain, topk_values).astype(np.float32))
             indices = torch.from_numpy(_column(plain, topk_indices).astype(np.int64))
             decoded["soft_labels"] = densify_topk(values, indices, num_classes)
-        key = _decode_key(dataset, transform, label_column, soft_label_column)
-        tensors = {k: v.contiguous().cpu() for k, v in decoded.items()}
-        metadata = {"gift_hf_decoded": json.dumps(key, sort_keys=True)}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        if cached:
+            key = _decode_key(dataset, transform, label_column, soft_label_column)
+            tensors = {k: v.contiguous().cpu() for k, v in decoded.items()}
+            metadata = {"gift_hf_decoded": json.dumps(key, sort_keys=True)}
+            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     _validate(decoded, num_classes, label_column, soft_label_column)
     return decoded
 

@@ -30,13 +30,12 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
 from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
 from .config import DSA_STRATEGY, GIFTConfig, protocol_config
-from .data import ImageTransform
+from .data import ImageTransform, eval_transform_for
 from .modeling import GIFTClassifier, create_model, load_teacher, num_classes_of
 from .training import TrainingResult, train_student
 
@@ -202,14 +201,12 @@ def train_on_distilled(
             disable_tqdm=True,
             report_to="none",
             resume_from_checkpoint=None,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
         )
         return train_student(
             cell,
             lambda: student.create(num_classes, _id2label(distilled, label_column)),
             distilled.with_transform(transform),
-            test_dataset.with_transform(transform),
+            test_dataset.with_transform(eval_transform_for(transform, config.eval_transform)),
             teacher=teacher if cell.label_source == "teacher" else None,
             callbacks=callbacks,
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,

@@ -35,7 +35,8 @@ from .checkpoints import (
     write_json,
 )
 from .config import GIFTConfig
-from .data import SoftLabelCollator
+from .data import ImageTransform, SoftLabelCollator
+from .device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
 from .losses import Loss, check_logits, get_loss
 from .model_card import ModelCardCallback, save_model_card
 from .modeling import load_teacher, num_classes_of, teacher_logits
@@ -297,6 +298,9 @@ class GIFTTrainer(Trainer):
         if self.zca is not None:
             self.zca.to(self.args.device)
 
+        # The decoded, device-resident sets (None: the DataLoader path), per role and dataset.
+        self._device_sets: dict[tuple[str, int], DeviceImageSet | None] = {}
+        self._parameter_count: int | None = None
         self.run_id: str | None = None
         self.monitor = _RunMonitor(self)
         self.add_callback(self.monitor)
@@ -305,6 +309,99 @@ class GIFTTrainer(Trainer):
         # carries what the Trainer cannot know (dataset id, provenance, license).
         if not any(isinstance(cb, ModelCardCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(ModelCardCallback())
+
+    # ------------------------------------------------------------------------ data path
+    def device_set(self, dataset: Any, role: str = "training") -> DeviceImageSet | None:
+        """``dataset`` decoded once and kept on ``args.device``, or None for the DataLoader path.
+
+        ``args.device_resident``: ``"auto"`` keeps the set on the device when it fits
+        (:func:`gift_hf.device_data.device_resident`), ``"always"`` does so whatever its size,
+        ``"never"`` never. A dataset without an :class:`~gift_hf.data.ImageTransform` set by
+        ``with_transform``/``set_transform``, or a collator other than
+        :class:`~gift_hf.data.SoftLabelCollator`, takes the DataLoader path. The choice is
+        logged in one line. Under DDP the main process decodes first (into the cache).
+        """
+        key = (role, id(dataset))
+        if key in self._device_sets:
+            return self._device_sets[key]
+        mode, collator = self.args.device_resident, self.data_collator
+        transform = _image_transform_of(dataset)
+        reason = None
+        if mode == "never":
+            reason = "device_resident='never'"
+        elif transform is None:
+            reason = "the dataset has no ImageTransform set by with_transform/set_transform to decode it with"
+        elif type(collator) is not SoftLabelCollator or collator.topk_fill != 0:
+            reason = f"its rows are collated by {type(collator).__name__}"
+        if reason is not None:
+            if mode == "always":
+                raise ValueError(f"device_resident: got 'always' but the {role} set cannot be kept on the device: "
+                                 f"{reason}; expected 'auto' or 'never'")
+            logger.info("%s set: DataLoader path (%s)", role, reason)
+            self._device_sets[key] = None
+            return None
+        columns = dict(label_column=collator.label_column, soft_label_column=collator.soft_label_column,
+                       num_classes=collator.num_classes)
+        with self.args.main_process_first(desc=f"decoding the {role} set"):
+            if mode == "always":
+                found = DeviceImageSet.from_dataset(dataset, transform, self.args.device, **columns)
+                logger.info("%s set: device-resident (device_resident='always'): %d images on %s", role, len(found),
+                            self.args.device)
+            else:
+                found = device_resident(dataset, transform, self.args.device, **columns)
+        self._device_sets[key] = found
+        if found is None and self.args.dataloader_num_workers == 0:
+            # Too large for the device: the DataLoader path, with workers, pinned memory and
+            # persistent workers (unless the configuration names its own workers).
+            self.args = _copy_args(self.args, **dataloader_kwargs(self.args.device, min(4, os.cpu_count() or 1)))
+        return found
+
+    def get_train_dataloader(self):
+        """The device-resident loader when :meth:`device_set` keeps the training set on the device, else ``Trainer``'s.
+
+        Each process draws its own shard of every epoch's permutation
+        (:class:`~gift_hf.device_data.DeviceBatchSampler`); the loader is not passed through
+        ``accelerator.prepare`` (it is sharded and on the device already). ``Trainer`` resumes
+        it exactly (``set_epoch`` and batch skipping).
+        """
+        data = self.device_set(self.train_dataset) if self.train_dataset is not None else None
+        if data is None:
+            return super().get_train_dataloader()
+        args = self.args
+        sampler = DeviceBatchSampler(
+            len(data), args.per_device_train_batch_size, seed=args.data_seed if args.data_seed is not None else args.seed,
+            rank=args.process_index, world_size=args.world_size, drop_last=args.dataloader_drop_last, device=args.device,
+        )
+        return DeviceDataLoader(data, sampler)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None):
+        """The evaluation split gathered on the device when it is kept there (one process), else ``Trainer``'s.
+
+        Under DDP ``Trainer``'s loader shards the split and drops the rows repeated to even out
+        the shards when gathering predictions.
+        """
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else (
+            eval_dataset if eval_dataset is not None else self.eval_dataset)
+        if dataset is None or isinstance(dataset, dict) or self.args.world_size > 1:
+            return super().get_eval_dataloader(eval_dataset)
+        data = self.device_set(dataset, "evaluation")
+        if data is None:
+            return super().get_eval_dataloader(eval_dataset)
+        sampler = DeviceBatchSampler(len(data), self.args.per_device_eval_batch_size, shuffle=False,
+                                     device=self.args.device)
+        # Prepared (one process: nothing is resharded) so that gathering the predictions knows
+        # the last batch's size and eval_loss weighs every row once.
+        return self.accelerator.prepare(DeviceDataLoader(data, sampler))
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """``Trainer``'s estimate (6 · parameters · input elements), with the parameters counted once, not every step."""
+        if self._parameter_count is None:
+            model = self.accelerator.unwrap_model(self.model)
+            count = getattr(model, "num_parameters", None)
+            self._parameter_count = int(count(exclude_embeddings=True) if callable(count)
+                                        else sum(p.numel() for p in model.parameters()))
+        pixel_values = inputs.get("pixel_values")
+        return 6 * self._parameter_count * (pixel_values.numel() if pixel_values is not None else 0)
 
     # ------------------------------------------------------------------- run identity
     def run_identity(self) -> dict[str, Any]:
@@ -527,6 +624,15 @@ class GIFTTrainer(Trainer):
             per_sample = self.eval_loss_fn(logits, None, labels, reduction="none")
         loss = self._reduce(per_sample, num_items_in_batch)
         return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
+
+
+def _image_transform_of(dataset: Any) -> ImageTransform | None:
+    """The :class:`ImageTransform` a ``datasets.Dataset`` was given by ``with_transform``/``set_transform``."""
+    fmt = getattr(dataset, "format", None)
+    if not isinstance(fmt, dict) or fmt.get("type") != "custom" or not getattr(dataset, "_fingerprint", None):
+        return None
+    transform = (fmt.get("format_kwargs") or {}).get("transform")
+    return transform if isinstance(transform, ImageTransform) else None
 
 
 def _copy_args(args: GIFTConfig, **changes: Any) -> GIFTConfig:

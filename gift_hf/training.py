@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -109,17 +110,30 @@ def check_model_input(model: nn.Module, role: str, channels: int, size: int, num
 
 # ---------------------------------------------------------------------------- training
 class _EvaluateAt(TrainerCallback):
-    """Evaluate ``best_of − 1`` times evenly spaced over training (the last evaluation is the
-    final one, run after training) and keep the accuracies."""
+    """Evaluate during training and keep the accuracies; the last evaluation is the final one,
+    run after training.
 
-    def __init__(self, best_of: int) -> None:
+    ``best_of − 1`` evaluations evenly spaced over training, or, with ``every_epochs``, one
+    at the end of every ``every_epochs``-th epoch past ``start_fraction`` of the epochs
+    (RDED: epochs 250, 260, … 290 of 300, then the final one).
+    """
+
+    def __init__(self, best_of: int, every_epochs: int = 0, start_fraction: float = 0.0) -> None:
         self.best_of = best_of
+        self.every_epochs = every_epochs
+        self.start_fraction = start_fraction
         self.steps: set[int] = set()
         self.accuracies: list[float] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         total = state.max_steps
-        self.steps = {max(1, round(total * j / self.best_of)) for j in range(1, self.best_of)} - {total}
+        if self.every_epochs:
+            epochs = max(1, math.ceil(state.num_train_epochs))
+            per_epoch = math.ceil(total / epochs)
+            self.steps = {e * per_epoch for e in range(self.every_epochs, epochs, self.every_epochs)
+                          if e > self.start_fraction * epochs} - {total}
+        else:
+            self.steps = {max(1, round(total * j / self.best_of)) for j in range(1, self.best_of)} - {total}
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
@@ -204,8 +218,6 @@ def train_student(
     from .modeling import load_teacher, model_spec, num_classes_of
     from .trainer import GIFTTrainer
 
-    if train_dataset is not None and config.batch_sizes is not None:
-        config = config.replace(per_device_train_batch_size=config.train_batch_size_for(len(train_dataset)))
     resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir)
     if save and train_dataset is not None:
         check_output_dir(config.output_dir, config.overwrite_output_dir, resume)
@@ -214,6 +226,9 @@ def train_student(
     if not isinstance(model, nn.Module):
         model = model()
     num_classes = num_classes_of(model)
+    if train_dataset is not None and config.batch_sizes is not None:
+        batch_size = config.train_batch_size_for(len(train_dataset), num_classes)
+        config = config.replace(per_device_train_batch_size=batch_size)
     teacher = teacher if teacher is not None else config.teacher_model_name_or_path
     if config.label_source != "teacher":
         teacher = None
@@ -226,7 +241,9 @@ def train_student(
         channels, size = spec.get("in_chans"), spec.get("img_size")
         if channels is not None and size is not None and num_classes is not None:
             check_model_input(teacher, "teacher_model_name_or_path", channels, size, num_classes)
-    evaluate_at = _EvaluateAt(config.best_of) if eval_dataset is not None and config.best_of > 1 else None
+    evaluate_at = None
+    if eval_dataset is not None and (config.best_of > 1 or config.eval_every_epochs > 0):
+        evaluate_at = _EvaluateAt(config.best_of, config.eval_every_epochs, config.eval_start_fraction)
     trainer = GIFTTrainer(
         model=model,
         args=config,

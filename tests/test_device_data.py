@@ -10,7 +10,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
 
-from tensor_reads import count_host_reads
+from host_reads import count_host_reads
 
 from gift_hf import GIFTConfig, GIFTTrainer
 from gift_hf.data import ImageTransform, ResizeCenterCropTransform
@@ -163,25 +163,9 @@ def test_sampler_state_round_trip_resumes_the_same_indices():
 
 
 # ------------------------------------------------------------------------------ trainer
-class DeviceTrainer(GIFTTrainer):
-    """The wiring: the Trainer's train dataloader is the device-resident one (public hook)."""
-
-    def __init__(self, *args, device_set=None, **kwargs):
-        self.device_set = device_set
-        super().__init__(*args, **kwargs)
-
-    def get_train_dataloader(self):
-        sampler = DeviceBatchSampler(len(self.device_set), self.args.per_device_train_batch_size,
-                                     seed=self.args.seed, rank=self.args.process_index,
-                                     world_size=self.args.world_size, drop_last=self.args.dataloader_drop_last,
-                                     device=self.args.device)
-        return DeviceDataLoader(self.device_set, sampler)
-
-
 def test_trainer_resume_on_the_device_resident_set_is_exact(tmp_path, tiny_model):
     hub = write_hub_dataset(tmp_path / "set", n=24, size=8, classes=10, soft=False)
     transform = ImageTransform(channels=1, mean=(0.5,), std=(0.5,))
-    device_set = DeviceImageSet.from_dataset(hub, transform, "cpu", cache_dir=str(tmp_path / "cache"))
     seen = []
 
     def run(name, resume=None):
@@ -192,8 +176,8 @@ def test_trainer_resume_on_the_device_resident_set_is_exact(tmp_path, tiny_model
         model = tiny_model()
         model.register_forward_hook(lambda m, a, k, o: seen.append((name, k["pixel_values"].clone())),
                                     with_kwargs=True)
-        trainer = DeviceTrainer(model=model, args=args, train_dataset=hub.with_transform(transform),
-                                device_set=device_set)
+        trainer = GIFTTrainer(model=model, args=args, train_dataset=hub.with_transform(transform))
+        assert isinstance(trainer.get_train_dataloader(), DeviceDataLoader)  # the default (device_resident="auto")
         trainer.train(resume_from_checkpoint=resume)
         return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 

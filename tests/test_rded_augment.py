@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tensor_reads import count_host_reads
+from host_reads import count_host_reads
 
 from gift_hf.augment import DSA_OPS, RDED_STRATEGY, BatchAugmenter, DSAParams, parse_strategy, resized_crop
 

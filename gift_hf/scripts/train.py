@@ -84,7 +84,14 @@ def _count_predictions(compute_metrics):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from ..data import ShardRecordingCollator, check_soft_label_columns, default_collator, image_spec, load_image_dataset
+    from ..data import (
+        ShardRecordingCollator,
+        check_soft_label_columns,
+        default_collator,
+        eval_transform_for,
+        image_spec,
+        load_image_dataset,
+    )
     from ..metrics import build_compute_metrics
     from ..modeling import create_model, load_teacher
     from ..training import check_model_input, train_student
@@ -99,8 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if config.label_source == "dataset":
         check_soft_label_columns(data["train"], data_args)
     names, channels, size, transform = image_spec(data["train"], data_args)
-    for split in data.values():
-        split.set_transform(transform)
+    for name, split in data.items():
+        split.set_transform(eval_transform_for(transform, config.eval_transform) if name == "eval" else transform)
 
     def student():
         if model_args.student_model_name_or_path is not None:
