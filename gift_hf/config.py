@@ -127,10 +127,11 @@ class GIFTConfig(TrainingArguments):
         metadata={"help": "Where soft labels come from: 'teacher' (run the frozen teacher on each augmented batch), "
                   "'dataset' (a stored soft-label column), or 'none' (hard labels only; loss must be 'ce')."},
     )
-    soft_label_kind: str = field(
-        default="logits",
+    soft_label_kind: Optional[str] = field(
+        default=None,
         metadata={"help": "What stored soft labels hold: 'logits' or 'probabilities' (converted with log(p) so "
-                  "softmax recovers them)."},
+                  "softmax recovers them). Default: what the gift_hf dataset card records ('logits' for a dataset "
+                  "without one); a kind that contradicts the card is refused. Relabelling stores this kind."},
     )
     teacher_model_name_or_path: Optional[str] = field(
         default=None,
@@ -278,8 +279,9 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"ce_weight: got {self.ce_weight}; expected >= 0")
         if self.soft_label_source not in SOFT_LABEL_SOURCES:
             raise ValueError(f"soft_label_source: got {self.soft_label_source!r}; expected one of {SOFT_LABEL_SOURCES}")
-        if self.soft_label_kind not in ("logits", "probabilities"):
-            raise ValueError(f"soft_label_kind: got {self.soft_label_kind!r}; expected 'logits' or 'probabilities'")
+        if self.soft_label_kind not in (None, "logits", "probabilities"):
+            raise ValueError(f"soft_label_kind: got {self.soft_label_kind!r}; expected 'logits', 'probabilities' "
+                             "or unset (the dataset card's kind)")
         if self.soft_label_source == "none" and LOSSES[self.loss].needs_teacher:
             raise ValueError(f"loss {self.loss!r} needs soft labels but soft_label_source is 'none'")
         # local import: augment imports torch-heavy kornia and timm
@@ -467,7 +469,6 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "gift": dict(
         loss="gift",
         soft_label_source="teacher",
-        soft_label_kind="logits",
         optim="adamw_torch",
         learning_rate=1e-3,
         weight_decay=1e-4,

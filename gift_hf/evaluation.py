@@ -24,6 +24,7 @@ A protocol fixes one budget for every loss and every student, and the seeds are
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import tempfile
@@ -36,7 +37,8 @@ from transformers import TrainerCallback
 
 from .config import DSA_STRATEGY, GIFTConfig, protocol_config
 from .data import ImageTransform, eval_transform_for
-from .modeling import GIFTClassifier, create_model, load_teacher, num_classes_of
+from .modeling import create_model, load_teacher, model_spec, num_classes_of
+from .trainer import TrainingDivergedError
 from .training import TrainingResult, train_student
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "EvaluationResult",
     "StudentSpec",
     "evaluate_distilled",
+    "failed_student",
     "has_soft_labels",
     "relabel_for",
     "train_on_distilled",
@@ -73,27 +76,30 @@ class StudentSpec:
 
     @classmethod
     def from_model(cls, model: nn.Module, arch: str | None = None, **model_kwargs: Any) -> "StudentSpec":
-        """The input spec of a trained :class:`~gift_hf.GIFTClassifier` (e.g. the teacher).
+        """The input spec of a trained timm-backed classifier (e.g. the teacher), read with
+        :func:`gift_hf.model_spec`.
 
         ``arch`` picks a different student architecture with the same input (cross-architecture).
         """
-        config = getattr(model, "config", None)
-        if not isinstance(model, GIFTClassifier) or config is None:
+        import timm
+
+        spec = model_spec(model) if getattr(model, "config", None) is not None else None
+        if spec is None or not timm.list_models(spec["arch"]) or not spec["in_chans"] or not spec["img_size"]:
             raise ValueError(
                 f"cannot read the input spec of a {type(model).__name__}; pass a StudentSpec(arch=..., in_chans=..., "
                 "img_size=..., image_mean=..., image_std=...)"
             )
         return cls(
-            arch=arch or config.arch,
-            in_chans=config.in_chans,
-            img_size=config.img_size,
-            image_mean=tuple(config.image_mean or (0.5,)),
-            image_std=tuple(config.image_std or (0.5,)),
-            model_kwargs=dict(model_kwargs) if arch else {**config.model_kwargs, **model_kwargs},
+            arch=arch or spec["arch"],
+            in_chans=spec["in_chans"],
+            img_size=spec["img_size"],
+            image_mean=tuple(spec["image_mean"] or (0.5,)),
+            image_std=tuple(spec["image_std"] or (0.5,)),
+            model_kwargs=dict(model_kwargs) if arch else {**spec["model_kwargs"], **model_kwargs},
         )
 
-    def create(self, num_classes: int, id2label: dict[int, str] | None = None) -> GIFTClassifier:
-        """A freshly initialised student (seed it first)."""
+    def create(self, num_classes: int, id2label: dict[int, str] | None = None) -> nn.Module:
+        """A freshly initialised student, a ``TimmWrapperForImageClassification`` (seed it first)."""
         return create_model(
             self.arch,
             num_classes,
@@ -118,32 +124,50 @@ class StudentSpec:
 
 @dataclass
 class EvaluationResult:
-    """A distilled set's score under a protocol: mean ± std over students (in %)."""
+    """A distilled set's score under a protocol: mean ± std over students (in %).
+
+    A student whose training diverged (:class:`~gift_hf.trainer.TrainingDivergedError`) is
+    counted in ``failed`` and never scored: mean and std are over the others (NaN when every
+    student failed), and ``str()`` says how many failed.
+    """
 
     config: GIFTConfig
     students: list[TrainingResult]
 
     @property
     def accuracies(self) -> list[float]:
-        return [s.accuracy for s in self.students]
+        """The scored students' accuracies (failed students have none)."""
+        return [s.accuracy for s in self.students if s.failure is None]
+
+    @property
+    def failed(self) -> int:
+        """How many students diverged."""
+        return sum(s.failure is not None for s in self.students)
 
     @property
     def mean(self) -> float:
-        return 100.0 * statistics.fmean(self.accuracies)
+        return 100.0 * statistics.fmean(self.accuracies) if self.accuracies else math.nan
 
     @property
     def std(self) -> float:
-        """Sample standard deviation across students (0 for one student)."""
-        return 100.0 * statistics.stdev(self.accuracies) if len(self.students) > 1 else 0.0
+        """Sample standard deviation across the scored students (0 for one)."""
+        accuracies = self.accuracies
+        if not accuracies:
+            return math.nan
+        return 100.0 * statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+        if not self.accuracies:
+            return f"failed ({self.failed}/{len(self.students)} students diverged)"
+        text = f"{self.mean:.2f} ± {self.std:.2f}"
+        return text + (f" ({self.failed}/{len(self.students)} students diverged, not scored)" if self.failed else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.training_settings(),
             "mean": self.mean,
             "std": self.std,
+            "failed": self.failed,
             "students": [s.to_dict() for s in self.students],
         }
 
@@ -214,6 +238,12 @@ def train_on_distilled(
         )
 
 
+def failed_student(seed: int, config: GIFTConfig, error: Exception) -> TrainingResult:
+    """The record of a student whose training diverged: no accuracy, the error kept."""
+    return TrainingResult(seed=seed, accuracies=[], steps=0, batch_size=config.per_device_train_batch_size,
+                          train_seconds=0.0, failure=f"{type(error).__name__}: {error}")
+
+
 def has_soft_labels(dataset: Dataset, column: str = "soft_label") -> bool:
     """Whether ``dataset`` stores soft labels (dense, or the sparse top-k pair)."""
     return column in dataset.column_names or f"{column}_topk_values" in dataset.column_names
@@ -231,7 +261,7 @@ def relabel_for(
     labelled, _ = relabel(
         dataset,
         teacher,
-        output=config.soft_label_kind,
+        output=config.soft_label_kind or "logits",
         temperature=config.label_temperature if probabilities else None,
         expert_epoch=expert_epoch,
         progress=False,
@@ -300,18 +330,21 @@ def evaluate_distilled(
 
     results = []
     for seed in tqdm(config.seeds(), desc="students", disable=not progress):
-        result = train_on_distilled(
-            distilled,
-            test_dataset,
-            config,
-            seed,
-            student,
-            teacher_model,
-            num_classes=num_classes,
-            image_column=image_column,
-            label_column=label_column,
-            callbacks=trainer_callbacks,
-        )
+        try:
+            result = train_on_distilled(
+                distilled,
+                test_dataset,
+                config,
+                seed,
+                student,
+                teacher_model,
+                num_classes=num_classes,
+                image_column=image_column,
+                label_column=label_column,
+                callbacks=trainer_callbacks,
+            )
+        except TrainingDivergedError as err:  # reported as failed, never scored
+            result = failed_student(seed, config, err)
         results.append(result)
         if callback is not None:
             callback(result)

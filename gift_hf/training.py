@@ -147,7 +147,11 @@ class _EvaluateAt(TrainerCallback):
 
 @dataclass
 class TrainingResult:
-    """One trained model: its seed, every evaluation accuracy (fractions), and the run's metrics."""
+    """One trained model: its seed, every evaluation accuracy (fractions), and the run's metrics.
+
+    ``failure`` holds the error of a run that diverged (:class:`~gift_hf.trainer.TrainingDivergedError`):
+    such a run has no accuracy and is reported as failed, never scored.
+    """
 
     seed: int
     accuracies: list[float]
@@ -156,15 +160,19 @@ class TrainingResult:
     train_seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
     model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
+    failure: Optional[str] = None
 
     @property
     def accuracy(self) -> Optional[float]:
-        """The reported accuracy: the best of the evaluations (the final one with ``best_of=1``)."""
-        return max(self.accuracies) if self.accuracies else None
+        """The reported accuracy: the best of the evaluations (the final one with ``best_of=1``);
+        None for a failed run. A non-finite evaluation is a ``ValueError``, never picked."""
+        from .metrics import best_accuracy
+
+        return best_accuracy(self.accuracies) if self.accuracies and self.failure is None else None
 
     @property
     def final_accuracy(self) -> Optional[float]:
-        return self.accuracies[-1] if self.accuracies else None
+        return self.accuracies[-1] if self.accuracies and self.failure is None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (without the model)."""

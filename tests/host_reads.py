@@ -3,8 +3,8 @@
 On a GPU each such read waits for the device; the training step must have none. On the CPU
 the same reads happen through the same calls, so the guards prove it without a GPU:
 
-- :func:`forbid_host_reads` fails at the dispatch level, on the two ATen ops every scalar
-  read goes through (also the reads made inside torch functions);
+- :func:`forbid_host_reads` fails (:class:`HostReadCounter` counts) at the dispatch level, on
+  the two ATen ops every scalar read goes through (also the reads made inside torch functions);
 - :func:`count_host_reads` counts the ``Tensor`` methods that read values
   (:data:`SYNC_METHODS`, ``tolist`` included, which bypasses the dispatcher).
 """
@@ -22,6 +22,19 @@ class _Guard(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in HOST_READS:
             raise AssertionError(f"host read of a tensor value ({func})")
+        return func(*args, **(kwargs or {}))
+
+
+class HostReadCounter(TorchDispatchMode):
+    """``with HostReadCounter() as reads:`` counts the dispatch-level host reads in ``reads.count``."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            self.count += 1
         return func(*args, **(kwargs or {}))
 
 

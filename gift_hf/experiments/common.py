@@ -21,7 +21,8 @@ from torch import nn
 from ..checkpoints import list_checkpoints
 from ..config import GIFTConfig, protocol_config
 from ..data import DataArguments, image_spec, label_names, load_image_dataset
-from ..evaluation import StudentSpec, train_on_distilled
+from ..evaluation import StudentSpec, failed_student, train_on_distilled
+from ..trainer import TrainingDivergedError
 from ..modeling import load_teacher, model_spec
 from ..parser import parse_dict_option
 from ..training import check_model_input
@@ -298,18 +299,21 @@ class Study:
         if needs_teacher and teacher is None:
             teacher = self.teacher()
         student = student or self.student_spec(teacher=teacher)
-        result = train_on_distilled(
-            dataset,
-            self.test,
-            config,
-            seed,
-            student,
-            teacher if needs_teacher else None,
-            num_classes=self.num_classes,
-            image_column=self.image_column,
-            label_column=self.label_column,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-        )
+        try:
+            result = train_on_distilled(
+                dataset,
+                self.test,
+                config,
+                seed,
+                student,
+                teacher if needs_teacher else None,
+                num_classes=self.num_classes,
+                image_column=self.image_column,
+                label_column=self.label_column,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            )
+        except TrainingDivergedError as err:  # the cell is reported as failed, never scored
+            result = failed_student(seed, config, err)
         record = result.to_dict()
         record["num_images"] = len(dataset)
         return record

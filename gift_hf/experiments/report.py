@@ -30,21 +30,25 @@ __all__ = [
 def summarize(records: Sequence[dict[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
     """Group cell records by ``params[by]`` → mean, std (sample; 0 for one) and n of accuracy in %.
 
-    Groups keep the order in which they first appear in ``records`` (the grid's order).
+    Groups keep the order in which they first appear in ``records`` (the grid's order). A
+    cell whose training diverged (``accuracy`` None, ``failure`` set) is counted in
+    ``failed``, not scored: mean and std are over the other cells (NaN when all failed).
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(tuple(record["params"][k] for k in by), []).append(record)
     rows = []
     for values, members in groups.items():
-        accs = [100.0 * m["accuracy"] for m in members]
+        scored = [m for m in members if m.get("accuracy") is not None]
+        accs = [100.0 * m["accuracy"] for m in scored]
         rows.append(
             {
                 **dict(zip(by, values)),
-                "mean": statistics.fmean(accs),
-                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "mean": statistics.fmean(accs) if accs else math.nan,
+                "std": (statistics.stdev(accs) if len(accs) > 1 else 0.0) if accs else math.nan,
                 "n": len(accs),
-                "seeds": [m["seed"] for m in members],
+                "failed": len(members) - len(scored),
+                "seeds": [m["seed"] for m in scored],
                 "accuracies": accs,
             }
         )
@@ -52,10 +56,14 @@ def summarize(records: Sequence[dict[str, Any]], by: Sequence[str]) -> list[dict
 
 
 def fmt_acc(row: dict[str, Any] | None, digits: int = 1) -> str:
-    """``"mean ± std"`` of a summary row ("–" when missing)."""
+    """``"mean ± std"`` of a summary row ("–" when missing; failed cells are named)."""
     if row is None:
         return "–"
-    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+    failed = row.get("failed", 0)
+    if not row.get("n", 1):
+        return f"failed ({failed} diverged)"
+    text = f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+    return text + (f" ({failed} failed)" if failed else "")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
