@@ -67,6 +67,7 @@ __all__ = [
     "resolve_soft_label_kind",
     "save_distilled",
     "soft_label_columns",
+    "stored_soft_label_kind",
     "validate_distilled",
 ]
 
@@ -994,6 +995,37 @@ def resolve_soft_label_kind(info: DistilledInfo, requested: str | None = None, *
                          f"{stored!r}{detail}; drop --soft_label_kind to use the card's kind, or relabel the dataset "
                          f"as {requested}")
     return stored if stored is not None else requested
+
+
+def stored_soft_label_kind(
+    dataset: str | os.PathLike | None, requested: str | None = None, *, revision: str | None = None,
+    token: str | bool | None = None,
+) -> str:
+    """The kind of the soft labels stored in ``dataset`` to train with.
+
+    A gift_hf set (its card has a ``gift_hf`` block): the card's kind, checked against
+    ``requested`` (:func:`resolve_soft_label_kind`: a contradiction is a ``ValueError``). Any
+    other dataset (no card, or a card without the block; ``dataset`` None): ``requested``,
+    else ``"logits"``.
+    """
+    from huggingface_hub import DatasetCard
+
+    if dataset is None:
+        return requested or "logits"
+    target = os.fspath(dataset)
+    if os.path.isdir(target) and not (Path(target) / "README.md").is_file():
+        return requested or "logits"
+    try:
+        text = _card_text(target, revision, token)
+    except ValueError:  # a Hub dataset without a readable card, or a data file: no gift_hf card
+        return requested or "logits"
+    try:
+        block = DatasetCard(text).data.to_dict().get(CARD_KEY)
+    except Exception:  # not a YAML card
+        block = None
+    if block is None:
+        return requested or "logits"
+    return resolve_soft_label_kind(read_card_info(text), requested, source=f"the dataset card of {target!r}")
 
 
 def card_license(repo_id_or_dir: str | os.PathLike, revision: str | None = None) -> str | None:

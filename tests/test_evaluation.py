@@ -95,3 +95,33 @@ def test_missing_labels_are_refused_clearly(data):
         train_on_distilled(subset, data["test"], protocol_config("gift", num_train_epochs=1), 0, STUDENT)
     with pytest.raises(ValueError, match="has no soft labels and no teacher"):
         evaluate_distilled(subset, data["test"], "label_paper", student=STUDENT, num_train_epochs=1)
+
+
+def test_a_diverged_student_is_reported_as_failed_never_scored(teacher, data):
+    """Issue: a diverged run (learning rate 1e20) used to print 100.00 ± 0.00."""
+    import math
+
+    from gift_hf.evaluation import EvaluationResult, failed_student
+    from gift_hf.experiments.report import fmt_acc, summarize
+    from gift_hf.training import TrainingResult
+
+    subset, _ = build_random_distilled(data["train"], 1, seed=0)
+    result = evaluate_distilled(subset, data["test"], "gift", student=STUDENT, teacher=teacher, num_train_epochs=2,
+                                num_students=2, best_of=1, augmentation="none", learning_rate=1e20,
+                                output_dir="unused")
+    assert result.failed == 2 and result.accuracies == [] and math.isnan(result.mean)
+    assert str(result) == "failed (2/2 students diverged)"
+    assert all("training diverged at step" in s.failure and s.accuracy is None for s in result.students)
+    # one of three diverged: mean ± std over the two others, and the failure is said
+    config = protocol_config("gift", output_dir="unused")
+    good = [TrainingResult(seed=s, accuracies=[a], steps=1, batch_size=1, train_seconds=0.0)
+            for s, a in ((0, 0.5), (1, 0.7))]
+    mixed = EvaluationResult(config, [*good, failed_student(2, config, FloatingPointError("boom"))])
+    assert (mixed.failed, mixed.accuracies) == (1, [0.5, 0.7]) and mixed.mean == pytest.approx(60.0)
+    assert str(mixed) == f"60.00 ± {mixed.std:.2f} (1/3 students diverged, not scored)"
+    (row,) = summarize([{"params": {"set": "d"}, **r.to_dict()} for r in mixed.students], ["set"])
+    assert (row["n"], row["failed"], row["mean"]) == (2, 1, pytest.approx(60.0))
+    assert fmt_acc(row) == f"60.0 ± {row['std']:.1f} (1 failed)"
+    # a NaN evaluation is never the best of k
+    with pytest.raises(ValueError, match=r"accuracies: evaluation 1 is nan"):
+        TrainingResult(seed=0, accuracies=[0.5, math.nan], steps=1, batch_size=1, train_seconds=0.0).accuracy

@@ -62,7 +62,8 @@ def run_evaluate(
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["set"])
     p = study.config
-    rows = [[r["seed"], f"{100 * r['accuracy']:.2f}", " ".join(f"{100 * a:.1f}" for a in r["accuracies"])]
+    rows = [[r["seed"], f"{100 * r['accuracy']:.2f}" if r["accuracy"] is not None else "failed (diverged)",
+             " ".join(f"{100 * a:.1f}" for a in r["accuracies"]) or r.get("failure", "")]
             for r in records]
     table = (f"**{fmt_acc(summary[0], 2)}** (mean ± std over {len(records)} students)\n\n"
              + markdown_table(["seed", "reported accuracy (%)", f"evaluations (best of {p.best_of})"], rows))

@@ -117,8 +117,9 @@ def run_improvement_over_random(
     if records is None:
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["source"])
-    d_acc = [100 * r["accuracy"] for r in records if r["params"]["source"] == "distilled"]
-    r_acc = [100 * r["accuracy"] for r in records if r["params"]["source"] != "distilled"]
+    # diverged cells (accuracy None) are counted as failed in the summary, never scored
+    d_acc = [100 * r["accuracy"] for r in records if r["params"]["source"] == "distilled" and r["accuracy"] is not None]
+    r_acc = [100 * r["accuracy"] for r in records if r["params"]["source"] != "distilled" and r["accuracy"] is not None]
     gap = gap_statistics(d_acc, r_acc)
     pooled = {"mean": gap["random_mean"], "std": statistics.stdev(r_acc) if len(r_acc) > 1 else 0.0}
     rows = [[row["source"], fmt_acc(row), row["n"]] for row in summary]
