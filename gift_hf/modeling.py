@@ -135,7 +135,10 @@ def create_model(
     # transformers re-initialises a fresh model's weights with its own scheme (normal,
     # std 0.02): build the wrapper on the meta device (no init, no memory) and put the
     # timm-initialised network in it.
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = TimmWrapperForImageClassification(config)
+    except RuntimeError:  # timm releases that read values while building (drop-path rates) cannot on meta
         model = TimmWrapperForImageClassification(config)
     model.timm_model = net
     return model
