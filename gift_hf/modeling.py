@@ -255,7 +255,9 @@ def load_teacher(
     (ours, any transformers image classifier, or a timm checkpoint with its
     ``config.json``); a Hub id of an ``AutoModelForImageClassification`` checkpoint
     (``timm/…`` ones included); or a timm architecture name, created fresh with
-    ``init_kwargs`` (``num_classes``, ``in_chans``, ``img_size``, …). Remote code is never
+    ``init_kwargs`` (``num_classes``, ``in_chans``, ``img_size``, …); or a torchvision
+    state-dict file (``.pth``, ``.pt``, ``.bin`` or ``.safetensors``, read without running
+    code) with ``arch`` (and optionally ``num_classes``) in ``init_kwargs``. Remote code is never
     run unless ``trust_remote_code=True``. A local path that does not exist is a
     ``FileNotFoundError`` ("not found"); ``role`` names the model in errors (``"teacher"``,
     ``"student"``).
@@ -282,9 +284,12 @@ def load_teacher(
                 )
             except OSError as err:  # missing or unreadable weights, bad config.json
                 raise ValueError(f"{role} directory {name!r} cannot be loaded: {err}") from None
+        elif os.path.isfile(name) and name.endswith(STATE_DICT_SUFFIXES):
+            model = _load_torchvision(name, role, **init_kwargs)
         elif os.path.lexists(name):
             raise ValueError(f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
-                             "(config.json + model.safetensors), a Hub model id or a timm architecture name")
+                             "(config.json + model.safetensors), a torchvision state dict "
+                             f"({', '.join(STATE_DICT_SUFFIXES)}), a Hub model id or a timm architecture name")
         elif "/" not in name and timm.list_models(name):
             kwargs = dict(init_kwargs)
             num_classes = kwargs.pop("num_classes", None)
@@ -303,6 +308,48 @@ def load_teacher(
                                  "model id") from None
     model.eval()
     model.requires_grad_(False)
+    return model
+
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+"""Files :func:`load_teacher` reads as a torchvision model's state dict."""
+
+
+def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes: int | None = None,
+                      **kwargs: Any) -> nn.Module:
+    """A torchvision classifier ``arch`` with the state dict saved in ``path``.
+
+    ``.safetensors`` files are read with safetensors, the others with
+    ``torch.load(weights_only=True)`` (tensors only, no code); a training checkpoint's
+    ``{"state_dict": …}`` and DDP's ``module.`` prefixes are accepted. ``num_classes``
+    defaults to the rows of the last 2-D weight (the classifier).
+    """
+    import torchvision
+    from safetensors.torch import load_file
+
+    if arch is None:
+        raise ValueError(f"{role} {path!r} is a state dict: name its torchvision architecture with arch in the "
+                         "init kwargs, e.g. --teacher_model_init_kwargs '{\"arch\": \"resnet18\"}'")
+    if arch not in torchvision.models.list_models():
+        raise ValueError(f"arch: got {arch!r}; expected a torchvision model name (torchvision.models.list_models())")
+    state = load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu",
+                                                                              weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{role} {path!r}: expected a state dict (parameter name → tensor)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if num_classes is None:
+        matrices = [v for v in state.values() if v.dim() == 2]
+        if not matrices:
+            raise ValueError(f"{role} {path!r}: no classifier weight to read num_classes from; pass num_classes")
+        num_classes = int(matrices[-1].shape[0])
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{role} {path!r} does not hold a torchvision {arch} of {num_classes} classes: {err}") from None
+    model.num_classes = num_classes  # read by num_classes_of
     return model
 
 

@@ -154,7 +154,8 @@ class Study:
         """A teacher, loaded once and checked against the data (classes, channels, size)."""
         name_or_path = self.teacher_path(name_or_path)
         if name_or_path not in self._teachers:
-            model = load_teacher(name_or_path)
+            model = load_teacher(name_or_path, trust_remote_code=self.config.trust_remote_code,
+                                 **(self.config.teacher_model_init_kwargs or {}))
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
             spec = model_spec(model) if getattr(model, "config", None) is not None else {}
             for name, ours in (("image_mean", self.image_mean), ("image_std", self.image_std)):
