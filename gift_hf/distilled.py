@@ -58,6 +58,7 @@ __all__ = [
     "TOPK_VALUES_COLUMN",
     "card_license",
     "check_local_path",
+    "distilled_card_info",
     "load_distilled",
     "push_distilled",
     "quiet_datasets",
@@ -997,35 +998,43 @@ def resolve_soft_label_kind(info: DistilledInfo, requested: str | None = None, *
     return stored if stored is not None else requested
 
 
+def distilled_card_info(
+    dataset: str | os.PathLike | None, revision: str | None = None, token: str | bool | None = None
+) -> DistilledInfo | None:
+    """The :class:`DistilledInfo` of a gift_hf set's card; None for any other dataset (no card,
+    a card without a ``gift_hf`` block, ``dataset`` None)."""
+    from huggingface_hub import DatasetCard
+
+    if dataset is None:
+        return None
+    target = os.fspath(dataset)
+    if os.path.isdir(target) and not (Path(target) / "README.md").is_file():
+        return None
+    try:
+        text = _card_text(target, revision, token)
+    except ValueError:  # a Hub dataset without a readable card, or a data file: no gift_hf card
+        return None
+    try:
+        block = DatasetCard(text).data.to_dict().get(CARD_KEY)
+    except Exception:  # not a YAML card
+        block = None
+    return read_card_info(text) if block is not None else None
+
+
 def stored_soft_label_kind(
     dataset: str | os.PathLike | None, requested: str | None = None, *, revision: str | None = None,
     token: str | bool | None = None,
 ) -> str:
     """The kind of the soft labels stored in ``dataset`` to train with.
 
-    A gift_hf set (its card has a ``gift_hf`` block): the card's kind, checked against
+    A gift_hf set (:func:`distilled_card_info`): the card's kind, checked against
     ``requested`` (:func:`resolve_soft_label_kind`: a contradiction is a ``ValueError``). Any
-    other dataset (no card, or a card without the block; ``dataset`` None): ``requested``,
-    else ``"logits"``.
+    other dataset: ``requested``, else ``"logits"``.
     """
-    from huggingface_hub import DatasetCard
-
-    if dataset is None:
+    info = distilled_card_info(dataset, revision, token)
+    if info is None:
         return requested or "logits"
-    target = os.fspath(dataset)
-    if os.path.isdir(target) and not (Path(target) / "README.md").is_file():
-        return requested or "logits"
-    try:
-        text = _card_text(target, revision, token)
-    except ValueError:  # a Hub dataset without a readable card, or a data file: no gift_hf card
-        return requested or "logits"
-    try:
-        block = DatasetCard(text).data.to_dict().get(CARD_KEY)
-    except Exception:  # not a YAML card
-        block = None
-    if block is None:
-        return requested or "logits"
-    return resolve_soft_label_kind(read_card_info(text), requested, source=f"the dataset card of {target!r}")
+    return resolve_soft_label_kind(info, requested, source=f"the dataset card of {os.fspath(dataset)!r}")
 
 
 def card_license(repo_id_or_dir: str | os.PathLike, revision: str | None = None) -> str | None:

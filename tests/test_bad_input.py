@@ -196,13 +196,31 @@ def test_recipe_model_does_not_match_data(tmp_path, recipe, role, kwargs, messag
     model_kwargs = {"num_classes": 10, "in_chans": 1, "img_size": 8, **kwargs}
     create_model("gift_convnet_d3", **model_kwargs).save_pretrained(saved)
     if role == "student":
-        args = ["--student_model_name_or_path", str(saved), "--loss", "ce", "--soft_label_source", "none"]
+        # --channels 1 contradicts the saved student (without it, the student's own preprocessing is used)
+        args = ["--student_model_name_or_path", str(saved), "--loss", "ce", "--soft_label_source", "none",
+                "--channels", "1"]
     else:
         args = ["--teacher_model_name_or_path", str(saved), "--loss", "gift"]
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
         recipe.main([*args, "--output_dir", str(out), "--use_cpu"])
     assert nothing_written(out)
+
+
+def test_recipe_saved_student_brings_its_preprocessing(tmp_path, recipe):
+    """Stated once, at create_model: a saved RGB student trains on grayscale digits made RGB, normalised its way."""
+    from huggingface_hub import ModelCard
+
+    saved = tmp_path / "student"
+    create_model("gift_convnet_d3", num_classes=10, in_chans=3, img_size=8, image_mean=(0.1, 0.2, 0.3),
+                 image_std=(0.4, 0.5, 0.6), width=8).save_pretrained(saved)
+    out = tmp_path / "out"
+    metrics = recipe.main(["--student_model_name_or_path", str(saved), "--loss", "ce", "--soft_label_source", "none",
+                           "--max_steps", "1", "--eval_split", "", "--output_dir", str(out), "--use_cpu",
+                           "--disable_tqdm", "true", "--save_strategy", "no"])
+    assert metrics["train_samples"] > 0
+    story = ModelCard.load(out / "README.md").data.to_dict()["gift_hf"]
+    assert story["input"] == {"in_chans": 3, "img_size": 8, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6]}
 
 
 def test_recipe_refuses_existing_output_dir(tmp_path, recipe):

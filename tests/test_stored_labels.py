@@ -97,3 +97,28 @@ def test_stored_labels_with_another_loss_and_evaluation(stored, digits, digits_t
     metrics = trainer.evaluate(eval_dataset=digits["test"].select(range(50)).with_transform(digits_transform))
     assert "eval_loss" in metrics and torch.isfinite(torch.tensor(metrics["eval_loss"]))
     assert get_loss("kl", temperature=1.0).needs_teacher
+
+
+def test_the_train_script_takes_the_kind_from_the_dataset_card(stored, caplog):
+    """Issue: a set relabelled with a temperature (probabilities) was trained as logits, without a word."""
+    import logging
+
+    from recipe_helpers import QUIET, load_recipe, one_thread
+
+    root, dirs, _ = stored
+    recipe = load_recipe()
+    argv = ["--dataset_name", str(dirs["dense"]), "--eval_split", "", "--soft_label_source", "dataset",
+            "--loss", "kl", "--max_steps", "1", "--per_device_train_batch_size", "10", *QUIET]
+    with pytest.raises(ValueError, match=r"soft_label_kind: got 'logits' but the dataset card of .* says the stored "
+                                         r"soft labels are 'probabilities' at temperature 4; drop --soft_label_kind"):
+        recipe.main([*argv, "--soft_label_kind", "logits", "--output_dir", str(root / "refused")])
+    assert not (root / "refused").exists()
+    with one_thread(), caplog.at_level(logging.INFO, logger="gift_hf"):
+        recipe.main([*argv, "--output_dir", str(root / "from_card")])
+    assert "soft_label_kind=probabilities" in caplog.text
+    # the student's model card records what it was trained with
+    from huggingface_hub import ModelCard
+
+    story = ModelCard.load(root / "from_card" / "README.md").data.to_dict()["gift_hf"]
+    assert story["training"]["soft_label_kind"] == "probabilities" and story["stored_soft_labels"] == "probabilities"
+    assert (story["dataset"], story["ipc"], story["source_dataset"]) == (str(dirs["dense"]), 2, "digits")

@@ -20,6 +20,7 @@ run with ``--resume_from_checkpoint last``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -92,8 +93,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_spec,
         load_image_dataset,
     )
+    from ..distilled import distilled_card_info, stored_soft_label_kind
+    from ..model_card import ModelCardCallback
     from ..metrics import build_compute_metrics
-    from ..modeling import create_model, load_teacher
+    from ..modeling import create_model, image_transform_for, load_teacher
     from ..training import check_model_input, train_student
 
     model_args, data_args, config = make_parser().parse_args_and_config(argv)
@@ -105,13 +108,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data = load_image_dataset(data_args)
     if config.label_source == "dataset":
         check_soft_label_columns(data["train"], data_args)
+        # What the stored soft labels are comes from the set's card; a contradicting
+        # --soft_label_kind is refused (probabilities are never trained as logits).
+        config.soft_label_kind = stored_soft_label_kind(data_args.dataset_name, config.soft_label_kind,
+                                                        revision=data_args.dataset_revision)
+        logger.info(f"stored soft labels: soft_label_kind={config.soft_label_kind}")
     names, channels, size, transform = image_spec(data["train"], data_args)
+    saved_student = model_args.student_model_name_or_path
+    if saved_student is not None and os.path.isdir(saved_student) and data_args.channels is None \
+            and data_args.image_size is None and data_args.image_mean is None and data_args.image_std is None:
+        # A saved student carries its preprocessing (stated once, at create_model).
+        transform = image_transform_for(saved_student, image_column=data_args.image_column)
+        channels, size = transform.channels, transform.image_size
     for name, split in data.items():
         split.set_transform(eval_transform_for(transform, config.eval_transform) if name == "eval" else transform)
 
     def student():
         if model_args.student_model_name_or_path is not None:
-            model = load_teacher(model_args.student_model_name_or_path, trust_remote_code=config.trust_remote_code)
+            model = load_teacher(model_args.student_model_name_or_path, trust_remote_code=config.trust_remote_code,
+                                 role="student_model_name_or_path")
             model.requires_grad_(True)  # load_teacher freezes; a student trains
         else:
             model = create_model(
@@ -122,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return model
 
     collator = default_collator(data_args, len(names), record=data_args.record_shard_indices)
+    # The student's model card names the set it learnt from, with the set's provenance.
+    card = ModelCardCallback(dataset=data_args.dataset_name or "digits",
+                             distilled_info=distilled_card_info(data_args.dataset_name, data_args.dataset_revision))
     result = train_student(
         config,
         student,
@@ -129,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data["eval"] if do_eval else None,
         data_collator=collator,
         compute_metrics=_count_predictions(build_compute_metrics(len(names))),
+        callbacks=[card],
         save=True,
     )
     if isinstance(collator, ShardRecordingCollator):
