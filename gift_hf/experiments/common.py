@@ -262,11 +262,12 @@ class Study:
     def load_distilled(self, repo_id_or_dir: str, split: str = "train") -> Dataset:
         """A distilled set saved with :func:`gift_hf.save_distilled` (local folder or Hub id), checked
         to have this data's classes."""
-        from ..distilled import load_distilled
+        from ..distilled import load_distilled, resolve_soft_label_kind
+        from ..evaluation import has_soft_labels
 
         key = ("distilled", repo_id_or_dir, split)
         if key not in self._datasets:
-            dataset, _ = load_distilled(repo_id_or_dir)
+            dataset, info = load_distilled(repo_id_or_dir)
             if split not in dataset:
                 raise ValueError(f"distilled_split: split {split!r} not in {repo_id_or_dir!r}; expected one of "
                                  f"{sorted(dataset)}")
@@ -275,6 +276,14 @@ class Study:
             if names != self.class_names:
                 raise ValueError(f"distilled: {repo_id_or_dir!r} has classes {names[:5]}… but the test data has "
                                  f"{self.class_names[:5]}…; expected the same label set")
+            if (self.config.label_source == "dataset" and has_soft_labels(ds)
+                    and getattr(self.args, "keep_distilled_labels", True)):
+                # The students train on the stored labels: their kind is the card's, and a
+                # protocol that says otherwise is refused (never probabilities read as logits).
+                kind = resolve_soft_label_kind(info, self.config.soft_label_kind,
+                                               source=f"the dataset card of {repo_id_or_dir!r}")
+                if kind != self.config.soft_label_kind:
+                    self.config = self.config.replace(soft_label_kind=kind)
             self._datasets[key] = ds
         return self._datasets[key]
 
