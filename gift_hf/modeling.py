@@ -328,7 +328,8 @@ def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes
     from safetensors.torch import load_file
 
     if arch is None:
-        raise ValueError(f"{role} {path!r} is a state dict: name its torchvision architecture with arch in the "
+        raise ValueError(f"{role} {path!r} is a file; expected a directory saved with save_pretrained (config.json "
+                         "+ model.safetensors), or for a torchvision state dict its architecture named by arch in the "
                          "init kwargs, e.g. --teacher_model_init_kwargs '{\"arch\": \"resnet18\"}'")
     if arch not in torchvision.models.list_models():
         raise ValueError(f"arch: got {arch!r}; expected a torchvision model name (torchvision.models.list_models())")

@@ -81,7 +81,7 @@ def test_teacher_from_a_torchvision_state_dict(tmp_path, suffix):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(teacher_logits(teacher, x), net(x))
-    with pytest.raises(ValueError, match="name its torchvision architecture with arch"):
+    with pytest.raises(ValueError, match="or for a torchvision state dict its architecture named by arch"):
         load_teacher(str(path))
     with pytest.raises(ValueError, match="does not hold a torchvision resnet34 of 10 classes"):
         load_teacher(str(path), arch="resnet34")
