@@ -272,3 +272,23 @@ def test_cells_are_shared_between_two_accelerate_processes(teacher, tmp_path):
     ranks = [c["rank"] for c in payload["cells"]]
     assert sorted(ranks) == [0, 1]  # each process trained one of the two students
     assert done.stdout.count("| loss | adamw |") == 1  # only the main process reports
+
+
+def test_a_study_trains_stored_labels_as_the_card_says(teacher, data, tmp_path):
+    """A set whose card says logits is refused under a protocol that stores probabilities, and
+    trained as logits when the protocol leaves the kind to the card."""
+    from gift_hf.experiments.evaluate import EvaluateArguments
+    from gift_hf.modeling import load_teacher
+    from gift_hf.relabel import relabel
+
+    subset, info = build_random_distilled(data["train"], 1, seed=7, source_dataset="digits")
+    labelled, info = relabel(subset, load_teacher(teacher), info=info, output="logits", progress=False)
+    save_distilled(labelled, tmp_path / "set", info)
+    args = EvaluateArguments(distilled=str(tmp_path / "set"))
+    study = Study("evaluate", args, None, tiny("label_paper", tmp_path / "out"), data)
+    with pytest.raises(ValueError, match=r"soft_label_kind: got 'probabilities' but the dataset card of .* says the "
+                                         r"stored soft labels are 'logits'"):
+        study.load_distilled(args.distilled)
+    study = Study("evaluate", args, None, tiny("label_paper", tmp_path / "out", soft_label_kind=None), data)
+    study.load_distilled(args.distilled)
+    assert study.config.soft_label_kind == "logits"
