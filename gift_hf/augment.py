@@ -60,9 +60,11 @@ __all__ = [
     "RDED_OPS",
     "RDED_STRATEGY",
     "ZCA_FILE",
+    "AugmentationDraw",
     "BatchAugmenter",
     "DSAParams",
     "ZCA",
+    "augment_stacked",
     "batch_seed",
     "build_augmenter",
     "fit_zca",
@@ -288,104 +290,150 @@ class BatchAugmenter:
         self.seed, self.rank, self.step, self.calls = values["seed"], values["rank"], values["step"], values["calls"]
 
     # ------------------------------------------------------------------------- helpers
-    def _reseed(self, x: Tensor) -> None:
+    def _reseed(self, device: torch.device) -> None:
         """Seed both generators for the next batch from ``(seed, rank, step, call)``; no device round trip."""
         seed = batch_seed(self.seed, self.rank, self.step, self.calls)
         self.calls += 1
         self.host_rng = np.random.Generator(np.random.PCG64(seed))
-        generator = self._generators.get(x.device)
+        generator = self._generators.get(device)
         if generator is None:
-            generator = self._generators[x.device] = torch.Generator(device=x.device)
+            generator = self._generators[device] = torch.Generator(device=device)
         # Setting the seed of a CUDA generator is host-side bookkeeping (Philox seed, offset 0).
         generator.manual_seed(seed)
         self.generator = generator
 
-    def _rand(self, *shape: int, like: Tensor) -> Tensor:
-        return torch.rand(*shape, generator=self.generator, device=like.device, dtype=like.dtype)
+    def _rand(self, *shape: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.rand(*shape, generator=self.generator, device=device, dtype=dtype)
 
-    def _randint(self, low: int, high: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        return torch.randint(low, high, shape, generator=self.generator, device=like.device)
+    def _randint(self, low: int, high: int, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        return torch.randint(low, high, shape, generator=self.generator, device=device)
+
+    # ------------------------------------------------------------------------ draws
+    # `_draw_<op>(b, h, w, device, dtype)` draws op's per-image parameters for a batch of b
+    # images, each tensor with the batch as its first dimension (so the draws of several
+    # batches concatenate); `_<op>(x, params)` applies them. Draws are made in the order of
+    # the reference code, so a call draws what it always drew.
+    def _draw_color(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        return {"u": self._rand(3, b, 1, 1, 1, device=device, dtype=dtype).movedim(1, 0)}
+
+    def _draw_crop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        shift_h, shift_w = int(h * self.params.crop_pad + 0.5), int(w * self.params.crop_pad + 0.5)
+        dy = self._randint(-shift_h, shift_h + 1, (b, 1), device)
+        return {"dy": dy, "dx": self._randint(-shift_w, shift_w + 1, (b, 1), device)}
+
+    def _draw_cutout(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        ch, cw = int(h * self.params.cutout + 0.5), int(w * self.params.cutout + 0.5)
+        cy = self._randint(0, h + (1 - ch % 2), (b, 1, 1), device)
+        return {"cy": cy, "cx": self._randint(0, w + (1 - cw % 2), (b, 1, 1), device)}
+
+    def _draw_flip(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        return {"u": self._rand(b, 1, 1, 1, device=device, dtype=dtype)}
+
+    def _draw_scale(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        return {"u": self._rand(2, b, device=device, dtype=dtype).movedim(1, 0)}
+
+    def _draw_rotate(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        return {"u": self._rand(b, device=device, dtype=dtype)}
+
+    def _draw_patchshuffle(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+                           ) -> dict[str, Tensor]:
+        f = self.params.shuffle_factor
+        if h % f or w % f:
+            raise ValueError(f"patchshuffle: image size {h}×{w} is not a multiple of shuffle_factor={f}")
+        cols = self._rand(b, f, device=device, dtype=dtype)  # the column strips are drawn first
+        return {"cols": cols, "rows": self._rand(b, f, device=device, dtype=dtype)}
+
+    def _draw_resizedcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+                          ) -> dict[str, Tensor]:
+        # float32 whatever the images: torchvision draws the box in float
+        return {"u": self._rand(4, b, 10, device=device).movedim(1, 0)}
+
+    def _draw_mix(self, b: int, h: int, w: int) -> tuple[bool, float, tuple[int, int, int, int] | None] | None:
+        """``(cutmix, λ, box)`` of a mixed batch (``λ`` = the area kept for CutMix), None if it is not mixed."""
+        n = b - b % 2
+        if n < 2 or self.host_rng.random() >= self.mix_prob:
+            return None
+        cutmix = self.mix == "cutmix" or (self.mix == "both" and self.host_rng.random() < 0.5)
+        lam = float(self.host_rng.beta(self.mix_beta, self.mix_beta))
+        if not cutmix:
+            return False, lam, None
+        box = self._cutmix_box(h, w, lam)
+        top, bottom, left, right = box
+        return True, 1.0 - (bottom - top) * (right - left) / (h * w), box
 
     # ------------------------------------------------------------------------- DSA ops
-    def _color(self, x: Tensor) -> Tensor:
+    def _color(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         # Hand-written: kornia's brightness/contrast/saturation clamp to [0, 1], scale
         # contrast about 0 and convert saturation through HSV (RGB only); DSA acts on
         # normalised, unbounded values, about the channel / image mean, any channel count.
         p = self.params
-        u = self._rand(3, x.shape[0], 1, 1, 1, like=x)
+        u = params["u"].movedim(0, 1)
         x = x + (u[0] - 0.5) * p.brightness
         mean = x.mean(dim=1, keepdim=True)
         x = (x - mean) * (u[1] * p.saturation) + mean
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         return (x - mean) * (u[2] + p.contrast) + mean
 
-    def _crop(self, x: Tensor) -> Tensor:
+    def _crop(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         # The reference `rand_crop`: an integer translation in [-shift, shift] per axis, zero fill.
-        b, _, h, w = x.shape
-        shift_h, shift_w = int(h * self.params.crop_pad + 0.5), int(w * self.params.crop_pad + 0.5)
-        rows = torch.arange(h, device=x.device)[None, :] - self._randint(-shift_h, shift_h + 1, (b, 1), x)
-        cols = torch.arange(w, device=x.device)[None, :] - self._randint(-shift_w, shift_w + 1, (b, 1), x)
+        h, w = x.shape[2:]
+        rows = torch.arange(h, device=x.device)[None, :] - params["dy"]
+        cols = torch.arange(w, device=x.device)[None, :] - params["dx"]
         inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :]
         return _take(x, rows.clamp(0, h - 1), cols.clamp(0, w - 1)) * inside.to(x.dtype)
 
-    def _cutout(self, x: Tensor) -> Tensor:
+    def _cutout(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         # Hand-written: kornia's RandomErasing keeps the box inside the image; DSA centres
         # it uniformly and clips it at the border, so border boxes erase less.
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         ch, cw = int(h * self.params.cutout + 0.5), int(w * self.params.cutout + 0.5)
-        cy = self._randint(0, h + (1 - ch % 2), (b, 1, 1), x)
-        cx = self._randint(0, w + (1 - cw % 2), (b, 1, 1), x)
-        top, left = cy - ch // 2, cx - cw // 2
+        top, left = params["cy"] - ch // 2, params["cx"] - cw // 2
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
         box = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
         return x * (~box).unsqueeze(1).to(x.dtype)
 
-    def _flip(self, x: Tensor) -> Tensor:
-        flip = self._rand(x.shape[0], 1, 1, 1, like=x) < self.params.flip
-        return torch.where(flip, x.flip(-1), x)
+    def _flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        return torch.where(params["u"] < self.params.flip, x.flip(-1), x)
 
     def _affine(self, x: Tensor, theta: Tensor) -> Tensor:
         # The reference `rand_scale` / `rand_rotate`: affine_grid + grid_sample, corners aligned, zero fill.
         grid = F.affine_grid(theta, list(x.shape), align_corners=True)
         return F.grid_sample(x, grid, align_corners=True)
 
-    def _scale(self, x: Tensor) -> Tensor:
+    def _scale(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         s = self.params.scale
-        factors = self._rand(2, x.shape[0], like=x) * (s - 1.0 / s) + 1.0 / s
+        factors = params["u"].movedim(0, 1) * (s - 1.0 / s) + 1.0 / s
         zero = torch.zeros_like(factors[0])
         theta = torch.stack([torch.stack([factors[0], zero, zero], -1), torch.stack([zero, factors[1], zero], -1)], 1)
         return self._affine(x, theta)
 
-    def _rotate(self, x: Tensor) -> Tensor:
-        angle = (self._rand(x.shape[0], like=x) - 0.5) * 2 * self.params.rotate / 180 * math.pi
+    def _rotate(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        angle = (params["u"] - 0.5) * 2 * self.params.rotate / 180 * math.pi
         cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
         theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
         return self._affine(x, theta)
 
     # ------------------------------------------------------------------------ RDED ops
-    def _patchshuffle(self, x: Tensor) -> Tensor:
+    def _patchshuffle(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         # RDED's ShufflePatches: shuffle the `factor` column strips, then the `factor` row
         # strips, each with its own permutation per image.
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         f = self.params.shuffle_factor
-        if h % f or w % f:
-            raise ValueError(f"patchshuffle: image size {h}×{w} is not a multiple of shuffle_factor={f}")
 
-        def source(n: int) -> Tensor:
-            order = self._rand(b, f, like=x).argsort(dim=1)  # output strip k shows input strip order[k]
+        def source(u: Tensor, n: int) -> Tensor:
+            order = u.argsort(dim=1)  # output strip k shows input strip order[k]
             pixel = torch.arange(n, device=x.device)
             return order[:, pixel // (n // f)] * (n // f) + pixel % (n // f)
 
-        cols = source(w)
-        return _take(x, source(h), cols)
+        return _take(x, source(params["rows"], h), source(params["cols"], w))
 
-    def _resizedcrop(self, x: Tensor) -> Tensor:
+    def _resizedcrop(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         # torchvision's RandomResizedCrop.get_params, vectorised: 10 attempts per image, the
         # first that fits wins, else the centre crop with the ratio clamped.
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         (s_low, s_high), (r_low, r_high) = self.params.resized_crop_scale, self.params.resized_crop_ratio
-        u = torch.rand(4, b, 10, generator=self.generator, device=x.device, dtype=torch.float32)
+        u = params["u"].movedim(0, 1)
         area = h * w * (s_low + u[0] * (s_high - s_low))
         aspect = torch.exp(math.log(r_low) + u[1] * (math.log(r_high) - math.log(r_low)))
         cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
@@ -400,18 +448,18 @@ class BatchAugmenter:
         fw, fh = (w, round(w / r_low)) if in_ratio < r_low else (round(h * r_high), h) if in_ratio > r_high else (w, h)
         return resized_crop(x, pick(top, (h - fh) // 2), pick(left, (w - fw) // 2), pick(ch, fh), pick(cw, fw), (h, w))
 
-    def _apply_op(self, op: str, x: Tensor) -> Tensor:
-        return getattr(self, f"_{op}")(x)
+    def _apply_op(self, op: str, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        return getattr(self, f"_{op}")(x, params)
 
     # ------------------------------------------------------------------------------ mix
-    def _dense(self, labels: Tensor) -> Tensor:
-        if labels.dim() == 2:
+    def _dense(self, labels: Tensor, batch_dims: int = 1) -> Tensor:
+        if labels.dim() == batch_dims + 1:
             return labels.float()
         if self.num_classes is None:
             raise ValueError("mixing class-id labels needs num_classes (the student's number of classes)")
         # scatter, not F.one_hot: one_hot checks the range on the host (a device sync)
-        dense = torch.zeros(labels.shape[0], self.num_classes, device=labels.device)
-        return dense.scatter_(1, labels.long()[:, None], 1.0)
+        dense = torch.zeros(*labels.shape, self.num_classes, device=labels.device)
+        return dense.scatter_(-1, labels.long().unsqueeze(-1), 1.0)
 
     def _cutmix_box(self, h: int, w: int, lam: float) -> tuple[int, int, int, int]:
         # timm's rand_bbox: a box of side sqrt(1 − λ) centred uniformly, clipped at the border.
@@ -419,17 +467,14 @@ class BatchAugmenter:
         cy, cx = int(self.host_rng.integers(0, h)), int(self.host_rng.integers(0, w))
         return (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w))
 
-    def _mix(self, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None):
-        b, _, h, w = x.shape
+    def _mix(self, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None,
+             mix: tuple[bool, float, tuple[int, int, int, int] | None]):
+        b = x.shape[0]
         n = b - b % 2  # image i is paired with n-1-i; an odd last image stays unmixed
-        if n < 2 or self.host_rng.random() >= self.mix_prob:
-            return x, labels, soft_labels
-        cutmix = self.mix == "cutmix" or (self.mix == "both" and self.host_rng.random() < 0.5)
-        lam = float(self.host_rng.beta(self.mix_beta, self.mix_beta))
+        cutmix, lam, box = mix
         partner = x[:n].flip(0)
         if cutmix:
-            top, bottom, left, right = self._cutmix_box(h, w, lam)
-            lam = 1.0 - (bottom - top) * (right - left) / (h * w)  # λ = the area kept
+            top, bottom, left, right = box
             mixed = x[:n].clone()
             mixed[:, :, top:bottom, left:right] = partner[:, :, top:bottom, left:right]
         else:
@@ -449,23 +494,150 @@ class BatchAugmenter:
         return x, labels, soft_labels
 
     # ----------------------------------------------------------------------------- call
+    def sample(self, shape: Sequence[int], device: str | torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> AugmentationDraw:
+        """Draw the parameters of the next batch of ``shape`` ``(B, C, H, W)``, touching no pixels.
+
+        Advances the augmenter as a call does: ``apply(x, sample(x.shape, x.device))`` is
+        ``self(x)``. Per-image parameters are drawn on ``device`` (in ``dtype``), the
+        per-batch choices on the host.
+        """
+        if len(shape) != 4:
+            raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(shape)}")
+        b, _, h, w = (int(s) for s in shape)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self._reseed(device)
+        ops: tuple[str, ...] = ()
+        if self.ops:
+            ops = (self.ops[int(self.host_rng.integers(len(self.ops)))],) if self.mode == "single" else tuple(self.ops)
+        params = tuple(getattr(self, f"_draw_{op}")(b, h, w, device, dtype) for op in ops)
+        return AugmentationDraw(ops, params, self._draw_mix(b, h, w) if self.mix != "none" else None)
+
+    def apply(
+        self, pixel_values: Tensor, draw: AugmentationDraw, labels: Tensor | None = None,
+        soft_labels: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Apply the draws of :meth:`sample` to a batch (the pixels, then the labels if it is mixed)."""
+        dtype = pixel_values.dtype
+        # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
+        # means lose too much in bf16.
+        x = pixel_values.float() if dtype in (torch.float16, torch.bfloat16) else pixel_values
+        for op, params in zip(draw.ops, draw.params):
+            x = self._apply_op(op, x, params)
+        if draw.mix is not None:
+            x, labels, soft_labels = self._mix(x, labels, soft_labels, draw.mix)
+        return x.to(dtype).contiguous(), labels, soft_labels
+
     def __call__(
         self, pixel_values: Tensor, labels: Tensor | None = None, soft_labels: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, H, W), got {tuple(pixel_values.shape)}")
-        self._reseed(pixel_values)
-        dtype = pixel_values.dtype
-        # Half precision (e.g. DeepSpeed-cast inputs) is augmented in float32: warps and
-        # means lose too much in bf16.
-        x = pixel_values.float() if dtype in (torch.float16, torch.bfloat16) else pixel_values
-        if self.ops:
-            ops = [self.ops[int(self.host_rng.integers(len(self.ops)))]] if self.mode == "single" else self.ops
-            for op in ops:
-                x = self._apply_op(op, x)
-        if self.mix != "none":
-            x, labels, soft_labels = self._mix(x, labels, soft_labels)
-        return x.to(dtype).contiguous(), labels, soft_labels
+        work = torch.float32 if pixel_values.dtype in (torch.float16, torch.bfloat16) else pixel_values.dtype
+        draw = self.sample(pixel_values.shape, pixel_values.device, work)
+        return self.apply(pixel_values, draw, labels, soft_labels)
+
+
+@dataclass(frozen=True)
+class AugmentationDraw:
+    """The draws of one batch (:meth:`BatchAugmenter.sample`).
+
+    ``params[i]`` holds op ``ops[i]``'s per-image parameters, each tensor with the batch as
+    its first dimension, so the draws of several batches concatenate
+    (:func:`augment_stacked`); ``mix`` is ``(cutmix, λ, (top, bottom, left, right) or
+    None)`` when the batch is mixed, None when it is not.
+    """
+
+    ops: tuple[str, ...]
+    params: tuple[dict[str, Tensor], ...]
+    mix: tuple[bool, float, tuple[int, int, int, int] | None] | None = None
+
+
+def augment_stacked(
+    augmenters: Sequence[BatchAugmenter | None],
+    images: Tensor,
+    labels: Tensor | None = None,
+    soft_labels: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """K batches ``(K, B, C, H, W)``, batch ``k`` augmented by ``augmenters[k]``, in one call per op.
+
+    Each augmenter draws its own parameters (:meth:`BatchAugmenter.sample`), so batch ``k``
+    becomes what ``augmenters[k](images[k], labels[k], soft_labels[k])`` would make of it;
+    the batches that drew the same ops are then transformed together as one batch of
+    ``G·B`` images (every op acts per image), and the mixes of all K batches are applied
+    at once. ``None`` leaves its batch unchanged. Labels ``(K, B)`` come back as class ids,
+    or as distributions ``(K, B, C)`` for every batch when any batch was mixed.
+    """
+    if images.dim() != 5:
+        raise ValueError(f"images: got shape {tuple(images.shape)}; expected (K, B, C, H, W)")
+    k = images.shape[0]
+    if len(augmenters) != k:
+        raise ValueError(f"augmenters: got {len(augmenters)} for {k} batches; expected one per batch (or None)")
+    if all(a is None for a in augmenters):
+        return images, labels, soft_labels
+    dtype = images.dtype
+    x = images.float() if dtype in (torch.float16, torch.bfloat16) else images
+    draws = [a.sample(x.shape[1:], x.device, x.dtype) if a is not None else None for a in augmenters]
+    groups: dict[tuple[tuple[str, ...], DSAParams], list[int]] = {}
+    for i, (augmenter, draw) in enumerate(zip(augmenters, draws)):
+        if augmenter is not None and draw.ops:
+            groups.setdefault((draw.ops, augmenter.params), []).append(i)
+    if groups:
+        whole = len(groups) == 1 and len(next(iter(groups.values()))) == k
+        out = None if whole else x.clone()
+        for (ops, _), members in groups.items():
+            xs = (x if whole else x[members]).flatten(0, 1)
+            for j, op in enumerate(ops):
+                params = {name: torch.cat([draws[m].params[j][name] for m in members]) if len(members) > 1
+                          else draws[members[0]].params[j][name] for name in draws[members[0]].params[j]}
+                xs = augmenters[members[0]]._apply_op(op, xs, params)
+            if whole:
+                out = xs.view(x.shape)
+            else:
+                out[members] = xs.view(len(members), *x.shape[1:])
+        x = out
+    mixes = [draw.mix if draw is not None else None for draw in draws]
+    if any(m is not None for m in mixes):
+        mixer = next(a for a, m in zip(augmenters, mixes) if m is not None)
+        x, labels, soft_labels = _mix_stacked(mixer, x, labels, soft_labels, mixes)
+    return x.to(dtype).contiguous(), labels, soft_labels
+
+
+def _mix_stacked(
+    mixer: BatchAugmenter, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None,
+    mixes: Sequence[tuple[bool, float, tuple[int, int, int, int] | None] | None],
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:meth:`BatchAugmenter._mix` of K batches at once, each with its own ``(cutmix, λ, box)`` (None: unmixed)."""
+    k, b, _, h, w = x.shape
+    n = b - b % 2
+    # Per batch: the weight of the image itself and of its partner (λ and 1 − λ from the host,
+    # as the one-batch mix computes them); CutMix copies its box instead (weights 1, 0).
+    keep = [1.0 if m is None or m[0] else m[1] for m in mixes]
+    take = [0.0 if m is None or m[0] else 1.0 - m[1] for m in mixes]
+    box = torch.zeros(k, 1, 1, h, w, dtype=torch.bool)
+    for i, m in enumerate(mixes):
+        if m is not None and m[0]:
+            top, bottom, left, right = m[2]
+            box[i, :, :, top:bottom, left:right] = True
+    shape = (k, 1, 1, 1, 1)
+    head, partner = x[:, :n], x[:, :n].flip(1)
+    blend = head * torch.tensor(keep, dtype=x.dtype).view(shape).to(x.device) + \
+        partner * torch.tensor(take, dtype=x.dtype).view(shape).to(x.device)
+    mixed = torch.where(box.to(x.device), partner, blend)
+    x = torch.cat([mixed, x[:, n:]], dim=1) if n < b else mixed
+    lam = [1.0 if m is None else m[1] for m in mixes]
+
+    def mix_rows(values: Tensor) -> Tensor:
+        a = torch.tensor(lam, dtype=values.dtype).view(k, 1, 1).to(values.device)
+        c = torch.tensor([1.0 - v for v in lam], dtype=values.dtype).view(k, 1, 1).to(values.device)
+        head = values[:, :n] * a + values[:, :n].flip(1) * c
+        return torch.cat([head, values[:, n:]], dim=1) if n < b else head
+
+    if labels is not None:
+        labels = mix_rows(mixer._dense(labels, batch_dims=2))
+    if soft_labels is not None:
+        soft_labels = mix_rows(soft_labels)
+    return x, labels, soft_labels
 
 
 def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None = None) -> BatchAugmenter | None:

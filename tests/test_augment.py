@@ -380,3 +380,81 @@ def test_zca_whitens_teacher_student_and_eval_batches_and_reloads(tmp_path, digi
     assert torch.equal(eval_inputs[0], student_inputs[-1])
     assert again["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
     assert not torch.allclose(eval_inputs[0], raw_test, atol=1e-2)  # whitening did change the inputs
+
+
+# ------------------------------------------------------------------- many batches at once
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(ops=FULL, mode="single", mix="both", mix_prob=0.5),  # several op groups, some batches unmixed
+        dict(ops=FULL, mode="all", mix="mixup"),
+        dict(ops="patchshuffle_resizedcrop_flip", mode="all", mix="cutmix"),
+        dict(ops=FULL, mode="single"),  # no mixing: labels stay class ids
+    ],
+)
+def test_augment_stacked_equals_each_augmenter_on_its_own_batch(kwargs):
+    from gift_hf.augment import augment_stacked
+
+    k, b = 6, 9  # an odd batch: its last image is never mixed
+    x, labels, soft = randn(k, b, 3, 16, 16), torch.arange(k * b).view(k, b) % 10, randn(k, b, 10, seed=1)
+    separate = [BatchAugmenter(num_classes=10, seed=s, **kwargs) for s in range(k)]
+    together = [BatchAugmenter(num_classes=10, seed=s, **kwargs) for s in range(k)]
+    together[2] = None  # a student without augmentation keeps its batch
+    for step in range(4):
+        for a in separate + together:
+            if a is not None:
+                a.set_step(step)
+        out, out_labels, out_soft = augment_stacked(together, x, labels, soft)
+        expected = [separate[i](x[i], labels[i], soft[i]) if together[i] is not None else (x[i], labels[i], soft[i])
+                    for i in range(k)]
+        mixed = any(e[1].dim() == 2 for e in expected)
+        for i, (ex, ey, es) in enumerate(expected):
+            torch.testing.assert_close(out[i], ex, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(out_soft[i], es, rtol=1e-6, atol=1e-6)
+            if mixed:  # every batch's labels become distributions; unmixed ones are one-hot
+                dense = ey if ey.dim() == 2 else F.one_hot(ey, 10).float()
+                torch.testing.assert_close(out_labels[i], dense, rtol=1e-6, atol=1e-6)
+            else:
+                assert torch.equal(out_labels[i], ey)
+    if kwargs["mode"] == "single":
+        # the augmenters drew different ops in one step: several groups were applied together
+        draws = [BatchAugmenter(seed=s, **{**kwargs, "mix": "none"}).sample((b, 3, 16, 16)).ops for s in range(k)]
+        assert len(set(draws)) > 1
+
+
+def test_sample_then_apply_is_a_call():
+    x, labels = randn(8, 3, 16, 16), torch.arange(8) % 10
+    a = BatchAugmenter(FULL, mode="all", mix="both", num_classes=10, seed=3)
+    b = BatchAugmenter(FULL, mode="all", mix="both", num_classes=10, seed=3)
+    for _ in range(3):
+        draw = b.sample(x.shape, x.device)
+        assert draw.ops == tuple(FULL.split("_")) and all(p.shape[0] == 8 for d in draw.params for p in d.values())
+        expected, expected_labels, _ = a(x, labels)
+        out, out_labels, _ = b.apply(x, draw, labels)
+        assert torch.equal(out, expected) and torch.equal(out_labels, expected_labels)
+    assert a.state_dict()["calls"].item() == b.state_dict()["calls"].item() == 3
+
+
+def test_augment_stacked_makes_no_host_reads(monkeypatch):
+    from host_reads import count_host_reads
+
+    from gift_hf.augment import augment_stacked
+
+    x, labels, soft = randn(5, 8, 3, 16, 16), torch.arange(40).view(5, 8) % 10, randn(5, 8, 10, seed=1)
+    augmenters = [BatchAugmenter(FULL, mode="single", mix="both", mix_prob=0.5, num_classes=10, seed=s)
+                  for s in range(5)]
+    reads = count_host_reads(monkeypatch)
+    for step in range(6):
+        for a in augmenters:
+            a.set_step(step)
+        augment_stacked(augmenters, x, labels, soft)
+    assert sum(reads.values()) == 0, reads
+
+
+def test_augment_stacked_bad_input_is_named():
+    from gift_hf.augment import augment_stacked
+
+    with pytest.raises(ValueError, match=r"images: got shape \(8, 3, 16, 16\); expected \(K, B, C, H, W\)"):
+        augment_stacked([None], randn(8, 3, 16, 16))
+    with pytest.raises(ValueError, match="augmenters: got 1 for 2 batches"):
+        augment_stacked([BatchAugmenter(FULL)], randn(2, 4, 3, 16, 16))

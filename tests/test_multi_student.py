@@ -128,6 +128,8 @@ def test_batch_norm_students_are_refused_under_vmap_and_train_together_in_a_loop
     common = dict(seeds=[0, 1], learning_rates=[0.1, 0.01], args=args, return_models=True)
     together = train_students(MODEL, bn, *tensors, forward="loop", **common)
     separate = train_students(MODEL, bn, *tensors, vectorized=False, **common)
+    # by default, batch-norm students train together in the loop (vmap would refuse them)
+    assert [r.accuracies for r in train_students(MODEL, bn, *tensors, **common)] == [r.accuracies for r in together]
     for a, b in zip(together, separate):
         # running statistics are each student's own, and evaluation uses them
         for (name, x), y in zip(a.model.named_buffers(), b.model.buffers()):
