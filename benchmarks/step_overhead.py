@@ -12,14 +12,21 @@ caches):
 - ``tensor``: the already-normalised images as one float tensor on the device, indexed by
   a random permutation — the ceiling.
 
-Printed: the three rates and the ratios ``device / tensor`` and ``hub / tensor``.
+- ``GIFTTrainer loader (hub)``: the loader ``GIFTTrainer.get_train_dataloader`` builds for the
+  Hub-layout set by default (``device_resident="auto"``).
+
+Printed: the rates and the ratios ``device / tensor``, ``hub / tensor`` and
+``GIFTTrainer loader (hub) / tensor`` (goal ≥ 0.9).
 
 **Bare step** (``--steps`` timed steps after ``--warmup``): a hand-written loop over the
 device-resident set doing the work a GIFT training step does — DSA augmentation on the
 batch's device, the frozen teacher on the augmented batch, the GIFT loss, backward, AdamW
 — at a GPU-like size (ConvNet-D3 of width 8, 8×8 grayscale, batch 10) and at the
-quickstart's size (ConvNet-D3 of width 128, 16×16 grayscale, batch 50). Printed:
-milliseconds per step.
+quickstart's size (ConvNet-D3 of width 128, 16×16 grayscale, batch 50); and ``GIFTTrainer``
+doing the same work (same model, teacher, loss, AdamW and augmentation) on the same images
+through its default, device-resident data path, timed from one ``on_step_end`` to the next.
+Printed: milliseconds per step of both and their ratio (goal ≤ 1.25 at the GPU-like size).
+Run it with one thread (``OMP_NUM_THREADS=1 --threads 1``) on a quiet machine.
 
 Usage::
 
@@ -168,8 +175,9 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
     loss_fn = get_loss("gift")
     times = []
     iterator = iter(loader)
-    for _ in range(steps + warmup):
+    for step in range(steps + warmup):
         start = time.perf_counter()
+        augmenter.set_step(step)  # as GIFTTrainer does: the same ops drawn at the same steps
         # The data gather and the augmentation must not wait for the GPU: under
         # --forbid_syncs any implicit CUDA synchronisation there raises.
         with _no_implicit_syncs(device, forbid_syncs):
@@ -189,6 +197,75 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
     return 1000 * statistics.median(times[warmup:])
 
 
+def _image_dataset(images: torch.Tensor, labels: torch.Tensor):
+    """The uint8 ``(N, 1, H, W)`` images as a ``datasets.Dataset`` of PNG-able grayscale images."""
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    pictures = [PILImage.fromarray(image[0].numpy(), mode="L") for image in images]
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=10)})
+    return Dataset.from_dict({"image": pictures, "label": labels.tolist()}, features=features)
+
+
+def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
+               augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+    """Median ms per step of ``GIFTTrainer`` doing the bare loop's work (same model, teacher,
+    loss, optimizer and augmentation) on the same images, fed by its default data path."""
+    from transformers import TrainerCallback
+
+    from gift_hf import GIFTConfig, GIFTTrainer, create_model
+    from gift_hf.data import ImageTransform
+    from gift_hf.device_data import DeviceDataLoader
+
+    torch.manual_seed(0)
+    n = batch_size * 20
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,))
+    train = _image_dataset(images, labels).with_transform(ImageTransform(channels=1, mean=(0.5,), std=(0.5,)))
+
+    def model():
+        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width)
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            self.times.append(time.perf_counter())
+
+    times = StepTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = GIFTConfig(
+            output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=batch_size,
+            max_steps=steps + warmup + 1, loss="gift", soft_label_source="teacher", augmentation=augmentation,
+            augmentation_mode="single", learning_rate=1e-3, weight_decay=1e-4, optim="adamw_torch",
+            logging_steps=10**6, save_strategy="no", eval_strategy="no", disable_tqdm=True, report_to="none",
+            seed=0,
+        )
+        trainer = GIFTTrainer(model=model(), args=config, teacher_model=model(), train_dataset=train,
+                              callbacks=[times])
+        assert isinstance(trainer.get_train_dataloader(), DeviceDataLoader), "expected the device-resident path"
+        trainer.train()
+    deltas = [b - a for a, b in zip(times.times, times.times[1:])]
+    return 1000 * statistics.median(deltas[warmup:])
+
+
+def trainer_data_rate(args, device: torch.device) -> float:
+    """Images/s of the loader ``GIFTTrainer.get_train_dataloader`` builds for the Hub-layout set (its default)."""
+    from gift_hf import GIFTConfig, GIFTTrainer, create_model
+    from gift_hf.data import ImageTransform
+
+    transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = write_hub_dataset(os.path.join(tmp, "set"), args.images, args.img_size)
+        config = GIFTConfig(output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=args.batch_size,
+                            loss="ce", soft_label_source="none", report_to="none")
+        model = create_model("gift_convnet_d3", 10, in_chans=3, img_size=args.img_size, width=8)
+        loader = GIFTTrainer(model=model, args=config, train_dataset=hub.with_transform(transform)).get_train_dataloader()
+        return max(images_per_second(loader, device, args.epochs) for _ in range(2))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -197,12 +274,19 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rates = data_path(args, device)
-    steps = {
-        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": bare_loop_ms(device, 8, 8, 10, args.steps, args.warmup,
-                                                                      args.forbid_syncs),
-        "quickstart (ConvNet-D3 width 128, 1×16×16, batch 50)": bare_loop_ms(device, 128, 16, 50, args.steps,
-                                                                           args.warmup, args.forbid_syncs),
+    rates["GIFTTrainer loader (hub)"] = trainer_data_rate(args, device)
+    sizes = {
+        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": (8, 8, 10),
+        "quickstart (ConvNet-D3 width 128, 1×16×16, batch 50)": (128, 16, 50),
     }
+    steps, trainer_steps = {}, {}
+    for name, (width, size, batch_size) in sizes.items():
+        # interleaved, twice, best of two (as the data path)
+        bare, trained = [], []
+        for _ in range(2):
+            bare.append(bare_loop_ms(device, width, size, batch_size, args.steps, args.warmup, args.forbid_syncs))
+            trained.append(trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
+        steps[name], trainer_steps[name] = min(bare), min(trained)
     print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, {args.epochs} timed "
           f"epochs after one untimed, hub workers {args.workers}, device {device} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
@@ -214,19 +298,21 @@ def main(argv=None) -> dict:
         print(f"| {name} | {rate:,.0f} |")
     print()
     ratios = {"device / tensor": rates["device"] / rates["tensor"], "hub / tensor": rates["hub"] / rates["tensor"],
-              "device / hub": rates["device"] / rates["hub"]}
+              "device / hub": rates["device"] / rates["hub"],
+              "GIFTTrainer loader (hub) / tensor (goal ≥ 0.9)": rates["GIFTTrainer loader (hub)"] / rates["tensor"]}
     print("| ratio | value |")
     print("|---|---|")
     for name, value in ratios.items():
         print(f"| {name} | {value:.2f} |")
     print()
-    print("| bare GIFT step (DSA, online teacher, AdamW) | ms/step |")
-    print("|---|---|")
+    print("| GIFT step (DSA, online teacher, AdamW) | bare loop ms/step | GIFTTrainer ms/step | GIFTTrainer / bare |")
+    print("|---|---|---|---|")
     for name, ms in steps.items():
-        print(f"| {name} | {ms:.2f} |")
+        print(f"| {name} | {ms:.2f} | {trainer_steps[name]:.2f} | {trainer_steps[name] / ms:.2f} |")
+    print("\n(goal: GIFTTrainer / bare ≤ 1.25 at the GPU-like size)")
     if device.type == "cuda":
         print(f"\npeak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:,.1f} MiB")
-    return {"rates": rates, "ratios": ratios, "step_ms": steps}
+    return {"rates": rates, "ratios": ratios, "step_ms": steps, "trainer_step_ms": trainer_steps}
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ class GIFTConfig(TrainingArguments):
     eval_start_fraction: float = field(
         default=0.0,
         metadata={"help": "With eval_every_epochs: evaluate only after this fraction of the epochs (RDED protocol: "
-                  "0.8, the last 20%)."},
+                  "0.8: the last fifth)."},
     )
     eval_transform: str = field(
         default="resize",
