@@ -14,11 +14,13 @@ model (``torch.func.functional_call`` under ``torch.func.vmap``):
   learning rate per student, the same arithmetic as ``torch.optim``);
 - **one teacher forward**: the K augmented batches are concatenated and relabelled by
   the teacher in one ``(K·B)``-image forward;
-- **the same step**: augmentation (:func:`augment_batches`), relabelling
-  (:func:`soft_targets`) and the loss (:func:`student_losses`, one call of a
-  :func:`gift_hf.losses.get_loss` loss on the K·B samples) are shared with the plain
-  one-student loop (``vectorized=False``), so nothing is written twice and the results of
-  the two paths agree to floating-point tolerance (``tests/test_multi_student.py``);
+- **the same step as GIFTTrainer**: augmentation (:class:`~gift_hf.augment.BatchAugmenter`'s
+  draws, applied to the K batches in one call per op by :func:`augment_batches`), the
+  loss's targets (:func:`gift_hf.step.loss_targets`) and the loss
+  (:func:`gift_hf.step.per_sample_loss`, one call of a :func:`gift_hf.losses.get_loss`
+  loss on the K·B samples) are the functions ``GIFTTrainer.compute_loss`` calls, and the
+  plain one-student loop (``vectorized=False``) calls them too, so nothing is written twice
+  and the paths agree to floating-point tolerance (``tests/test_multi_student.py``);
 - **no host synchronisation per step**: a student whose loss turns NaN/inf is marked
   failed on the device and reported as such (not scored), the others train on.
 
@@ -49,7 +51,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .augment import AUGMENTATION_MODES, MIX_MODES, BatchAugmenter, augment_stacked, parse_strategy
 from .losses import LOSSES, Loss, get_loss
-from .modeling import create_model, teacher_logits
+from .modeling import create_model
+from .step import loss_targets, per_sample_loss
 
 __all__ = [
     "MULTI_OPTIMIZERS",
@@ -57,8 +60,6 @@ __all__ = [
     "StudentRun",
     "StudentTrainingArgs",
     "augment_batches",
-    "soft_targets",
-    "student_losses",
     "train_students",
 ]
 
@@ -228,33 +229,6 @@ def augment_batches(
     return augment_stacked(augmenters, images, labels, soft_labels)
 
 
-def soft_targets(loss_fn: Loss, teacher: nn.Module | None, images: Tensor, soft_labels: Tensor | None) -> Tensor | None:
-    """The targets of a soft-label loss for the K students' augmented batches ``(K, B, …)``.
-
-    Stored soft labels (logits) are used as they are; otherwise the teacher relabels all
-    K·B images in **one** forward. ``None`` for losses that need no teacher (``ce``).
-    """
-    if not loss_fn.needs_teacher:
-        return None
-    if soft_labels is not None:
-        return soft_labels
-    if teacher is None:
-        raise ValueError(f"loss {loss_fn.name!r} needs soft labels: pass a teacher or stored soft labels")
-    k, b = images.shape[:2]
-    with torch.no_grad():
-        logits = teacher_logits(teacher, images.reshape(k * b, *images.shape[2:]))
-    return logits.detach().reshape(k, b, -1)
-
-
-def student_losses(loss_fn: Loss, logits: Tensor, targets: Tensor | None, labels: Tensor) -> Tensor:
-    """Each student's mean loss ``(K,)``: one call of the loss on the K·B samples, then a mean per student."""
-    k, b, c = logits.shape
-    flat_labels = labels.reshape(k * b, *labels.shape[2:])
-    flat_targets = targets.reshape(k * b, c) if targets is not None else None
-    per_sample = loss_fn(logits.reshape(k * b, c), flat_targets, flat_labels, reduction="none")
-    return per_sample.reshape(k, b).mean(dim=1)
-
-
 # ----------------------------------------------------------------- building blocks
 def _new_student(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """A student whose initial weights depend on ``seed`` only (the caller's RNG is untouched)."""
@@ -396,6 +370,7 @@ def train_students(
     num_classes: int | None = None,
     teacher: nn.Module | None = None,
     soft_labels: Tensor | None = None,
+    soft_label_kind: str = "logits",
     device: str | torch.device | None = None,
     vectorized: bool = True,
     forward: str | None = None,
@@ -418,7 +393,10 @@ def train_students(
         args: the shared recipe (:class:`StudentTrainingArgs`).
         num_classes: number of classes (default: from the labels).
         teacher: relabels each augmented batch online (soft-label losses), all K batches in one forward.
-        soft_labels: ``(N, C)`` stored teacher logits instead of a teacher (mixed with the images).
+        soft_labels: ``(N, C)`` stored soft labels instead of a teacher (mixed with the images); when
+            given, the teacher is not run.
+        soft_label_kind: what ``soft_labels`` hold: ``"logits"`` or ``"probabilities"``
+            (used as ``log p``, as :class:`~gift_hf.GIFTTrainer` does).
         device: where to train (default: the training images' device).
         vectorized: train the K students together (``vmap``); False trains them one after
             another with ``torch.optim`` (the reference, and the way for batch-norm students).
@@ -450,12 +428,15 @@ def train_students(
     loss_fn = get_loss(args.loss, **args.loss_kwargs)
     if loss_fn.needs_teacher and teacher is None and soft_labels is None:
         raise ValueError(f"loss {args.loss!r} needs soft labels: pass teacher= or soft_labels=")
-    if teacher is not None:
-        teacher = teacher.to(device).eval()
+    if soft_label_kind not in ("logits", "probabilities"):
+        raise ValueError(f"soft_label_kind: got {soft_label_kind!r}; expected 'logits' or 'probabilities'")
+    stored = soft_labels is not None and loss_fn.needs_teacher
+    # stored soft labels win over a teacher: it is not run at all then
+    teacher = teacher.to(device).eval() if teacher is not None and not stored else None
     data = _Data(
         train_images.to(device), train_labels.to(device).long(),
-        soft_labels.to(device) if soft_labels is not None and loss_fn.needs_teacher else None,
-        eval_images.to(device), eval_labels.to(device).long(),
+        soft_labels.to(device) if stored else None,
+        eval_images.to(device), eval_labels.to(device).long(), soft_label_kind,
     )
     if forward not in ("vmap", "loop", None):
         raise ValueError(f"forward: got {forward!r}; expected 'vmap', 'loop' or None (by device, image size and norm)")
@@ -473,6 +454,7 @@ class _Data:
     soft_labels: Tensor | None
     eval_images: Tensor
     eval_labels: Tensor
+    soft_label_kind: str = "logits"
 
 
 def _augmenter(args: StudentTrainingArgs, seed: int, num_classes: int) -> BatchAugmenter | None:
@@ -541,8 +523,8 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                 idx = torch.stack([order[step] for order in orders])
                 x, y, s = _gather(data, idx)
                 x, y, s = augment_batches(augmenters, x, y, s)
-                targets = soft_targets(loss_fn, teacher, x, s)
-                per_student = student_losses(loss_fn, train_forward(params, buffers, x), targets, y)
+                targets = loss_targets(loss_fn, x, s, teacher, data.soft_label_kind)
+                per_student = per_sample_loss(loss_fn, train_forward(params, buffers, x), targets, y).mean(dim=1)
                 finite &= torch.isfinite(per_student.detach())
                 grads = torch.autograd.grad(per_student.sum(), list(params.values()))
                 optimizer.step(params, dict(zip(params, grads)), lr)
@@ -603,8 +585,9 @@ def _train_one_by_one(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                 for batch in _batches(generator, n, args.batch_size):
                     x, y, s = _gather(data, batch.unsqueeze(0))
                     x, y, s = augment_batches(augmenters, x, y, s)
-                    targets = soft_targets(loss_fn, teacher, x, s)
-                    loss = student_losses(loss_fn, model(pixel_values=x[0]).logits.unsqueeze(0), targets, y)
+                    targets = loss_targets(loss_fn, x, s, teacher, data.soft_label_kind)
+                    logits = model(pixel_values=x[0]).logits.unsqueeze(0)
+                    loss = per_sample_loss(loss_fn, logits, targets, y).mean(dim=1)
                     finite &= torch.isfinite(loss.detach())
                     optimizer.zero_grad(set_to_none=True)
                     loss.sum().backward()

@@ -39,7 +39,8 @@ from .data import ImageTransform, SoftLabelCollator
 from .device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
 from .losses import Loss, check_logits, get_loss
 from .model_card import ModelCardCallback, save_model_card
-from .modeling import load_teacher, num_classes_of, teacher_logits
+from .modeling import load_teacher, num_classes_of
+from .step import loss_targets, per_sample_loss
 
 __all__ = ["GIFTTrainer", "TrainingDivergedError"]
 
@@ -556,26 +557,18 @@ class GIFTTrainer(Trainer):
     # ------------------------------------------------------------------------------ loss
     def _targets(self, pixel_values: torch.Tensor, soft_labels: torch.Tensor | None, logits: torch.Tensor):
         """Teacher logits for this (augmented) batch, or the stored soft labels as logits."""
-        if not self.loss_fn.needs_teacher:
-            return None
-        if self.args.soft_label_source == "teacher":
-            # DeepSpeed casts the batch to its bf16/fp16 dtype, but the teacher is prepared
-            # outside the engine and keeps its own dtype: feed it that dtype.
-            weight = next(self.teacher_model.parameters(), None)
-            if weight is not None and pixel_values.is_floating_point() and pixel_values.dtype != weight.dtype:
-                pixel_values = pixel_values.to(weight.dtype)
-            with torch.no_grad():
-                return teacher_logits(self.teacher_model, pixel_values).detach()
-        if soft_labels is None:
-            raise KeyError(
-                "soft_label_source='dataset' but the batch has no 'soft_labels': the dataset needs a "
-                "'soft_label' column (or its top-k pair); see gift_hf.relabel"
-            )
-        check_logits("soft_labels", soft_labels, logits)
-        if self.args.soft_label_kind == "probabilities":
-            # log p are logits whose softmax is p again (exact for KL / soft-CE at T=1).
-            return soft_labels.float().clamp_min(1e-8).log()
-        return soft_labels
+        online = self.args.soft_label_source == "teacher"
+        if self.loss_fn.needs_teacher and not online:
+            if soft_labels is None:
+                raise KeyError(
+                    "soft_label_source='dataset' but the batch has no 'soft_labels': the dataset needs a "
+                    "'soft_label' column (or its top-k pair); see gift_hf.relabel"
+                )
+            check_logits("soft_labels", soft_labels, logits)
+        # The one rule shared with train_students (gift_hf.step): teacher logits of this
+        # batch, or the stored labels as logits (probabilities as log p).
+        return loss_targets(self.loss_fn, pixel_values, soft_labels, self.teacher_model if online else None,
+                            self.args.soft_label_kind)
 
     def _reduce(self, per_sample: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
         """The loss of a micro-batch as ``Trainer`` expects it when a model takes ``num_items_in_batch``.
@@ -617,7 +610,7 @@ class GIFTTrainer(Trainer):
                 pixel_values, labels, soft_labels = self.augmenter(pixel_values, labels, soft_labels)
             logits = model(pixel_values=pixel_values).logits
             targets = self._targets(pixel_values, soft_labels, logits)
-            per_sample = self.loss_fn(logits, targets, labels, reduction="none")
+            per_sample = per_sample_loss(self.loss_fn, logits, targets, labels)
             self.monitor.record(per_sample, logits, targets, step=self.state.global_step + 1)
         else:
             logits = model(pixel_values=pixel_values).logits

@@ -229,3 +229,28 @@ def test_one_student_equals_gift_trainer_on_full_batches(digits, digits_transfor
                           return_models=True)[0]
     for (name, a), b in zip(ours.model.named_parameters(), model.parameters()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+
+
+# ------------------------------------------------------------------ the shared step pieces
+def test_loss_targets_and_per_sample_loss_over_k_students_equal_each_student_alone(teacher):
+    from gift_hf import get_loss
+    from gift_hf.step import loss_targets, per_sample_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 4, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 4), generator=g)
+    gift = get_loss("gift", temperature=2.0)
+    targets = loss_targets(gift, x, teacher=teacher)  # one teacher forward over the 3·4 images
+    logits = torch.randn(3, 4, 10, generator=g)
+    per = per_sample_loss(gift, logits, targets, y)
+    assert per.shape == (3, 4)
+    for k in range(3):
+        alone = loss_targets(gift, x[k], teacher=teacher)
+        torch.testing.assert_close(targets[k], alone, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(per[k], gift(logits[k], alone, y[k], reduction="none"), rtol=1e-5, atol=1e-6)
+    # stored probabilities are used as log p: softmax(log p) = p
+    p = torch.softmax(torch.randn(3, 4, 10, generator=g), -1)
+    as_logits = loss_targets(gift, x, p, soft_label_kind="probabilities")
+    torch.testing.assert_close(as_logits.softmax(-1), p)
+    assert loss_targets(get_loss("ce"), x, p) is None  # hard labels need no targets
+    with pytest.raises(ValueError, match="loss 'gift' needs soft labels"):
+        loss_targets(gift, x)
