@@ -4,12 +4,26 @@ Each command is a script, ``gift_hf/scripts/<name>.py`` with ``make_parser()`` a
 ``main(argv)``; it is imported only when it runs, so ``gift-hf --help`` imports neither
 torch nor transformers. Every command takes ``--config FILE.yaml`` (a recipe) and
 command-line options that override it.
+
+An error the user can fix (a bad option or value, a path that is not found, an output
+folder that is not empty, a training run that diverged) is printed as one line,
+``gift-hf <command>: error: <message>``, with exit status 2; ``GIFT_HF_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+#: Set to 1 to see the traceback of every error, user errors included.
+DEBUG_VARIABLE = "GIFT_HF_DEBUG"
+
+#: What gift_hf raises for input the user can fix (a bad option, a missing path, a
+#: non-empty output_dir, a run that diverged): printed as one line, exit status 2.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, FloatingPointError)
 
 #: command → (module under gift_hf.scripts, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,7 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gift-hf: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"gift_hf.scripts.{COMMANDS[name][0]}")
-    status = module.main(rest)
+    if os.environ.get(DEBUG_VARIABLE, "").lower() in ("1", "true", "yes"):
+        status = module.main(rest)  # every error with its traceback
+    else:
+        try:
+            status = module.main(rest)
+        except USER_ERRORS as err:
+            # Something the user can fix: the message names it; a traceback would hide it.
+            from .redact import mask_secrets, secret_values
+
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            print(f"gift-hf {name}: error: {mask_secrets(str(message), secret_values(rest))}\n"
+                  f"(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+            return 2
     return status if isinstance(status, int) else 0
 
 

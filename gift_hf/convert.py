@@ -269,13 +269,18 @@ def convert(
     *,
     input_format: str = "auto",
     overwrite: bool = False,
-    license: str = "unknown",
+    license: str | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> tuple[Path, DistilledInfo]:
     """Convert a tensor file or an image folder and save it in the Hub layout.
 
     ``input_format`` is ``"tensor"``, ``"folder"`` or ``"auto"`` (a directory is a
     folder); ``kwargs`` go to :func:`from_tensor_file` / :func:`from_image_folder`.
+    ``image_mean``/``image_std`` are recorded in the card; ``license`` defaults to the
+    source's (:func:`gift_hf.save_distilled`). ``overwrite`` replaces only a dataset gift_hf
+    wrote, and an ``output_dir`` that holds the input is refused.
 
     Returns:
         ``(output_dir, info)``.
@@ -292,4 +297,7 @@ def convert(
         ds, info = from_image_folder(input_path, **kwargs)
     else:
         ds, info = from_tensor_file(input_path, **kwargs)
+    if image_mean is not None or image_std is not None:
+        info = info.replace(image_mean=list(image_mean) if image_mean is not None else None,
+                            image_std=list(image_std) if image_std is not None else None)
     return save_distilled(ds, output_dir, info, overwrite=overwrite, license=license), info

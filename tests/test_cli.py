@@ -65,3 +65,16 @@ def test_scripts_run_as_modules(tmp_path):
 def test_console_script_entry_point():
     proc = subprocess.run([sys.executable, "-m", "gift_hf.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("gift_hf ")
+
+
+def test_a_user_error_is_one_line_naming_the_command_and_no_secret(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a local dataset path that does not exist is "not found", never a Hub error
+    assert main(["distill", "random", "--ipc", "1", "--dataset_name", "./my_sets/cifar", "--output_dir", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gift-hf distill: error: dataset_name './my_sets/cifar' not found: no such local file")
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # a secret in the message is masked
+    assert main(["push", "--dataset_dir", "./hf_abcdefghijklmnop", "--repo_id", "me/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gift-hf push: error: ") and "hf_abcdefghijklmnop" not in err

@@ -275,24 +275,34 @@ def test_data_errors_carry_no_deep_traceback(tmp_path):
     assert bad.value.__cause__ is None and bad.value.__suppress_context__  # nor PIL's
 
 
-def test_cli_distill_into_the_current_project_with_overwrite_is_refused(tmp_path, monkeypatch):
+def test_cli_distill_into_the_current_project_with_overwrite_is_refused(tmp_path, monkeypatch, capsys):
     from gift_hf.cli import main
 
     project = tmp_path / "project"
     (project / "gift_code").mkdir(parents=True)
     (project / "gift_code" / "train.py").write_text("# my experiment")
     monkeypatch.chdir(project)
-    with pytest.raises(FileExistsError, match=r"overwrite only replaces a dataset written by gift_hf"):
-        main(["distill", "random", "--ipc", "1", "--output_dir", ".", "--overwrite"])
+    assert main(["distill", "random", "--ipc", "1", "--output_dir", ".", "--overwrite"]) == 2
+    assert "gift-hf distill: error: " in (err := capsys.readouterr().err)
+    assert "overwrite only replaces a dataset written by gift_hf" in err
     assert (project / "gift_code" / "train.py").read_text() == "# my experiment"
     assert sorted(os.listdir(tmp_path)) == ["project"]
     # `gift-hf convert --input X --output_dir X --overwrite`: X is an image folder, not a gift_hf dataset
     (project / "images" / "cat").mkdir(parents=True)
     PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(project / "images" / "cat" / "0.png")
-    with pytest.raises(FileExistsError, match=r"'.*images': overwrite only replaces a dataset written by gift_hf .* "
-                                              r"it holds 'cat'"):
-        main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"])
+    assert main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"]) == 2
+    assert ("gift-hf convert: error: output_dir 'images' holds the input 'images'; writing the dataset there would "
+            "replace the input") in capsys.readouterr().err
     assert (project / "images" / "cat" / "0.png").is_file()
+    # another input into that image folder: refused by the save's own check (not a gift_hf dataset)
+    (project / "more" / "dog").mkdir(parents=True)
+    PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(project / "more" / "dog" / "0.png")
+    assert main(["convert", "--input", "more", "--output_dir", "images", "--overwrite"]) == 2
+    assert "overwrite only replaces a dataset written by gift_hf" in capsys.readouterr().err
+    assert os.listdir(project / "images") == ["cat"]
+    monkeypatch.setenv("GIFT_HF_DEBUG", "1")  # the traceback, for a bug report
+    with pytest.raises(ValueError, match=r"output_dir 'images' holds the input"):
+        main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"])
 
 
 # ------------------------------------------------------------------ wrong-typed values

@@ -14,7 +14,6 @@ from typing import Optional
 from ..parser import GIFTParser
 
 
-
 @dataclass
 class ConvertArguments:
     """Options of ``gift-hf convert``."""
@@ -48,8 +47,13 @@ class ConvertArguments:
         default=None, metadata={"help": "Per-channel mean recorded in the card (of pixel_values, or to train with)."}
     )
     image_std: Optional[list[float]] = field(default=None, metadata={"help": "Per-channel std recorded in the card."})
-    license: str = field(default="unknown", metadata={"help": "License id for the dataset card."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace output_dir if it exists and is not empty."})
+    license: Optional[str] = field(
+        default=None, metadata={"help": "License id for the dataset card (default: unknown, as nothing records it)."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace output_dir when it holds a dataset written by gift_hf (anything else is refused)."},
+    )
 
 
 def make_parser() -> GIFTParser:
@@ -60,24 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
     import os
 
-    from ..convert import from_image_folder, from_tensor_file
-    from ..distilled import save_distilled
+    from ..convert import convert
 
-    fmt = args.input_format
-    if fmt not in ("auto", "tensor", "folder"):
-        raise ValueError(f"input_format: got {fmt!r}; expected 'auto', 'tensor' or 'folder'")
-    if fmt == "auto":
-        fmt = "folder" if os.path.isdir(args.input) else "tensor"
-    common = {"class_names": args.class_names, "source_dataset": args.source_dataset, "method": args.method}
-    if fmt == "folder":
-        ds, info = from_image_folder(args.input, **common)
-    else:
-        ds, info = from_tensor_file(args.input, data_key=args.data_key, label_key=args.label_key,
-                                    image_format=args.image_format, soft_label_kind=args.soft_label_kind, **common)
-    if args.image_mean is not None or args.image_std is not None:
-        info = info.replace(image_mean=args.image_mean, image_std=args.image_std)
-    path = save_distilled(ds, args.output_dir, info, overwrite=args.overwrite, license=args.license)
-    print(f"saved {len(ds)} rows, {info.num_classes} classes to {path}")
+    folder = args.input_format == "folder" or (args.input_format == "auto" and os.path.isdir(args.input))
+    tensor_options = {} if folder else dict(data_key=args.data_key, label_key=args.label_key,
+                                            image_format=args.image_format, soft_label_kind=args.soft_label_kind)
+    path, info = convert(args.input, args.output_dir, input_format=args.input_format, overwrite=args.overwrite,
+                         license=args.license, image_mean=args.image_mean, image_std=args.image_std,
+                         class_names=args.class_names, source_dataset=args.source_dataset, method=args.method,
+                         **tensor_options)
+    print(f"saved {info.num_classes} classes (IPC {info.ipc}) to {path}")
     return 0
 
 

@@ -65,8 +65,14 @@ class DistillArguments:
     source_dataset: Optional[str] = field(
         default=None, metadata={"help": "Source name recorded in the card (default: dataset_name, or 'digits')."}
     )
-    license: str = field(default="unknown", metadata={"help": "License id for the dataset card (that of the source)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace output_dir if it exists and is not empty."})
+    license: Optional[str] = field(
+        default=None,
+        metadata={"help": "License id for the dataset card (default: the source dataset's, from its info or card)."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace output_dir when it holds a dataset written by gift_hf (anything else is refused)."},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -85,7 +91,10 @@ def load_source(name: Optional[str], config: Optional[str] = None, revision: Opt
         return load_digits_dataset()
     import datasets
 
-    return datasets.load_dataset(name, config, revision=revision)
+    from ..distilled import check_local_path
+
+    # a missing local path is "not found", never a Hub or network error
+    return datasets.load_dataset(check_local_path(name, "dataset_name"), config, revision=revision)
 
 
 def make_parser() -> GIFTParser:

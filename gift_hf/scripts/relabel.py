@@ -55,7 +55,10 @@ class RelabelArguments:
     license: Optional[str] = field(
         default=None, metadata={"help": "License id for the card (default: keep the input card's, else 'unknown')."}
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace output_dir if it exists and is not empty."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace output_dir when it holds a dataset written by gift_hf (anything else is refused)."},
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
