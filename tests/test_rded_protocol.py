@@ -154,3 +154,27 @@ def test_validation_split_decodes_with_the_resize_center_crop(tmp_path):
     expected = np.asarray(image.crop((left, top, left + 64, top + 64)), dtype=np.float32) / 255
     got = data.batch(torch.tensor([1]))["pixel_values"][0].permute(1, 2, 0).numpy() * 0.5 + 0.5
     assert data.pixel_values.shape == (4, 3, 64, 64) and np.allclose(got, expected, atol=1e-6)
+
+
+def test_the_commands_of_the_imagenet_page_parse_with_the_real_scripts():
+    """Every `gift-hf …` command of docs/imagenet.md is accepted by its script's parser."""
+    import importlib
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "imagenet.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = [c for block in blocks for c in block.replace("\\\n", " ").splitlines() if c.startswith("gift-hf ")]
+    assert len(commands) >= 5
+    parsed = []
+    for command in commands:
+        name, *argv = shlex.split(command.split("#")[0])[1:]
+        script = importlib.import_module(f"gift_hf.scripts.{cli.COMMANDS[name][0]}")
+        parsed.append((name, script.make_parser().parse_args_and_config(argv)))
+    losses = {config.loss for name, (*_, config) in parsed if name == "evaluate"}
+    assert losses == {"kl", "gift"}
+    for name, values in parsed:
+        if name == "evaluate":
+            config = values[-1]
+            assert (config.eval_every_epochs, config.eval_transform, config.num_train_epochs) == (
+                10, "resize_center_crop", 300)
