@@ -101,6 +101,7 @@ class StudentTrainingArgs:
     augmentation: str = field(default="none", metadata={"help": "DSA ops joined by '_' or 'none' (gift_hf.augment)."})
     augmentation_mode: str = field(default="single", metadata={"help": f"One of {AUGMENTATION_MODES}."})
     mix: str = field(default="none", metadata={"help": f"CutMix/MixUp, one of {MIX_MODES}."})
+    mix_prob: float = field(default=1.0, metadata={"help": "Probability that a batch is mixed."})
     mix_beta: float = field(default=1.0, metadata={"help": "β of the mixing coefficient λ ~ Beta(β, β)."})
     eval_every: int = field(default=20, metadata={"help": "Evaluate every this many epochs."})
     eval_start_fraction: float = field(
@@ -179,7 +180,8 @@ class StudentRun:
     """One trained student: its seed and learning rate, and its accuracy at every evaluation.
 
     ``finite`` is False when its loss became NaN/inf (a diverged student): it is
-    reported as failed and not scored (``best_accuracy`` is NaN).
+    reported as failed and not scored (``best_accuracy`` is NaN); ``diverged_step`` is
+    the (1-based) optimizer step whose loss was the first non-finite one.
     """
 
     seed: int
@@ -188,6 +190,7 @@ class StudentRun:
     accuracies: list[float]
     finite: bool
     model: Optional[nn.Module] = field(default=None, repr=False)
+    diverged_step: Optional[int] = None
 
     @property
     def failed(self) -> bool:
@@ -210,6 +213,7 @@ class StudentRun:
             "best_accuracy": self.best_accuracy,
             "final_accuracy": self.final_accuracy,
             "failed": self.failed,
+            "diverged_step": self.diverged_step,
         }
 
 
@@ -260,6 +264,14 @@ def _check_vectorizable(model: nn.Module) -> None:
             "per student under vmap; use norm='instancenorm' (or 'none'), forward='loop', or vectorized=False to "
             "train them one after another"
         )
+
+
+def _mark_diverged(finite: Tensor, diverged_at: Tensor, losses: Tensor, step: int) -> None:
+    """On the device (no host read): students whose loss is non-finite now fail, and the
+    first such step is kept in ``diverged_at`` (0: never)."""
+    ok = torch.isfinite(losses.detach())
+    diverged_at.masked_fill_(finite & ~ok, step)
+    finite &= ok
 
 
 def _accuracy_counts(logits: Tensor, labels: Tensor) -> Tensor:
@@ -460,7 +472,8 @@ class _Data:
 def _augmenter(args: StudentTrainingArgs, seed: int, num_classes: int) -> BatchAugmenter | None:
     if not parse_strategy(args.augmentation) and args.mix == "none":
         return None
-    return BatchAugmenter(args.augmentation, mode=args.augmentation_mode, mix=args.mix, mix_beta=args.mix_beta,
+    return BatchAugmenter(args.augmentation, mode=args.augmentation_mode, mix=args.mix, mix_prob=args.mix_prob,
+                          mix_beta=args.mix_beta,
                           num_classes=num_classes, seed=seed)
 
 
@@ -511,6 +524,7 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     augmenters = [_augmenter(args, s, num_classes) for s in seeds]
     finite = torch.ones(k, dtype=torch.bool, device=device)
+    diverged_at = torch.zeros(k, dtype=torch.long, device=device)
     eval_epochs = args.eval_epochs()
     history: list[Tensor] = []
     n = data.images.shape[0]
@@ -525,7 +539,7 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                 x, y, s = augment_batches(augmenters, x, y, s)
                 targets = loss_targets(loss_fn, x, s, teacher, data.soft_label_kind)
                 per_student = per_sample_loss(loss_fn, train_forward(params, buffers, x), targets, y).mean(dim=1)
-                finite &= torch.isfinite(per_student.detach())
+                _mark_diverged(finite, diverged_at, per_student, epoch * steps_per_epoch + step + 1)
                 grads = torch.autograd.grad(per_student.sum(), list(params.values()))
                 optimizer.step(params, dict(zip(params, grads)), lr)
                 bar.update(1)
@@ -534,7 +548,7 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                 history.append(_evaluate(lambda x: eval_forward(params, buffers, x), data, args.eval_batch_size))
                 base.train()
     accuracies = torch.stack(history).T.tolist() if history else [[] for _ in seeds]
-    finite_list = finite.tolist()
+    finite_list, diverged_list = finite.tolist(), diverged_at.tolist()
     runs = []
     for i, (seed, lr) in enumerate(zip(seeds, lrs)):
         model = None
@@ -545,7 +559,8 @@ def _train_vectorized(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                     p.copy_(params[name][i])
                 for name, b in model.named_buffers():
                     b.copy_(buffers[name][i])
-        runs.append(StudentRun(int(seed), lr, eval_epochs, accuracies[i], bool(finite_list[i]), model))
+        runs.append(StudentRun(int(seed), lr, eval_epochs, accuracies[i], bool(finite_list[i]), model,
+                               diverged_list[i] or None))
     return runs
 
 
@@ -575,7 +590,9 @@ def _train_one_by_one(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
             generator = torch.Generator().manual_seed(int(seed))
             augmenters = [_augmenter(args, seed, num_classes)]
             finite = torch.ones(1, dtype=torch.bool, device=device)
+            diverged_at = torch.zeros(1, dtype=torch.long, device=device)
             history: list[Tensor] = []
+            global_step = 0
 
             def forward(x: Tensor) -> Tensor:
                 return model(pixel_values=x).logits.unsqueeze(0)
@@ -588,7 +605,8 @@ def _train_one_by_one(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                     targets = loss_targets(loss_fn, x, s, teacher, data.soft_label_kind)
                     logits = model(pixel_values=x[0]).logits.unsqueeze(0)
                     loss = per_sample_loss(loss_fn, logits, targets, y).mean(dim=1)
-                    finite &= torch.isfinite(loss.detach())
+                    global_step += 1
+                    _mark_diverged(finite, diverged_at, loss, global_step)
                     optimizer.zero_grad(set_to_none=True)
                     loss.sum().backward()
                     optimizer.step()
@@ -599,5 +617,5 @@ def _train_one_by_one(build, data: _Data, seeds, lrs, args, loss_fn, teacher, nu
                     history.append(_evaluate(forward, data, args.eval_batch_size))
             accuracies = torch.cat(history).tolist() if history else []
             runs.append(StudentRun(int(seed), lr, eval_epochs, accuracies, bool(finite.item()),
-                                   model if return_models else None))
+                                   model if return_models else None, int(diverged_at.item()) or None))
     return runs

@@ -118,6 +118,10 @@ def test_diverged_student_is_reported_failed_and_others_train_on(tensors):
     runs = train_students(MODEL, KWARGS, *tensors, seeds=[0, 0], learning_rates=[0.05, 1e30], args=args)
     assert runs[0].finite and not runs[0].failed and not math.isnan(runs[0].best_accuracy)
     assert runs[1].failed and math.isnan(runs[1].best_accuracy) and runs[1].to_dict()["failed"]
+    # lr 1e30: step 1's loss is finite, the weights it makes are not, so step 2's loss is the first non-finite one
+    assert runs[0].diverged_step is None and runs[1].diverged_step == 2
+    alone = train_students(MODEL, KWARGS, *tensors, seeds=[0], learning_rates=[1e30], args=args, vectorized=False)
+    assert alone[0].failed and alone[0].diverged_step == 2
 
 
 def test_batch_norm_students_are_refused_under_vmap_and_train_together_in_a_loop(tensors):
