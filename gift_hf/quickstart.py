@@ -20,11 +20,11 @@ from datasets import DatasetDict
 from tqdm.auto import tqdm
 
 from .config import GIFTConfig
-from .data import DIGITS_MEAN, DIGITS_STD, ImageTransform, class_balanced_indices, load_digits_dataset
+from .data import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
 from .experiments.report import markdown_table, summarize
 from .files import atomic_write_text
 from .losses import LOSSES
-from .modeling import create_model
+from .modeling import create_model, image_transform_for
 from .training import train_student
 
 __all__ = ["QUICKSTART_DEFAULTS", "QuickstartArguments", "format_table", "plot_results", "run_quickstart"]
@@ -137,12 +137,14 @@ def run_quickstart(
     os.makedirs(out, exist_ok=True)
     data = data if data is not None else load_digits_dataset()
     num_classes = data["train"].features["label"].num_classes
-    transform = ImageTransform(image_size=args.image_size, channels=1, mean=DIGITS_MEAN, std=DIGITS_STD)
-    train, test = data["train"].with_transform(transform), data["test"].with_transform(transform)
 
     def model() -> torch.nn.Module:
         return create_model(args.arch, num_classes, in_chans=1, img_size=args.image_size, image_mean=DIGITS_MEAN,
                             image_std=DIGITS_STD)
+
+    # The preprocessing is stated once, at create_model, and read back from the model.
+    transform = image_transform_for(model())
+    train, test = data["train"].with_transform(transform), data["test"].with_transform(transform)
 
     # 1. the teacher, trained with hard labels on the whole training split
     print(f"[1/3] training the teacher ({args.arch}) on {len(train)} images for {args.teacher_epochs} epochs")
