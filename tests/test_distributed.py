@@ -84,3 +84,28 @@ def test_gathered_eval_equals_single_process_eval(ddp_run):
     correct = int((predictions == labels).sum())
     assert round(results["eval_accuracy"] * n) == correct
     assert results["eval_accuracy"] == pytest.approx(correct / n, abs=1e-12)
+
+
+def test_two_processes_train_on_the_device_resident_set(tmp_path):
+    """Without shard recording the scripts train on the device-resident set (the default): each
+    process draws its own batches of every epoch, and evaluation is gathered over both."""
+    out = tmp_path / "student"
+    steps, batch = 6, 16
+    cmd = [
+        str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
+        *RECIPE,
+        "--output_dir", str(out), "--loss", "ce", "--soft_label_source", "none", "--max_steps", str(steps),
+        "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", str(batch), "--seed", "0",
+        "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000", "--save_strategy", "steps",
+        "--save_steps", str(steps), "--log_level", "info", "--log_level_replica", "info",
+    ]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    train_rows = len(load_image_dataset(DataArguments())["train"])
+    assert log.count(f"device-resident: {train_rows:,} images") == 2  # one line per process
+    marker = list_checkpoints(out)[-1].info
+    assert marker["run"]["world_size"] == 2 and marker["train_loss_count"] == steps * batch * 2
+    results = json.loads((out / "all_results.json").read_text())
+    n = len(load_image_dataset(DataArguments())["eval"])
+    assert results["world_size"] == 2 and results["eval_samples"] == results["eval_num_predictions"] == n
