@@ -2,8 +2,10 @@
 
 It hooks into ``Trainer`` only through public mechanisms: ``compute_loss``,
 ``training_step``/``prediction_step`` (ZCA whitening of every batch), ``save_model`` (the
-ZCA saved next to the weights), ``train`` (resume checks) and ``TrainerCallback``s
-(checkpoint completeness and rotation, the augmenter's step, divergence checks).
+ZCA saved next to the weights), ``train`` (resume checks), ``get_train_dataloader``/
+``get_eval_dataloader`` (the device-resident sets, ``GIFTConfig.device_resident``),
+``floating_point_ops`` (parameters counted once) and ``TrainerCallback``s (checkpoint
+completeness and rotation, the augmenter's step, divergence checks).
 """
 
 from __future__ import annotations
