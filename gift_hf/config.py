@@ -237,6 +237,12 @@ class GIFTConfig(TrainingArguments):
                   "'resize_center_crop' (shorter side to 8/7 of the size, then the centre crop: the RDED/SRe2L "
                   "validation transform)."},
     )
+    students_together: bool = field(
+        default=True,
+        metadata={"help": "Train an evaluation's students that share a training set (its seeds) together, as one "
+                  "vectorised model (gift_hf.multi_student), when the protocol allows it; false, or a setting it "
+                  "cannot run (logged): one GIFTTrainer run per student."},
+    )
     # ---- data path
     device_resident: str = field(
         default="auto",
