@@ -194,6 +194,20 @@ def test_label_swap_against_original_and_hard_labels(teacher, data, tmp_path):
     assert rows[1].endswith(f"{result.summary[1]['mean'] - none:+.1f} |")
 
 
+def test_cells_that_differ_only_in_seed_train_together(teacher, data, tmp_path):
+    """A study's seeds on one training set are one group of students trained together (or, turned off,
+    one GIFTTrainer run each)."""
+    args = LabelSwapArguments(ks=[1], ipc=1)
+    result = run_label_swap(args, config=tiny("label_paper", tmp_path, teacher, num_students=2), data=data)
+    assert len(result.records) == 6
+    assert all(c["metrics"] == {"students_together": 2} for c in result.records)
+    # each swap's two seeds are distinct students (own initial weights, batches and draws)
+    assert {c["seed"] for c in result.records} == {0, 1}
+    alone = run_label_swap(args, config=tiny("label_paper", tmp_path / "alone", teacher, num_students=2,
+                                              students_together=False), data=data)
+    assert all("students_together" not in c["metrics"] for c in alone.records)
+
+
 def test_data_knowledge_scaling_heatmap_and_gap(teacher, data, tmp_path):
     args = DataKnowledgeScalingArguments(ipcs=[1, 2], topks=[10, 1])
     result = run_data_knowledge_scaling(args, config=tiny("label_paper", tmp_path, teacher), data=data)

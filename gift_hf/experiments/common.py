@@ -21,7 +21,7 @@ from torch import nn
 from ..checkpoints import list_checkpoints
 from ..config import GIFTConfig, protocol_config
 from ..data import DataArguments, image_spec, label_names, load_image_dataset
-from ..evaluation import StudentSpec, failed_student, train_on_distilled
+from ..evaluation import StudentSpec, failed_student, train_on_distilled, train_together
 from ..trainer import TrainingDivergedError
 from ..modeling import load_teacher, model_spec
 from ..parser import parse_dict_option
@@ -140,6 +140,9 @@ class Study:
         self.image_mean, self.image_std = tuple(transform.mean), tuple(transform.std)
         self._teachers: dict[str, nn.Module] = {}
         self._datasets: dict[Any, Dataset] = {}
+        # students trained together, by training set (see train_cell): key → (what the key's ids
+        # name, kept alive so no id is reused; {seed: result}, or None when they cannot be)
+        self._together: dict[tuple, tuple[tuple, dict[int, Any] | None]] = {}
         self.stats: SweepStats | None = None
 
     # ------------------------------------------------------------------ models
@@ -303,30 +306,58 @@ class Study:
         student: StudentSpec | None = None,
         optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Train one student (one cell) with :func:`gift_hf.evaluation.train_on_distilled`; its record."""
+        """Train one student (one cell); its record.
+
+        The cells that differ only in seed share their training set: the first of them trains
+        all the study's seeds together (:func:`gift_hf.evaluation.train_together`) and the
+        others take their result, unless the configuration asks for what that cannot run
+        (then, and with ``optimizer_cls_and_kwargs``, one
+        :func:`gift_hf.evaluation.train_on_distilled` run per cell).
+        """
         config = config or self.config
         needs_teacher = config.label_source == "teacher"
         if needs_teacher and teacher is None:
             teacher = self.teacher()
         student = student or self.student_spec(teacher=teacher)
+        result = None
+        if optimizer_cls_and_kwargs is None:
+            result = self._trained_together(dataset, seed, config, teacher if needs_teacher else None, student)
         try:
-            result = train_on_distilled(
-                dataset,
-                self.test,
-                config,
-                seed,
-                student,
-                teacher if needs_teacher else None,
-                num_classes=self.num_classes,
-                image_column=self.image_column,
-                label_column=self.label_column,
-                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            )
+            if result is None:
+                result = train_on_distilled(
+                    dataset,
+                    self.test,
+                    config,
+                    seed,
+                    student,
+                    teacher if needs_teacher else None,
+                    num_classes=self.num_classes,
+                    image_column=self.image_column,
+                    label_column=self.label_column,
+                    optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                )
         except TrainingDivergedError as err:  # the cell is reported as failed, never scored
             result = failed_student(seed, config, err)
         record = result.to_dict()
         record["num_images"] = len(dataset)
         return record
+
+    def _trained_together(self, dataset: Dataset, seed: int, config: GIFTConfig, teacher: nn.Module | None,
+                          student: StudentSpec) -> Any:
+        """``seed``'s result among the study's seeds trained together on ``dataset``; None if they cannot be."""
+        key = (id(dataset), id(teacher), repr(student), fingerprint_of(config.training_settings()))
+        _, done = self._together.setdefault(key, ((dataset, teacher), {}))
+        if done is None:
+            return None
+        if seed not in done:
+            seeds = sorted((set(self.seeds()) | {seed}) - set(done))
+            results = train_together(dataset, self.test, config, seeds, student, teacher, num_classes=self.num_classes,
+                                     image_column=self.image_column, label_column=self.label_column)
+            if results is None:
+                self._together[key] = ((dataset, teacher), None)
+                return None
+            done.update({r.seed: r for r in results})
+        return done[seed]
 
     def settings(self, **extra: Any) -> dict[str, Any]:
         """Everything the results depend on: study options, data options, the students' training."""
