@@ -40,6 +40,9 @@ def test_distill_random_then_relabel_top_k(tmp_path, capsys):
     ds, info = load_distilled(subset, cache_dir=str(tmp_path / "cache"))
     assert Counter(ds["train"]["label"]) == {c: 2 for c in range(10)}
     assert (info.method, info.ipc, info.seed, info.source_dataset) == ("random", 2, 3, "digits")
+    from gift_hf.distilled import card_license
+
+    assert card_license(subset) == "bsd-3-clause"  # no --license: the source's (scikit-learn's digits)
 
     teacher = digits_teacher(seed=2)
     teacher.save_pretrained(tmp_path / "teacher")
@@ -47,6 +50,7 @@ def test_distill_random_then_relabel_top_k(tmp_path, capsys):
     assert main(["relabel", "--dataset", str(subset), "--teacher", str(tmp_path / "teacher"), "--temperature", "2",
                  "--topk", "3", "--dtype", "float16", "--output_dir", str(labelled), "--progress", "false"]) == 0
     ds2, info2 = load_distilled(labelled, cache_dir=str(tmp_path / "cache"))
+    assert card_license(labelled) == "bsd-3-clause"  # kept from the input set's card
     train = ds2["train"]
     assert (info2.method, info2.ipc, info2.topk, info2.temperature, info2.soft_label_kind) == (
         "random", 2, 3, 2.0, "probabilities")
