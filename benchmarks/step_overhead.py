@@ -162,7 +162,7 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
     n = batch_size * 20
     images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,))
-    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device)
+    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device, normalize=True)  # as GIFTTrainer
     loader = DeviceDataLoader(data, DeviceBatchSampler(n, batch_size, device=device))
 
     def model():

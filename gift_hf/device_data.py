@@ -206,15 +206,17 @@ def decode_dataset(
     return decoded
 
 
-def estimate_nbytes(dataset: Dataset, transform: ImageTransform, soft_label_column: str = "soft_label") -> int:
-    """Bytes the decoded set takes (images + labels + soft labels), from its first row only."""
+def estimate_nbytes(dataset: Dataset, transform: ImageTransform, soft_label_column: str = "soft_label",
+                    float_images: bool = False) -> int:
+    """Bytes the decoded set takes (images + labels + soft labels), from its first row only;
+    ``float_images``: with the images normalised once into float32 (4 bytes per value)."""
     n = len(dataset)
     if n == 0:
         return 0
     plain = dataset.with_format(None)
     row = plain[0]
     if transform.image_column in row:
-        image_bytes = transform.decode(row[transform.image_column]).size  # uint8
+        image_bytes = transform.decode(row[transform.image_column]).size * (4 if float_images else 1)  # uint8
     elif "pixel_values" in row:
         image_bytes = np.asarray(row["pixel_values"], dtype=np.float32).nbytes
     else:
@@ -265,11 +267,13 @@ class DeviceImageSet(torch.utils.data.Dataset):
     """Decoded images, labels and soft labels on one device; batches gathered there.
 
     Args:
-        pixel_values: uint8 ``(N, C, H, W)`` (normalised on gather) or float ``(N, C, H, W)``
-            (returned as stored).
+        pixel_values: uint8 ``(N, C, H, W)`` (normalised on gather, or once here with
+            ``normalize``) or float ``(N, C, H, W)`` (returned as stored).
         labels, soft_labels: ``(N,)`` class ids and ``(N, K)`` soft labels, or None.
         mean, std: per-channel normalisation of the uint8 images (1 or C values).
         device: where everything lives.
+        normalize: normalise uint8 images once, into float32 (4× the memory, and a batch is
+            then a bare gather), instead of per batch.
     """
 
     def __init__(
@@ -280,6 +284,7 @@ class DeviceImageSet(torch.utils.data.Dataset):
         mean: tuple[float, ...] | list[float] = (0.5,),
         std: tuple[float, ...] | list[float] = (0.5,),
         device: str | torch.device = "cpu",
+        normalize: bool = False,
     ) -> None:
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values: expected (N, C, H, W), got shape {tuple(pixel_values.shape)}")
@@ -290,6 +295,12 @@ class DeviceImageSet(torch.utils.data.Dataset):
         # Built exactly as ImageTransform builds them, so the normalised values are identical.
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1).to(self.device)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1).to(self.device)
+        if normalize and self.pixel_values.dtype == torch.uint8:
+            self.pixel_values = self._normalize(self.pixel_values)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        # ImageTransform's arithmetic, in place on the one new float tensor (bit for bit the same).
+        return x.float().div_(255.0).sub_(self.mean).div_(self.std)
 
     @classmethod
     def from_dataset(
@@ -301,11 +312,12 @@ class DeviceImageSet(torch.utils.data.Dataset):
         label_column: str = "label",
         soft_label_column: str = "soft_label",
         num_classes: int | None = None,
+        normalize: bool = False,
     ) -> "DeviceImageSet":
         """:func:`decode_dataset` (cached) placed on ``device``, normalised like ``transform``."""
         decoded = decode_dataset(dataset, transform, cache_dir, label_column, soft_label_column, num_classes)
         return cls(decoded["pixel_values"], decoded.get("labels"), decoded.get("soft_labels"),
-                   transform.mean, transform.std, device)
+                   transform.mean, transform.std, device, normalize)
 
     def __len__(self) -> int:
         return self.pixel_values.shape[0]
@@ -319,7 +331,7 @@ class DeviceImageSet(torch.utils.data.Dataset):
         """The training batch of rows ``indices`` (a tensor on this set's device)."""
         x = self.pixel_values.index_select(0, indices)
         if x.dtype == torch.uint8:
-            x = (x.float() / 255.0 - self.mean) / self.std
+            x = self._normalize(x)
         batch = {"pixel_values": x}
         if self.labels is not None:
             batch["labels"] = self.labels.index_select(0, indices)
@@ -460,6 +472,13 @@ class DeviceDataLoader(DataLoader):
             raise ValueError(f"batch_sampler covers {batch_sampler.num_samples} rows but the set has {len(dataset)}")
         super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=_as_batch, num_workers=0, pin_memory=False)
 
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        # Straight from the sampler to the gather: a DataLoader iterator would add its
+        # per-batch fetch machinery and draw a worker base seed (a host read) every epoch,
+        # which is every step for a one-batch distilled set.
+        for indices in self.batch_sampler:
+            yield self.dataset.batch(indices)
+
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
 
@@ -478,8 +497,10 @@ def device_resident(
 ) -> DeviceImageSet | None:
     """The set on ``device`` when it fits (:func:`fits_on_device`), else ``None``; the choice is logged in one line.
 
-    ``None`` means: train through the DataLoader path, with :func:`dataloader_kwargs`
-    (``num_workers`` workers, pinned memory, persistent workers).
+    The images are normalised once into float32 when that fits too (a batch is then a bare
+    gather), else kept as uint8 and normalised per batch. ``None`` means: train through the
+    DataLoader path, with :func:`dataloader_kwargs` (``num_workers`` workers, pinned memory,
+    persistent workers).
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -494,7 +515,10 @@ def device_resident(
             _mib(needed), 100 * max_fraction, _mib(_available_bytes(device)), device,
         )
         return None
+    normalize = fits_on_device(estimate_nbytes(dataset, transform, soft_label_column, float_images=True), device,
+                               max_fraction)
     data = DeviceImageSet.from_dataset(dataset, transform, device, cache_dir, label_column, soft_label_column,
-                                       num_classes)
-    logger.info("device-resident: %s images, %s on %s", f"{len(data):,}", _mib(data.nbytes), device)
+                                       num_classes, normalize)
+    logger.info("device-resident: %s images, %s on %s (%s)", f"{len(data):,}", _mib(data.nbytes), device,
+                "normalised once, float32" if data.pixel_values.is_floating_point() else "uint8, normalised per batch")
     return data

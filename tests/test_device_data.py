@@ -201,7 +201,12 @@ def test_fits_and_the_logged_choice(tmp_path, hub, caplog):
         none = device_resident(hub, transform, "cpu", cache_dir=str(tmp_path / "cache"), max_fraction=1e-15)
     assert isinstance(data, DeviceImageSet) and none is None
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "device-resident: 40 images, 0.0 MiB on cpu"
+    assert lines[0] == "device-resident: 40 images, 0.2 MiB on cpu (normalised once, float32)"
+    # normalised once or per batch: the same batches, bit for bit
+    per_batch = DeviceImageSet.from_dataset(hub, transform, "cpu", cache_dir=str(tmp_path / "cache"))
+    assert per_batch.pixel_values.dtype == torch.uint8 and data.pixel_values.dtype == torch.float32
+    rows = torch.tensor([3, 0, 39, 7])
+    assert torch.equal(per_batch.batch(rows)["pixel_values"], data.batch(rows)["pixel_values"])
     assert lines[1].startswith("DataLoader path: workers=4, persistent (0.0 MiB of decoded images > 0% of the ")
     assert dataloader_kwargs("cuda", 4) == {"dataloader_num_workers": 4, "dataloader_pin_memory": True,
                                             "dataloader_persistent_workers": True}
@@ -212,7 +217,6 @@ def test_gathering_batches_reads_nothing_back_to_the_host(tmp_path, hub, monkeyp
     data = DeviceImageSet.from_dataset(hub, ImageTransform(channels=3, mean=MEAN, std=STD), "cpu",
                                        cache_dir=str(tmp_path / "cache"), num_classes=4)
     loader = DeviceDataLoader(data, DeviceBatchSampler(len(data), 8, seed=0, rank=1, world_size=2))
-    iterator = iter(loader)  # a DataLoader draws its workers' base seed here: one CPU .item() per epoch
     counts = count_host_reads(monkeypatch)
-    batches = list(iterator)  # the permutation, its shard and every gather
-    assert len(batches) == 3 and sum(counts.values()) == 0, counts
+    batches = list(loader) + list(loader)  # two epochs: the permutations, their shards and every gather
+    assert len(batches) == 6 and sum(counts.values()) == 0, counts
