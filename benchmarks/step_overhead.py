@@ -262,7 +262,8 @@ def trainer_data_rate(args, device: torch.device) -> float:
         config = GIFTConfig(output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=args.batch_size,
                             loss="ce", soft_label_source="none", report_to="none")
         model = create_model("gift_convnet_d3", 10, in_chans=3, img_size=args.img_size, width=8)
-        loader = GIFTTrainer(model=model, args=config, train_dataset=hub.with_transform(transform)).get_train_dataloader()
+        trainer = GIFTTrainer(model=model, args=config, train_dataset=hub.with_transform(transform))
+        loader = trainer.get_train_dataloader()
         return max(images_per_second(loader, device, args.epochs) for _ in range(2))
 
 

@@ -52,7 +52,7 @@ class GIFTConfig(TrainingArguments):
     | `optim` | `adamw_torch` (fused on recent torch) | `adamw_torch` |
     | `logging_steps` | 500 | 50 |
     | `remove_unused_columns` | True | False (the collator needs the columns) |
-    | `logging_nan_inf_filter` | True (reads the loss back every step) | False (the divergence flag, read at logging steps) |
+    | `logging_nan_inf_filter` | True (reads the loss every step) | False (the divergence flag, read when logging) |
 
     The protocol's 1000 epochs, its batch-size rule and its 3 students, best of 4
     evaluations, are set by the recipe ``recipes/gift/evaluate.yaml`` (and

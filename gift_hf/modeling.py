@@ -349,7 +349,8 @@ def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{role} {path!r} does not hold a torchvision {arch} of {num_classes} classes: {err}") from None
+        raise ValueError(f"{role} {path!r} does not hold a torchvision {arch} of {num_classes} classes: "
+                         f"{err}") from None
     model.num_classes = num_classes  # read by num_classes_of
     return model
 

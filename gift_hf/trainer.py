@@ -371,9 +371,10 @@ class GIFTTrainer(Trainer):
         if data is None:
             return super().get_train_dataloader()
         args = self.args
+        seed = args.data_seed if args.data_seed is not None else args.seed
         sampler = DeviceBatchSampler(
-            len(data), args.per_device_train_batch_size, seed=args.data_seed if args.data_seed is not None else args.seed,
-            rank=args.process_index, world_size=args.world_size, drop_last=args.dataloader_drop_last, device=args.device,
+            len(data), args.per_device_train_batch_size, seed=seed, rank=args.process_index,
+            world_size=args.world_size, drop_last=args.dataloader_drop_last, device=args.device,
         )
         return DeviceDataLoader(data, sampler)
 
@@ -397,7 +398,7 @@ class GIFTTrainer(Trainer):
         return self.accelerator.prepare(DeviceDataLoader(data, sampler))
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
-        """``Trainer``'s estimate (6 · parameters · input elements), with the parameters counted once, not every step."""
+        """``Trainer``'s estimate (6 · parameters · input elements), the parameters counted once, not every step."""
         if self._parameter_count is None:
             model = self.accelerator.unwrap_model(self.model)
             count = getattr(model, "num_parameters", None)
