@@ -352,6 +352,14 @@ class GIFTTrainer(Trainer):
                             self.args.device)
             else:
                 found = device_resident(dataset, transform, self.args.device, **columns)
+        if mode == "auto" and self.args.world_size > 1:
+            # Every process takes the same path (a DataLoader shard and a device shard do not
+            # partition the set together): one collective, once, after the decoding.
+            held = torch.tensor(int(found is not None), device=self.args.device)
+            if int(self.accelerator.reduce(held, reduction="sum")) != self.args.world_size:
+                if found is not None:
+                    logger.info("%s set: DataLoader path (another process cannot keep it on its device)", role)
+                found = None
         self._device_sets[key] = found
         if found is None and self.args.dataloader_num_workers == 0:
             # Too large for the device: the DataLoader path, with workers, pinned memory and
