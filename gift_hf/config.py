@@ -521,7 +521,6 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         temperature=20.0,
         kl_t_squared=False,
         soft_label_source="teacher",
-        soft_label_kind="logits",
         optim="adamw_torch",
         learning_rate=1e-3,
         weight_decay=0.01,
