@@ -26,15 +26,19 @@ model (``torch.func.functional_call`` under ``torch.func.vmap``):
 
 Batch norm is refused under ``forward="vmap"``: ``vmap`` cannot update running statistics
 per student. Use instance norm (``norm="instancenorm"``, the ConvNet default),
-``forward="loop"`` (each student's statistics are updated in place in the stacked buffers)
-or ``vectorized=False``. Random layers (dropout) are refused too (``randomness="error"``),
+``forward="loop"`` (each student's statistics are updated in place in the stacked buffers;
+the default for batch-norm students) or ``vectorized=False``. Random layers (dropout) are refused too (``randomness="error"``),
 since student ``k``'s draws could not equal those of a separate run.
 
 Why a second training path rather than ``GIFTTrainer``: the Trainer owns one model, one
 optimizer and one data loader per process; K students would need K of each, which is K
-separate runs. The students of an evaluation are short, checkpoint-free and scored by
-accuracy only, which this loop covers in a few hundred lines while sharing the loss zoo
-and the augmenter with the Trainer.
+separate runs with K times the per-step overhead that dominates small students. The
+students of an evaluation are short, checkpoint-free and scored by accuracy only, which
+this loop covers while everything that decides what a student learns (augmentation ops,
+targets, loss, initial weights) is the Trainer's own code (``docs/ddranking.md``, "Why a
+second training path, and one step"). :func:`gift_hf.evaluation.evaluate_distilled`, the
+studies and :func:`gift_hf.ddranking.ddranking_scores` train their students here whenever
+their settings allow.
 """
 
 from __future__ import annotations
