@@ -66,6 +66,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Students train together (:func:`train_together`) only when the training and test images
+#: fit in this many bytes as float32 tensors; larger sets stream through GIFTTrainer.
+TOGETHER_MAX_BYTES = 4 * 2**30
+
 
 # ---------------------------------------------------------------------------- students
 @dataclass
@@ -329,7 +333,8 @@ def together_recipe(config: GIFTConfig, num_images: int, num_classes: int) -> tu
             mix_beta=config.mix_beta,
             eval_every=every,
             eval_start_fraction=config.eval_start_fraction if config.eval_every_epochs else 0.0,
-            eval_batch_size=config.per_device_eval_batch_size,
+            # the evaluation batch changes no result (no statistics are updated): batch it wide
+            eval_batch_size=max(config.per_device_eval_batch_size, 256),
         )
     except ValueError as err:  # e.g. a milestone the epoch-based schedule cannot place
         return None, str(err)
@@ -367,6 +372,13 @@ def train_together(
     source = config.label_source
     if source == "teacher" and teacher is None:
         return None  # GIFTTrainer says what is missing
+    # The training and test images are held as tensors (on the device): fine for the sets an
+    # evaluation trains on and the test splits of CIFAR-size data, not for ImageNet's.
+    nbytes = (len(distilled) + len(test_dataset)) * student.in_chans * student.img_size ** 2 * 4
+    if nbytes > TOGETHER_MAX_BYTES:
+        logger.info(f"students trained one by one with GIFTTrainer: the images would take {nbytes / 2**30:.1f} GiB "
+                    f"as tensors (more than {TOGETHER_MAX_BYTES / 2**30:.0f} GiB)")
+        return None
     soft = None
     if source == "dataset":
         if "soft_label" not in distilled.column_names:

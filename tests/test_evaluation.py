@@ -172,3 +172,16 @@ def test_evaluate_distilled_trains_its_students_together_or_falls_back_logged(te
         cosine = evaluate_distilled(subset, data["test"], "gift", lr_scheduler_type="cosine", **common)
     assert all("students_together" not in s.metrics for s in cosine.students)
     assert "students trained one by one with GIFTTrainer: lr_scheduler_type='cosine'" in caplog.text
+
+
+def test_sets_too_large_to_hold_as_tensors_stream_through_the_trainer(teacher, data, caplog, monkeypatch):
+    import logging
+
+    from gift_hf import evaluation
+
+    subset, _ = build_random_distilled(data["train"], 1, seed=0)
+    config = protocol_config("gift", num_train_epochs=2, best_of=1, output_dir="unused")
+    monkeypatch.setattr(evaluation, "TOGETHER_MAX_BYTES", 1000)  # 10 + 180 images of 1×8×8 float32: 48,640 B
+    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation"):
+        assert evaluation.train_together(subset, data["test"], config, [0, 1], STUDENT, teacher) is None
+    assert "the images would take 0.0 GiB as tensors" in caplog.text
