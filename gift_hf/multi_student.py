@@ -54,7 +54,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .augment import AUGMENTATION_MODES, MIX_MODES, BatchAugmenter, augment_stacked, parse_strategy
-from .losses import LOSSES, Loss, get_loss
+from .losses import LOSSES, get_loss
 from .modeling import create_model
 from .step import loss_targets, per_sample_loss
 
