@@ -262,6 +262,14 @@ class Study:
             return self.load_distilled(args.distilled, args.distilled_split), args.distilled
         return self.random_subset(args.ipc), f"random IPC={args.ipc} (seed {args.selection_seed})"
 
+    def require_stored_labels(self, why: str) -> None:
+        """Refuse a protocol whose students do not train on stored soft labels; ``why`` says what needs them."""
+        config = self.config
+        if config.label_source != "dataset":
+            raise ValueError(f"soft_label_source: {why} edits stored soft labels; got soft_label_source="
+                             f"{config.label_source!r} (loss {config.loss!r}); expected 'dataset' "
+                             f"(e.g. recipes/label_paper/{self.name}.yaml)")
+
     def load_distilled(self, repo_id_or_dir: str, split: str = "train") -> Dataset:
         """A distilled set saved with :func:`gift_hf.save_distilled` (local folder or Hub id), checked
         to have this data's classes."""

@@ -66,9 +66,7 @@ def run_label_swap(
     """Train on swapped soft labels for each k, untouched labels and hard labels; table + plot."""
     study = Study("label_swap", args, data_args, config, data)
     base = study.config
-    if base.label_source != "dataset":
-        raise ValueError(f"soft_label_source: the swap test edits stored soft labels; got soft_label_source="
-                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. recipes/label_paper/label_swap.yaml)")
+    study.require_stored_labels("the swap test")
     ks = args.ks or default_swap_ks(study.num_classes)
     if max(ks) > study.num_classes:
         raise ValueError(f"ks: got {max(ks)}; expected ranks <= the number of classes {study.num_classes}")

@@ -77,9 +77,7 @@ def run_data_knowledge_scaling(
     """Train the IPC × top-k grid (plus hard labels); table with the soft − hard gap, heatmap."""
     study = Study("data_knowledge_scaling", args, data_args, config, data)
     base = study.config
-    if base.label_source != "dataset":
-        raise ValueError(f"soft_label_source: top-k truncation edits stored soft labels; got soft_label_source="
-                         f"{base.label_source!r} (loss {base.loss!r}); expected 'dataset' (e.g. recipes/label_paper/data_knowledge_scaling.yaml)")
+    study.require_stored_labels("top-k truncation")
     if base.soft_label_kind != "probabilities":
         raise ValueError("soft_label_kind: top-k truncation zeroes entries, which means 'no knowledge' only for "
                          f"probabilities; got {base.soft_label_kind!r}")
