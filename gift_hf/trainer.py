@@ -75,16 +75,22 @@ class _RunMonitor(TrainerCallback):
         self.loss_sum = torch.zeros((), dtype=dtype, device=device)
         self.count = torch.zeros((), dtype=dtype, device=device)
         self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, what-bits)
+        self._bits = torch.tensor([4, 2, 1], dtype=torch.long, device=device)  # loss, logits, soft labels
         self.base = (float(loss_sum), float(count))  # from the checkpoint a run resumed from
 
     def record(self, per_sample: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor | None, step: int) -> None:
-        bad = (~torch.isfinite(per_sample).all()).long() * 4 + (~torch.isfinite(logits).all()).long() * 2
+        # One finiteness test over three float32 sums: a NaN or inf anywhere makes its sum
+        # non-finite (finite values overflow a float32 sum only far past divergence), and a
+        # few kernels per step keep the Trainer's fixed cost small.
+        loss_sum = per_sample.detach().sum(dtype=torch.float32)
+        sums = [loss_sum, logits.detach().sum(dtype=torch.float32)]
         if targets is not None:
-            bad = bad + (~torch.isfinite(targets).all()).long()
+            sums.append(targets.detach().sum(dtype=torch.float32))
+        bad = (~torch.isfinite(torch.stack(sums))).long().mul_(self._bits[: len(sums)]).sum()
         new = (self.first_bad[0] < 0) & (bad > 0)
         self.first_bad[0].masked_fill_(new, step)
         self.first_bad[1] = torch.where(new, bad, self.first_bad[1])
-        self.loss_sum += per_sample.detach().sum().to(self.loss_sum.dtype)
+        self.loss_sum += loss_sum
         self.count += per_sample.numel()
 
     def check(self) -> None:
