@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 
 from .config import GIFTConfig
 from .data import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
+from .distilled import DistilledInfo
 from .experiments.report import markdown_table, summarize
 from .files import atomic_write_text
 from .losses import LOSSES
+from .model_card import ModelCardCallback
 from .modeling import create_model, image_transform_for
 from .training import train_student
 
@@ -60,6 +62,16 @@ class QuickstartArguments:
                             "ConvNet-D3's last instance norm sees a 2×2 map and its logits stay nearly flat."})
     teacher_epochs: int = field(default=8, metadata={"help": "Teacher training epochs on the full training split."})
     teacher_batch_size: int = field(default=64, metadata={"help": "Teacher training batch size."})
+    channels: int = field(
+        default=1,
+        metadata={"help": "Input channels of teacher and students: 1 (digits are grey) or 3 (the grey channel "
+                  "repeated), for students that pipeline('image-classification'), which feeds RGB, can use."},
+    )
+    save_students: bool = field(
+        default=True,
+        metadata={"help": "Save every student (weights, preprocessing in config.json, model card) to "
+                  "output_dir/students/<loss>-seed<seed>."},
+    )
     subset_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subset."})
 
     def __post_init__(self) -> None:
@@ -72,6 +84,8 @@ class QuickstartArguments:
             raise ValueError(f"losses: got {unknown[0]!r}; expected names from {sorted(LOSSES)}")
         if self.teacher_epochs < 1:
             raise ValueError(f"teacher_epochs: got {self.teacher_epochs}; expected >= 1")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels: got {self.channels}; expected 1 or 3")
 
 
 def format_table(summary: list[dict[str, Any]], teacher_accuracy: float | None, ipc: int) -> str:
@@ -139,8 +153,8 @@ def run_quickstart(
     num_classes = data["train"].features["label"].num_classes
 
     def model() -> torch.nn.Module:
-        return create_model(args.arch, num_classes, in_chans=1, img_size=args.image_size, image_mean=DIGITS_MEAN,
-                            image_std=DIGITS_STD)
+        return create_model(args.arch, num_classes, in_chans=args.channels, img_size=args.image_size,
+                            image_mean=DIGITS_MEAN * args.channels, image_std=DIGITS_STD * args.channels)
 
     # The preprocessing is stated once, at create_model, and read back from the model.
     transform = image_transform_for(model())
@@ -160,6 +174,8 @@ def run_quickstart(
     # 2. the random class-balanced subset
     subset_idx = class_balanced_indices(data["train"]["label"], args.ipc, seed=args.subset_seed)
     subset = data["train"].select(subset_idx).with_transform(transform)
+    subset_info = DistilledInfo(source_dataset="digits", method="random", ipc=args.ipc, seed=args.subset_seed,
+                                num_classes=num_classes)
     print(f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images (seed {args.subset_seed})")
 
     # 3. students: same subset, budget, optimiser and seeds for every loss
@@ -170,8 +186,12 @@ def run_quickstart(
             bar.set_postfix_str(f"{name} seed={seed}")
             student_config = _quiet(config, os.path.join(out, "students", f"{name}-seed{seed}"), loss=name,
                                     soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
-                                    seed=seed, data_seed=seed, disable_tqdm=True)
-            result = train_student(student_config, model, subset, test, teacher=teacher, quiet=True)
+                                    seed=seed, data_seed=seed, disable_tqdm=True, overwrite_output_dir=True)
+            card = ModelCardCallback(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})",
+                                     distilled_info=subset_info, teacher=teacher_dir, eval_dataset="digits",
+                                     license=data["train"].info.license or None)
+            result = train_student(student_config, model, subset, test, teacher=teacher, quiet=True,
+                                   save=args.save_students, callbacks=[card])
             records.append({"params": {"loss": name}, "seed": seed, "accuracy": result.accuracy})
             tqdm.write(f"      {name:<8} seed {seed}: {100 * result.accuracy:.2f}%")
 

@@ -224,6 +224,7 @@ def train_student(
     """
     from .metrics import build_compute_metrics
     from .modeling import load_teacher, model_spec, num_classes_of
+    from .model_card import save_model_card
     from .trainer import GIFTTrainer
 
     resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir)
@@ -306,6 +307,7 @@ def train_student(
         if save:
             trainer.log_metrics("eval", eval_metrics)
             trainer.save_metrics("eval", eval_metrics)
+            save_model_card(trainer)  # again, now with the evaluation results
     return TrainingResult(
         seed=config.seed,
         accuracies=accuracies,

@@ -1,6 +1,7 @@
 """The quickstart at reduced size: soft-label students beat the hard-label one."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -27,6 +28,15 @@ def test_quickstart_reduced(tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "teacher" / "model.safetensors").is_file()
     assert len(results["subset_indices"]) == 20
+    # Every student is saved as a standard transformers model with its card: the set it learnt
+    # from, the license of digits, and its test accuracy as the quickstart reported it.
+    student = out / "students" / "gift-seed0"
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in student.iterdir()}
+    card = (student / "README.md").read_text()
+    assert "license: bsd-3-clause" in card and "random IPC=2 subset" in card and "dataset-distillation" in card
+    gift = next(r for r in results["records"] if r["params"]["loss"] == "gift")
+    shown = re.search(r"\| accuracy \| ([0-9.]+) \| digits \(test\) \|", card)
+    assert shown and float(shown.group(1)) == pytest.approx(gift["accuracy"], abs=1e-4)
 
 
 def test_summary_and_table_by_hand():
@@ -44,6 +54,8 @@ def test_arguments_are_validated():
         QuickstartArguments(ipc=0)
     with pytest.raises(ValueError, match="losses: got 'hinge'"):
         QuickstartArguments(losses=["ce", "hinge"])
+    with pytest.raises(ValueError, match="channels: got 2"):
+        QuickstartArguments(channels=2)
 
 
 def test_recipe_holds_the_quickstart_defaults():
