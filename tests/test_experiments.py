@@ -103,6 +103,31 @@ def test_run_cells_resumes_and_respects_the_fingerprint(tmp_path):
         run_cells(cells + cells[:1], run_one, str(tmp_path), "fp-a")
 
 
+def test_a_process_that_starts_late_still_trains_its_share(tmp_path, monkeypatch):
+    """Rank 0 of 2 finishes its cell before rank 1 reads the grid: rank 1 must still train the
+    other cell (a share taken from the pending list would be empty, and rank 0 would wait forever)."""
+    from gift_hf.experiments import sweep
+
+    cells = [Cell({"loss": "ce"}, 0), Cell({"loss": "gift"}, 0)]
+    trained = {}
+
+    def run_one(cell):
+        trained.setdefault(cell.key, []).append(rank)
+        return {"accuracy": 0.5}
+
+    rank = 0
+    monkeypatch.setattr(sweep, "detach_from_launcher", lambda: (rank, 2))
+    with pytest.raises(TimeoutError, match="loss=gift,seed=0"):  # rank 0 waits for rank 1's cell
+        run_cells(cells, run_one, str(tmp_path), "fp", timeout=0, poll_seconds=0)
+    rank = 1
+    records, stats = run_cells(cells, run_one, str(tmp_path), "fp")
+    assert records is None and stats.trained == 1
+    assert trained == {"loss=ce,seed=0": [0], "loss=gift,seed=0": [1]}
+    rank = 0
+    records, _ = run_cells(cells, run_one, str(tmp_path), "fp", timeout=0)
+    assert [r["rank"] for r in records] == [0, 1]
+
+
 def test_a_failing_cell_is_recorded_and_retried(tmp_path):
     def broken(cell):
         raise RuntimeError("boom")

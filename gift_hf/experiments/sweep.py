@@ -181,7 +181,10 @@ def run_cells(
     finished = load_finished(output_dir, fingerprint) if resume else {}
     pending = [c for c in cells if c.key not in finished]
     stats.reused = len(cells) - len(pending)
-    mine = pending[rank::world]
+    # Cells are dealt out by their place in the whole grid, not among the pending ones: each
+    # process reads `finished` at its own moment, and a share computed from a list another
+    # process has already shortened would leave some cell to nobody.
+    mine = [c for i, c in enumerate(cells) if i % world == rank and c.key not in finished]
     label = f"{desc} [process {rank}/{world}]" if world > 1 else desc
     if rank == 0 and stats.reused:
         tqdm.write(f"{desc}: {stats.reused}/{len(cells)} cells already finished in {output_dir}; skipping them")
