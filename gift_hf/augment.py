@@ -197,10 +197,27 @@ def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Te
 
 
 # ------------------------------------------------------------------------------ augmenter
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """SplitMix64's output function: a 64-bit integer mixed into a well-spread 64-bit integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def batch_seed(seed: int, rank: int, step: int, call: int) -> int:
-    """The 64-bit seed of the generators for one batch: a hash of its (seed, rank, step, call)."""
-    entropy = np.random.SeedSequence([seed, rank, step, call]).generate_state(2, np.uint32)
-    return int(entropy[0]) << 32 | int(entropy[1])
+    """The 64-bit seed of the generators for one batch: a hash of its (seed, rank, step, call).
+
+    Plain integer arithmetic (SplitMix64 chained over the four numbers): it runs once per
+    batch and per student, so it must cost microseconds, not numpy's SeedSequence.
+    """
+    h = 0
+    for value in (seed, rank, step, call):
+        h = _splitmix64(h ^ (int(value) & _MASK64))
+    return h
 
 
 class BatchAugmenter:
@@ -252,7 +269,8 @@ class BatchAugmenter:
         self.seed, self.rank = int(seed), int(rank)
         self._generators: dict[torch.device, torch.Generator] = {}
         self.generator: torch.Generator | None = None  # the device generator of the current batch
-        self.host_rng: np.random.Generator | None = None
+        self._host_bits = np.random.PCG64(0)
+        self.host_rng = np.random.Generator(self._host_bits)
         self.set_step(0)
 
     def __repr__(self) -> str:
@@ -294,7 +312,11 @@ class BatchAugmenter:
         """Seed both generators for the next batch from ``(seed, rank, step, call)``; no device round trip."""
         seed = batch_seed(self.seed, self.rank, self.step, self.calls)
         self.calls += 1
-        self.host_rng = np.random.Generator(np.random.PCG64(seed))
+        # The host generator is re-seeded by setting its PCG64 state (state and odd increment
+        # from the seed), far cheaper than building a new one through a SeedSequence.
+        self._host_bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0, "state": {
+            "state": _splitmix64(seed) << 64 | _splitmix64(seed ^ _MASK64),
+            "inc": (_splitmix64(seed + 1) << 64 | _splitmix64(seed + 2)) | 1}}
         generator = self._generators.get(device)
         if generator is None:
             generator = self._generators[device] = torch.Generator(device=device)
