@@ -35,7 +35,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
     return atomic_write(path, write)

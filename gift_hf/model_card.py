@@ -19,7 +19,6 @@ import enum
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +26,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .distilled import DistilledInfo
+from .files import atomic_write_text
 from .modeling import model_spec
 
 __all__ = ["ModelCardCallback", "build_model_card", "save_model_card", "write_model_card"]
@@ -276,18 +276,7 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
 
 def write_model_card(card: Any, output_dir: str | os.PathLike) -> Path:
     """Write ``card`` as ``output_dir/README.md`` atomically (a temp file renamed into place)."""
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README-", suffix=".md.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(str(card))
-        os.replace(tmp, folder / "README.md")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return folder / "README.md"
+    return Path(atomic_write_text(Path(output_dir) / "README.md", str(card)))
 
 
 class ModelCardCallback(TrainerCallback):

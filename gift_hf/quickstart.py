@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .config import GIFTConfig
 from .data import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
 from .distilled import DistilledInfo
-from .experiments.report import markdown_table, summarize
+from .experiments.report import markdown_table, pyplot, save_figure, summarize
 from .files import atomic_write_text
 from .losses import LOSSES
 from .model_card import ModelCardCallback
@@ -98,11 +98,7 @@ def format_table(summary: list[dict[str, Any]], teacher_accuracy: float | None, 
 
 def plot_results(summary: list[dict[str, Any]], path: str, title: str, teacher_accuracy: float | None = None) -> str:
     """Bar chart of mean test accuracy (%) per loss with ± std error bars, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [row["loss"] for row in summary]
     means = [row["mean"] for row in summary]
     stds = [row["std"] for row in summary]
@@ -118,9 +114,7 @@ def plot_results(summary: list[dict[str, Any]], path: str, title: str, teacher_a
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _quiet(config: GIFTConfig, output_dir: str, **changes: Any) -> GIFTConfig:
