@@ -443,6 +443,8 @@ def image_spec(split: Dataset, args: DataArguments) -> tuple[list[str], int, int
     names = label_names(split, args.label_column)
     channels, size = infer_channels_and_size(split, args)
     return names, channels, size, build_image_transform(args, channels)
+
+
 @dataclass
 class ResizeCenterCropTransform(ImageTransform):
     """The RDED/SRe2L validation transform: resize, then centre-crop ``image_size``.
