@@ -6,7 +6,7 @@ caches):
 
 - ``hub``: the images as PNGs in the Hub layout (a parquet shard read by
   ``datasets.load_dataset``), through ``ImageTransform`` in a shuffling ``DataLoader`` with
-  ``SoftLabelCollator`` (``--workers`` workers) — what the Trainer iterates today;
+  ``SoftLabelCollator`` (``--workers`` workers) — the path of sets too large for the device;
 - ``device``: the same dataset decoded once into a :class:`gift_hf.device_data.DeviceImageSet`
   on ``--device``, batches gathered and normalised there by a ``DeviceDataLoader``;
 - ``tensor``: the already-normalised images as one float tensor on the device, indexed by
@@ -21,11 +21,16 @@ Printed: the rates and the ratios ``device / tensor``, ``hub / tensor`` and
 **Bare step** (``--steps`` timed steps after ``--warmup``): a hand-written loop over the
 device-resident set doing the work a GIFT training step does — DSA augmentation on the
 batch's device, the frozen teacher on the augmented batch, the GIFT loss, backward, AdamW
-— at a GPU-like size (ConvNet-D3 of width 8, 8×8 grayscale, batch 10) and at the
+and the learning-rate schedule ``GIFTTrainer`` runs by default (×0.2 at 2/3 and 5/6 of
+training) — at a GPU-like size (ConvNet-D3 of width 8, 8×8 grayscale, batch 10) and at the
 quickstart's size (ConvNet-D3 of width 128, 16×16 grayscale, batch 50); and ``GIFTTrainer``
-doing the same work (same model, teacher, loss, AdamW and augmentation) on the same images
-through its default, device-resident data path, timed from one ``on_step_end`` to the next.
-Printed: milliseconds per step of both and their ratio (goal ≤ 1.25 at the GPU-like size).
+doing the same work (same model, teacher, loss, AdamW, schedule and augmentation) on the
+same images through its default, device-resident data path, timed from one ``on_step_end``
+to the next. A plain ``transformers.Trainer`` whose ``compute_loss`` does the bare loop's work, with the bare
+loop's optimizer and schedule, is timed the same way: the cost any Trainer adds. Printed:
+milliseconds per step of the three and their ratios (goal: ``GIFTTrainer / bare`` ≤ 1.25 at
+the GPU-like size), then the per-step work of ``Trainer``'s own loop that the bare loop does
+not do, each piece timed alone.
 Run it with one thread (``OMP_NUM_THREADS=1 --threads 1``) on a quiet machine.
 
 Usage::
@@ -56,8 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs of the data path, after one untimed")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the hub path")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps of the bare loop")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps of the bare loop and of GIFTTrainer")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each step timing; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--forbid_syncs", action="store_true",
                         help="CUDA: raise on any implicit synchronisation in the bare loop's data gather and "
@@ -171,6 +177,9 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
     teacher = model().eval().requires_grad_(False)
     student = model().train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
+    # The schedule GIFTTrainer runs by default (GIFTConfig: ×0.2 at 2/3 and 5/6 of training).
+    total = steps + warmup
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(total * 2 / 3), round(total * 5 / 6)], 0.2)
     augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
     loss_fn = get_loss("gift")
     times = []
@@ -191,6 +200,7 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
         loss = loss_fn(student(pixel_values=x).logits, targets, y)
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         times.append(time.perf_counter() - start)
@@ -251,6 +261,96 @@ def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, ste
     return 1000 * statistics.median(deltas[warmup:])
 
 
+def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
+                     augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+    """Median ms per step of a plain ``transformers.Trainer`` whose ``compute_loss`` does the bare
+    loop's work (its optimizer and schedule, over the same device-resident batches): what any
+    Trainer costs, against which GIFTTrainer's own per-step cost shows."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from gift_hf import create_model, get_loss
+    from gift_hf.augment import BatchAugmenter
+    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
+    from gift_hf.modeling import teacher_logits
+
+    torch.manual_seed(0)
+    n = batch_size * 20
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,))
+    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device, normalize=True)
+
+    def model():
+        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
+
+    teacher = model().eval().requires_grad_(False)
+    student = model()
+    augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
+    loss_fn = get_loss("gift")
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
+    total = steps + warmup + 1
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(total * 2 / 3), round(total * 5 / 6)], 0.2)
+
+    class PlainTrainer(Trainer):
+        def get_train_dataloader(self):
+            return DeviceDataLoader(data, DeviceBatchSampler(n, batch_size, device=device))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            augmenter.set_step(self.state.global_step)
+            x, y, _ = augmenter(inputs["pixel_values"], inputs["labels"])
+            with torch.no_grad():
+                targets = teacher_logits(teacher, x)
+            return loss_fn(model(pixel_values=x).logits, targets, y)
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            self.times.append(time.perf_counter())
+
+    times = StepTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        # GIFTConfig's defaults where they differ: no clipping, and no per-step read of the loss
+        # (logging_nan_inf_filter, a host sync).
+        args = TrainingArguments(
+            output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=batch_size, max_steps=total,
+            max_grad_norm=0.0, logging_nan_inf_filter=False, logging_steps=10**6, save_strategy="no",
+            eval_strategy="no", disable_tqdm=True, report_to="none", seed=0,
+        )
+        PlainTrainer(model=student, args=args, optimizers=(optimizer, schedule), callbacks=[times]).train()
+    deltas = [b - a for a, b in zip(times.times, times.times[1:])]
+    return 1000 * statistics.median(deltas[warmup:])
+
+
+def trainer_fixed_costs_us(device: torch.device, width: int, size: int) -> dict[str, float]:
+    """Microseconds per step of work ``Trainer``'s own loop adds to *every* trainer's step, each
+    timed alone on the GPU-like student: transformers' gradient norm (computed every step for
+    the logs, even without clipping), accelerate's optimizer wrapper looking up the optional
+    ``lomo_optim`` package (twice per step) and transformers' ``model.train()``. No setting of
+    ``TrainingArguments`` turns them off; they are printed so the ratio can be read against them."""
+    import timeit
+
+    from accelerate import Accelerator
+    from accelerate.utils import is_lomo_available
+
+    from gift_hf import create_model
+
+    model = create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
+    model(pixel_values=torch.randn(10, 1, size, size, device=device)).logits.sum().backward()
+    accelerator = Accelerator(cpu=device.type == "cpu")
+
+    def per_call(fn, calls: int = 2000) -> float:
+        return 1e6 * min(timeit.repeat(fn, number=calls, repeat=5)) / calls
+
+    return {
+        "transformers: gradient norm for the logs": per_call(
+            lambda: (accelerator.clip_grad_norm_(model.parameters(), float("inf")), _sync(device))),
+        "accelerate: optimizer wrapper's package lookups (2)": 2 * per_call(is_lomo_available),
+        "transformers: model.train()": per_call(model.train),
+    }
+
+
 def trainer_data_rate(args, device: torch.device) -> float:
     """Images/s of the loader ``GIFTTrainer.get_train_dataloader`` builds for the Hub-layout set (its default)."""
     from gift_hf import GIFTConfig, GIFTTrainer, create_model
@@ -276,22 +376,24 @@ def main(argv=None) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     rates = data_path(args, device)
     rates["GIFTTrainer loader (hub)"] = trainer_data_rate(args, device)
+    gpu_like = "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)"
     sizes = {
-        "GPU-like (ConvNet-D3 width 8, 1×8×8, batch 10)": (8, 8, 10),
+        gpu_like: (8, 8, 10),
         "quickstart (ConvNet-D3 width 128, 1×16×16, batch 50)": (128, 16, 50),
     }
-    steps, trainer_steps = {}, {}
+    steps, trainer_steps, plain_steps = {}, {}, {}
     for name, (width, size, batch_size) in sizes.items():
-        # interleaved, twice, best of two (as the data path)
-        bare, trained = [], []
-        for _ in range(2):
+        # interleaved, best of --repeats (as the data path): load changes hit both alike
+        bare, trained, plain = [], [], []
+        for _ in range(args.repeats):
             bare.append(bare_loop_ms(device, width, size, batch_size, args.steps, args.warmup, args.forbid_syncs))
             trained.append(trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
-        steps[name], trainer_steps[name] = min(bare), min(trained)
+            plain.append(plain_trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
+        steps[name], trainer_steps[name], plain_steps[name] = min(bare), min(trained), min(plain)
     print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, {args.epochs} timed "
           f"epochs after one untimed, hub workers {args.workers}, device {device} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
-          f"{torch.get_num_threads()}; best of 2 interleaved runs.")
+          f"{torch.get_num_threads()}; best of 2 interleaved runs (data path) and of {args.repeats} (steps).")
     print()
     print("| data path | images/s |")
     print("|---|---|")
@@ -306,14 +408,28 @@ def main(argv=None) -> dict:
     for name, value in ratios.items():
         print(f"| {name} | {value:.2f} |")
     print()
-    print("| GIFT step (DSA, online teacher, AdamW) | bare loop ms/step | GIFTTrainer ms/step | GIFTTrainer / bare |")
-    print("|---|---|---|---|")
+    print("| GIFT step (DSA, online teacher, AdamW) | bare loop ms/step | GIFTTrainer ms/step | GIFTTrainer / bare "
+          "| plain Trainer ms/step | plain Trainer / bare | GIFTTrainer / plain Trainer |")
+    print("|---|---|---|---|---|---|---|")
     for name, ms in steps.items():
-        print(f"| {name} | {ms:.2f} | {trainer_steps[name]:.2f} | {trainer_steps[name] / ms:.2f} |")
+        gift, plain = trainer_steps[name], plain_steps[name]
+        print(f"| {name} | {ms:.2f} | {gift:.2f} | {gift / ms:.2f} | {plain:.2f} | {plain / ms:.2f} | {gift / plain:.2f} |")
     print("\n(goal: GIFTTrainer / bare ≤ 1.25 at the GPU-like size)")
+    fixed = trainer_fixed_costs_us(device, *sizes[gpu_like][:2])
+    print("\nWork every Trainer step does that the bare loop does not, timed alone (GPU-like student):\n")
+    print("| per step | µs |")
+    print("|---|---|")
+    for what, us in fixed.items():
+        print(f"| {what} | {us:.1f} |")
+    upstream_ms = sum(fixed.values()) / 1000
+    print(f"| total | {1000 * upstream_ms:.1f} |")
+    print(f"\nGIFTTrainer / bare at the GPU-like size without those: "
+          f"{(trainer_steps[gpu_like] - upstream_ms) / steps[gpu_like]:.2f}")
     if device.type == "cuda":
         print(f"\npeak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:,.1f} MiB")
-    return {"rates": rates, "ratios": ratios, "step_ms": steps, "trainer_step_ms": trainer_steps}
+    return {"rates": rates, "ratios": ratios, "step_ms": steps, "trainer_step_ms": trainer_steps,
+            "plain_trainer_step_ms": plain_steps,
+            "trainer_fixed_us": fixed}
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ __all__ = ["GIFTTrainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
 
+# The divergence step of a run that has not diverged: above any step, and exact in float64.
+_NEVER = 2**52
+
+
 class TrainingDivergedError(FloatingPointError):
     """Training produced a non-finite loss, logits or soft labels; the run is not scored."""
 
@@ -55,52 +59,79 @@ class TrainingDivergedError(FloatingPointError):
 class _RunMonitor(TrainerCallback):
     """On-device bookkeeping of the training loss, read only at log/eval/save steps.
 
-    Every training micro-batch adds its per-sample losses to a device tensor and records the
-    first step whose loss, student logits or soft labels were non-finite, with no host
+    Every training micro-batch leaves the sums of its per-sample losses, student logits and
+    soft labels on the device; every :attr:`FOLD_EVERY` micro-batches they are added to the
+    run's totals, keeping the first step where one was non-finite, with no host
     synchronisation. At a step that logs, evaluates or saves (and at the end) the flag is read
     once and a diverged run stops with :class:`TrainingDivergedError`, before anything is
     logged, scored or saved from it.
     """
 
-    WHAT = {1: "the soft labels (teacher logits or stored soft_label)", 2: "the student's logits", 4: "the loss"}
+    # What each entry of the sums holds, as the error names it.
+    WHAT = ("the soft labels (teacher logits or stored soft_label)", "the student's logits", "the loss")
 
     def __init__(self, trainer: "GIFTTrainer") -> None:
         self.trainer = trainer
         self.reset()
 
+    # Micro-batches whose sums are folded into the running totals at once: few kernels per
+    # step, and a bounded list between two logging steps.
+    FOLD_EVERY = 64
+
     def reset(self, loss_sum: float = 0.0, count: float = 0.0) -> None:
         device = self.trainer.args.device
         # float64: the running sum of a long run's per-sample losses must not lose the small ones.
         dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.loss_sum = torch.zeros((), dtype=dtype, device=device)
-        self.count = torch.zeros((), dtype=dtype, device=device)
-        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, what-bits)
-        self._bits = torch.tensor([4, 2, 1], dtype=torch.long, device=device)  # loss, logits, soft labels
+        # Running sums of (soft labels, student logits, per-sample losses) over the whole run;
+        # the first step where one of the three held a NaN or inf, and which did.
+        self.sums = torch.zeros(3, dtype=dtype, device=device)
+        self.bad_parts = torch.zeros(3, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((), _NEVER, dtype=torch.long, device=device)
+        self._zero = torch.zeros((), device=device)
+        self.pending: list[torch.Tensor] = []  # (3,) float32 sums of each micro-batch not yet folded
+        self.pending_steps: list[int] = []
+        self.count = 0  # samples: a host number, known without the device
         self.base = (float(loss_sum), float(count))  # from the checkpoint a run resumed from
 
     def record(self, per_sample: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor | None, step: int) -> None:
-        # One finiteness test over three float32 sums: a NaN or inf anywhere makes its sum
-        # non-finite (finite values overflow a float32 sum only far past divergence), and a
-        # few kernels per step keep the Trainer's fixed cost small.
-        loss_sum = per_sample.detach().sum(dtype=torch.float32)
-        sums = [loss_sum, logits.detach().sum(dtype=torch.float32)]
-        if targets is not None:
-            sums.append(targets.detach().sum(dtype=torch.float32))
-        bad = (~torch.isfinite(torch.stack(sums))).long().mul_(self._bits[: len(sums)]).sum()
-        new = (self.first_bad[0] < 0) & (bad > 0)
-        self.first_bad[0].masked_fill_(new, step)
-        self.first_bad[1] = torch.where(new, bad, self.first_bad[1])
-        self.loss_sum += loss_sum
+        # Four small kernels and no host read: a NaN or inf anywhere makes its float32 sum
+        # non-finite (finite values overflow it only far past divergence).
+        target_sum = targets.detach().sum(dtype=torch.float32) if targets is not None else self._zero
+        self.pending.append(torch.stack([target_sum, logits.detach().sum(dtype=torch.float32),
+                                         per_sample.detach().sum(dtype=torch.float32)]))
+        self.pending_steps.append(step)
         self.count += per_sample.numel()
+        if len(self.pending) >= self.FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the pending micro-batches to the running totals, on the device (no host read)."""
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending)
+        # non_blocking: a host-to-device copy that does not wait for the device's queue.
+        steps = torch.tensor(self.pending_steps).to(rows.device, non_blocking=True)
+        bad = ~torch.isfinite(rows)
+        bad_rows = bad.any(1)
+        # The first non-finite micro-batch (rows are in step order); indexed by index_select,
+        # as indexing with a tensor reads it back to the host.
+        first = bad_rows.int().argmax().view(1)
+        new = bad_rows.any() & (self.first_bad == _NEVER)
+        self.first_bad = torch.where(new, steps.index_select(0, first)[0], self.first_bad)
+        self.bad_parts = torch.where(new, bad.index_select(0, first)[0], self.bad_parts)  # what went non-finite
+        self.sums += rows.sum(0, dtype=self.sums.dtype)
+        self.pending, self.pending_steps = [], []
 
     def check(self) -> None:
         """Raise :class:`TrainingDivergedError` if any process saw a non-finite value (a host sync)."""
-        gathered = self.trainer.accelerator.gather(self.first_bad[None]).view(-1, 2).tolist()
-        bad = [(step, what) for step, what in gathered if step >= 0]
+        self.fold()
+        state = torch.cat([self.first_bad.view(1).to(self.sums.dtype), self.bad_parts.to(self.sums.dtype)])
+        gathered = self.trainer.accelerator.gather(state[None]).view(-1, 4).tolist()
+        bad = [(int(row[0]), row[1:]) for row in gathered if row[0] < _NEVER]
         if not bad:
             return
-        step, what = min(bad)
-        names = " and ".join(name for bit, name in self.WHAT.items() if what & bit)
+        step, _ = min(bad, key=lambda item: item[0])
+        names = " and ".join(name for i, name in enumerate(self.WHAT) if any(flags[i] for _, flags in bad))
         raise TrainingDivergedError(
             f"training diverged at step {step}: {names} became non-finite (NaN or inf). Nothing from step {step} on "
             f"was logged, evaluated or saved. Lower learning_rate (now {self.trainer.args.learning_rate:g}), check "
@@ -109,8 +140,9 @@ class _RunMonitor(TrainerCallback):
 
     def totals(self) -> tuple[float, float]:
         """(sum of per-sample training losses, number of samples) over the whole run, every process (a host sync)."""
-        reduced = self.trainer.accelerator.reduce(torch.stack([self.loss_sum, self.count]), reduction="sum")
-        loss_sum, count = reduced.tolist()
+        self.fold()
+        local = torch.stack([self.sums[2], torch.tensor(float(self.count), dtype=self.sums.dtype, device=self.sums.device)])
+        loss_sum, count = self.trainer.accelerator.reduce(local, reduction="sum").tolist()
         return self.base[0] + loss_sum, self.base[1] + count
 
     # ----------------------------------------------------------------------- callbacks
@@ -262,9 +294,11 @@ class GIFTTrainer(Trainer):
 
         self.loss_fn: Loss = args.build_loss()
         self.eval_loss_fn: Loss = get_loss("ce")
-        # Our losses are per-sample sums divided by `num_items_in_batch` (Trainer counts the
-        # items only when this is set), so gradient accumulation is exact; see `_reduce`.
-        self.model_accepts_loss_kwargs = True
+        # With several micro-batches per optimizer step (accumulation, or processes) our losses
+        # are per-sample sums divided by `num_items_in_batch` (Trainer counts the items only
+        # when this is set), so uneven micro-batches weigh each sample once; see `_reduce`. With
+        # one, the batch mean is that already, and counting would cost kernels every step.
+        self.model_accepts_loss_kwargs = args.gradient_accumulation_steps > 1 or args.world_size > 1
 
         self.teacher_model: nn.Module | None = None
         if self.loss_fn.needs_teacher and args.soft_label_source == "teacher":

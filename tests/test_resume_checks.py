@@ -5,6 +5,7 @@ A kill is simulated by a callback that raises at the point the process would die
 """
 
 import json
+import math
 import os
 import shutil
 
@@ -170,6 +171,28 @@ def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, tiny_mod
         trainer.compute_loss(trainer.model, batch, num_items_in_batch=torch.tensor(8))
     with pytest.raises(TrainingDivergedError, match="step 1: .*the student's logits and the loss"):
         trainer.monitor.check()
+
+
+def test_the_divergence_guard_names_the_first_bad_step_across_folds(tmp_path, tiny_model, train):
+    """The guard's sums, folded every 3 micro-batches, against hand computation."""
+    trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path / "run", loss="kl", soft_label_source="teacher"),
+                          teacher_model=tiny_model(), train_dataset=train)
+    monitor = trainer.monitor
+    monitor.FOLD_EVERY = 3
+    logits, targets = torch.ones(2, 10), torch.full((2, 10), 0.5)
+    for step in range(1, 8):  # per-sample losses (step, step): 7 micro-batches, 2 folds and 1 pending
+        monitor.record(torch.tensor([step, step], dtype=torch.float32), logits, targets, step)
+    assert len(monitor.pending) == 1
+    assert monitor.totals() == (2 * sum(range(1, 8)), 14.0)
+    monitor.check()  # all finite: nothing raised
+    for step in range(8, 13):  # the logits go bad at step 9, the soft labels too from step 11
+        bad_logits = logits.clone()
+        bad_logits[0, 0] = math.inf if step >= 9 else 1.0
+        bad_targets = targets if step < 11 else torch.full((2, 10), math.nan)
+        monitor.record(torch.tensor([1.0, 1.0]), bad_logits, bad_targets, step)
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step 9: the student's logits became "
+                                                    r"non-finite \(NaN or inf\)\. Nothing from step 9 on"):
+        monitor.check()
 
 
 # ------------------------------------------------------------------------------ results
