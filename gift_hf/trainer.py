@@ -141,7 +141,8 @@ class _RunMonitor(TrainerCallback):
     def totals(self) -> tuple[float, float]:
         """(sum of per-sample training losses, number of samples) over the whole run, every process (a host sync)."""
         self.fold()
-        local = torch.stack([self.sums[2], torch.tensor(float(self.count), dtype=self.sums.dtype, device=self.sums.device)])
+        count = torch.tensor(float(self.count), dtype=self.sums.dtype, device=self.sums.device)
+        local = torch.stack([self.sums[2], count])
         loss_sum, count = self.trainer.accelerator.reduce(local, reduction="sum").tolist()
         return self.base[0] + loss_sum, self.base[1] + count
 
