@@ -233,6 +233,31 @@ def test_cells_that_differ_only_in_seed_train_together(teacher, data, tmp_path):
     assert all("students_together" not in c["metrics"] for c in alone.records)
 
 
+def test_each_process_trains_only_its_own_seeds_of_a_setting_together(teacher, data, tmp_path, monkeypatch):
+    """Under `accelerate launch` the seeds of one setting are dealt to several processes: each
+    trains its own together, never the other process's (that work would be thrown away)."""
+    from gift_hf.experiments import sweep
+
+    rank = 0
+    monkeypatch.setattr(sweep, "detach_from_launcher", lambda: (rank, 2))
+    config = tiny("label_paper", tmp_path, teacher, num_students=3)
+    args = LabelSwapArguments(ks=[1], ipc=1, merge_timeout=0)
+    # 3 settings x seeds (0, 1, 2), dealt by grid place: process 0 has seeds {0, 2}, {1}, {0, 2}
+    # of the three settings, process 1 the others
+    with pytest.raises(TimeoutError, match="waited 0s for 4 cell"):  # the other process's cells
+        run_label_swap(args, config=config, data=data)
+    rank = 1
+    assert run_label_swap(args, config=config, data=data).records is None
+    rank = 0
+    records = run_label_swap(args, config=config, data=data).records  # merges, trains nothing again
+    trained = {(r["params"]["swap"], r["seed"]): (r["rank"], r["metrics"]["students_together"]) for r in records}
+    assert trained == {
+        ("none", 0): (0, 2), ("none", 1): (1, 1), ("none", 2): (0, 2),
+        (1, 0): (1, 2), (1, 1): (0, 1), (1, 2): (1, 2),
+        ("hard", 0): (0, 2), ("hard", 1): (1, 1), ("hard", 2): (0, 2),
+    }
+
+
 def test_data_knowledge_scaling_heatmap_and_gap(teacher, data, tmp_path):
     args = DataKnowledgeScalingArguments(ipcs=[1, 2], topks=[10, 1])
     result = run_data_knowledge_scaling(args, config=tiny("label_paper", tmp_path, teacher), data=data)

@@ -143,6 +143,10 @@ class Study:
         # students trained together, by training set (see train_cell): key → (what the key's ids
         # name, kept alive so no id is reused; {seed: result}, or None when they cannot be)
         self._together: dict[tuple, tuple[tuple, dict[int, Any] | None]] = {}
+        # During run(): this process's cells (under `accelerate launch` a share of the grid) and
+        # the cell being trained, so that only this process's seeds of a setting train together.
+        self._share: list[Cell] | None = None
+        self._cell: Cell | None = None
         self.stats: SweepStats | None = None
 
     # ------------------------------------------------------------------ models
@@ -317,8 +321,9 @@ class Study:
         """Train one student (one cell); its record.
 
         The cells that differ only in seed share their training set: the first of them trains
-        all the study's seeds together (:func:`gift_hf.evaluation.train_together`) and the
-        others take their result, unless the configuration asks for what that cannot run
+        all the study's seeds together (:func:`gift_hf.evaluation.train_together`; in
+        :meth:`run`, the seeds of this process's cells of that setting) and the others take
+        their result, unless the configuration asks for what that cannot run
         (then, and with ``optimizer_cls_and_kwargs``, one
         :func:`gift_hf.evaluation.train_on_distilled` run per cell).
         """
@@ -358,7 +363,7 @@ class Study:
         if done is None:
             return None
         if seed not in done:
-            seeds = sorted((set(self.seeds()) | {seed}) - set(done))
+            seeds = sorted((self._seeds_together() | {seed}) - set(done))
             results = train_together(dataset, self.test, config, seeds, student, teacher, num_classes=self.num_classes,
                                      image_column=self.image_column, label_column=self.label_column)
             if results is None:
@@ -366,6 +371,13 @@ class Study:
                 return None
             done.update({r.seed: r for r in results})
         return done[seed]
+
+    def _seeds_together(self) -> set[int]:
+        """The seeds a setting's students train together: the study's, or in :meth:`run` those of
+        this process's cells with the current cell's setting (never another process's)."""
+        if self._share is None or self._cell is None:
+            return set(self.seeds())
+        return {c.seed for c in self._share if c.params == self._cell.params}
 
     def settings(self, **extra: Any) -> dict[str, Any]:
         """Everything the results depend on: study options, data options, the students' training."""
@@ -391,15 +403,27 @@ class Study:
     def run(self, cells: list[Cell], run_one: Callable[[Cell], dict[str, Any]]):
         """Run the grid (resumable, split across processes); the main process gets every record."""
         os.makedirs(self.output_dir, exist_ok=True)
-        records, self.stats = run_cells(
-            cells,
-            run_one,
-            self.output_dir,
-            self.fingerprint(),
-            desc=self.name,
-            resume=self.args.resume,
-            timeout=self.args.merge_timeout,
-        )
+
+        def share(mine: list[Cell]) -> None:
+            self._share = mine
+
+        def run_cell(cell: Cell) -> dict[str, Any]:
+            self._cell = cell
+            return run_one(cell)
+
+        try:
+            records, self.stats = run_cells(
+                cells,
+                run_cell,
+                self.output_dir,
+                self.fingerprint(),
+                desc=self.name,
+                resume=self.args.resume,
+                timeout=self.args.merge_timeout,
+                on_share=share,
+            )
+        finally:
+            self._share = self._cell = None
         return records
 
     def seeds(self) -> list[int]:

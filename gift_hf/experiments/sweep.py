@@ -158,6 +158,7 @@ def run_cells(
     resume: bool = True,
     poll_seconds: float = 1.0,
     timeout: float | None = None,
+    on_share: Callable[[list[Cell]], None] | None = None,
 ) -> tuple[list[dict[str, Any]] | None, SweepStats]:
     """Run the cells not yet finished; return every cell's record (main process) and stats.
 
@@ -167,6 +168,8 @@ def run_cells(
     share is done; the main process waits (up to ``timeout`` seconds, forever if None)
     for the others' cells and returns all records in grid order. A cell that raised is
     recorded as ``<key>.error.json`` with its traceback; the main process then raises.
+    ``on_share`` is told this process's cells before the first is trained (a study trains
+    the seeds of one setting together, but only those that are this process's).
     """
     from tqdm.auto import tqdm
 
@@ -185,6 +188,8 @@ def run_cells(
     # process reads `finished` at its own moment, and a share computed from a list another
     # process has already shortened would leave some cell to nobody.
     mine = [c for i, c in enumerate(cells) if i % world == rank and c.key not in finished]
+    if on_share is not None:
+        on_share(mine)
     label = f"{desc} [process {rank}/{world}]" if world > 1 else desc
     if rank == 0 and stats.reused:
         tqdm.write(f"{desc}: {stats.reused}/{len(cells)} cells already finished in {output_dir}; skipping them")
