@@ -220,12 +220,30 @@ def _image_dataset(images: torch.Tensor, labels: torch.Tensor):
     return Dataset.from_dict({"image": pictures, "label": labels.tolist()}, features=features)
 
 
+def step_timer(device: torch.device):
+    """A ``TrainerCallback`` noting when each optimizer step ends (the device's work included)."""
+    from transformers import TrainerCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            self.times.append(time.perf_counter())
+
+        def median_ms(self, warmup: int) -> float:
+            """Median milliseconds between consecutive step ends, after ``warmup`` steps."""
+            deltas = [b - a for a, b in zip(self.times, self.times[1:])]
+            return 1000 * statistics.median(deltas[warmup:])
+
+    return StepTimes()
+
+
 def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
                augmentation: str = "color_crop_cutout_scale_rotate") -> float:
     """Median ms per step of ``GIFTTrainer`` doing the bare loop's work (same model, teacher,
     loss, optimizer and augmentation) on the same images, fed by its default data path."""
-    from transformers import TrainerCallback
-
     from gift_hf import GIFTConfig, GIFTTrainer, create_model
     from gift_hf.data import ImageTransform
     from gift_hf.device_data import DeviceDataLoader
@@ -239,15 +257,7 @@ def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, ste
     def model():
         return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width)
 
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            _sync(device)
-            self.times.append(time.perf_counter())
-
-    times = StepTimes()
+    times = step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         config = GIFTConfig(
             output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=batch_size,
@@ -260,8 +270,7 @@ def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, ste
                               callbacks=[times])
         assert isinstance(trainer.get_train_dataloader(), DeviceDataLoader), "expected the device-resident path"
         trainer.train()
-    deltas = [b - a for a, b in zip(times.times, times.times[1:])]
-    return 1000 * statistics.median(deltas[warmup:])
+    return times.median_ms(warmup)
 
 
 def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
@@ -269,7 +278,7 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
     """Median ms per step of a plain ``transformers.Trainer`` whose ``compute_loss`` does the bare
     loop's work (its optimizer and schedule, over the same device-resident batches): what any
     Trainer costs, against which GIFTTrainer's own per-step cost shows."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from gift_hf import create_model, get_loss
     from gift_hf.augment import BatchAugmenter
@@ -304,15 +313,7 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
                 targets = teacher_logits(teacher, x)
             return loss_fn(model(pixel_values=x).logits, targets, y)
 
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            _sync(device)
-            self.times.append(time.perf_counter())
-
-    times = StepTimes()
+    times = step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         # GIFTConfig's defaults where they differ: no clipping, and no per-step read of the loss
         # (logging_nan_inf_filter, a host sync).
@@ -322,8 +323,7 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
             eval_strategy="no", disable_tqdm=True, report_to="none", seed=0,
         )
         PlainTrainer(model=student, args=args, optimizers=(optimizer, schedule), callbacks=[times]).train()
-    deltas = [b - a for a, b in zip(times.times, times.times[1:])]
-    return 1000 * statistics.median(deltas[warmup:])
+    return times.median_ms(warmup)
 
 
 def trainer_fixed_costs_us(device: torch.device, width: int, size: int) -> dict[str, float]:

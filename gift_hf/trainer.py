@@ -70,13 +70,13 @@ class _RunMonitor(TrainerCallback):
     # What each entry of the sums holds, as the error names it.
     WHAT = ("the soft labels (teacher logits or stored soft_label)", "the student's logits", "the loss")
 
-    def __init__(self, trainer: "GIFTTrainer") -> None:
-        self.trainer = trainer
-        self.reset()
-
     # Micro-batches whose sums are folded into the running totals at once: few kernels per
     # step, and a bounded list between two logging steps.
     FOLD_EVERY = 64
+
+    def __init__(self, trainer: "GIFTTrainer") -> None:
+        self.trainer = trainer
+        self.reset()
 
     def reset(self, loss_sum: float = 0.0, count: float = 0.0) -> None:
         device = self.trainer.args.device
@@ -130,8 +130,9 @@ class _RunMonitor(TrainerCallback):
         bad = [(int(row[0]), row[1:]) for row in gathered if row[0] < _NEVER]
         if not bad:
             return
-        step, _ = min(bad, key=lambda item: item[0])
-        names = " and ".join(name for i, name in enumerate(self.WHAT) if any(flags[i] for _, flags in bad))
+        step = min(first for first, _ in bad)
+        names = " and ".join(name for i, name in enumerate(self.WHAT)
+                             if any(flags[i] for first, flags in bad if first == step))
         raise TrainingDivergedError(
             f"training diverged at step {step}: {names} became non-finite (NaN or inf). Nothing from step {step} on "
             f"was logged, evaluated or saved. Lower learning_rate (now {self.trainer.args.learning_rate:g}), check "
