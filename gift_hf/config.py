@@ -6,6 +6,7 @@ import bisect
 import copy
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -15,6 +16,10 @@ from transformers.training_args import OptimizerNames
 
 from .losses import LOSSES, get_loss
 from .parser import parse_dict_option
+
+# `accelerate launch --mixed_precision` (or the user) sets this before gift_hf is imported.
+_MIXED_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+_LAUNCH_MIXED_PRECISION = os.environ.get(_MIXED_PRECISION_ENV)
 
 __all__ = ["DSA_STRATEGY", "GIFTConfig", "PROTOCOLS", "RDED_STRATEGY", "SOFT_LABEL_SOURCES", "protocol_config"]
 
@@ -309,6 +314,13 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"zca_epsilon: got {self.zca_epsilon}; expected a finite number > 0")
         if self.zca_path is not None and not self.zca:
             raise ValueError(f"zca_path: got {self.zca_path!r} but zca is False; set zca=True to whiten with it")
+        # transformers before 5 writes this config's precision into the process environment,
+        # where the next config read it as the launcher's: a float32 run after a bf16 one in the
+        # same process trained in bf16. Each config starts from the launcher's setting.
+        if _LAUNCH_MIXED_PRECISION is None:
+            os.environ.pop(_MIXED_PRECISION_ENV, None)
+        else:
+            os.environ[_MIXED_PRECISION_ENV] = _LAUNCH_MIXED_PRECISION
         super().__post_init__()
 
     def _check_training_budget(self) -> None:

@@ -1,9 +1,10 @@
 """A double of the Hugging Face Hub's network API, for offline publishing tests.
 
 Only the HTTP calls are replaced: ``HfApi.repo_info``/``create_repo``/``preupload_lfs_files``/
-``create_commit``, the cards' YAML validation requests, and the Hub filesystem ``datasets``
-reads a repo through. Everything that prepares the upload (shards, cards, file lists,
-deletions) runs for real; each repo is an in-memory ``{path: bytes}`` that commits change.
+``create_commit``, the cards' YAML validation requests, and the ways ``datasets`` reads a
+repo back (the Hub filesystem; ``list_repo_tree`` and ``hf_hub_download`` in older
+releases). Everything that prepares the upload (shards, cards, file lists, deletions) runs
+for real; each repo is an in-memory ``{path: bytes}`` that commits change.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import hashlib
 import io
 import re
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from fsspec import AbstractFileSystem
+
+
+# The packages whose modules may hold HfApi methods bound at import.
+_CALLERS = ("huggingface_hub", "transformers", "datasets", "gift_hf")
 
 
 class RecordingHub:
@@ -26,6 +32,7 @@ class RecordingHub:
         self.commits: list[dict[str, Any]] = []
         self.tokens: list[Any] = []
         self._preuploaded: dict[str, bytes] = {}
+        self._downloads = tempfile.TemporaryDirectory(prefix="hub-double-")  # hf_hub_download's files
 
     # ------------------------------------------------------------------ install
     def install(self, monkeypatch) -> "RecordingHub":
@@ -37,13 +44,33 @@ class RecordingHub:
         def repo_info(api, repo_id, **kwargs):
             hub.tokens.append(kwargs.get("token") or api.token)
             if repo_id not in hub.repos:
-                from huggingface_hub.errors import RepositoryNotFoundError, Response
+                from huggingface_hub.errors import RepositoryNotFoundError
 
-                httpx = sys.modules[Response.__module__.split(".")[0]]
                 url = f"https://huggingface.co/api/{kwargs.get('repo_type') or 'model'}s/{repo_id}"
-                raise RepositoryNotFoundError(f"{repo_id} not found",
-                                              response=Response(404, request=httpx.Request("GET", url)))
+                raise RepositoryNotFoundError(f"{repo_id} not found", response=_not_found(url))
             return SimpleNamespace(id=repo_id, sha=hub.sha(repo_id))
+
+        def list_repo_tree(api, repo_id, path_in_repo=None, *, recursive=False, **kwargs):
+            from huggingface_hub.hf_api import RepoFile
+
+            if not recursive:
+                raise NotImplementedError("the Hub double lists repos recursively only")
+            prefix = path_in_repo.strip("/") + "/" if path_in_repo else ""
+            for name, data in sorted(hub.repos.get(repo_id, {}).items()):
+                if name.startswith(prefix):
+                    yield RepoFile(path=name, size=len(data), oid=hashlib.sha1(data).hexdigest())
+
+        def hf_hub_download(api, repo_id, filename, *, subfolder=None, **kwargs):
+            name = f"{subfolder}/{filename}" if subfolder else filename
+            files = hub.repos.get(repo_id, {})
+            if name not in files:
+                from huggingface_hub.errors import EntryNotFoundError
+
+                raise EntryNotFoundError(f"{name} not in {repo_id}")
+            path = Path(hub._downloads.name, repo_id, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(files[name])
+            return str(path)
 
         def create_repo(api, repo_id, *, private=None, exist_ok=False, **kwargs):
             from huggingface_hub import RepoUrl
@@ -82,10 +109,20 @@ class RecordingHub:
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "preupload_lfs_files", preupload_lfs_files)
         monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        monkeypatch.setattr(HfApi, "list_repo_tree", list_repo_tree)
+        monkeypatch.setattr(HfApi, "hf_hub_download", hf_hub_download)
+        # `from huggingface_hub import create_repo` binds a method of a default HfApi at import
+        # (transformers' Trainer before 5.x calls it so): bind those names to the double too.
+        for module in [m for name, m in sys.modules.items() if name.split(".")[0] in _CALLERS]:
+            for name in ("repo_info", "create_repo", "preupload_lfs_files", "create_commit", "list_repo_tree"):
+                bound = getattr(module, name, None)
+                if isinstance(getattr(bound, "__self__", None), HfApi):
+                    monkeypatch.setattr(module, name, getattr(bound.__self__, name))
         # a card's YAML is checked by a POST to the Hub (before a card push and an upload_folder)
         monkeypatch.setattr(RepoCard, "validate", lambda card, repo_type=None: None)
         monkeypatch.setattr(HfApi, "_validate_yaml", lambda api, *args, **kwargs: None, raising=False)
-        monkeypatch.setattr(datasets.dataset_dict, "HfFileSystem", lambda **kwargs: RepoFileSystem(hub))
+        # (datasets before 4.1 reads through list_repo_tree and hf_hub_download instead)
+        monkeypatch.setattr(datasets.dataset_dict, "HfFileSystem", lambda **kwargs: RepoFileSystem(hub), raising=False)
         # upload_folder's Xet transport streams files to storage before committing; without it
         # upload_folder selects the files (real code) and sends them in one create_commit.
         import huggingface_hub.hf_api
@@ -109,6 +146,19 @@ class RecordingHub:
 
     def files(self, repo_id: str) -> dict[str, bytes]:
         return dict(self.repos[repo_id])
+
+
+def _not_found(url: str):
+    """A 404 response of the HTTP client this huggingface_hub release uses (httpx, or requests before 1.0)."""
+    from huggingface_hub.errors import Response
+
+    client = sys.modules[Response.__module__.split(".")[0]]
+    if client.__name__ == "requests":
+        response = Response()
+        response.status_code, response.url = 404, url
+        response.request = client.Request("GET", url).prepare()
+        return response
+    return Response(404, request=client.Request("GET", url))
 
 
 class RepoFileSystem(AbstractFileSystem):

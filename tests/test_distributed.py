@@ -76,9 +76,9 @@ def test_gathered_eval_equals_single_process_eval(ddp_run):
     assert results["eval_samples"] == results["eval_num_predictions"] == n
 
     model = AutoModelForImageClassification.from_pretrained(out).eval()
+    labels = np.asarray(test_split["label"])  # before the transform (older datasets run it on column reads too)
     test_split.set_transform(build_image_transform(data_args, channels=1))
     pixels = torch.stack([row["pixel_values"] for row in test_split])
-    labels = np.asarray(test_split["label"])
     with torch.no_grad():
         predictions = model(pixel_values=pixels).logits.argmax(-1).numpy()
     correct = int((predictions == labels).sum())

@@ -107,8 +107,10 @@ def test_gradient_accumulation_honours_num_items_in_batch(tmp_path, digits, digi
                       lr_scheduler_type="constant", data_seed=0)
         GIFTTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train).train()
         results.append(student.state_dict())
+    # float32 summation order (threads, batch split) moves weights by a few 1e-6; weighting the
+    # 8 rows twice moves them by orders of magnitude more
     for key in results[0]:
-        torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-5)
 
 
 def test_class_count_mismatch_names_both_numbers(tmp_path, tiny_model):
