@@ -121,7 +121,7 @@ class RecordingHub:
         # a card's YAML is checked by a POST to the Hub (before a card push and an upload_folder)
         monkeypatch.setattr(RepoCard, "validate", lambda card, repo_type=None: None)
         monkeypatch.setattr(HfApi, "_validate_yaml", lambda api, *args, **kwargs: None, raising=False)
-        # (datasets before 4.1 reads through list_repo_tree and hf_hub_download instead)
+        # (older datasets releases read through list_repo_tree and hf_hub_download instead)
         monkeypatch.setattr(datasets.dataset_dict, "HfFileSystem", lambda **kwargs: RepoFileSystem(hub), raising=False)
         # upload_folder's Xet transport streams files to storage before committing; without it
         # upload_folder selects the files (real code) and sends them in one create_commit.
