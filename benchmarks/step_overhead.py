@@ -159,32 +159,57 @@ def _no_implicit_syncs(device: torch.device, forbid: bool):
         torch.cuda.set_sync_debug_mode("default")
 
 
+class StepWork:
+    """What the bare loop and the plain Trainer train with: ``batch_size · 20`` random uint8
+    images on the device (normalised once, as GIFTTrainer keeps them), a frozen teacher and a
+    student ConvNet-D3, AdamW with the schedule GIFTTrainer runs by default (GIFTConfig: ×0.2
+    at 2/3 and 5/6 of ``total_steps``), the DSA augmenter and the GIFT loss."""
+
+    def __init__(self, device: torch.device, width: int, size: int, batch_size: int, total_steps: int,
+                 augmentation: str) -> None:
+        from gift_hf import create_model, get_loss
+        from gift_hf.augment import BatchAugmenter
+        from gift_hf.device_data import DeviceImageSet
+
+        torch.manual_seed(0)
+        self.device, self.batch_size, n = device, batch_size, batch_size * 20
+        images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
+        labels = torch.randint(0, 10, (n,))
+        self.data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device, normalize=True)
+
+        def model():
+            return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
+
+        self.teacher = model().eval().requires_grad_(False)
+        self.student = model()
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=1e-3, weight_decay=1e-4)
+        milestones = [round(total_steps * 2 / 3), round(total_steps * 5 / 6)]
+        self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, 0.2)
+        self.augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
+        self.loss_fn = get_loss("gift")
+
+    def sampler(self):
+        from gift_hf.device_data import DeviceBatchSampler
+
+        return DeviceBatchSampler(len(self.data), self.batch_size, device=self.device)
+
+    def loss(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The GIFT loss of ``student`` on the augmented batch, the teacher relabelling it."""
+        from gift_hf.modeling import teacher_logits
+
+        with torch.no_grad():
+            targets = teacher_logits(self.teacher, x)
+        return self.loss_fn(student(pixel_values=x).logits, targets, y)
+
+
 def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
                  forbid_syncs: bool = False, augmentation: str = "color_crop_cutout_scale_rotate") -> float:
     """Median ms per step of a hand-written GIFT step over a device-resident set."""
-    from gift_hf import create_model, get_loss
-    from gift_hf.augment import BatchAugmenter
-    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
-    from gift_hf.modeling import teacher_logits
+    from gift_hf.device_data import DeviceDataLoader
 
-    torch.manual_seed(0)
-    n = batch_size * 20
-    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (n,))
-    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device, normalize=True)  # as GIFTTrainer
-    loader = DeviceDataLoader(data, DeviceBatchSampler(n, batch_size, device=device))
-
-    def model():
-        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
-
-    teacher = model().eval().requires_grad_(False)
-    student = model().train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
-    # The schedule GIFTTrainer runs by default (GIFTConfig: ×0.2 at 2/3 and 5/6 of training).
-    total = steps + warmup
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(total * 2 / 3), round(total * 5 / 6)], 0.2)
-    augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
-    loss_fn = get_loss("gift")
+    work = StepWork(device, width, size, batch_size, steps + warmup, augmentation)
+    loader = DeviceDataLoader(work.data, work.sampler())
+    student, optimizer, schedule, augmenter = work.student.train(), work.optimizer, work.schedule, work.augmenter
     times = []
     iterator = iter(loader)
     for step in range(steps + warmup):
@@ -198,9 +223,7 @@ def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, s
                 iterator = iter(loader)
                 batch = next(iterator)
             x, y, _ = augmenter(batch["pixel_values"], batch["labels"])
-        with torch.no_grad():
-            targets = teacher_logits(teacher, x)
-        loss = loss_fn(student(pixel_values=x).logits, targets, y)
+        loss = work.loss(student, x, y)
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -280,38 +303,19 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
     Trainer costs, against which GIFTTrainer's own per-step cost shows."""
     from transformers import Trainer, TrainingArguments
 
-    from gift_hf import create_model, get_loss
-    from gift_hf.augment import BatchAugmenter
-    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
-    from gift_hf.modeling import teacher_logits
+    from gift_hf.device_data import DeviceDataLoader
 
-    torch.manual_seed(0)
-    n = batch_size * 20
-    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (n,))
-    data = DeviceImageSet(images, labels, mean=(0.5,), std=(0.5,), device=device, normalize=True)
-
-    def model():
-        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=size, width=width).to(device)
-
-    teacher = model().eval().requires_grad_(False)
-    student = model()
-    augmenter = BatchAugmenter(augmentation, mode="single", seed=0)
-    loss_fn = get_loss("gift")
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
     total = steps + warmup + 1
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(total * 2 / 3), round(total * 5 / 6)], 0.2)
+    work = StepWork(device, width, size, batch_size, total, augmentation)
 
     class PlainTrainer(Trainer):
         def get_train_dataloader(self):
-            return DeviceDataLoader(data, DeviceBatchSampler(n, batch_size, device=device))
+            return DeviceDataLoader(work.data, work.sampler())
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            augmenter.set_step(self.state.global_step)
-            x, y, _ = augmenter(inputs["pixel_values"], inputs["labels"])
-            with torch.no_grad():
-                targets = teacher_logits(teacher, x)
-            return loss_fn(model(pixel_values=x).logits, targets, y)
+            work.augmenter.set_step(self.state.global_step)
+            x, y, _ = work.augmenter(inputs["pixel_values"], inputs["labels"])
+            return work.loss(model, x, y)
 
     times = step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,7 +326,9 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
             max_grad_norm=0.0, logging_nan_inf_filter=False, logging_steps=10**6, save_strategy="no",
             eval_strategy="no", disable_tqdm=True, report_to="none", seed=0,
         )
-        PlainTrainer(model=student, args=args, optimizers=(optimizer, schedule), callbacks=[times]).train()
+        trainer = PlainTrainer(model=work.student, args=args, optimizers=(work.optimizer, work.schedule),
+                               callbacks=[times])
+        trainer.train()
     return times.median_ms(warmup)
 
 
@@ -394,7 +400,8 @@ def main(argv=None) -> dict:
             plain.append(plain_trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
         steps[name], trainer_steps[name], plain_steps[name] = min(bare), min(trained), min(plain)
     print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, at least "
-          f"{args.epochs} timed epochs (and half a second) after one untimed, hub workers {args.workers}, device {device} "
+          f"{args.epochs} timed epochs (and half a second) after one untimed, hub workers {args.workers}, "
+          f"device {device} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
           f"{torch.get_num_threads()}; best of 2 interleaved runs (data path) and of {args.repeats} (steps).")
     print()
