@@ -2,7 +2,7 @@
 
 Prints images/second for a batch of 256 images at 32×32 and 64×64 (3 channels):
 
-- ``batched``: :class:`gift_hf.augment.BatchAugmenter` on the whole collated batch, as
+- ``batched``: :class:`gift_hf.data.augment.BatchAugmenter` on the whole collated batch, as
   :class:`~gift_hf.GIFTTrainer` runs it inside the training step (``all``: every DSA op in
   turn; ``single``: one op drawn per batch, the reference evaluation's default);
 - ``per-image``: the same six ops as torchvision ``transforms.v2`` applied image by image
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from gift_hf.augment import DSA_OPS, BatchAugmenter, DSAParams
+from gift_hf.data.augment import DSA_OPS, BatchAugmenter, DSAParams
 
 
 class DSAColor:

@@ -1,4 +1,4 @@
-"""How long a user waits before gift_hf does anything: `gift-hf --help` and `import gift_hf.losses`.
+"""How long a user waits before gift_hf does anything: `gift-hf --help` and `import gift_hf.engine.losses`.
 
 Each command runs in a fresh interpreter (`-X importtime` off, plain wall time), a few times;
 the medians are printed next to a bare interpreter start and `import torch`, measured in the
@@ -20,7 +20,7 @@ CLI = Path(sys.executable).with_name("gift-hf")
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "import torch": [sys.executable, "-c", "import torch"],
-    "import gift_hf.losses": [sys.executable, "-c", "import gift_hf.losses"],
+    "import gift_hf.engine.losses": [sys.executable, "-c", "import gift_hf.engine.losses"],
     "gift-hf --help": [str(CLI), "--help"] if CLI.exists() else [sys.executable, "-m", "gift_hf.cli", "--help"],
 }
 

@@ -3,10 +3,10 @@
 For K = 5 and K = 25 students that differ only in seed and learning rate (the DD-Ranking
 grid), on one training set, prints the wall time of:
 
-- ``together``: :func:`gift_hf.multi_student.train_students` (``vectorized=True``): the K
+- ``together``: :func:`gift_hf.engine.multi_student.train_students` (``vectorized=True``): the K
   students' weights stacked and run under ``torch.func.vmap`` (or sliced per student,
   ``--forward loop``), their K augmentation draws applied in one call per op
-  (:func:`gift_hf.augment.augment_stacked`), the teacher relabelling all K augmented
+  (:func:`gift_hf.data.augment.augment_stacked`), the teacher relabelling all K augmented
   batches in one forward;
 - ``one by one``: the same call with ``vectorized=False``: the plain loop (one model,
   ``torch.optim``) per student, the way an evaluation trains them otherwise;
@@ -34,7 +34,7 @@ import time
 import torch
 
 from gift_hf import create_model
-from gift_hf.multi_student import StudentTrainingArgs, train_students
+from gift_hf.engine.multi_student import StudentTrainingArgs, train_students
 
 LEARNING_RATES = (0.001, 0.005, 0.01, 0.05, 0.1)
 

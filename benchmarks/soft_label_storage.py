@@ -3,7 +3,7 @@
 
 1. Bytes per sample of the soft labels of one image for C = 1000 classes: dense float32,
    dense float16, sparse top-k (k = 10, 50; float16 values + int16 indices, as
-   ``gift_hf.relabel`` stores them) — the raw Arrow size and the size inside a parquet
+   ``gift_hf.data.relabel`` stores them) — the raw Arrow size and the size inside a parquet
    shard (snappy-compressed) of realistic labels, ``softmax(logits / T)``.
 2. Time to load and iterate a 50,000-row distilled set (small 3×8×8 images so it runs in a
    couple of minutes on a laptop CPU; top-10 soft labels of C = 1000) from the Hub layout
@@ -28,9 +28,9 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image
 
 from gift_hf import DistilledInfo, ImageTransform, SoftLabelCollator, load_distilled, save_distilled
-from gift_hf.data import densify_topk
-from gift_hf.distilled import quiet_datasets
-from gift_hf.relabel import add_soft_labels
+from gift_hf.data.images import densify_topk
+from gift_hf.data.distilled import quiet_datasets
+from gift_hf.data.relabel import add_soft_labels
 
 NUM_CLASSES = 1000
 

@@ -7,7 +7,7 @@ untimed epoch (which decodes and caches):
 - ``hub``: the images as PNGs in the Hub layout (a parquet shard read by
   ``datasets.load_dataset``), through ``ImageTransform`` in a shuffling ``DataLoader`` with
   ``SoftLabelCollator`` (``--workers`` workers) — the path of sets too large for the device;
-- ``device``: the same dataset decoded once into a :class:`gift_hf.device_data.DeviceImageSet`
+- ``device``: the same dataset decoded once into a :class:`gift_hf.data.device.DeviceImageSet`
   on ``--device``, batches gathered and normalised there by a ``DeviceDataLoader``;
 - ``tensor``: the already-normalised images as one float tensor on the device, indexed by
   a random permutation — the ceiling.
@@ -124,8 +124,8 @@ class TensorLoader:
 def data_path(args, device: torch.device) -> dict[str, float]:
     from torch.utils.data import DataLoader
 
-    from gift_hf.data import ImageTransform, SoftLabelCollator
-    from gift_hf.device_data import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
+    from gift_hf.data.images import ImageTransform, SoftLabelCollator
+    from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
 
     transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,8 +168,8 @@ class StepWork:
     def __init__(self, device: torch.device, width: int, size: int, batch_size: int, total_steps: int,
                  augmentation: str) -> None:
         from gift_hf import create_model, get_loss
-        from gift_hf.augment import BatchAugmenter
-        from gift_hf.device_data import DeviceImageSet
+        from gift_hf.data.augment import BatchAugmenter
+        from gift_hf.data.device import DeviceImageSet
 
         torch.manual_seed(0)
         self.device, self.batch_size, n = device, batch_size, batch_size * 20
@@ -189,13 +189,13 @@ class StepWork:
         self.loss_fn = get_loss("gift")
 
     def sampler(self):
-        from gift_hf.device_data import DeviceBatchSampler
+        from gift_hf.data.device import DeviceBatchSampler
 
         return DeviceBatchSampler(len(self.data), self.batch_size, device=self.device)
 
     def loss(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The GIFT loss of ``student`` on the augmented batch, the teacher relabelling it."""
-        from gift_hf.modeling import teacher_logits
+        from gift_hf.models.modeling import teacher_logits
 
         with torch.no_grad():
             targets = teacher_logits(self.teacher, x)
@@ -205,7 +205,7 @@ class StepWork:
 def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
                  forbid_syncs: bool = False, augmentation: str = "color_crop_cutout_scale_rotate") -> float:
     """Median ms per step of a hand-written GIFT step over a device-resident set."""
-    from gift_hf.device_data import DeviceDataLoader
+    from gift_hf.data.device import DeviceDataLoader
 
     work = StepWork(device, width, size, batch_size, steps + warmup, augmentation)
     loader = DeviceDataLoader(work.data, work.sampler())
@@ -268,8 +268,8 @@ def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, ste
     """Median ms per step of ``GIFTTrainer`` doing the bare loop's work (same model, teacher,
     loss, optimizer and augmentation) on the same images, fed by its default data path."""
     from gift_hf import GIFTConfig, GIFTTrainer, create_model
-    from gift_hf.data import ImageTransform
-    from gift_hf.device_data import DeviceDataLoader
+    from gift_hf.data.images import ImageTransform
+    from gift_hf.data.device import DeviceDataLoader
 
     torch.manual_seed(0)
     n = batch_size * 20
@@ -303,7 +303,7 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
     Trainer costs, against which GIFTTrainer's own per-step cost shows."""
     from transformers import Trainer, TrainingArguments
 
-    from gift_hf.device_data import DeviceDataLoader
+    from gift_hf.data.device import DeviceDataLoader
 
     total = steps + warmup + 1
     work = StepWork(device, width, size, batch_size, total, augmentation)
@@ -363,7 +363,7 @@ def trainer_fixed_costs_us(device: torch.device, width: int, size: int) -> dict[
 def trainer_data_rate(args, device: torch.device) -> float:
     """Images/s of the loader ``GIFTTrainer.get_train_dataloader`` builds for the Hub-layout set (its default)."""
     from gift_hf import GIFTConfig, GIFTTrainer, create_model
-    from gift_hf.data import ImageTransform
+    from gift_hf.data.images import ImageTransform
 
     transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     with tempfile.TemporaryDirectory() as tmp:

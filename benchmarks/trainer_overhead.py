@@ -75,7 +75,7 @@ def _setup(args):
     from datasets import ClassLabel, Dataset, Features, List, Value
 
     from gift_hf import create_model
-    from gift_hf.modeling import teacher_logits
+    from gift_hf.models.modeling import teacher_logits
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -139,8 +139,8 @@ def _loop_run(args, device, data, teacher, student, source: str) -> list[float]:
     from torch.utils.data import DataLoader
 
     from gift_hf import get_loss
-    from gift_hf.data import SoftLabelCollator
-    from gift_hf.modeling import teacher_logits
+    from gift_hf.data.images import SoftLabelCollator
+    from gift_hf.models.modeling import teacher_logits
 
     loss_fn = get_loss("gift")
     student = student.to(device).train()

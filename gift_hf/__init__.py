@@ -1,51 +1,48 @@
 """gift_hf: train models on distilled datasets with soft labels, the Hugging Face way."""
 
-import sys
-import types
-
 __version__ = "0.1.0"
 
-# Names resolve on first use (PEP 562): `import gift_hf` or `import gift_hf.losses` loads
+# Names resolve on first use (PEP 562): `import gift_hf` or `import gift_hf.engine.losses` loads
 # neither timm, kornia nor datasets until something that needs them is asked for.
 _EXPORTS = {
-    "BatchAugmenter": "augment",
-    "build_difficulty_distilled": "selection",
-    "build_random_distilled": "selection",
-    "compute_teacher_logits": "relabel",
-    "create_model": "modeling",
-    "ddranking_scores": "ddranking",
-    "DDRankingArguments": "ddranking",
-    "DistilledInfo": "distilled",
-    "evaluate_distilled": "evaluation",
-    "fit_zca": "augment",
-    "get_loss": "losses",
-    "GIFTClassifier": "modeling",
-    "GIFTClassifierConfig": "modeling",
-    "GIFTConfig": "config",
-    "GIFTTrainer": "trainer",
-    "image_transform_for": "modeling",
-    "ImageTransform": "data",
-    "keep_topk": "ablations",
-    "label_entropy_stats": "ablations",
-    "load_digits_dataset": "data",
-    "load_distilled": "distilled",
-    "load_teacher": "modeling",
-    "LOSSES": "losses",
-    "map_soft_labels": "ablations",
-    "model_spec": "modeling",
-    "protocol_config": "config",
-    "push_distilled": "distilled",
-    "refine_soft_labels": "losses",
-    "relabel": "relabel",
-    "remove_class_knowledge": "ablations",
-    "save_distilled": "distilled",
-    "SoftLabelCollator": "data",
-    "StudentTrainingArgs": "multi_student",
-    "swap_topk": "ablations",
-    "train_student": "training",
-    "train_students": "multi_student",
-    "validate_distilled": "distilled",
-    "ZCA": "augment",
+    "BatchAugmenter": "data.augment",
+    "build_difficulty_distilled": "data.selection",
+    "build_random_distilled": "data.selection",
+    "compute_teacher_logits": "data.relabel",
+    "create_model": "models.modeling",
+    "ddranking_scores": "evaluation.ddranking",
+    "DDRankingArguments": "evaluation.ddranking",
+    "DistilledInfo": "data.distilled",
+    "evaluate_distilled": "evaluation.evaluate",
+    "fit_zca": "data.augment",
+    "get_loss": "engine.losses",
+    "GIFTClassifier": "models.modeling",
+    "GIFTClassifierConfig": "models.modeling",
+    "GIFTConfig": "engine.config",
+    "GIFTTrainer": "engine.trainer",
+    "image_transform_for": "models.modeling",
+    "ImageTransform": "data.images",
+    "keep_topk": "data.ablations",
+    "label_entropy_stats": "data.ablations",
+    "load_digits_dataset": "data.images",
+    "load_distilled": "data.distilled",
+    "load_teacher": "models.modeling",
+    "LOSSES": "engine.losses",
+    "map_soft_labels": "data.ablations",
+    "model_spec": "models.modeling",
+    "protocol_config": "engine.config",
+    "push_distilled": "data.distilled",
+    "refine_soft_labels": "engine.losses",
+    "relabel": "data.relabel",
+    "remove_class_knowledge": "data.ablations",
+    "save_distilled": "data.distilled",
+    "SoftLabelCollator": "data.images",
+    "StudentTrainingArgs": "engine.multi_student",
+    "swap_topk": "data.ablations",
+    "train_student": "engine.training",
+    "train_students": "engine.multi_student",
+    "validate_distilled": "data.distilled",
+    "ZCA": "data.augment",
 }
 
 
@@ -64,17 +61,6 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_EXPORTS))
 
 
-class _Package(types.ModuleType):
-    """Keeps ``gift_hf.relabel`` the function: importing a submodule binds it on the package,
-    and the ``relabel`` submodule must not replace the ``relabel`` function it exports."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

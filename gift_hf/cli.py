@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from gift_hf import __version__
 
         print(f"gift_hf {__version__}")
         return 0
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             status = module.main(rest)
         except USER_ERRORS as err:
             # Something the user can fix: the message names it; a traceback would hide it.
-            from .redact import mask_secrets, secret_values
+            from gift_hf.redact import mask_secrets, secret_values
 
             message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
             print(f"gift-hf {name}: error: {mask_secrets(str(message), secret_values(rest))}\n"

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from transformers import HfArgumentParser
 
-from .redact import mask_secrets, secret_values
+from gift_hf.redact import mask_secrets, secret_values
 
 __all__ = ["ConfigError", "GIFTParser", "parse_dict_option"]
 

@@ -21,7 +21,7 @@ def digits():
 
 @pytest.fixture(scope="session")
 def digits_transform():
-    from gift_hf.data import DIGITS_MEAN, DIGITS_STD, ImageTransform
+    from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
 
     return ImageTransform(channels=1, mean=DIGITS_MEAN, std=DIGITS_STD)
 

@@ -10,7 +10,7 @@ from datasets import Array3D, ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 
 from gift_hf import create_model
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
 
 NAMES = ["cat", "dog", "owl"]
 

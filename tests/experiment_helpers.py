@@ -21,7 +21,7 @@ def teacher_run(tmp_path_factory, epochs: int = 2) -> Path:
     from transformers import set_seed
 
     from gift_hf import GIFTConfig, GIFTTrainer, create_model, load_digits_dataset
-    from gift_hf.data import DIGITS_MEAN, DIGITS_STD, ImageTransform
+    from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
 
     run = tmp_path_factory.mktemp("teacher_run")
     digits = load_digits_dataset()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForImageClassification
 
 from gift_hf import GIFTConfig, GIFTTrainer, get_loss
-from gift_hf.augment import (
+from gift_hf.data.augment import (
     DSA_OPS,
     ZCA,
     ZCA_FILE,
@@ -19,7 +19,7 @@ from gift_hf.augment import (
     fit_zca,
     parse_strategy,
 )
-from gift_hf.losses import smooth_labels
+from gift_hf.engine.losses import smooth_labels
 
 FULL = "color_crop_cutout_flip_scale_rotate"
 
@@ -393,7 +393,7 @@ def test_zca_whitens_teacher_student_and_eval_batches_and_reloads(tmp_path, digi
     ],
 )
 def test_augment_stacked_equals_each_augmenter_on_its_own_batch(kwargs):
-    from gift_hf.augment import augment_stacked
+    from gift_hf.data.augment import augment_stacked
 
     k, b = 6, 9  # an odd batch: its last image is never mixed
     x, labels, soft = randn(k, b, 3, 16, 16), torch.arange(k * b).view(k, b) % 10, randn(k, b, 10, seed=1)
@@ -438,7 +438,7 @@ def test_sample_then_apply_is_a_call():
 def test_augment_stacked_makes_no_host_reads(monkeypatch):
     from host_reads import count_host_reads
 
-    from gift_hf.augment import augment_stacked
+    from gift_hf.data.augment import augment_stacked
 
     x, labels, soft = randn(5, 8, 3, 16, 16), torch.arange(40).view(5, 8) % 10, randn(5, 8, 10, seed=1)
     augmenters = [BatchAugmenter(FULL, mode="single", mix="both", mix_prob=0.5, num_classes=10, seed=s)
@@ -452,7 +452,7 @@ def test_augment_stacked_makes_no_host_reads(monkeypatch):
 
 
 def test_augment_stacked_bad_input_is_named():
-    from gift_hf.augment import augment_stacked
+    from gift_hf.data.augment import augment_stacked
 
     with pytest.raises(ValueError, match=r"images: got shape \(8, 3, 16, 16\); expected \(K, B, C, H, W\)"):
         augment_stacked([None], randn(8, 3, 16, 16))

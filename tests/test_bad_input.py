@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset, Features, Image, Sequence, Value
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model, get_loss
-from gift_hf.trainer import TrainingDivergedError
+from gift_hf.engine.trainer import TrainingDivergedError
 from recipe_helpers import load_recipe, one_thread
 
 

@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from gift_hf import GIFTConfig, create_model, protocol_config, train_student
-from gift_hf.config import DSA_STRATEGY, PROTOCOLS
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD, ImageTransform
+from gift_hf.engine.config import DSA_STRATEGY, PROTOCOLS
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
 from recipe_helpers import one_thread
 
 
@@ -159,7 +159,7 @@ def test_sgd_takes_its_momentum_from_optim_args(tmp_path):
 
 def test_an_optimizer_optim_cannot_name(tmp_path, digits):
     """Plain Adam (L2 decay coupled to the gradient) for the cross-optimizer study, with the decay groups."""
-    from gift_hf.experiments.loss_benchmark import optimizer_settings
+    from gift_hf.studies.loss_benchmark import optimizer_settings
 
     seen = []
 

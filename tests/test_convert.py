@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from distilled_helpers import png_bytes
 from gift_hf import load_distilled
-from gift_hf.convert import convert, from_image_folder, from_tensor_file
+from gift_hf.data.convert import convert, from_image_folder, from_tensor_file
 
 
 class Payload:

@@ -40,7 +40,7 @@ def test_distill_random_then_relabel_top_k(tmp_path, capsys):
     ds, info = load_distilled(subset, cache_dir=str(tmp_path / "cache"))
     assert Counter(ds["train"]["label"]) == {c: 2 for c in range(10)}
     assert (info.method, info.ipc, info.seed, info.source_dataset) == ("random", 2, 3, "digits")
-    from gift_hf.distilled import card_license
+    from gift_hf.data.distilled import card_license
 
     assert card_license(subset) == "bsd-3-clause"  # no --license: the source's (scikit-learn's digits)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gift_hf import create_model
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD
-from gift_hf.ddranking import (
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
+from gift_hf.evaluation.ddranking import (
     DDRankingArguments,
     augmentation_robust_score,
     best_over_learning_rates,

@@ -13,8 +13,8 @@ from PIL import Image as PILImage
 from host_reads import count_host_reads
 
 from gift_hf import GIFTConfig, GIFTTrainer
-from gift_hf.data import ImageTransform, ResizeCenterCropTransform
-from gift_hf.device_data import (
+from gift_hf.data.images import ImageTransform, ResizeCenterCropTransform
+from gift_hf.data.device import (
     DeviceBatchSampler,
     DeviceDataLoader,
     DeviceImageSet,
@@ -196,7 +196,7 @@ def test_fits_and_the_logged_choice(tmp_path, hub, caplog):
     with pytest.raises(ValueError, match="max_fraction"):
         fits_on_device(1, "cpu", max_fraction=0.0)
     transform = ImageTransform(channels=3, mean=MEAN, std=STD)
-    with caplog.at_level(logging.INFO, logger="gift_hf.device_data"):
+    with caplog.at_level(logging.INFO, logger="gift_hf.data.device"):
         data = device_resident(hub, transform, "cpu", cache_dir=str(tmp_path / "cache"))
         none = device_resident(hub, transform, "cpu", cache_dir=str(tmp_path / "cache"), max_fraction=1e-15)
     assert isinstance(data, DeviceImageSet) and none is None

@@ -189,7 +189,7 @@ def test_existing_output_dir_is_refused_unless_overwrite_and_replaced_atomically
 
 
 def test_a_failed_write_leaves_the_target_untouched(tmp_path, monkeypatch):
-    import gift_hf.distilled as distilled
+    import gift_hf.data.distilled as distilled
 
     target = tmp_path / "set"
     save_distilled(rgb_dataset(n=3), target, DistilledInfo(soft_label_kind="probabilities"))

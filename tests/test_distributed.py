@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-from gift_hf.checkpoints import list_checkpoints
-from gift_hf.data import DataArguments, build_image_transform, load_image_dataset
+from gift_hf.engine.checkpoints import list_checkpoints
+from gift_hf.data.images import DataArguments, build_image_transform, load_image_dataset
 from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, RECIPE, free_port, subprocess_env, train_teacher
 
 STEPS, BATCH = 12, 16

@@ -9,11 +9,11 @@ from transformers import TrainerCallback
 
 from experiment_helpers import MODEL_KWARGS, small_digits, teacher_run
 from recipe_helpers import one_thread
-from gift_hf.config import protocol_config
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD
-from gift_hf.evaluation import StudentSpec, evaluate_distilled, train_on_distilled
-from gift_hf.modeling import load_teacher
-from gift_hf.selection import build_random_distilled
+from gift_hf.engine.config import protocol_config
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
+from gift_hf.evaluation.evaluate import StudentSpec, evaluate_distilled, train_on_distilled
+from gift_hf.models.modeling import load_teacher
+from gift_hf.data.selection import build_random_distilled
 
 STUDENT = StudentSpec("gift_convnet_d3", in_chans=1, img_size=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
                    model_kwargs=MODEL_KWARGS)
@@ -101,9 +101,9 @@ def test_a_diverged_student_is_reported_as_failed_never_scored(teacher, data):
     """Issue: a diverged run (learning rate 1e20) used to print 100.00 ± 0.00."""
     import math
 
-    from gift_hf.evaluation import EvaluationResult, failed_student
-    from gift_hf.experiments.report import fmt_acc, summarize
-    from gift_hf.training import TrainingResult
+    from gift_hf.evaluation.evaluate import EvaluationResult, failed_student
+    from gift_hf.studies.report import fmt_acc, summarize
+    from gift_hf.engine.training import TrainingResult
 
     subset, _ = build_random_distilled(data["train"], 1, seed=0)
     result = evaluate_distilled(subset, data["test"], "gift", student=STUDENT, teacher=teacher, num_train_epochs=2,
@@ -129,7 +129,7 @@ def test_a_diverged_student_is_reported_as_failed_never_scored(teacher, data):
 
 # ------------------------------------------------------------------ students together
 def test_protocols_map_onto_students_trained_together():
-    from gift_hf.evaluation import together_recipe
+    from gift_hf.evaluation.evaluate import together_recipe
 
     gift, why = together_recipe(protocol_config("gift", num_train_epochs=12, output_dir="unused"), 20, 10)
     assert why is None
@@ -168,7 +168,7 @@ def test_evaluate_distilled_trains_its_students_together_or_falls_back_logged(te
     # a schedule train_students does not run: one GIFTTrainer run per student, and the log says why
     import logging
 
-    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation"):
+    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation.evaluate"):
         cosine = evaluate_distilled(subset, data["test"], "gift", lr_scheduler_type="cosine", **common)
     assert all("students_together" not in s.metrics for s in cosine.students)
     assert "students trained one by one with GIFTTrainer: lr_scheduler_type='cosine'" in caplog.text
@@ -177,11 +177,11 @@ def test_evaluate_distilled_trains_its_students_together_or_falls_back_logged(te
 def test_sets_too_large_to_hold_as_tensors_stream_through_the_trainer(teacher, data, caplog, monkeypatch):
     import logging
 
-    from gift_hf import evaluation
+    from gift_hf.evaluation import evaluate as evaluation
 
     subset, _ = build_random_distilled(data["train"], 1, seed=0)
     config = protocol_config("gift", num_train_epochs=2, best_of=1, output_dir="unused")
     monkeypatch.setattr(evaluation, "TOGETHER_MAX_BYTES", 1000)  # 10 + 180 images of 1×8×8 float32: 48,640 B
-    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation"):
+    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation.evaluate"):
         assert evaluation.train_together(subset, data["test"], config, [0, 1], STUDENT, teacher) is None
     assert "the images would take 0.0 GiB as tensors" in caplog.text

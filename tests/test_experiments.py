@@ -13,9 +13,9 @@ import pytest
 
 from experiment_helpers import small_digits, teacher_run
 from gift_hf import cli
-from gift_hf.distilled import save_distilled
-from gift_hf.config import protocol_config
-from gift_hf.experiments import (
+from gift_hf.data.distilled import save_distilled
+from gift_hf.engine.config import protocol_config
+from gift_hf.studies import (
     Cell,
     CrossArchitectureArguments,
     DataKnowledgeScalingArguments,
@@ -33,9 +33,9 @@ from gift_hf.experiments import (
     run_loss_benchmark,
     run_temperature_grid,
 )
-from gift_hf.experiments.common import Study
-from gift_hf.experiments.random_baseline import gap_statistics
-from gift_hf.selection import build_random_distilled
+from gift_hf.studies.common import Study
+from gift_hf.studies.random_baseline import gap_statistics
+from gift_hf.data.selection import build_random_distilled
 from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, free_port, one_thread, subprocess_env
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -106,7 +106,7 @@ def test_run_cells_resumes_and_respects_the_fingerprint(tmp_path):
 def test_a_process_that_starts_late_still_trains_its_share(tmp_path, monkeypatch):
     """Rank 0 of 2 finishes its cell before rank 1 reads the grid: rank 1 must still train the
     other cell (a share taken from the pending list would be empty, and rank 0 would wait forever)."""
-    from gift_hf.experiments import sweep
+    from gift_hf.studies import sweep
 
     cells = [Cell({"loss": "ce"}, 0), Cell({"loss": "gift"}, 0)]
     trained = {}
@@ -236,7 +236,7 @@ def test_cells_that_differ_only_in_seed_train_together(teacher, data, tmp_path):
 def test_each_process_trains_only_its_own_seeds_of_a_setting_together(teacher, data, tmp_path, monkeypatch):
     """Under `accelerate launch` the seeds of one setting are dealt to several processes: each
     trains its own together, never the other process's (that work would be thrown away)."""
-    from gift_hf.experiments import sweep
+    from gift_hf.studies import sweep
 
     rank = 0
     monkeypatch.setattr(sweep, "detach_from_launcher", lambda: (rank, 2))
@@ -341,9 +341,9 @@ def test_cells_are_shared_between_two_accelerate_processes(teacher, tmp_path):
 def test_a_study_trains_stored_labels_as_the_card_says(teacher, data, tmp_path):
     """A set whose card says logits is refused under a protocol that stores probabilities, and
     trained as logits when the protocol leaves the kind to the card."""
-    from gift_hf.experiments.evaluate import EvaluateArguments
-    from gift_hf.modeling import load_teacher
-    from gift_hf.relabel import relabel
+    from gift_hf.studies.evaluate import EvaluateArguments
+    from gift_hf.models.modeling import load_teacher
+    from gift_hf.data.relabel import relabel
 
     subset, info = build_random_distilled(data["train"], 1, seed=7, source_dataset="digits")
     labelled, info = relabel(subset, load_teacher(teacher), info=info, output="logits", progress=False)

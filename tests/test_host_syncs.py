@@ -18,8 +18,8 @@ from transformers import TrainerCallback
 from host_reads import HostReadCounter, count_host_reads
 
 from gift_hf import GIFTConfig, GIFTTrainer
-from gift_hf.data import ImageTransform
-from gift_hf.device_data import DeviceDataLoader
+from gift_hf.data.images import ImageTransform
+from gift_hf.data.device import DeviceDataLoader
 
 
 def image_set(n=48, size=8, classes=4, seed=0):

@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import json, os
-from gift_hf.experiments.sweep import detach_from_launcher
+from gift_hf.studies.sweep import detach_from_launcher
 try:
     result = detach_from_launcher()
 except RuntimeError as error:

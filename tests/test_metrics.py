@@ -4,7 +4,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from gift_hf.metrics import best_accuracy, build_compute_metrics, load_metric, metric_path
+from gift_hf.evaluation.metrics import best_accuracy, build_compute_metrics, load_metric, metric_path
 
 
 def test_loads_by_path_offline():

@@ -6,10 +6,10 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for, protocol_config
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD
-from gift_hf.distilled import DistilledInfo
-from gift_hf.metrics import build_compute_metrics
-from gift_hf.model_card import ModelCardCallback, build_model_card, save_model_card
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
+from gift_hf.data.distilled import DistilledInfo
+from gift_hf.evaluation.metrics import build_compute_metrics
+from gift_hf.hub.model_card import ModelCardCallback, build_model_card, save_model_card
 from hub_double import RecordingHub
 
 INFO = DistilledInfo(source_dataset="digits", method="random", ipc=2, seed=0)
@@ -108,7 +108,7 @@ def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
 
 
 def test_the_protocol_is_named_after_the_preset_it_keeps():
-    from gift_hf.config import PROTOCOLS
+    from gift_hf.engine.config import PROTOCOLS
 
     story = metadata(str(build_model_card(student(), protocol="label_paper")))["gift_hf"]
     assert story["protocol"] == {"name": "label_paper", **{k: v for k, v in PROTOCOLS["label_paper"].items()

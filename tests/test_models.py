@@ -19,9 +19,9 @@ from transformers import (
 )
 
 from gift_hf import GIFTClassifier, create_model, image_transform_for, load_teacher, model_spec
-from gift_hf.convnet import ConvNet
-from gift_hf.data import DIGITS_MEAN, DIGITS_STD, ImageTransform
-from gift_hf.modeling import teacher_logits, to_timm_wrapper
+from gift_hf.models.convnet import ConvNet
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
+from gift_hf.models.modeling import teacher_logits, to_timm_wrapper
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gift_timm_v0_1"
 

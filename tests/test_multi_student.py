@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gift_hf import create_model
-from gift_hf.multi_student import (
+from gift_hf.engine.multi_student import (
     StudentTrainingArgs,
     _StackedOptimizer,
     _torch_optimizer,
@@ -238,7 +238,7 @@ def test_one_student_equals_gift_trainer_on_full_batches(digits, digits_transfor
 # ------------------------------------------------------------------ the shared step pieces
 def test_loss_targets_and_per_sample_loss_over_k_students_equal_each_student_alone(teacher):
     from gift_hf import get_loss
-    from gift_hf.step import loss_targets, per_sample_loss
+    from gift_hf.engine.step import loss_targets, per_sample_loss
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(3, 4, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 4), generator=g)

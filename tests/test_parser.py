@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gift_hf import GIFTConfig
-from gift_hf.data import DataArguments
+from gift_hf.data.images import DataArguments
 from gift_hf.parser import ConfigError, GIFTParser, parse_dict_option
 from gift_hf.scripts.train import ModelArguments
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from gift_hf import GIFTConfig
-from gift_hf.experiments.report import summarize
-from gift_hf.quickstart import QUICKSTART_DEFAULTS, QuickstartArguments, format_table, run_quickstart
+from gift_hf.studies.report import summarize
+from gift_hf.studies.quickstart import QUICKSTART_DEFAULTS, QuickstartArguments, format_table, run_quickstart
 from recipe_helpers import REPO, one_thread
 
 

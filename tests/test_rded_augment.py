@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from host_reads import count_host_reads
 
-from gift_hf.augment import DSA_OPS, RDED_STRATEGY, BatchAugmenter, DSAParams, parse_strategy, resized_crop
+from gift_hf.data.augment import DSA_OPS, RDED_STRATEGY, BatchAugmenter, DSAParams, parse_strategy, resized_crop
 
 
 def randn(*shape, seed=0):

@@ -15,10 +15,10 @@ from safetensors.torch import save_file
 from recipe_helpers import REPO
 
 from gift_hf import GIFTConfig, cli, save_distilled
-from gift_hf.config import protocol_config
-from gift_hf.data import ImageTransform
-from gift_hf.modeling import load_teacher, num_classes_of, teacher_logits
-from gift_hf.training import train_student
+from gift_hf.engine.config import protocol_config
+from gift_hf.data.images import ImageTransform
+from gift_hf.models.modeling import load_teacher, num_classes_of, teacher_logits
+from gift_hf.engine.training import train_student
 
 
 def test_batch_size_rule_by_ipc_and_classes(tmp_path):
@@ -125,7 +125,7 @@ def test_gift_hf_evaluate_with_the_tiny_imagenet_recipe(tmp_path, capsys, caplog
             "--num_train_epochs", "4", "--eval_every_epochs", "1", "--eval_start_fraction", "0.5",
             "--per_device_train_batch_size", "50", "--per_device_eval_batch_size", "50",
             "--num_students", "1", "--loss", "gift", "--use_cpu", "--output_dir", str(tmp_path / "out")]
-    with caplog.at_level(logging.INFO, logger="gift_hf.device_data"):
+    with caplog.at_level(logging.INFO, logger="gift_hf.data.device"):
         assert cli.main(argv) == 0
     assert "cells: 1 (1 trained now" in capsys.readouterr().out
     cell = json.loads((tmp_path / "out" / "results.json").read_text())["cells"][0]
@@ -142,8 +142,8 @@ def test_gift_hf_evaluate_with_the_tiny_imagenet_recipe(tmp_path, capsys, caplog
 
 
 def test_validation_split_decodes_with_the_resize_center_crop(tmp_path):
-    from gift_hf.device_data import DeviceImageSet
-    from gift_hf.data import eval_transform_for
+    from gift_hf.data.device import DeviceImageSet
+    from gift_hf.data.images import eval_transform_for
 
     split = image_split(4, 2, 64, 0)
     transform = eval_transform_for(ImageTransform(image_size=64, channels=3), "resize_center_crop")

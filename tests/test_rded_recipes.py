@@ -10,7 +10,7 @@ import yaml
 from transformers.optimization import get_scheduler
 
 from gift_hf import GIFTConfig
-from gift_hf.augment import build_augmenter
+from gift_hf.data.augment import build_augmenter
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "rded"
 

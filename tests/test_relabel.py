@@ -8,8 +8,8 @@ import torch
 
 from distilled_helpers import digits_pixels, digits_teacher
 from gift_hf import keep_topk, load_distilled, load_teacher, model_spec, relabel, save_distilled
-from gift_hf.data import DIGITS_MEAN, densify_topk
-from gift_hf.relabel import resolve_expert_checkpoint
+from gift_hf.data.images import DIGITS_MEAN, densify_topk
+from gift_hf.data.relabel import resolve_expert_checkpoint
 
 
 

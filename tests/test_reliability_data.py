@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 
 from distilled_helpers import rgb_dataset
 from gift_hf import DistilledInfo, load_distilled, save_distilled
-from gift_hf.distilled import (
+from gift_hf.data.distilled import (
     check_local_path,
     read_distilled_info,
     recover_leftovers,
@@ -88,7 +88,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from distilled_helpers import rgb_dataset
-import gift_hf.distilled as d
+import gift_hf.data.distilled as d
 
 mode, target = sys.argv[1], sys.argv[2]
 die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
@@ -145,7 +145,7 @@ def test_a_kill_while_staging_keeps_the_old_dataset_and_the_leftover_is_cleaned(
 
 
 def test_overwrite_without_an_atomic_swap_renames_aside_and_cleans_up(tmp_path, monkeypatch):
-    import gift_hf.distilled as distilled
+    import gift_hf.data.distilled as distilled
 
     monkeypatch.setattr(distilled, "_exchange", lambda a, b: False)  # as on a system without renameat2
     target = save_distilled(rgb_dataset(n=6), tmp_path / "set", INFO)
@@ -260,7 +260,7 @@ def test_images_of_mixed_modes_are_converted_to_the_models_channels(tmp_path):
 
 
 def test_data_errors_carry_no_deep_traceback(tmp_path):
-    from gift_hf.convert import from_image_folder
+    from gift_hf.data.convert import from_image_folder
 
     target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
     shard = next((target / "data").glob("*.parquet"))

@@ -4,7 +4,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator  # the 'tensorboard' extra (in 'dev')
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for
-from gift_hf.metrics import build_compute_metrics
+from gift_hf.evaluation.metrics import build_compute_metrics
 
 
 def test_tensorboard_receives_training_and_evaluation_scalars(tmp_path, digits):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from gift_hf import create_model
-from gift_hf.resnet import ModifiedResNet
+from gift_hf.models.resnet import ModifiedResNet
 
 
 def n_params(model):

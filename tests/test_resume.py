@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gift_hf.checkpoints import CHECKPOINT_MARKER, last_checkpoint
+from gift_hf.engine.checkpoints import CHECKPOINT_MARKER, last_checkpoint
 from recipe_helpers import RECIPE, load_recipe, one_thread, subprocess_env, train_teacher
 
 MAX_STEPS, SAVE_STEPS = 40, 8

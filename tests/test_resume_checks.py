@@ -15,8 +15,8 @@ from host_reads import forbid_host_reads
 from transformers import TrainerCallback
 
 from gift_hf import GIFTConfig, GIFTTrainer
-from gift_hf.checkpoints import CHECKPOINT_MARKER, RUN_FILE, last_checkpoint, list_checkpoints
-from gift_hf.trainer import TrainingDivergedError
+from gift_hf.engine.checkpoints import CHECKPOINT_MARKER, RUN_FILE, last_checkpoint, list_checkpoints
+from gift_hf.engine.trainer import TrainingDivergedError
 
 
 class Killed(Exception):

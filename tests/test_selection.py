@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from distilled_helpers import digits_pixels, digits_teacher
 from gift_hf import build_difficulty_distilled, build_random_distilled
-from gift_hf.selection import teacher_cross_entropy
+from gift_hf.data.selection import teacher_cross_entropy
 
 
 def test_random_subset_is_class_balanced_and_seed_reproducible(digits):

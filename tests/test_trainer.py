@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gift_hf import GIFTConfig, GIFTTrainer, get_loss
-from gift_hf.metrics import build_compute_metrics
+from gift_hf.evaluation.metrics import build_compute_metrics
 
 
 def config(tmp_path, **kwargs):

@@ -6,7 +6,7 @@ import importlib
 import sys
 from typing import Any, Callable
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 
 def study_script(name: str, module: str, arguments: str, run: str, protocol: str, doc: str) -> tuple[
@@ -14,8 +14,8 @@ def study_script(name: str, module: str, arguments: str, run: str, protocol: str
 ]:
     """``(make_parser, main)`` of the study ``gift-hf <name>``.
 
-    ``module`` (under ``gift_hf.experiments``) holds the study's ``arguments`` dataclass and
-    ``run`` function; ``protocol`` names the :data:`gift_hf.config.PROTOCOLS` entry its
+    ``module`` (under ``gift_hf.studies``) holds the study's ``arguments`` dataclass and
+    ``run`` function; ``protocol`` names the :data:`gift_hf.engine.config.PROTOCOLS` entry its
     students train with by default (every field can be overridden, or set by ``--config``).
     The study writes into ``output_dir`` (default ``outputs/<module>``); it runs unchanged
     under ``accelerate launch``, the cells shared between the processes, and only the main
@@ -23,23 +23,23 @@ def study_script(name: str, module: str, arguments: str, run: str, protocol: str
     """
 
     def make() -> GIFTParser:
-        from ..config import PROTOCOLS, GIFTConfig
-        from ..data import DataArguments
+        from gift_hf.engine.config import PROTOCOLS, GIFTConfig
+        from gift_hf.data.images import DataArguments
 
-        study = importlib.import_module(f"gift_hf.experiments.{module}")
+        study = importlib.import_module(f"gift_hf.studies.{module}")
         parser = GIFTParser((getattr(study, arguments), DataArguments, GIFTConfig), prog=f"gift-hf {name}",
                             description=doc)
         parser.set_defaults(output_dir=f"outputs/{module}", **PROTOCOLS[protocol])
         return parser
 
     def main(argv: list[str] | None = None) -> int:
-        from ..experiments.sweep import detach_from_launcher
+        from gift_hf.studies.sweep import detach_from_launcher
 
         # Before GIFTConfig exists: under `accelerate launch` each process trains whole
         # students on its own, and a GIFTConfig would join the launch's process group.
         detach_from_launcher()
         args, data_args, config = make().parse_args_and_config(argv)
-        runner: Any = getattr(importlib.import_module(f"gift_hf.experiments.{module}"), run)
+        runner: Any = getattr(importlib.import_module(f"gift_hf.studies.{module}"), run)
         result = runner(args, data_args, config)
         if result.is_main:
             print(result.table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 
 @dataclass
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
     import os
 
-    from ..convert import convert
+    from gift_hf.data.convert import convert
 
     folder = args.input_format == "folder" or (args.input_format == "auto" and os.path.isdir(args.input))
     tensor_options = {} if folder else dict(data_key=args.data_key, label_key=args.label_key,

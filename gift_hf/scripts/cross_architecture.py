@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.cross_architecture`
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("cross-architecture", "cross_architecture", "CrossArchitectureArguments", "run_cross_architecture", "gift", __doc__)
 

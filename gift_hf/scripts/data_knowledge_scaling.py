@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.data_knowledge_scal
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("data-knowledge-scaling", "scaling", "DataKnowledgeScalingArguments", "run_data_knowledge_scaling", "label_paper", __doc__)
 

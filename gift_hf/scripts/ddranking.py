@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..ddranking import DDRankingArguments, ddranking_scores
-from ..parser import GIFTParser, parse_dict_option
+from gift_hf.evaluation.ddranking import DDRankingArguments, ddranking_scores
+from gift_hf.parser import GIFTParser, parse_dict_option
 
 __all__ = ["DDRankingScriptArguments", "load_data", "main", "make_parser"]
 
@@ -44,7 +44,7 @@ class DDRankingScriptArguments:
     distilled: str = field(
         default="random",
         metadata={"help": "The distilled set: a folder saved with save_distilled or a Hub id; or 'random' / "
-                  "'difficulty' to select --ipc real images per class (gift_hf.selection)."},
+                  "'difficulty' to select --ipc real images per class (gift_hf.data.selection)."},
     )
     distilled_split: str = field(default="train", metadata={"help": "The distilled set's split."})
     ipc: int = field(default=10, metadata={"help": "'random'/'difficulty': images per class."})
@@ -87,7 +87,7 @@ class DDRankingScriptArguments:
 
 
 def make_parser() -> GIFTParser:
-    """The parser over :class:`DDRankingScriptArguments` and :class:`~gift_hf.ddranking.DDRankingArguments`."""
+    """The parser over :class:`DDRankingScriptArguments` and :class:`~gift_hf.evaluation.ddranking.DDRankingArguments`."""
     return GIFTParser((DDRankingScriptArguments, DDRankingArguments), prog="gift-hf ddranking",
                       description=__doc__)
 
@@ -96,8 +96,8 @@ def load_data(script: DDRankingScriptArguments):
     """The real train/test splits (``image``/``label`` columns), the teacher and the distilled set."""
     from datasets import load_dataset
 
-    from ..data import load_digits_dataset
-    from ..modeling import load_teacher
+    from gift_hf.data.images import load_digits_dataset
+    from gift_hf.models.modeling import load_teacher
 
     real = load_digits_dataset() if script.dataset_name == "digits" else \
         load_dataset(script.dataset_name, script.dataset_config_name)
@@ -117,17 +117,17 @@ def load_data(script: DDRankingScriptArguments):
         test = test.select(range(min(script.test_rows, len(test))))
     teacher = load_teacher(script.teacher_model_name_or_path)
     if script.distilled == "random":
-        from ..selection import build_random_distilled
+        from gift_hf.data.selection import build_random_distilled
 
         distilled, _ = build_random_distilled(train, script.ipc, seed=script.selection_seed)
     elif script.distilled == "difficulty":
-        from ..selection import build_difficulty_distilled
+        from gift_hf.data.selection import build_difficulty_distilled
 
         distilled, _ = build_difficulty_distilled(train, script.ipc, teacher, band=tuple(script.difficulty_band),
                                                   seed=script.selection_seed, transform=_transform(script, teacher),
                                                   progress=False)
     else:
-        from ..distilled import load_distilled
+        from gift_hf.data.distilled import load_distilled
 
         splits, _ = load_distilled(script.distilled)
         if script.distilled_split not in splits:
@@ -139,7 +139,7 @@ def load_data(script: DDRankingScriptArguments):
 
 def _transform(script: DDRankingScriptArguments, teacher: Any):
     """The teacher's input transform; ``--image_mean``/``--image_std`` override its normalisation."""
-    from ..modeling import image_transform_for
+    from gift_hf.models.modeling import image_transform_for
 
     transform = image_transform_for(teacher)
     if script.image_mean is not None:
@@ -169,6 +169,6 @@ def main(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
-    from ._study import run_as_script
+    from gift_hf.scripts._study import run_as_script
 
     run_as_script(main)

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 METHODS = ("random", "difficulty")
 
@@ -86,12 +86,12 @@ class DistillArguments:
 def load_source(name: Optional[str], config: Optional[str] = None, revision: Optional[str] = None):
     """The real dataset: the embedded digits by default, else ``datasets.load_dataset``."""
     if name is None or name == "digits":
-        from ..data import load_digits_dataset
+        from gift_hf.data.images import load_digits_dataset
 
         return load_digits_dataset()
     import datasets
 
-    from ..distilled import check_local_path
+    from gift_hf.data.distilled import check_local_path
 
     # a missing local path is "not found", never a Hub or network error
     return datasets.load_dataset(check_local_path(name, "dataset_name"), config, revision=revision)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in METHODS:  # `gift-hf distill random ...`
         argv = ["--method", argv[0], *argv[1:]]
     (args,) = make_parser().parse_args_and_config(argv)
-    from ..distilled import save_distilled
-    from ..selection import build_difficulty_distilled, build_random_distilled
+    from gift_hf.data.distilled import save_distilled
+    from gift_hf.data.selection import build_difficulty_distilled, build_random_distilled
 
     data = load_source(args.dataset_name, args.dataset_config_name, args.dataset_revision)
     source = args.source_dataset or args.dataset_name or "digits"

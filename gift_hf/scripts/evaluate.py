@@ -8,7 +8,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.evaluate`` with the
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("evaluate", "evaluate", "EvaluateArguments", "run_evaluate", "gift", __doc__)
 

@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.expert_epochs`` wit
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("expert-epochs", "expert_epochs", "ExpertEpochArguments", "run_expert_epochs", "label_paper", __doc__)
 

@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.improvement_over_ra
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("improvement-over-random", "random_baseline", "ImprovementOverRandomArguments", "run_improvement_over_random", "gift", __doc__)
 

@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.label_swap`` with t
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("label-swap", "label_swap", "LabelSwapArguments", "run_label_swap", "label_paper", __doc__)
 

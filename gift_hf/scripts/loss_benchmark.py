@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.loss_benchmark`` wi
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("loss-benchmark", "loss_benchmark", "LossBenchmarkArguments", "run_loss_benchmark", "gift", __doc__)
 

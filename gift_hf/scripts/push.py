@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 
 
@@ -38,7 +38,7 @@ def make_parser() -> GIFTParser:
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
-    from ..distilled import push_distilled
+    from gift_hf.data.distilled import push_distilled
 
     result = push_distilled(args.dataset_dir, args.repo_id, private=args.private, token=args.token,
                             commit_message=args.commit_message, revision=args.revision)

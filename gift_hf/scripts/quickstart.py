@@ -9,12 +9,12 @@ field of the students (``--num_train_epochs``, ``--learning_rate``, ``--num_stud
 
 from __future__ import annotations
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 
 def make_parser() -> GIFTParser:
-    from ..config import GIFTConfig
-    from ..quickstart import QUICKSTART_DEFAULTS, QuickstartArguments
+    from gift_hf.engine.config import GIFTConfig
+    from gift_hf.studies.quickstart import QUICKSTART_DEFAULTS, QuickstartArguments
 
     parser = GIFTParser((QuickstartArguments, GIFTConfig), prog="gift-hf quickstart", description=__doc__)
     parser.set_defaults(**QUICKSTART_DEFAULTS)
@@ -22,7 +22,7 @@ def make_parser() -> GIFTParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..quickstart import run_quickstart
+    from gift_hf.studies.quickstart import run_quickstart
 
     args, config = make_parser().parse_args_and_config(argv)
     run_quickstart(args, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..parser import GIFTParser
+from gift_hf.parser import GIFTParser
 
 
 
@@ -68,8 +68,8 @@ def make_parser() -> GIFTParser:
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
-    from ..distilled import card_license, load_distilled, save_distilled
-    from ..relabel import relabel
+    from gift_hf.data.distilled import card_license, load_distilled, save_distilled
+    from gift_hf.data.relabel import relabel
 
     dataset, info = load_distilled(args.dataset, revision=args.revision)
     labelled, info = relabel(

@@ -7,7 +7,7 @@ Resumable; runs under ``accelerate launch -m gift_hf.scripts.temperature_grid`` 
 between processes.
 """
 
-from ._study import run_as_script, study_script
+from gift_hf.scripts._study import run_as_script, study_script
 
 make_parser, main = study_script("temperature-grid", "temperature", "TemperatureGridArguments", "run_temperature_grid", "label_paper", __doc__)
 

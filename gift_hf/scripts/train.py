@@ -9,7 +9,7 @@ bf16/fp16), e.g.::
         --config recipes/gift/train.yaml --dataset_name my/distilled-cifar10 \\
         --teacher_model_name_or_path my/teacher --output_dir outputs/student
 
-Options: the student (below), the data (:class:`gift_hf.data.DataArguments`) and every
+Options: the student (below), the data (:class:`gift_hf.data.images.DataArguments`) and every
 :class:`gift_hf.GIFTConfig` field (``--loss``, ``--gamma``, ``--soft_label_source``, all of
 ``TrainingArguments``); ``--help`` lists them, ``--config FILE.yaml`` reads a recipe.
 Results: ``train_results.json``, ``eval_results.json``, ``all_results.json`` and the student
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..parser import GIFTParser, parse_dict_option
+from gift_hf.parser import GIFTParser, parse_dict_option
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class ModelArguments:
 
 
 def make_parser() -> GIFTParser:
-    from ..config import GIFTConfig
-    from ..data import DataArguments
+    from gift_hf.engine.config import GIFTConfig
+    from gift_hf.data.images import DataArguments
 
     return GIFTParser((ModelArguments, DataArguments, GIFTConfig), prog="gift-hf train", description=__doc__)
 
@@ -85,7 +85,7 @@ def _count_predictions(compute_metrics):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from ..data import (
+    from gift_hf.data.images import (
         ShardRecordingCollator,
         check_soft_label_columns,
         default_collator,
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_spec,
         load_image_dataset,
     )
-    from ..distilled import distilled_card_info, stored_soft_label_kind
-    from ..model_card import ModelCardCallback
-    from ..metrics import build_compute_metrics
-    from ..modeling import create_model, image_transform_for, load_teacher
-    from ..training import check_model_input, train_student
+    from gift_hf.data.distilled import distilled_card_info, stored_soft_label_kind
+    from gift_hf.hub.model_card import ModelCardCallback
+    from gift_hf.evaluation.metrics import build_compute_metrics
+    from gift_hf.models.modeling import create_model, image_transform_for, load_teacher
+    from gift_hf.engine.training import check_model_input, train_student
 
     model_args, data_args, config = make_parser().parse_args_and_config(argv)
     setup_logging(config)

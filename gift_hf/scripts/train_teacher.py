@@ -13,7 +13,7 @@ seconds::
     gift-hf relabel --dataset outputs/subset --teacher outputs/teacher --expert_epoch 2 \\
         --output_dir outputs/subset-labelled
 
-Options: the teacher model (below), the data (:class:`gift_hf.data.DataArguments`) and every
+Options: the teacher model (below), the data (:class:`gift_hf.data.images.DataArguments`) and every
 :class:`gift_hf.GIFTConfig` field, with teacher defaults (loss ``ce``, no soft labels, a
 checkpoint and an evaluation every epoch); ``--config FILE.yaml`` reads a recipe.
 """
@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..parser import GIFTParser, parse_dict_option
+from gift_hf.parser import GIFTParser, parse_dict_option
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class TeacherModelArguments:
 
 
 def make_parser() -> GIFTParser:
-    from ..config import GIFTConfig
-    from ..data import DataArguments
+    from gift_hf.engine.config import GIFTConfig
+    from gift_hf.data.images import DataArguments
 
     parser = GIFTParser((TeacherModelArguments, DataArguments, GIFTConfig), prog="gift-hf train-teacher",
                         description=__doc__)
@@ -73,7 +73,7 @@ def make_parser() -> GIFTParser:
 
 def expert_epochs(output_dir: str) -> list[dict]:
     """Each complete epoch checkpoint of a run with its evaluation metrics (from ``trainer_state.json``)."""
-    from ..checkpoints import list_checkpoints, read_json
+    from gift_hf.engine.checkpoints import list_checkpoints, read_json
 
     evals = {}
     for entry in read_json(os.path.join(output_dir, "trainer_state.json")).get("log_history", []):
@@ -84,11 +84,11 @@ def expert_epochs(output_dir: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from ..data import default_collator, image_spec, load_image_dataset
-    from ..files import atomic_write_text
-    from ..modeling import create_model
-    from ..training import train_student
-    from .train import setup_logging
+    from gift_hf.data.images import default_collator, image_spec, load_image_dataset
+    from gift_hf.files import atomic_write_text
+    from gift_hf.models.modeling import create_model
+    from gift_hf.engine.training import train_student
+    from gift_hf.scripts.train import setup_logging
 
     model_args, data_args, config = make_parser().parse_args_and_config(argv)
     setup_logging(config)

@@ -1,0 +1,495 @@
+"""Datasets, transforms and the collator that feed :class:`~gift_hf.GIFTTrainer`.
+
+Kept at module level so recipes, tests and multiprocessing workers can import them.
+A batch the trainer sees is a dict with ``pixel_values`` ``(B, C, H, W)`` float32,
+``labels`` ``(B,)`` int64 and, when the dataset stores them, ``soft_labels`` ``(B, K)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
+
+from gift_hf.files import atomic_write_text
+from gift_hf.engine.losses import check_class_ids, check_finite
+
+__all__ = [
+    "DIGITS_LICENSE",
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "ROW_INDEX_COLUMN",
+    "DataArguments",
+    "ImageTransform",
+    "ShardRecordingCollator",
+    "ResizeCenterCropTransform",
+    "eval_transform_for",
+    "SoftLabelCollator",
+    "build_image_transform",
+    "check_soft_label_columns",
+    "default_collator",
+    "image_spec",
+    "infer_channels_and_size",
+    "label_names",
+    "load_image_dataset",
+    "class_balanced_indices",
+    "load_digits_dataset",
+]
+
+# Statistics of the digits training images after scaling to [0, 1].
+DIGITS_MEAN = (0.3056,)
+DIGITS_STD = (0.3760,)
+# scikit-learn distributes the digits (UCI optical recognition of handwritten digits) under
+# its own BSD-3-Clause license; cards of sets made from them carry it.
+DIGITS_LICENSE = "bsd-3-clause"
+
+
+def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
+    """scikit-learn's bundled digits (1,797 real 8×8 grayscale images, 10 classes).
+
+    Returned as a ``DatasetDict`` with stratified ``train``/``test`` splits, an ``image``
+    column (``Image``) and a ``label`` column (``ClassLabel`` named ``"0"`` … ``"9"``),
+    the same shape a Hub image-classification dataset has; ``info.license`` is
+    ``bsd-3-clause``, scikit-learn's. Nothing is downloaded.
+    """
+    from PIL import Image as PILImage
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # The raw values are 0..16; scale to 8-bit so they are ordinary grayscale images.
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(pixels)), test_size=test_size, random_state=seed, stratify=digits.target
+    )
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(10)])})
+
+    def split(idx: np.ndarray) -> Dataset:
+        info = DatasetInfo(description="scikit-learn's digits (8×8 grayscale, 10 classes)", license=DIGITS_LICENSE,
+                           features=features,
+                           homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
+        return Dataset.from_dict(
+            {"image": [PILImage.fromarray(pixels[i], mode="L") for i in idx], "label": digits.target[idx].tolist()},
+            features=features, info=info,
+        )
+
+    return DatasetDict({"train": split(idx_train), "test": split(idx_test)})
+
+
+def class_balanced_indices(labels: Sequence[int], per_class: int, seed: int = 0) -> list[int]:
+    """``per_class`` random row indices of every class, reproducible by ``seed``.
+
+    Raises a ``ValueError`` naming the class when it has fewer than ``per_class`` rows.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for cls in np.unique(labels):
+        rows = np.flatnonzero(labels == cls)
+        if len(rows) < per_class:
+            raise ValueError(f"class {cls} has {len(rows)} images but IPC={per_class} were requested")
+        picked.extend(rng.choice(rows, size=per_class, replace=False).tolist())
+    return sorted(picked)
+
+
+@dataclass
+class ImageTransform:
+    """``set_transform`` function: images → normalised ``pixel_values`` tensors.
+
+    Args:
+        image_size: output height/width (images are resized if they differ); None keeps size.
+        channels: 1 (grayscale) or 3 (RGB); images are converted to match the model.
+        mean, std: per-channel normalisation.
+        image_column: the column holding PIL images (or a float ``pixel_values`` column,
+            used as is).
+    """
+
+    image_size: int | None = None
+    channels: int = 3
+    mean: Sequence[float] = (0.5,)
+    std: Sequence[float] = (0.5,)
+    image_column: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) not in (1, self.channels):
+                raise ValueError(f"{name} must have 1 or {self.channels} values, got {list(value)}")
+
+    def _convert(self, image: Any) -> Any:
+        mode = "L" if self.channels == 1 else "RGB"
+        return image if image.mode == mode else image.convert(mode)
+
+    def decode(self, image: Any) -> np.ndarray:
+        """A PIL image → the ``(H, W, C)`` uint8 array this transform normalises.
+
+        The device-resident training set stores exactly these arrays, so its batches equal
+        this transform's output.
+        """
+        image = self._convert(image)
+        if self.image_size is not None and image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), resample=3)  # bicubic
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(array.shape[0], array.shape[1], -1)
+
+    def _to_tensor(self, image: Any) -> torch.Tensor:
+        array = self.decode(image).astype(np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out = {k: v for k, v in batch.items() if k != self.image_column}
+        if "pixel_values" in batch and self.image_column not in batch:
+            # Synthetic float images (e.g. ZCA data) are stored already normalised.
+            out["pixel_values"] = [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in batch["pixel_values"]]
+            return out
+        if self.image_column not in batch:
+            raise KeyError(f"missing column {self.image_column!r}; the batch has {sorted(batch)}")
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        out["pixel_values"] = [(self._to_tensor(img) - mean) / std for img in batch[self.image_column]]
+        return out
+
+
+@dataclass
+class SoftLabelCollator:
+    """Stack transformed rows into a training batch.
+
+    ``label`` → ``labels``; a stored dense ``soft_label`` column → ``soft_labels``; a sparse
+    top-k pair (``soft_label_topk_values``/``soft_label_topk_indices``) is densified per
+    batch to width ``num_classes`` with ``topk_fill`` in the missing entries.
+    """
+
+    label_column: str = "label"
+    soft_label_column: str = "soft_label"
+    num_classes: int | None = None
+    topk_fill: float = 0.0
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        first = rows[0]
+        if "pixel_values" not in first:
+            raise KeyError(f"rows have no 'pixel_values'; set an ImageTransform on the dataset (got {sorted(first)})")
+        pixels = [torch.as_tensor(r["pixel_values"]) for r in rows]
+        odd = next((i for i, p in enumerate(pixels) if p.shape != pixels[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"pixel_values: row {odd} of the batch has shape {tuple(pixels[odd].shape)} but row 0 has "
+                             f"{tuple(pixels[0].shape)}; the images of the dataset differ in size, expected one size. "
+                             "Resize them with ImageTransform(image_size=...) (--image_size in the recipes)")
+        batch = {"pixel_values": torch.stack(pixels)}
+        # Values are checked here, on the host, so the training step never has to read them back.
+        if self.label_column in first:
+            batch["labels"] = torch.tensor([int(r[self.label_column]) for r in rows], dtype=torch.long)
+            if self.num_classes is not None:
+                check_class_ids(f"column {self.label_column!r}", batch["labels"], self.num_classes)
+        if self.soft_label_column in first:
+            soft = np.stack([np.asarray(r[self.soft_label_column], dtype=np.float32) for r in rows])
+            check_finite(f"column {self.soft_label_column!r}", soft)
+            batch["soft_labels"] = torch.from_numpy(soft)
+        topk_values, topk_indices = f"{self.soft_label_column}_topk_values", f"{self.soft_label_column}_topk_indices"
+        if topk_values in first and topk_indices in first:
+            if self.num_classes is None:
+                raise ValueError("SoftLabelCollator.num_classes is required to densify top-k soft labels")
+            values = np.stack([np.asarray(r[topk_values], dtype=np.float32) for r in rows])
+            check_finite(f"column {topk_values!r}", values)
+            values = torch.from_numpy(values)
+            indices = torch.tensor(np.stack([np.asarray(r[topk_indices], dtype=np.int64) for r in rows]))
+            batch["soft_labels"] = densify_topk(values, indices, self.num_classes, self.topk_fill)
+        return batch
+
+
+def densify_topk(values: torch.Tensor, indices: torch.Tensor, num_classes: int, fill: float = 0.0) -> torch.Tensor:
+    """Scatter sparse top-k ``values`` at ``indices`` into a dense ``(N, num_classes)`` tensor."""
+    if values.shape != indices.shape:
+        raise ValueError(f"top-k values shape {tuple(values.shape)} != indices shape {tuple(indices.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
+        raise ValueError(f"top-k indices must be in [0, {num_classes - 1}], got max {int(indices.max())}")
+    dense = torch.full((values.shape[0], num_classes), fill, dtype=values.dtype)
+    return dense.scatter_(1, indices.long(), values)
+
+
+# ------------------------------------------------------------------ datasets of a training run
+ROW_INDEX_COLUMN = "__row_index__"
+"""Column added by ``--record_shard_indices``: the row's index in the (selected) split."""
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on, and how images become ``pixel_values``."""
+
+    dataset_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "A Hub dataset id or a local directory in the Hub layout, read with "
+                  "datasets.load_dataset. Default: the embedded digits (gift_hf.load_digits_dataset)."},
+    )
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Configuration name of the dataset."})
+    dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: Optional[str] = field(default="test", metadata={"help": "Split to evaluate on (empty: none)."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class ids."})
+    soft_label_column: str = field(
+        default="soft_label", metadata={"help": "Column holding stored soft labels (soft_label_source='dataset')."}
+    )
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Resize images to this height/width. Default: keep the dataset's size."}
+    )
+    channels: Optional[int] = field(
+        default=None, metadata={"help": "Convert images to 1 (grayscale) or 3 (RGB) channels. Default: as stored."}
+    )
+    image_mean: Optional[list[float]] = field(
+        default=None, metadata={"help": "Per-channel normalisation mean (default: digits statistics for the "
+                                "embedded digits, 0.5 otherwise)."}
+    )
+    image_std: Optional[list[float]] = field(
+        default=None, metadata={"help": "Per-channel normalisation std (default: as image_mean)."}
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Keep only the first N training rows (debugging, quick runs)."}
+    )
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
+    record_shard_indices: bool = field(
+        default=False,
+        metadata={"help": "Write the training row indices each process received to "
+                  "output_dir/shard_indices/rank<N>.json (checks data-parallel sharding)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_split == "":
+            self.eval_split = None
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ValueError(f"channels: got {self.channels}; expected 1 or 3")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size: got {self.image_size}; expected a positive number of pixels")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: got {value}; expected a positive number of rows")
+
+
+# -------------------------------------------------------------------------------- data
+def _check_columns(split_name: str, split: Dataset, args: DataArguments) -> None:
+    columns = split.column_names
+    if args.image_column not in columns and "pixel_values" not in columns:
+        raise ValueError(
+            f"image_column: column {args.image_column!r} is missing from split {split_name!r}; "
+            f"expected one of its columns {columns} (or a 'pixel_values' column)"
+        )
+    if args.label_column not in columns:
+        raise ValueError(
+            f"label_column: column {args.label_column!r} is missing from split {split_name!r}; "
+            f"expected one of its columns {columns}"
+        )
+
+
+def check_soft_label_columns(split: Dataset, args: DataArguments) -> None:
+    """For ``soft_label_source='dataset'``: the dense column or its top-k pair must exist."""
+    column = args.soft_label_column
+    topk = (f"{column}_topk_values", f"{column}_topk_indices")
+    if column not in split.column_names and not all(c in split.column_names for c in topk):
+        raise ValueError(
+            f"soft_label_column: column {column!r} (or its top-k pair {list(topk)}) is missing from split "
+            f"{args.train_split!r}, which soft_label_source='dataset' reads; expected one of its columns "
+            f"{split.column_names} (see gift_hf.data.relabel to store soft labels)"
+        )
+
+
+def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
+    """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
+    import datasets
+
+    from gift_hf.data.distilled import check_local_path
+
+    name = check_local_path(args.dataset_name, "dataset_name")  # a missing local path is "not found"
+    try:
+        split = datasets.load_dataset(
+            args.dataset_name, args.dataset_config_name, split=split_name, revision=args.dataset_revision
+        )
+    except (ConnectionError, FileNotFoundError) as err:  # also datasets' DatasetNotFoundError
+        if os.path.exists(name):
+            raise
+        raise ValueError(
+            f"dataset_name: {name!r} not found: there is no local directory of that name, and the Hub dataset "
+            f"{name!r} could not be read ({type(err).__name__}); expected a local directory or an existing Hub "
+            "dataset id"
+        ) from None
+    except ValueError as err:
+        message = str(err)
+        if "corresponds to no data" in message:  # an empty parquet shard
+            raise ValueError(
+                f"{option}: split {split_name!r} of {args.dataset_name!r} is empty (0 rows); "
+                "expected at least one example"
+            ) from err
+        if "Unknown split" in message:
+            raise ValueError(f"{option}: split {split_name!r} not found in {args.dataset_name!r}; {message}") from err
+        raise
+    if not isinstance(split, Dataset):
+        raise ValueError(f"{option}: {split_name!r} of {args.dataset_name!r} did not load as one split")
+    return split
+
+
+def load_image_dataset(args: DataArguments) -> DatasetDict:
+    """Load the train (and eval) split, checked: splits exist, are non-empty, have the columns.
+
+    Returns a ``DatasetDict`` with keys ``"train"`` and, when ``eval_split`` is set, ``"eval"``.
+    """
+    digits = load_digits_dataset() if args.dataset_name is None else None
+    wanted = {"train": args.train_split}
+    if args.eval_split is not None:
+        wanted["eval"] = args.eval_split
+    out = DatasetDict()
+    for key, split_name in wanted.items():
+        option = f"{key}_split"
+        if digits is not None:
+            if split_name not in digits:
+                raise ValueError(f"{option}: split {split_name!r} not found; expected one of {sorted(digits)}")
+            split = digits[split_name]
+        else:
+            split = _load_split(args, option, split_name)
+        if len(split) == 0:
+            raise ValueError(f"{option}: split {split_name!r} is empty (0 rows); expected at least one example")
+        _check_columns(split_name, split, args)
+        limit = args.max_train_samples if key == "train" else args.max_eval_samples
+        if limit is not None and limit < len(split):
+            split = split.select(range(limit))
+        if key == "train" and args.record_shard_indices:
+            split = split.add_column(ROW_INDEX_COLUMN, list(range(len(split))))
+        out[key] = split
+    return out
+
+
+def label_names(split: Dataset, label_column: str) -> list[str]:
+    """Class names from a ``ClassLabel`` column, else ``"0"…"C-1"`` from the largest label."""
+    feature = split.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    labels = split[label_column]
+    if not labels:
+        raise ValueError(f"label_column: column {label_column!r} has no labels")
+    bad = [x for x in labels if not isinstance(x, int) or x < 0]
+    if bad:
+        raise ValueError(f"label_column: got label {bad[0]!r}; expected non-negative integer class ids")
+    return [str(i) for i in range(max(labels) + 1)]
+
+
+def infer_channels_and_size(split: Dataset, args: DataArguments) -> tuple[int, int]:
+    """``(channels, size)`` the transform produces: the options, or read off the first image."""
+    channels, size = args.channels, args.image_size
+    if channels is not None and size is not None:
+        return channels, size
+    first = split[0]
+    if args.image_column in first:
+        image = first[args.image_column]
+        channels = channels or (1 if image.mode in ("L", "1", "I", "F") else 3)
+        width, height = image.size
+        if size is None and width != height:
+            raise ValueError(f"image_size: images are {width}×{height}; pass --image_size to make them square")
+        size = size or width
+    else:
+        pixels = torch.as_tensor(first["pixel_values"])
+        channels = channels or int(pixels.shape[0])
+        size = size or int(pixels.shape[-1])
+    return channels, size
+
+
+def build_image_transform(args: DataArguments, channels: int) -> ImageTransform:
+    """The ``set_transform`` that turns the image column into normalised ``pixel_values``."""
+    digits = args.dataset_name is None
+    mean = tuple(args.image_mean) if args.image_mean is not None else (DIGITS_MEAN if digits else (0.5,))
+    std = tuple(args.image_std) if args.image_std is not None else (DIGITS_STD if digits else (0.5,))
+    return ImageTransform(
+        image_size=args.image_size, channels=channels, mean=mean, std=std, image_column=args.image_column
+    )
+
+
+# ---------------------------------------------------------------------------- sharding
+@dataclass
+class ShardRecordingCollator:
+    """Wrap a collator; remember the ``ROW_INDEX_COLUMN`` of every row this process collates.
+
+    Collation happens in the process that trains on the batch (with
+    ``dataloader_num_workers=0``), so ``indices`` is exactly this rank's shard.
+    """
+
+    collator: Any
+    indices: list[int] = field(default_factory=list)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if rows and ROW_INDEX_COLUMN in rows[0]:
+            self.indices.extend(int(r[ROW_INDEX_COLUMN]) for r in rows)
+        return self.collator(rows)
+
+    def dump(self, output_dir: str, process_index: int) -> str:
+        """Write ``output_dir/shard_indices/rank<N>.json`` atomically; return its path."""
+        path = os.path.join(output_dir, "shard_indices", f"rank{process_index}.json")
+        return atomic_write_text(path, json.dumps(self.indices))
+
+
+def default_collator(args: DataArguments, num_classes: int, record: bool = False) -> Any:
+    """The ``SoftLabelCollator`` for these columns, wrapped to record shards if asked."""
+    collator = SoftLabelCollator(
+        label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes
+    )
+    return ShardRecordingCollator(collator) if record else collator
+
+
+def image_spec(split: Dataset, args: DataArguments) -> tuple[list[str], int, int, ImageTransform]:
+    """What a model trained on ``split`` sees: ``(class names, channels, size, transform)``."""
+    names = label_names(split, args.label_column)
+    channels, size = infer_channels_and_size(split, args)
+    return names, channels, size, build_image_transform(args, channels)
+
+
+@dataclass
+class ResizeCenterCropTransform(ImageTransform):
+    """The RDED/SRe2L validation transform: resize, then centre-crop ``image_size``.
+
+    The shorter side is resized (bilinear, PIL) to ``image_size // 7 * 8`` — 256 for 224 px,
+    72 for 64 px, 32 for 32 px — keeping the aspect ratio, then the centre
+    ``image_size × image_size`` is cut out, as torchvision's ``Resize`` + ``CenterCrop`` in
+    the reference evaluation code. Then converted and normalised like :class:`ImageTransform`.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size: got {self.image_size!r}; ResizeCenterCropTransform needs an integer >= 1")
+
+    @property
+    def resize_size(self) -> int:
+        return self.image_size // 7 * 8
+
+    def decode(self, image: Any) -> np.ndarray:
+        from PIL import Image as PILImage
+
+        image = self._convert(image)
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if size != image.size:
+            image = image.resize(size, resample=PILImage.BILINEAR)
+        width, height = image.size
+        top, left = int(round((height - self.image_size) / 2.0)), int(round((width - self.image_size) / 2.0))
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def eval_transform_for(transform: ImageTransform, kind: str = "resize") -> ImageTransform:
+    """The evaluation split's transform for ``GIFTConfig.eval_transform``: ``transform`` itself
+    (``"resize"``), or the same size, channels and normalisation as a
+    :class:`ResizeCenterCropTransform` (``"resize_center_crop"``, the RDED/SRe2L validation)."""
+    if kind == "resize":
+        return transform
+    if kind == "resize_center_crop":
+        if transform.image_size is None:
+            raise ValueError("eval_transform: 'resize_center_crop' needs the input size; set image_size")
+        return ResizeCenterCropTransform(image_size=transform.image_size, channels=transform.channels,
+                                         mean=transform.mean, std=transform.std, image_column=transform.image_column)
+    raise ValueError(f"eval_transform: got {kind!r}; expected 'resize' or 'resize_center_crop'")

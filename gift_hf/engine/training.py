@@ -1,0 +1,319 @@
+"""The one training path: :func:`train_student` trains (and scores) one model with ``GIFTTrainer``.
+
+Every way gift_hf trains goes through it: the ``gift-hf train`` and ``gift-hf train-teacher``
+scripts, the quickstart (teacher and students), :func:`gift_hf.evaluate_distilled` and every
+cell of the experiments. It applies the :class:`~gift_hf.GIFTConfig` as given (optimizer,
+schedule, batch-size rule, best-of-k evaluations); start-up checks that refuse bad input
+before anything is written live here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from torch import nn
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_callback import PrinterCallback
+
+from gift_hf.engine.config import GIFTConfig
+
+__all__ = [
+    "TrainingResult",
+    "check_model_input",
+    "check_output_dir",
+    "resolve_resume_checkpoint",
+    "train_student",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- checks
+def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str | bool], output_dir: str) -> Optional[str]:
+    """``None``/``"false"`` → None; ``"last"``/``"true"`` → the last *complete* checkpoint of
+    this run (:func:`gift_hf.engine.checkpoints.last_checkpoint`); else the path, checked.
+
+    Raises a ``FileNotFoundError`` naming the option when there is nothing to resume from.
+    """
+    from gift_hf.engine.checkpoints import last_checkpoint
+
+    value = str(resume_from_checkpoint).lower() if resume_from_checkpoint is not None else ""
+    if value in ("", "false", "no", "none"):
+        return None
+    if value in ("last", "true", "yes"):
+        found = last_checkpoint(output_dir)
+        if found is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint: got {resume_from_checkpoint!r} but output_dir {output_dir!r} has no "
+                "complete checkpoint-<step> folder; expected a checkpoint saved by a previous run"
+            )
+        return found.path
+    path = str(resume_from_checkpoint)
+    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        raise FileNotFoundError(
+            f"resume_from_checkpoint: got {path!r}; expected a checkpoint folder holding trainer_state.json "
+            "(or 'last')"
+        )
+    return path
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint: Optional[str]) -> None:
+    """Refuse to train into a non-empty ``output_dir`` unless overwriting or resuming.
+
+    A second run into the same folder would silently mix its checkpoints and results with
+    the first run's; this makes that an explicit choice.
+    """
+    if overwrite or resume_from_checkpoint is not None:
+        return
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"output_dir: {output_dir!r} exists and is a file; expected a folder")
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise FileExistsError(
+            f"output_dir: {output_dir!r} exists and is not empty; expected a new or empty folder. Pass "
+            "--overwrite_output_dir to train into it anyway, or --resume_from_checkpoint last to continue"
+        )
+
+
+def check_model_input(model: nn.Module, role: str, channels: int, size: int, num_classes: int) -> None:
+    """Refuse a student/teacher whose input or class count does not match the data."""
+    from gift_hf.models.modeling import model_spec
+
+    config = getattr(model, "config", None)
+    num_labels = getattr(config, "num_labels", None)
+    if num_labels is not None and num_labels != num_classes:
+        raise ValueError(
+            f"{role}: the model predicts {num_labels} classes but the data has {num_classes}; expected equal"
+        )
+    # Input channels and size as saved with the model (TimmWrapper model_args, 0.1 configs, processors).
+    spec = model_spec(model) if config is not None else {}
+    in_chans = spec.get("in_chans")
+    if in_chans is not None and in_chans != channels:
+        raise ValueError(
+            f"{role}: the model takes {in_chans}-channel images but the data gives {channels}; "
+            "set --channels or use a matching model"
+        )
+    img_size = spec.get("img_size")
+    arch = spec.get("arch") or ""
+    # Only our ConvNets are tied to one input size; other timm models pool over any size.
+    if img_size is not None and arch.startswith("gift_") and img_size != size:
+        raise ValueError(
+            f"{role}: the model takes {img_size}×{img_size} images but the data gives {size}×{size}; "
+            "set --image_size or use a matching model"
+        )
+
+
+# ---------------------------------------------------------------------------- training
+class _EvaluateAt(TrainerCallback):
+    """Evaluate during training and keep the accuracies; the last evaluation is the final one,
+    run after training.
+
+    ``best_of − 1`` evaluations evenly spaced over training, or, with ``every_epochs``, one
+    at the end of every ``every_epochs``-th epoch past ``start_fraction`` of the epochs
+    (RDED: epochs 250, 260, … 290 of 300, then the final one).
+    """
+
+    def __init__(self, best_of: int, every_epochs: int = 0, start_fraction: float = 0.0) -> None:
+        self.best_of = best_of
+        self.every_epochs = every_epochs
+        self.start_fraction = start_fraction
+        self.steps: set[int] = set()
+        self.accuracies: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        total = state.max_steps
+        if self.every_epochs:
+            epochs = max(1, math.ceil(state.num_train_epochs))
+            per_epoch = math.ceil(total / epochs)
+            self.steps = {e * per_epoch for e in range(self.every_epochs, epochs, self.every_epochs)
+                          if e > self.start_fraction * epochs} - {total}
+        else:
+            self.steps = {max(1, round(total * j / self.best_of)) for j in range(1, self.best_of)} - {total}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_evaluate = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_accuracy" in metrics:
+            self.accuracies.append(float(metrics["eval_accuracy"]))
+
+
+@dataclass
+class TrainingResult:
+    """One trained model: its seed, every evaluation accuracy (fractions), and the run's metrics.
+
+    ``failure`` holds the error of a run that diverged (:class:`~gift_hf.engine.trainer.TrainingDivergedError`):
+    such a run has no accuracy and is reported as failed, never scored.
+    """
+
+    seed: int
+    accuracies: list[float]
+    steps: int
+    batch_size: int
+    train_seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
+    failure: Optional[str] = None
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """The reported accuracy: the best of the evaluations (the final one with ``best_of=1``);
+        None for a failed run. A non-finite evaluation is a ``ValueError``, never picked."""
+        from gift_hf.evaluation.metrics import best_accuracy
+
+        return best_accuracy(self.accuracies) if self.accuracies and self.failure is None else None
+
+    @property
+    def final_accuracy(self) -> Optional[float]:
+        return self.accuracies[-1] if self.accuracies and self.failure is None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (without the model)."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        record.update(accuracy=self.accuracy, final_accuracy=self.final_accuracy)
+        return record
+
+
+def train_student(
+    config: GIFTConfig,
+    model: nn.Module | Callable[[], nn.Module],
+    train_dataset: Any = None,
+    eval_dataset: Any = None,
+    *,
+    teacher: nn.Module | str | None = None,
+    compute_metrics: Callable | None = None,
+    data_collator: Any = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+    save: bool = False,
+    quiet: bool = False,
+) -> TrainingResult:
+    """Train ``model`` on ``train_dataset`` under ``config`` and score it on ``eval_dataset``.
+
+    Args:
+        config: the :class:`GIFTConfig` (loss, labels, optimizer, schedule, epochs …).
+            ``batch_sizes`` set: the batch size follows the batch-size rule for the size of
+            ``train_dataset``. ``best_of > 1``: that many evaluations, evenly spaced.
+            ``resume_from_checkpoint`` (``"last"`` or a path) is resolved here.
+        model: the model, or a function that builds it; it is called after seeding with
+            ``config.seed``, so the initial weights depend on the seed alone.
+        train_dataset: the training set (None: evaluate only).
+        eval_dataset: the set every evaluation scores (None: no evaluation).
+        teacher: the teacher (instance or path) for ``soft_label_source="teacher"``;
+            default ``config.teacher_model_name_or_path``. Loaded and checked once, by
+            :class:`~gift_hf.GIFTTrainer`.
+        compute_metrics: default: top-1/top-5 accuracy over the model's classes.
+        data_collator: default: :class:`~gift_hf.SoftLabelCollator`.
+        callbacks: extra ``TrainerCallback`` objects.
+        optimizer_cls_and_kwargs: an optimizer ``TrainingArguments.optim`` cannot name
+            (e.g. ``(torch.optim.Adam, {"lr": 1e-3})``), as ``Trainer`` takes it.
+        save: save the model, ``train_results.json``/``eval_results.json`` and the trainer
+            state into ``config.output_dir`` (refused into a non-empty folder unless
+            ``overwrite_output_dir`` or resuming).
+        quiet: no per-step log lines (a study trains hundreds of students).
+
+    Returns:
+        A :class:`TrainingResult` (accuracies as fractions; the trained model in ``model``).
+    """
+    from gift_hf.evaluation.metrics import build_compute_metrics
+    from gift_hf.models.modeling import load_teacher, model_spec, num_classes_of
+    from gift_hf.hub.model_card import save_model_card
+    from gift_hf.engine.trainer import GIFTTrainer
+
+    resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir)
+    if save and train_dataset is not None:
+        check_output_dir(config.output_dir, config.overwrite_output_dir, resume)
+
+    set_seed(config.seed)  # before the model exists: its initialisation is part of the run
+    if not isinstance(model, nn.Module):
+        model = model()
+    num_classes = num_classes_of(model)
+    if train_dataset is not None and config.batch_sizes is not None:
+        batch_size = config.train_batch_size_for(len(train_dataset), num_classes)
+        config = config.replace(per_device_train_batch_size=batch_size)
+    teacher = teacher if teacher is not None else config.teacher_model_name_or_path
+    if config.label_source != "teacher":
+        teacher = None
+    elif teacher is not None:
+        # Loaded here, once, and checked against the student before anything is written;
+        # GIFTTrainer takes the instance as it is. (No teacher: GIFTTrainer says it needs one.)
+        teacher = load_teacher(teacher, trust_remote_code=config.trust_remote_code,
+                               **(config.teacher_model_init_kwargs or {}))
+        spec = model_spec(model) if getattr(model, "config", None) is not None else {}
+        channels, size = spec.get("in_chans"), spec.get("img_size")
+        if channels is not None and size is not None and num_classes is not None:
+            check_model_input(teacher, "teacher_model_name_or_path", channels, size, num_classes)
+    evaluate_at = None
+    if eval_dataset is not None and (config.best_of > 1 or config.eval_every_epochs > 0):
+        evaluate_at = _EvaluateAt(config.best_of, config.eval_every_epochs, config.eval_start_fraction)
+    trainer = GIFTTrainer(
+        model=model,
+        args=config,
+        teacher_model=teacher,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        compute_metrics=compute_metrics or (build_compute_metrics(num_classes) if num_classes else None),
+        callbacks=[c for c in (evaluate_at, *callbacks) if c is not None],
+    )
+    if optimizer_cls_and_kwargs is not None:
+        # An optimizer `optim` cannot name, with the Trainer's weight-decay groups; training
+        # keeps an optimizer that is already set (as with Trainer(optimizers=...)).
+        optimizer_cls, kwargs = optimizer_cls_and_kwargs
+        decay = set(trainer.get_decay_parameter_names(trainer.model))
+        named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+        trainer.optimizer = optimizer_cls([
+            {"params": [p for n, p in named if n in decay], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+        ], **kwargs)
+    if trainer.teacher_model is not None:
+        # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
+        logger.info(f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's "
+                    "batches")
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+
+    metrics: dict[str, Any] = {}
+    seconds = 0.0
+    if train_dataset is not None:
+        start = time.perf_counter()
+        train_output = trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - start
+        metrics.update(train_output.metrics)
+        metrics["train_samples"] = len(train_dataset)
+        metrics["world_size"] = config.world_size
+        if save:
+            trainer.save_model()  # main process only: config.json + model.safetensors
+            trainer.log_metrics("train", train_output.metrics)
+            trainer.save_metrics("train", metrics)
+            trainer.save_state()
+    accuracies = list(evaluate_at.accuracies) if evaluate_at is not None else []
+    if eval_dataset is not None:
+        # Predictions are gathered over all ranks; the rows the distributed sampler repeats
+        # to even out shards are dropped (gather_for_metrics).
+        eval_metrics = trainer.evaluate()
+        eval_metrics["eval_samples"] = len(eval_dataset)
+        eval_metrics["eval_world_size"] = config.world_size
+        metrics.update(eval_metrics)
+        if "eval_accuracy" in eval_metrics:
+            accuracies.append(float(eval_metrics["eval_accuracy"]))
+        if save:
+            trainer.log_metrics("eval", eval_metrics)
+            trainer.save_metrics("eval", eval_metrics)
+            save_model_card(trainer)  # again, now with the evaluation results
+    return TrainingResult(
+        seed=config.seed,
+        accuracies=accuracies,
+        steps=trainer.state.global_step,
+        batch_size=config.per_device_train_batch_size,
+        train_seconds=seconds,
+        metrics=metrics,
+        model=trainer.model,
+    )

@@ -1,0 +1,1 @@
+"""What gift_hf shares on the Hub: model cards of students (``model_card``)."""
