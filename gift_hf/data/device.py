@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from gift_hf.data.images import ImageTransform, densify_topk
-from gift_hf.files import atomic_write
+from gift_hf.data.soft_labels import check_soft_labels
+from gift_hf.files import write_output
 
 __all__ = [
     "DeviceBatchSampler",
@@ -120,7 +121,8 @@ def _column(plain: Dataset, name: str) -> np.ndarray:
     return np.asarray(plain.with_format("numpy", columns=[name])[name])
 
 
-def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column: str, soft_label_column: str) -> None:
+def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column: str, soft_label_column: str,
+              soft_label_kind: str | None = None, topk: bool = False) -> None:
     """Checks the stored labels once, at load, so that the training step never has to."""
     n = decoded["pixel_values"].shape[0]
     labels = decoded.get("labels")
@@ -140,11 +142,19 @@ def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column:
         if soft.dim() != 2 or soft.shape[0] != n or (num_classes is not None and soft.shape[1] != num_classes):
             width = f"{num_classes}" if num_classes is not None else "C"
             raise ValueError(f"column {soft_label_column!r}: got shape {tuple(soft.shape)}; expected ({n}, {width})")
-        bad = (~torch.isfinite(soft).all(dim=1)).nonzero().flatten()
-        if bad.numel():
-            raise ValueError(
-                f"column {soft_label_column!r}: row {int(bad[0])} is not finite; expected finite soft labels"
-            )
+        # the one check every reader runs; densified top-k rows keep their sum (the fill is 0)
+        check_soft_labels(soft, soft_label_kind, num_classes=num_classes, column=soft_label_column, topk=topk)
+
+
+def _read_decode_cache(path: str) -> dict[str, Tensor] | None:
+    """The tensors of a decode-cache file, or None (after one warning) when it is truncated or
+    corrupt: the caller decodes again and replaces it, instead of every later run failing."""
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError …)
+        logger.warning("decode cache %s is unreadable (%s: %s); decoding the dataset again and rewriting it",
+                       path, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        return None
 
 
 def decode_dataset(
@@ -155,6 +165,7 @@ def decode_dataset(
     soft_label_column: str = "soft_label",
     num_classes: int | None = None,
     chunk_size: int = 512,
+    soft_label_kind: str | None = None,
 ) -> dict[str, Tensor]:
     """Decode ``dataset`` once with ``transform`` into CPU tensors, cached by fingerprint.
 
@@ -164,17 +175,22 @@ def decode_dataset(
     from a dense ``soft_label`` column or its top-k pair densified with zeros). The cache
     file (safetensors, written atomically) is keyed by the dataset's ``_fingerprint``, the
     transform's decoding fields and the column names; a second call reads it instead of
-    decoding. Labels and soft labels are validated here, once (class ids in
-    ``[0, num_classes)``, finite soft labels of width ``num_classes``). An in-memory
+    decoding; a cache file whose stored key or row count is not this dataset's is decoded
+    again and replaced, with one warning. Labels and soft labels are validated here, once
+    (class ids in ``[0, num_classes)``; soft labels by
+    :func:`~gift_hf.data.soft_labels.check_soft_labels` for ``soft_label_kind``). An in-memory
     dataset (no ``cache_files``) is decoded without a cache file.
     """
     path = decoded_cache_path(dataset, transform, cache_dir, label_column, soft_label_column)
     # As `datasets` caches: only sets backed by files; an in-memory set's fingerprint is often
     # random, and its cache file would never be read again.
     cached = bool(getattr(dataset, "cache_files", None))
-    if cached and os.path.isfile(path):
-        decoded = load_file(path)
-    else:
+    present = cached and os.path.isfile(path)
+    decoded = _read_decode_cache(path) if present else None
+    if decoded is not None:
+        decoded = _trusted_cache(path, decoded, _decode_key(dataset, transform, label_column, soft_label_column),
+                                 len(dataset))
+    if decoded is None:
         plain = dataset.with_format(None)  # drop any set_transform: decode from the stored columns
         columns = set(plain.column_names)
         if transform.image_column in columns:
@@ -201,8 +217,32 @@ def decode_dataset(
             key = _decode_key(dataset, transform, label_column, soft_label_column)
             tensors = {k: v.contiguous().cpu() for k, v in decoded.items()}
             metadata = {"gift_hf_decoded": json.dumps(key, sort_keys=True)}
-            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    _validate(decoded, num_classes, label_column, soft_label_column)
+            # the owned writer: a full disk is one error naming the file and the bytes needed
+            # an unreadable cache file at this key is replaced (its warning said so)
+            write_output(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=present or None,
+                         size_hint=sum(t.numel() * t.element_size() for t in tensors.values()))
+    columns = dataset.column_names
+    topk = soft_label_column not in columns and f"{soft_label_column}_topk_values" in columns
+    _validate(decoded, num_classes, label_column, soft_label_column, soft_label_kind, topk)
+    return decoded
+
+
+def _trusted_cache(path: str, decoded: dict[str, Tensor], key: dict, num_rows: int) -> dict[str, Tensor] | None:
+    """``decoded`` when ``path`` stores ``key`` and every tensor has ``num_rows`` rows; None (after
+    one warning: the caller decodes again and replaces the file) otherwise."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        stored = (f.metadata() or {}).get("gift_hf_decoded")
+    if stored != json.dumps(key, sort_keys=True):
+        logger.warning("decode cache %s was written for another dataset, transform or columns (its stored key "
+                       "differs); decoding the dataset again and rewriting it", path)
+        return None
+    rows = {name: int(t.shape[0]) if t.dim() else 0 for name, t in decoded.items()}
+    if "pixel_values" not in decoded or any(n != num_rows for n in rows.values()):
+        logger.warning("decode cache %s holds %s rows but the dataset has %d; decoding the dataset again and "
+                       "rewriting it", path, rows, num_rows)
+        return None
     return decoded
 
 
@@ -313,9 +353,11 @@ class DeviceImageSet(torch.utils.data.Dataset):
         soft_label_column: str = "soft_label",
         num_classes: int | None = None,
         normalize: bool = False,
+        soft_label_kind: str | None = None,
     ) -> "DeviceImageSet":
         """:func:`decode_dataset` (cached) placed on ``device``, normalised like ``transform``."""
-        decoded = decode_dataset(dataset, transform, cache_dir, label_column, soft_label_column, num_classes)
+        decoded = decode_dataset(dataset, transform, cache_dir, label_column, soft_label_column, num_classes,
+                                 soft_label_kind=soft_label_kind)
         return cls(decoded["pixel_values"], decoded.get("labels"), decoded.get("soft_labels"),
                    transform.mean, transform.std, device, normalize)
 
@@ -328,15 +370,19 @@ class DeviceImageSet(torch.utils.data.Dataset):
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def batch(self, indices: Tensor) -> dict[str, Tensor]:
-        """The training batch of rows ``indices`` (a tensor on this set's device)."""
-        x = self.pixel_values.index_select(0, indices)
+        """The training batch of rows ``indices`` (a tensor on this set's device): ``(B,)`` for one
+        student, ``(K, B)`` for K students (every tensor of the batch then leads with ``(K, B)``)."""
+        lead, flat = indices.shape, indices.reshape(-1)
+        x = self.pixel_values.index_select(0, flat)
         if x.dtype == torch.uint8:
             x = self._normalize(x)
         batch = {"pixel_values": x}
         if self.labels is not None:
-            batch["labels"] = self.labels.index_select(0, indices)
+            batch["labels"] = self.labels.index_select(0, flat)
         if self.soft_labels is not None:
-            batch["soft_labels"] = self.soft_labels.index_select(0, indices)
+            batch["soft_labels"] = self.soft_labels.index_select(0, flat)
+        if len(lead) > 1:
+            batch = {name: t.view(*lead, *t.shape[1:]) for name, t in batch.items()}
         return batch
 
     def __getitems__(self, indices: Tensor | list[int]) -> dict[str, Tensor]:
@@ -361,6 +407,9 @@ class DeviceBatchSampler:
     ``batch_size``; ``drop_last`` drops the last, smaller batch (and truncates instead of
     padding), so every rank runs the same number of batches of the same sizes.
 
+    ``seed`` may be a list of K seeds (K students trained together): every batch is then a
+    ``(K, B)`` tensor whose row ``k`` is the batch a sampler seeded ``seed[k]`` yields.
+
     The state is ``(epoch, position, seed)``: ``position`` counts the batches of the
     current epoch already yielded. :meth:`load_state_dict` then iterating resumes on the
     next batch; after the last batch the sampler moves to the next epoch by itself.
@@ -373,12 +422,14 @@ class DeviceBatchSampler:
         num_samples: int,
         batch_size: int,
         shuffle: bool = True,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
+        if not isinstance(seed, int) and not seed:
+            raise ValueError("seed: got an empty list; expected a seed or one seed per student")
         if num_samples < 1:
             raise ValueError(f"num_samples: got {num_samples}; expected at least 1 row")
         if batch_size < 1:
@@ -389,7 +440,8 @@ class DeviceBatchSampler:
             raise ValueError(f"drop_last with {num_samples} rows over {world_size} rank(s) leaves no full batch of "
                              f"{batch_size}")
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
-        self.seed, self.rank, self.world_size, self.drop_last = int(seed), rank, world_size, drop_last
+        self.seed = int(seed) if isinstance(seed, int) else [int(x) for x in seed]
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.device = torch.device(device)
         self._generator: torch.Generator | None = None
         self.epoch = 0
@@ -408,13 +460,18 @@ class DeviceBatchSampler:
         return math.ceil(self.shard_size / self.batch_size)
 
     def indices(self, epoch: int) -> Tensor:
-        """This rank's rows of ``epoch``, in order, on the device."""
+        """This rank's rows of ``epoch``, in order, on the device (``(K, rows)`` for K seeds)."""
+        if isinstance(self.seed, list):
+            return torch.stack([self._shard(seed, epoch) for seed in self.seed])
+        return self._shard(self.seed, epoch)
+
+    def _shard(self, seed: int, epoch: int) -> Tensor:
         # Made on the device: a blocking host-to-device copy of a CPU permutation would wait
         # for the queued GPU work, once per epoch — every step for a one-batch distilled set.
         if self.shuffle:
             if self._generator is None:
                 self._generator = torch.Generator(device=self.device)
-            self._generator.manual_seed(self.seed + epoch)
+            self._generator.manual_seed(seed + epoch)
             order = torch.randperm(self.num_samples, generator=self._generator, device=self.device)
         else:
             order = torch.arange(self.num_samples, device=self.device)
@@ -434,7 +491,7 @@ class DeviceBatchSampler:
         shard, size = self.indices(self.epoch), self.batch_size
         for k in range(self.position, len(self)):
             self.position = k + 1
-            yield shard[k * size : (k + 1) * size]
+            yield shard[..., k * size : (k + 1) * size]
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
@@ -451,7 +508,9 @@ class DeviceBatchSampler:
             raise ValueError(
                 f"sampler state position {state['position']} is outside [0, {len(self)}] batches per epoch"
             )
-        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
+        seed = state["seed"]
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.seed = int(seed) if isinstance(seed, int) else [int(x) for x in seed]
 
 
 def _as_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -494,6 +553,7 @@ def device_resident(
     label_column: str = "label",
     soft_label_column: str = "soft_label",
     num_classes: int | None = None,
+    soft_label_kind: str | None = None,
 ) -> DeviceImageSet | None:
     """The set on ``device`` when it fits (:func:`fits_on_device`), else ``None``; the choice is logged in one line.
 
@@ -518,7 +578,7 @@ def device_resident(
     normalize = fits_on_device(estimate_nbytes(dataset, transform, soft_label_column, float_images=True), device,
                                max_fraction)
     data = DeviceImageSet.from_dataset(dataset, transform, device, cache_dir, label_column, soft_label_column,
-                                       num_classes, normalize)
+                                       num_classes, normalize, soft_label_kind=soft_label_kind)
     logger.info("device-resident: %s images, %s on %s (%s)", f"{len(data):,}", _mib(data.nbytes), device,
                 "normalised once, float32" if data.pixel_values.is_floating_point() else "uint8, normalised per batch")
     return data

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from gift_hf.data.augment import ZCA, BatchAugmenter, build_augmenter, fit_zca
+from gift_hf.data.augment import ZCA, BatchAugmenter, augment_stacked, build_augmenter, fit_zca
 from gift_hf.engine.checkpoints import (
     CHECKPOINT_MARKER,
     RUN_FILE,
@@ -42,9 +42,10 @@ from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImag
 from gift_hf.engine.losses import Loss, check_logits, get_loss
 from gift_hf.hub.model_card import ModelCardCallback, save_model_card
 from gift_hf.models.modeling import load_teacher, num_classes_of
+from gift_hf.engine.population import StudentPopulation
 from gift_hf.engine.step import loss_targets, per_sample_loss
 
-__all__ = ["GIFTTrainer", "TrainingDivergedError"]
+__all__ = ["GIFTTrainer", "PopulationDataLoader", "TrainingDivergedError", "population_refusal"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,23 @@ class _RunMonitor(TrainerCallback):
         self.pending, self.pending_steps = [], []
 
     def check(self) -> None:
-        """Raise :class:`TrainingDivergedError` if any process saw a non-finite value (a host sync)."""
+        """Raise :class:`TrainingDivergedError` if any process saw a non-finite value (a host sync).
+
+        The students of a population fail one by one (:meth:`GIFTTrainer.failed_students`):
+        the run stops only when every student has diverged.
+        """
         self.fold()
+        trainer = self.trainer
+        if trainer.population is not None and len(trainer.population) > 1:
+            alive = trainer.accelerator.reduce(trainer.alive.to(self.sums.dtype), reduction="sum")
+            if bool((alive > 0).any()):  # at a log/eval/save step only
+                return
+            raise TrainingDivergedError(
+                f"training diverged: all {len(trainer.population)} students' losses became non-finite (NaN or inf); "
+                f"the first at step {int(trainer.diverged_at[trainer.diverged_at > 0].min())}. Nothing was scored. "
+                f"Lower learning_rate (now {trainer.args.learning_rate:g}), check the soft labels, or use bf16 "
+                "instead of fp16."
+            )
         state = torch.cat([self.first_bad.view(1).to(self.sums.dtype), self.bad_parts.to(self.sums.dtype)])
         gathered = self.trainer.accelerator.gather(state[None]).view(-1, 4).tolist()
         bad = [(int(row[0]), row[1:]) for row in gathered if row[0] < _NEVER]
@@ -149,8 +165,9 @@ class _RunMonitor(TrainerCallback):
 
     # ----------------------------------------------------------------------- callbacks
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.trainer.augmenter is not None:
-            self.trainer.augmenter.set_step(state.global_step)
+        for augmenter in self.trainer.augmenters:
+            if augmenter is not None:
+                augmenter.set_step(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
@@ -285,6 +302,12 @@ class GIFTTrainer(Trainer):
                 if split is not None and hasattr(split, "__len__") and len(split) == 0:
                     label = f"{name}[{key!r}]" if key is not None else name
                     raise ValueError(f"{label} is empty (0 rows); expected at least one example")
+        # K students trained as one model (gift_hf.engine.population); None: one ordinary student.
+        self.population: StudentPopulation | None = model if isinstance(model, StudentPopulation) else None
+        if self.population is not None and len(self.population) > 1:
+            refused = population_refusal(args)
+            if refused:
+                raise ValueError(f"{refused}; train these students one at a time (a StudentPopulation of one)")
         # Trainer's rotation deletes old checkpoints before the new one is complete; ours runs after.
         self.save_total_limit: int | None = args.save_total_limit
         if args.save_total_limit is not None:
@@ -325,7 +348,18 @@ class GIFTTrainer(Trainer):
             self.teacher_model.eval()
         # Batch augmentation (DSA, CutMix/MixUp) in the training step; its randomness is keyed
         # by (seed, rank, step), the step set by the monitor callback, so resuming is exact.
-        self.augmenter: BatchAugmenter | None = build_augmenter(args, num_classes=num_classes)
+        # Student k of a population draws from its own seed, as its separate run would.
+        seeds = self.population.seeds if self.population is not None else [args.seed]
+        self.augmenters: list[BatchAugmenter | None] = [
+            build_augmenter(_copy_args(args, seed=seed) if seed != args.seed else args, num_classes=num_classes)
+            for seed in seeds
+        ]
+        self.augmenter: BatchAugmenter | None = self.augmenters[0] if self.population is None else None
+        # Per student of a population, on the device: still training, and the step its loss
+        # first became non-finite (0: never). A diverged student leaves the loss; the others go on.
+        k = len(self.population) if self.population is not None else 1
+        self.alive = torch.ones(k, dtype=torch.bool, device=self.args.device)
+        self.diverged_at = torch.zeros(k, dtype=torch.long, device=self.args.device)
         # ZCA whitening of every batch: an explicit `zca`, else `args.zca_path`, else fitted
         # on the training set.
         self.zca: ZCA | None = None
@@ -418,14 +452,20 @@ class GIFTTrainer(Trainer):
         it exactly (``set_epoch`` and batch skipping).
         """
         data = self.device_set(self.train_dataset) if self.train_dataset is not None else None
-        if data is None:
-            return super().get_train_dataloader()
         args = self.args
         seed = args.data_seed if args.data_seed is not None else args.seed
+        if self.population is not None:
+            seed = self.population.seeds  # student k's batches: the order its separate run draws
+        elif data is None:
+            return super().get_train_dataloader()
         sampler = DeviceBatchSampler(
-            len(data), args.per_device_train_batch_size, seed=seed, rank=args.process_index,
-            world_size=args.world_size, drop_last=args.dataloader_drop_last, device=args.device,
+            len(data) if data is not None else len(self.train_dataset), args.per_device_train_batch_size, seed=seed,
+            rank=args.process_index, world_size=args.world_size, drop_last=args.dataloader_drop_last,
+            device=args.device if data is not None else "cpu",
         )
+        if data is None:  # K students' batches through the DataLoader path: K·B rows a step, split again in compute_loss
+            return PopulationDataLoader(self.train_dataset, sampler, self.data_collator, args.dataloader_num_workers,
+                                        args.dataloader_pin_memory)
         return DeviceDataLoader(data, sampler)
 
     def get_eval_dataloader(self, eval_dataset: Any = None):
@@ -462,6 +502,8 @@ class GIFTTrainer(Trainer):
         """What a resumed run must share with its checkpoint: loss, seed, data, schedule, batch size."""
         values = self.args.training_settings()  # loss, soft labels, optimizer, schedule, batch size, epochs
         values.update(seed=self.args.seed, data_seed=self.args.data_seed, world_size=self.args.world_size)
+        if self.population is not None:
+            values.update(students=self.population.seeds, learning_rates=self.population.learning_rates)
         values["train_dataset"] = dataset_fingerprint(self.train_dataset)
         return json.loads(json.dumps(values, default=str))  # as it reads back from the checkpoint
 
@@ -541,6 +583,24 @@ class GIFTTrainer(Trainer):
                     kwargs.setdefault(key, value.lower() in ("true", "1", "yes"))
         return optimizer_cls, kwargs
 
+    def create_optimizer(self):
+        """``Trainer.create_optimizer``; with per-student learning rates (a population with
+        ``learning_rates``), one parameter group per student and weight-decay rule."""
+        population = self.population
+        if self.optimizer is not None or population is None or population.learning_rates is None:
+            return super().create_optimizer()
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, population)
+        decay = set(self.get_decay_parameter_names(population))
+        groups = []
+        for index, lr in enumerate(population.learning_rates):
+            prefix = f"students.{index}."
+            named = [(n, p) for n, p in population.named_parameters() if n.startswith(prefix) and p.requires_grad]
+            groups.append({"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay,
+                           "lr": lr})
+            groups.append({"params": [p for n, p in named if n not in decay], "weight_decay": 0.0, "lr": lr})
+        self.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
+        return self.optimizer
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Every parameter with ``decay_all_parameters`` (the papers' reference code), else the Trainer's rule."""
         if self.args.decay_all_parameters:
@@ -559,10 +619,13 @@ class GIFTTrainer(Trainer):
                 )
             milestones = self.args.lr_milestone_steps(num_training_steps, self.state.num_train_epochs)
             decay = self.args.lr_decay
-            scheduler.lr_lambdas = [
+            # A new LambdaLR whose factors are the schedule's times the step decays (the first
+            # one's factors are read, not changed); it starts from the groups' initial_lr.
+            scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer, [
                 lambda step, base=base: base(step) * decay ** bisect.bisect_right(milestones, step)
                 for base in scheduler.lr_lambdas
-            ]
+            ])
+            self.lr_scheduler = scheduler
         return scheduler
 
     # ------------------------------------------------------------------------------ ZCA
@@ -572,7 +635,8 @@ class GIFTTrainer(Trainer):
         # teacher see it.
         if self.zca is None or "pixel_values" not in inputs:
             return inputs
-        return {**inputs, "pixel_values": self.zca(inputs["pixel_values"].to(self.args.device))}
+        x = inputs["pixel_values"].to(self.args.device)
+        return {**inputs, "pixel_values": self.zca(x.flatten(0, -4)).view(x.shape)}
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         return super().training_step(model, self._whiten(inputs), *args, **kwargs)
@@ -658,6 +722,8 @@ class GIFTTrainer(Trainer):
         pixel_values = inputs["pixel_values"]
         labels = inputs.get("labels")
         soft_labels = inputs.get("soft_labels")
+        if self.population is not None:
+            return self._population_loss(model, pixel_values, labels, soft_labels, return_outputs, num_items_in_batch)
         if model.training:
             if self.augmenter is not None:
                 pixel_values, labels, soft_labels = self.augmenter(pixel_values, labels, soft_labels)
@@ -670,6 +736,102 @@ class GIFTTrainer(Trainer):
             per_sample = self.eval_loss_fn(logits, None, labels, reduction="none")
         loss = self._reduce(per_sample, num_items_in_batch)
         return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
+
+
+    def _population_loss(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None,
+                         soft_labels: torch.Tensor | None, return_outputs: bool,
+                         num_items_in_batch: torch.Tensor | int | None):
+        """The loss of K students: the sum of each student's mean loss, so each student's
+        gradient is that of its own run. Evaluation: every student on the same batch, logits
+        returned as ``(B, K, classes)`` (gathered along the batch) and the hard-label CE
+        averaged over the students."""
+        k = len(self.population)
+        if not model.training:
+            logits = model(pixel_values=pixel_values).logits  # (K, B, C)
+            per_sample = self.eval_loss_fn(logits.flatten(0, 1), None, labels.repeat(k) if labels is not None
+                                           else None, reduction="none").view(k, -1).mean(0)
+            loss = self._reduce(per_sample, num_items_in_batch)
+            logits = logits.transpose(0, 1)
+            return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
+        if pixel_values.dim() == 4:  # the DataLoader path: K·B rows, student k's batch in rows k·B … (k+1)·B − 1
+            pixel_values = pixel_values.view(k, -1, *pixel_values.shape[1:])
+            labels = labels.view(k, -1, *labels.shape[1:]) if labels is not None else None
+            soft_labels = soft_labels.view(k, -1, *soft_labels.shape[1:]) if soft_labels is not None else None
+        if any(a is not None for a in self.augmenters):
+            pixel_values, labels, soft_labels = augment_stacked(self.augmenters, pixel_values, labels, soft_labels)
+        logits = model(pixel_values=pixel_values).logits  # (K, B, C)
+        targets = self._targets(pixel_values, soft_labels, logits)  # the teacher: one forward over K·B images
+        per_sample = per_sample_loss(self.loss_fn, logits, targets, labels)  # (K, B)
+        step = self.state.global_step + 1
+        # On the device: a student whose loss is non-finite leaves the loss for good (its
+        # weights stop moving); the step is kept for its report.
+        ok = torch.isfinite(per_sample.detach()).all(1) & torch.isfinite(logits.detach()).flatten(1).all(1)
+        self.diverged_at.masked_fill_(self.alive & ~ok, step)
+        self.alive &= ok
+        keep = self.alive.view(k, 1)
+        per_sample = torch.where(keep, per_sample, 0.0)
+        masked_targets = torch.where(keep.unsqueeze(-1), targets, 0.0) if targets is not None else None
+        self.monitor.record(per_sample, torch.where(keep.unsqueeze(-1), logits.detach(), 0.0), masked_targets, step)
+        if num_items_in_batch is None:
+            if self.args.gradient_accumulation_steps > 1:
+                return self._reduce(per_sample.mean(1), None)  # raises: accumulation needs the item count
+            loss = per_sample.mean(1).sum()
+        else:  # the Trainer counted K·B items a micro-batch: each student's share is 1/K of them
+            loss = per_sample.sum() * k / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+        return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
+
+    def failed_students(self) -> dict[int, int]:
+        """``{student index: first non-finite step}`` of the population's diverged students, over
+        every process (a host read)."""
+        rows = self.accelerator.gather(self.diverged_at[None]).view(-1, len(self.diverged_at)).tolist()
+        failed: dict[int, int] = {}
+        for row in rows:
+            for index, step in enumerate(row):
+                if step > 0:
+                    failed[index] = min(failed.get(index, step), step)
+        return failed
+
+
+class PopulationDataLoader(torch.utils.data.DataLoader):
+    """K students' batches from a dataset that is not kept on the device: each step's ``(K, B)``
+    indices (a :class:`~gift_hf.data.device.DeviceBatchSampler` with K seeds, on the CPU) read as
+    one batch of K·B rows through the collator; ``GIFTTrainer`` splits it into the K batches."""
+
+    def __init__(self, dataset: Any, sampler: DeviceBatchSampler, collate_fn: Any, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
+        super().__init__(dataset, batch_sampler=_FlatBatches(sampler), collate_fn=collate_fn,
+                         num_workers=num_workers, pin_memory=pin_memory)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.sampler.set_epoch(epoch)
+
+
+class _FlatBatches:
+    """A batch sampler of row lists from a (K, B) index sampler."""
+
+    def __init__(self, sampler: DeviceBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for indices in self.sampler:
+            yield indices.reshape(-1).tolist()
+
+
+def population_refusal(args: GIFTConfig) -> str | None:
+    """Why ``args`` cannot train several students as one population (one line), or None.
+
+    Everything else (every optimizer and schedule, warm-up, ``max_steps``, mixed precision,
+    gradient accumulation, ZCA, several processes) trains K students together.
+    """
+    if args.max_grad_norm and args.max_grad_norm > 0:
+        return (f"max_grad_norm={args.max_grad_norm}: gradient clipping scales by the norm of all the students' "
+                "gradients together, so students trained together would not be clipped as separate runs")
+    return None
 
 
 def _image_transform_of(dataset: Any) -> ImageTransform | None:

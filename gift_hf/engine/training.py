@@ -1,8 +1,8 @@
-"""The one training path: :func:`train_student` trains (and scores) one model with ``GIFTTrainer``.
+"""The one training path: :func:`train_students` trains (and scores) a set of students with one ``GIFTTrainer``.
 
 Every way gift_hf trains goes through it: the ``gift-hf train`` and ``gift-hf train-teacher``
-scripts, the quickstart (teacher and students), :func:`gift_hf.evaluate_distilled` and every
-cell of the experiments. It applies the :class:`~gift_hf.GIFTConfig` as given (optimizer,
+scripts (one student, :func:`train_student`), the quickstart (teacher and students),
+:func:`gift_hf.evaluate_distilled`, every cell of the studies and DD-Ranking. It applies the :class:`~gift_hf.GIFTConfig` as given (optimizer,
 schedule, batch-size rule, best-of-k evaluations); start-up checks that refuse bad input
 before anything is written live here too.
 """
@@ -28,7 +28,9 @@ __all__ = [
     "check_model_input",
     "check_output_dir",
     "resolve_resume_checkpoint",
+    "student_accuracies",
     "train_student",
+    "train_students",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ class _EvaluateAt(TrainerCallback):
         self.every_epochs = every_epochs
         self.start_fraction = start_fraction
         self.steps: set[int] = set()
-        self.accuracies: list[float] = []
+        self.accuracies: list[list[float]] = []  # per student
 
     def on_train_begin(self, args, state, control, **kwargs):
         total = state.max_steps
@@ -141,8 +143,14 @@ class _EvaluateAt(TrainerCallback):
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and "eval_accuracy" in metrics:
-            self.accuracies.append(float(metrics["eval_accuracy"]))
+        # One list per student: a population's evaluation reports eval_accuracy_s<k>.
+        model = kwargs.get("model")
+        count = len(getattr(model, "seeds", None) or [0]) if model is not None else 1
+        if not self.accuracies:
+            self.accuracies = [[] for _ in range(count)]
+        for index, found in enumerate(student_accuracies(metrics or {}, count)):
+            if found is not None:
+                self.accuracies[index].append(found)
 
 
 @dataclass
@@ -181,60 +189,97 @@ class TrainingResult:
         return record
 
 
-def train_student(
+def train_students(
     config: GIFTConfig,
     model: nn.Module | Callable[[], nn.Module],
     train_dataset: Any = None,
     eval_dataset: Any = None,
     *,
+    seeds: Sequence[int] | None = None,
+    learning_rates: Sequence[float] | None = None,
     teacher: nn.Module | str | None = None,
     compute_metrics: Callable | None = None,
     data_collator: Any = None,
     callbacks: Sequence[TrainerCallback] = (),
     optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+    forward: str = "auto",
     save: bool = False,
     quiet: bool = False,
-) -> TrainingResult:
-    """Train ``model`` on ``train_dataset`` under ``config`` and score it on ``eval_dataset``.
+) -> list[TrainingResult]:
+    """Train a set of students on ``train_dataset`` under ``config`` and score each on ``eval_dataset``.
+
+    The one way gift_hf trains: the scripts, the quickstart, :func:`gift_hf.evaluate_distilled`,
+    every study and DD-Ranking call it. One student (one seed, the default ``config.seed``)
+    is an ordinary ``GIFTTrainer`` run; several are one
+    :class:`~gift_hf.engine.population.StudentPopulation` trained by one ``GIFTTrainer``
+    (each student keeps its seed's initial weights, batch order and augmentation draws, and
+    its learning rate), which equals their separate runs to float tolerance.
 
     Args:
         config: the :class:`GIFTConfig` (loss, labels, optimizer, schedule, epochs …).
             ``batch_sizes`` set: the batch size follows the batch-size rule for the size of
             ``train_dataset``. ``best_of > 1``: that many evaluations, evenly spaced.
             ``resume_from_checkpoint`` (``"last"`` or a path) is resolved here.
-        model: the model, or a function that builds it; it is called after seeding with
-            ``config.seed``, so the initial weights depend on the seed alone.
+        model: the model (one student), or a function that builds one; it is called after
+            seeding with each student's seed, so initial weights depend on the seed alone.
         train_dataset: the training set (None: evaluate only).
         eval_dataset: the set every evaluation scores (None: no evaluation).
+        seeds: one per student (default ``[config.seed]``); each student's seed is also its
+            ``data_seed``.
+        learning_rates: one per student (a grid); default ``config.learning_rate`` for all.
         teacher: the teacher (instance or path) for ``soft_label_source="teacher"``;
-            default ``config.teacher_model_name_or_path``. Loaded and checked once, by
-            :class:`~gift_hf.GIFTTrainer`.
+            default ``config.teacher_model_name_or_path``. Loaded and checked once.
         compute_metrics: default: top-1/top-5 accuracy over the model's classes.
         data_collator: default: :class:`~gift_hf.SoftLabelCollator`.
         callbacks: extra ``TrainerCallback`` objects.
         optimizer_cls_and_kwargs: an optimizer ``TrainingArguments.optim`` cannot name
             (e.g. ``(torch.optim.Adam, {"lr": 1e-3})``), as ``Trainer`` takes it.
-        save: save the model, ``train_results.json``/``eval_results.json`` and the trainer
-            state into ``config.output_dir`` (refused into a non-empty folder unless
-            ``overwrite_output_dir`` or resuming).
+        forward: how several students run their forward (:class:`StudentPopulation`).
+        save: save the model (one student), ``train_results.json``/``eval_results.json``
+            and the trainer state into ``config.output_dir`` (refused into a non-empty folder
+            unless ``overwrite_output_dir`` or resuming); several students are saved as
+            ``seed-<seed>/`` folders, each a loadable model.
         quiet: no per-step log lines (a study trains hundreds of students).
 
     Returns:
-        A :class:`TrainingResult` (accuracies as fractions; the trained model in ``model``).
+        One :class:`TrainingResult` per seed, in order (accuracies as fractions; the trained
+        model in ``model``). A student whose loss became non-finite has ``failure`` set; when
+        every student diverged, :class:`~gift_hf.engine.trainer.TrainingDivergedError` is raised.
     """
-    from gift_hf.evaluation.metrics import build_compute_metrics
-    from gift_hf.models.modeling import load_teacher, model_spec, num_classes_of
-    from gift_hf.hub.model_card import save_model_card
+    from gift_hf.engine.population import StudentPopulation
     from gift_hf.engine.trainer import GIFTTrainer
+    from gift_hf.evaluation.metrics import build_compute_metrics
+    from gift_hf.hub.model_card import save_model_card
+    from gift_hf.models.modeling import load_teacher, model_spec, num_classes_of
 
+    seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
+    if not seeds:
+        raise ValueError("seeds: got none; expected one seed per student")
+    if learning_rates is not None and len(learning_rates) != len(seeds):
+        raise ValueError(f"learning_rates: got {len(learning_rates)} for {len(seeds)} seeds; expected one per student")
+    together = len(seeds) > 1
+    if together and isinstance(model, nn.Module):
+        raise ValueError("model: got a model instance for several seeds; expected a function that builds a student")
     resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir)
     if save and train_dataset is not None:
         check_output_dir(config.output_dir, config.overwrite_output_dir, resume)
+    changes: dict[str, Any] = {}
+    if seeds != [config.seed]:
+        changes.update(seed=seeds[0], data_seed=seeds[0])
+    if not together and learning_rates is not None:
+        changes["learning_rate"] = float(learning_rates[0])
+    if changes:
+        config = config.replace(**changes)
 
-    set_seed(config.seed)  # before the model exists: its initialisation is part of the run
-    if not isinstance(model, nn.Module):
-        model = model()
-    num_classes = num_classes_of(model)
+    if together:
+        model = StudentPopulation.build(model, seeds, learning_rates, forward)
+        one = model.students[0]
+    else:
+        set_seed(config.seed)  # before the model exists: its initialisation is part of the run
+        if not isinstance(model, nn.Module):
+            model = model()
+        one = model
+    num_classes = num_classes_of(one)
     if train_dataset is not None and config.batch_sizes is not None:
         batch_size = config.train_batch_size_for(len(train_dataset), num_classes)
         config = config.replace(per_device_train_batch_size=batch_size)
@@ -246,7 +291,7 @@ def train_student(
         # GIFTTrainer takes the instance as it is. (No teacher: GIFTTrainer says it needs one.)
         teacher = load_teacher(teacher, trust_remote_code=config.trust_remote_code,
                                **(config.teacher_model_init_kwargs or {}))
-        spec = model_spec(model) if getattr(model, "config", None) is not None else {}
+        spec = model_spec(one) if getattr(one, "config", None) is not None else {}
         channels, size = spec.get("in_chans"), spec.get("img_size")
         if channels is not None and size is not None and num_classes is not None:
             check_model_input(teacher, "teacher_model_name_or_path", channels, size, num_classes)
@@ -264,15 +309,19 @@ def train_student(
         callbacks=[c for c in (evaluate_at, *callbacks) if c is not None],
     )
     if optimizer_cls_and_kwargs is not None:
-        # An optimizer `optim` cannot name, with the Trainer's weight-decay groups; training
-        # keeps an optimizer that is already set (as with Trainer(optimizers=...)).
+        # An optimizer `optim` cannot name, with the Trainer's weight-decay groups (and one
+        # learning rate per student); training keeps an optimizer that is already set.
         optimizer_cls, kwargs = optimizer_cls_and_kwargs
         decay = set(trainer.get_decay_parameter_names(trainer.model))
         named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
-        trainer.optimizer = optimizer_cls([
-            {"params": [p for n, p in named if n in decay], "weight_decay": config.weight_decay},
-            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
-        ], **kwargs)
+        groups = []
+        for index, lr in enumerate(learning_rates if together and learning_rates is not None else [None]):
+            prefix = f"students.{index}." if lr is not None else ""
+            mine = [(n, p) for n, p in named if n.startswith(prefix)]
+            extra = {"lr": float(lr)} if lr is not None else {}
+            groups += [{"params": [p for n, p in mine if n in decay], "weight_decay": config.weight_decay, **extra},
+                       {"params": [p for n, p in mine if n not in decay], "weight_decay": 0.0, **extra}]
+        trainer.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
     if trainer.teacher_model is not None:
         # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
         logger.info(f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's "
@@ -289,12 +338,14 @@ def train_student(
         metrics.update(train_output.metrics)
         metrics["train_samples"] = len(train_dataset)
         metrics["world_size"] = config.world_size
+        if together:
+            metrics["students_together"] = len(seeds)
         if save:
-            trainer.save_model()  # main process only: config.json + model.safetensors
+            trainer.save_model()  # main process only: config.json + model.safetensors (or the population's)
             trainer.log_metrics("train", train_output.metrics)
             trainer.save_metrics("train", metrics)
             trainer.save_state()
-    accuracies = list(evaluate_at.accuracies) if evaluate_at is not None else []
+    accuracies = [list(a) for a in evaluate_at.accuracies] if evaluate_at is not None else [[] for _ in seeds]
     if eval_dataset is not None:
         # Predictions are gathered over all ranks; the rows the distributed sampler repeats
         # to even out shards are dropped (gather_for_metrics).
@@ -302,18 +353,48 @@ def train_student(
         eval_metrics["eval_samples"] = len(eval_dataset)
         eval_metrics["eval_world_size"] = config.world_size
         metrics.update(eval_metrics)
-        if "eval_accuracy" in eval_metrics:
-            accuracies.append(float(eval_metrics["eval_accuracy"]))
-        if save:
+        for index, found in enumerate(student_accuracies(eval_metrics, len(seeds))):
+            if found is not None:
+                accuracies[index].append(found)
+        if save and not together:
             trainer.log_metrics("eval", eval_metrics)
             trainer.save_metrics("eval", eval_metrics)
             save_model_card(trainer)  # again, now with the evaluation results
-    return TrainingResult(
-        seed=config.seed,
-        accuracies=accuracies,
-        steps=trainer.state.global_step,
-        batch_size=config.per_device_train_batch_size,
-        train_seconds=seconds,
-        metrics=metrics,
-        model=trainer.model,
-    )
+    failed = trainer.failed_students() if together else {}
+    if save and together and trainer.args.should_save:
+        for index, seed in enumerate(seeds):
+            model.students[index].save_pretrained(os.path.join(config.output_dir, f"seed-{seed}"))
+    steps, batch_size = trainer.state.global_step, config.per_device_train_batch_size
+    return [
+        TrainingResult(
+            seed=seed,
+            accuracies=accuracies[index] if index not in failed else [],
+            steps=steps,
+            batch_size=batch_size,
+            train_seconds=seconds / len(seeds),
+            metrics=metrics,
+            model=model.students[index] if together else trainer.model,
+            failure=(f"TrainingDivergedError: training diverged at step {failed[index]}: the loss became non-finite "
+                     f"(NaN or inf); trained together with {len(seeds)} students" if index in failed else None),
+        )
+        for index, seed in enumerate(seeds)
+    ]
+
+
+def train_student(config: GIFTConfig, model: nn.Module | Callable[[], nn.Module], train_dataset: Any = None,
+                  eval_dataset: Any = None, **kwargs: Any) -> TrainingResult:
+    """One student: :func:`train_students` with the seed ``config.seed`` (same arguments)."""
+    return train_students(config, model, train_dataset, eval_dataset, **kwargs)[0]
+
+
+def student_accuracies(metrics: dict[str, Any], count: int) -> list[float | None]:
+    """Each student's ``accuracy`` in the metrics of an evaluation (``*_accuracy`` for one, ``*_accuracy_s<k>`` for K)."""
+    def find(suffix: str) -> float | None:
+        for name, value in metrics.items():
+            if name.endswith(suffix) and name.split("_")[0] in ("eval", "test"):
+                return float(value)
+        return None
+
+    if count == 1:
+        return [find("_accuracy")]
+    return [find(f"_accuracy_s{index}") for index in range(count)]

@@ -30,16 +30,29 @@ def load_metric(name: str = "topk_accuracy"):
 
 
 def build_compute_metrics(num_classes: int) -> Callable:
-    """A ``compute_metrics`` for ``Trainer``: top-1, plus top-5 when there are more than 5 classes."""
+    """A ``compute_metrics`` for ``Trainer``: top-1, plus top-5 when there are more than 5 classes.
+
+    For K students evaluated together (``(N, K, C)`` logits), student ``k``'s values are
+    ``accuracy_s<k>`` …, and ``accuracy`` … their mean.
+    """
     ks = (1, 5) if num_classes > 5 else (1,)
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
-        return load_metric("topk_accuracy").compute(
-            predictions=np.asarray(logits, dtype=np.float32), references=np.asarray(labels), k=list(ks)
-        )
+        logits, labels = np.asarray(logits, dtype=np.float32), np.asarray(labels)
+        metric = load_metric("topk_accuracy")
+        if logits.ndim == 2:
+            return metric.compute(predictions=logits, references=labels, k=list(ks))
+        # K students trained together (logits (N, K, C)): each student's metrics as
+        # `<name>_s<k>`, and their mean under the plain name.
+        per_student = [metric.compute(predictions=logits[:, i], references=labels, k=list(ks))
+                       for i in range(logits.shape[1])]
+        merged = {name: float(np.mean([m[name] for m in per_student])) for name in per_student[0]}
+        for i, m in enumerate(per_student):
+            merged.update({f"{name}_s{i}": value for name, value in m.items()})
+        return merged
 
     return compute_metrics
 
