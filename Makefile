@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Never reach the Hub at run time: everything gift_hf needs ships with it or is made locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install quickstart test test-min docs benchmarks clean
+.PHONY: install quickstart test test-min lint docs benchmarks clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ $(MIN_VENV)/.installed: setup.cfg pyproject.toml constraints/minimum.txt
 
 test-min: $(MIN_VENV)/.installed  ## the test suite on the minimum supported versions
 	$(OFFLINE) $(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
+
+lint: install  ## ruff lint and format check (rules in pyproject.toml; .pre-commit-config.yaml runs the same)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 docs: install  ## build the documentation site in strict mode
 	$(OFFLINE) $(BIN)/mkdocs build --strict

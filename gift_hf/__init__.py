@@ -8,6 +8,7 @@ _EXPORTS = {
     "BatchAugmenter": "data.augment",
     "build_difficulty_distilled": "data.selection",
     "build_random_distilled": "data.selection",
+    "build_rded_distilled": "data.rded",
     "compute_teacher_logits": "data.relabel",
     "create_model": "models.modeling",
     "ddranking_scores": "evaluation.ddranking",
@@ -31,16 +32,16 @@ _EXPORTS = {
     "map_soft_labels": "data.ablations",
     "model_spec": "models.modeling",
     "protocol_config": "engine.config",
-    "push_distilled": "data.distilled",
+    "push_distilled": "hub.publish",
     "refine_soft_labels": "engine.losses",
     "relabel": "data.relabel",
     "remove_class_knowledge": "data.ablations",
     "save_distilled": "data.distilled",
     "SoftLabelCollator": "data.images",
-    "StudentTrainingArgs": "engine.multi_student",
+    "StudentPopulation": "engine.population",
     "swap_topk": "data.ablations",
     "train_student": "engine.training",
-    "train_students": "engine.multi_student",
+    "train_students": "engine.training",
     "validate_distilled": "data.distilled",
     "ZCA": "data.augment",
 }
@@ -74,10 +75,11 @@ __all__ = [
     "ImageTransform",
     "LOSSES",
     "SoftLabelCollator",
-    "StudentTrainingArgs",
+    "StudentPopulation",
     "ZCA",
     "build_difficulty_distilled",
     "build_random_distilled",
+    "build_rded_distilled",
     "compute_teacher_logits",
     "create_model",
     "ddranking_scores",
@@ -103,3 +105,9 @@ __all__ = [
     "train_students",
     "validate_distilled",
 ]
+
+# Our ConvNets and ResNet live in timm's registry, so `timm.create_model("gift_convnet_d3")` and the
+# model cards' `from_pretrained` work after `import gift_hf`; timm itself is imported only when used.
+from gift_hf.models.timm_registry import register_when_timm_loads as _register_when_timm_loads  # noqa: E402
+
+_register_when_timm_loads()

@@ -6,16 +6,21 @@ torch nor transformers. Every command takes ``--config FILE.yaml`` (a recipe) an
 command-line options that override it.
 
 An error the user can fix (a bad option or value, a path that is not found, an output
-folder that is not empty, a training run that diverged) is printed as one line,
+folder that is not empty, a training run that diverged), a Hub or network error (offline,
+repository not found, no permission) and a full disk are printed as one line,
 ``gift-hf <command>: error: <message>``, with exit status 2; ``GIFT_HF_DEBUG=1`` shows the
-traceback instead.
+traceback instead. Every message and traceback printed here has its secrets masked (values
+of token-like options, anything that looks like a Hub token). A closed stdout (``gift-hf
+train --help | head -1``) ends the command quietly, as the Python docs recommend.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import os
 import sys
+import traceback
 
 #: Set to 1 to see the traceback of every error, user errors included.
 DEBUG_VARIABLE = "GIFT_HF_DEBUG"
@@ -31,7 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "table + plot"),
     "train": ("train", "train a student with GIFT or any soft-label loss (one process or accelerate launch)"),
     "train-teacher": ("train_teacher", "train a teacher (expert) with hard labels, one checkpoint per epoch"),
-    "distill": ("distill", "select a distilled set of real images (random class-balanced, or by teacher difficulty)"),
+    "distill": ("distill", "make a distilled set from real images (random class-balanced, by teacher difficulty, or "
+                "RDED's teacher-scored crops)"),
     "relabel": ("relabel", "add teacher soft labels (logits or softmax(logits/T), ensembles, expert epoch, top-k) "
                 "to a dataset"),
     "convert": ("convert", "convert a tensor file {data, label} or a class-folder tree to the Hub layout"),
@@ -62,7 +68,48 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _hub_error(err: BaseException) -> BaseException | None:
+    """The Hub or network error in ``err``'s chain (huggingface_hub, requests, httpx, urllib3,
+    a refused connection), if any: the user fixes those (go online, log in, fix the id)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        module = type(err).__module__.split(".")[0]
+        if module in ("huggingface_hub", "requests", "httpx", "httpcore", "urllib3") or isinstance(
+                err, (ConnectionError, TimeoutError)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _one_line(err: BaseException, first: bool = False) -> str:
+    """``err``'s message as one line; ``first``: its first line only (Hub errors carry request
+    ids and URLs on further lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0] if first else " ".join(lines)
+
+
+def _quiet_broken_pipe() -> int:
+    # The reader went away (`| head -1`): point stdout at devnull so that the interpreter's
+    # final flush does not raise again, and exit as the Python docs recommend.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (a test's capture): nothing to redirect
+        pass
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -77,19 +124,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gift-hf: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"gift_hf.scripts.{COMMANDS[name][0]}")
-    if os.environ.get(DEBUG_VARIABLE, "").lower() in ("1", "true", "yes"):
-        status = module.main(rest)  # every error with its traceback
-    else:
-        try:
-            status = module.main(rest)
-        except USER_ERRORS as err:
-            # Something the user can fix: the message names it; a traceback would hide it.
-            from gift_hf.redact import mask_secrets, secret_values
+    from gift_hf.files import DiskFullError
+    from gift_hf.redact import mask_secrets, secret_values
 
-            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            print(f"gift-hf {name}: error: {mask_secrets(str(message), secret_values(rest))}\n"
-                  f"(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
-            return 2
+    secrets = secret_values(rest)
+    debug = os.environ.get(DEBUG_VARIABLE, "").lower() in ("1", "true", "yes")
+    try:
+        # its own context: the command's --overwrite_output_dir (set by its parser) ends with it
+        status = contextvars.copy_context().run(module.main, rest)
+    except (SystemExit, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except BaseException as err:
+        hub = _hub_error(err)
+        if debug or not (isinstance(err, USER_ERRORS + (DiskFullError,)) or hub is not None):
+            # a bug: its traceback, but never a token in it (a wrong option's value, a URL)
+            text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            masked = mask_secrets(text, secrets)
+            if masked == text:
+                raise
+            print(masked, file=sys.stderr, end="")
+            return 1
+        # Something the user can fix: the message names it; a traceback would hide it.
+        if hub is not None and not isinstance(err, USER_ERRORS):
+            message = f"the Hub could not be used ({type(hub).__name__}: {_one_line(hub, first=True)})"
+        else:
+            message = _one_line(err) if not isinstance(err, KeyError) or not err.args else str(err.args[0])
+        print(f"gift-hf {name}: error: {mask_secrets(message, secrets)}\n"
+              f"(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        return 2
     return status if isinstance(status, int) else 0
 
 

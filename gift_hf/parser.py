@@ -30,6 +30,95 @@ class ConfigError(ValueError):
     """A recipe file that cannot be used: unknown key, wrong type, not a mapping."""
 
 
+#: The most YAML nodes a recipe may expand to, aliases counted at every use: a recipe has a
+#: few hundred; an "exploding anchor" (billion laughs) has billions and would exhaust memory.
+MAX_CONFIG_NODES = 100_000
+
+
+def _expanded_size(root: Any, limit: int) -> int:
+    """The number of nodes ``root`` (a composed YAML node) expands to, aliases counted at every
+    use; stops counting past ``limit``. Memoised per node, so a shared anchor costs one visit."""
+    import yaml
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # iterative: a deeply nested recipe must not hit the recursion limit here
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if children_done:
+            visiting.discard(id(node))
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children(node)))
+            continue
+        if id(node) in visiting:  # an alias inside its own anchor: it expands forever
+            return limit + 1
+        visiting.add(id(node))
+        stack.append((node, True))
+        stack += [(c, False) for c in children(node) if id(c) not in sizes]
+    return sizes[id(root)]
+
+
+_YAML_BOOLS = ("true", "false")
+
+
+def _refuse_ambiguous_yaml(root: Any, path: str) -> None:
+    """Refuse what two YAML readers would read differently: a key given twice in one mapping
+    (``yaml.safe_load`` silently keeps the last) and the YAML 1.1 booleans ``yes``/``no``/``on``/
+    ``off``/``y``/``n`` (strings in YAML 1.2); one ``ConfigError`` naming the key and the line."""
+    import yaml
+
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in lines:
+                        raise ConfigError(f"{path}: key {key.value!r} is given twice (lines {lines[key.value]} and "
+                                          f"{line}); expected each key once (YAML readers disagree on which wins)")
+                    lines[key.value] = line
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool"
+              and node.value.lower() not in _YAML_BOOLS):
+            raise ConfigError(f"{path}: line {node.start_mark.line + 1}: {node.value!r} is a boolean in YAML 1.1 but "
+                              "a string in YAML 1.2; expected true or false (or quote it for a string)")
+
+
+def _load_yaml(path: str) -> Any:
+    """``yaml.safe_load`` of the file ``path``, refusing one whose aliases expand past
+    :data:`MAX_CONFIG_NODES` nodes (before anything is built from it)."""
+    import yaml
+
+    with open(path, "rb") as f:  # bytes: YAML detects the encoding and names a bad byte itself
+        loader = yaml.SafeLoader(f)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_size(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+                raise ConfigError(f"--config: {path!r} expands to more than {MAX_CONFIG_NODES} values through its "
+                                  "anchors and aliases (an exploding YAML anchor?); expected a recipe of options")
+            _refuse_ambiguous_yaml(node, path)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+
+
 def parse_dict_option(name: str, value: Any) -> Optional[dict]:
     """``value`` as a dict: a dict as is, a JSON object string parsed, None kept.
 
@@ -91,17 +180,26 @@ class GIFTParser(HfArgumentParser):
         import yaml
 
         try:
-            with open(path) as f:
-                config = yaml.safe_load(f)
+            config = _load_yaml(path)
         except FileNotFoundError as err:
             raise ConfigError(f"--config: file {path!r} not found") from err
+        except OSError as err:  # a directory, no permission …
+            raise ConfigError(f"--config: cannot read {path!r} ({err.strerror or err}); expected a YAML file") from err
         except yaml.YAMLError as err:
             raise ConfigError(f"--config: {path!r} is not valid YAML: {err}") from err
+        except RecursionError as err:
+            raise ConfigError(f"--config: {path!r} is nested too deeply; expected a recipe of options") from err
         if config is None:
             return {}
         if not isinstance(config, dict):
             raise ConfigError(f"--config: {path!r} holds a {type(config).__name__}; expected a mapping of options")
         known = self._field_names()
+        for key in config:
+            spelled = str(key).replace("-", "_")
+            if spelled != key and spelled in known:
+                both = f"both {key!r} and {spelled!r} name" if spelled in config else f"key {key!r} names"
+                raise ConfigError(f"{path}: {both} the option {spelled!r}; expected each option once, spelled "
+                                  f"{spelled!r}")
         unknown = sorted(str(k) for k in config if k not in known)
         if unknown:
             raise ConfigError(
@@ -125,9 +223,19 @@ class GIFTParser(HfArgumentParser):
                 raise ConfigError(f"{path}: key {key!r} got a mapping {value!r}; expected {self._expected(action)}")
             if isinstance(value, (list, tuple)) and action.nargs not in ("+", "*"):
                 raise ConfigError(f"{path}: key {key!r} got a list {value!r}; expected {self._expected(action)}")
+            if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple, dict)) for v in value):
+                raise ConfigError(f"{path}: key {key!r} got a nested list {value!r}; expected {self._expected(action)}")
+            if isinstance(value, str) and getattr(action.type, "__name__", "") == "string_to_bool":
+                # a quoted "no"/"off" reads as a string in every YAML version: say which boolean is meant
+                raise ConfigError(f"{path}: key {key!r} got {value!r}; expected true or false (a YAML boolean, "
+                                  "unquoted: a string such as 'no' is read differently by YAML 1.1 and 1.2)")
             if isinstance(value, bool) and action.type in (int, float):
                 raise ConfigError(f"{path}: key {key!r} got {value!r}; expected {self._expected(action)}")
-            values = _as_token(value)
+            try:
+                values = _as_token(value)
+            except (TypeError, ValueError) as err:  # a mapping JSON cannot hold (dates as keys …)
+                raise ConfigError(f"{path}: key {key!r} got {value!r}; expected {self._expected(action)} "
+                                  f"({err})") from err
             if action.type is not None:
                 for v in values:
                     try:
@@ -164,12 +272,34 @@ class GIFTParser(HfArgumentParser):
         args = list(sys.argv[1:] if args is None else args)
         self._secrets = secret_values(args)
         try:
-            return self._parse_args_and_config(args)
+            outputs = self._parse_args_and_config(args)
         except ValueError as err:  # unknown options, wrong-typed values, __post_init__ checks
             masked = mask_secrets(str(err), self._secrets)
             if masked != str(err):
                 raise type(err)(masked) from None
             raise
+        # The command's --overwrite_output_dir is what lets gift_hf.files.write_output replace
+        # files it did not write (`gift-hf` runs each command in its own context).
+        from gift_hf.files import _OVERWRITE
+
+        _OVERWRITE.set(any(bool(getattr(o, "overwrite_output_dir", False)) for o in outputs))
+        return outputs
+
+    def _refuse_repeated_options(self, args: list[str]) -> None:
+        """One option given twice on the command line, in any spelling (``--learning_rate``,
+        ``--learning-rate``, ``--no_x`` for ``--x``), is an error: argparse would keep the last."""
+        given: dict[str, str] = {}
+        for arg in args:
+            if not arg.startswith("--"):
+                continue
+            name = arg.split("=", 1)[0]
+            action = self._option_string_actions.get(name)
+            if action is None or action.dest in ("help", "config"):
+                continue
+            if action.dest in given:
+                self.error(f"option {action.dest!r} is given twice ({given[action.dest]} and {name}); expected it "
+                           "once (the command line overrides --config, but not itself)")
+            given[action.dest] = name
 
     def _parse_args_and_config(self, args: list[str]) -> tuple[Any, ...]:
         config_path = None
@@ -185,6 +315,7 @@ class GIFTParser(HfArgumentParser):
                     config_path = arg.split("=", 1)[1]
                     del args[i]
                     break
+        self._refuse_repeated_options(args)
         tokens: list[str] = []
         if config_path is not None:
             config = self.read_config(config_path)

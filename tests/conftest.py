@@ -36,3 +36,17 @@ def tiny_model():
         return create_model("gift_convnet_d3", in_chans=1, img_size=8, **kwargs)
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``gpu`` where CUDA is not available, saying why."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return  # no torch import for a run without GPU tests
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu): torch.cuda.is_available() is False")
+    for item in gpu_items:
+        item.add_marker(skip)

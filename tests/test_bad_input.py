@@ -87,7 +87,7 @@ def test_smoothing_out_of_range(smoothing):
 # batch on the DataLoader path; either message names the column and the value.
 def test_soft_label_width_differs_from_classes(tmp_path, digits, digits_transform):
     dataset = rows(digits, soft_label=[[0.0] * 7] * 32)  # 7 wide, the student has 10 classes
-    with pytest.raises(ValueError, match=r"soft_labels has shape \(8, 7\).*soft-label width 7 != number of classes 10|"
+    with pytest.raises(ValueError, match=r"column 'soft_label' has width 7; expected 10, the number of classes|"
                                          r"column 'soft_label': got shape \(32, 7\); expected \(32, 10\)"):
         train_briefly(tmp_path, dataset, digits_transform, loss="kl", soft_label_source="dataset")
     assert nothing_written(tmp_path / "out")
@@ -115,8 +115,8 @@ def test_nan_in_teacher_logits(tmp_path, digits, digits_transform):
 def test_inf_in_stored_soft_labels(tmp_path, digits, digits_transform):
     soft = [[0.0, 0.0, 0.0, 0.0, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0]] * 32
     dataset = rows(digits, soft_label=soft)
-    with pytest.raises(ValueError, match=r"column 'soft_label'( contains 8 NaN/inf value\(s\); expected finite numbers|"
-                                         r": row 0 is not finite; expected finite soft labels)"):
+    with pytest.raises(ValueError, match=r"column 'soft_label', (batch )?row 0: entry 4 is inf; expected finite "
+                                         r"values \(no NaN/inf\)"):
         train_briefly(tmp_path, dataset, digits_transform, loss="kl", soft_label_source="dataset")
     assert nothing_written(tmp_path / "out")
 

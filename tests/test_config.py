@@ -25,6 +25,8 @@ def test_defaults_are_the_gift_student_protocol():
 def test_gift_protocol():
     p = protocol_config("gift", output_dir="unused")
     assert (p.num_train_epochs, p.augmentation, p.num_students, p.best_of) == (1000, DSA_STRATEGY, 3, 4)
+    # GIFT's own evaluator augmentation (not MTT's one op of six), whole images
+    assert (p.augmentation_mode, p.factor_crop) == ("gift", 1)
     # batch 10/50/100/200 for sets of <=10, <=500, <=20k images, and more
     sizes = {n: p.train_batch_size_for(n) for n in (1, 10, 11, 500, 501, 20000, 20001)}
     assert sizes == {1: 10, 10: 10, 11: 50, 500: 50, 501: 100, 20000: 100, 20001: 200}
@@ -38,6 +40,7 @@ def test_label_paper_protocol():
     assert (p.soft_label_source, p.soft_label_kind, p.loss, p.label_source) == ("dataset", "probabilities",
                                                                                  "soft_ce", "dataset")
     assert (p.num_students, p.best_of) == (5, 1)
+    assert (p.augmentation, p.augmentation_mode, p.factor_crop) == (DSA_STRATEGY, "single", 1)  # MTT's DSA
     assert p.replace(loss="ce").label_source == "none"  # hard labels need no soft labels
 
 
@@ -49,7 +52,9 @@ def test_recipes_hold_the_protocols():
     from recipe_helpers import REPO
 
     # The protocol's own exception: batch 100 on Tiny-ImageNet whatever the IPC.
-    dataset_specific = {"tiny_imagenet.yaml": {"batch_sizes"}}
+    # GIFT on ImageNet-1K with ResNet-18: 300 epochs and factor crop 2.
+    dataset_specific = {"tiny_imagenet.yaml": {"batch_sizes"},
+                        "imagenet1k_resnet18.yaml": {"num_train_epochs", "factor_crop"}}
     for name, protocol in PROTOCOLS.items():
         recipes = sorted((REPO / "recipes" / name).glob("*.yaml"))
         assert recipes, name

@@ -82,7 +82,7 @@ def test_distill_difficulty(tmp_path, capsys):
     assert main(["distill", "difficulty", "--output_dir", str(tmp_path / "x")]) == 2
     assert "gift-hf distill: error: teacher: got None; method 'difficulty' needs --teacher" in capsys.readouterr().err
     assert main(["distill", "--method", "herding", "--output_dir", str(tmp_path / "x")]) == 2
-    assert "error: method: got 'herding'; expected one of ('random', 'difficulty')" in capsys.readouterr().err
+    assert "error: method: got 'herding'; expected one of ('random', 'difficulty', 'rded')" in capsys.readouterr().err
 
 
 def test_convert_and_push(tmp_path, capsys, monkeypatch):

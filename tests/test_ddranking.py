@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from gift_hf import create_model
+from gift_hf import create_model, protocol_config
 from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
 from gift_hf.evaluation.ddranking import (
     DDRankingArguments,
@@ -77,11 +77,12 @@ def test_mean_and_population_std():
         (lambda: hard_label_recovery(80.0, 50.0), "full_data_hard: got 80.0; expected an accuracy as a fraction"),
         (lambda: improvement_over_random(0.5, 1.5), "random_soft: got 1.5"),
         (lambda: label_robust_score(0.1, 0.1, lrs_lambda=2.0), "lrs_lambda: got 2.0"),
-        (lambda: DDRankingArguments(soft_label_mode="X"), "soft_label_mode: got 'X'"),
-        (lambda: DDRankingArguments(soft_label_loss="ce"), "soft_label_loss: got 'ce'; expected a soft-label loss"),
+        (lambda: protocol_config("ddranking", soft_label_source="X"), "soft_label_source: got 'X'"),
+        (lambda: DDRankingArguments().check(protocol_config("ddranking", loss="ce")),
+         "loss: got 'ce'; expected the soft-label students' loss"),
         (lambda: DDRankingArguments(seeds=[0, 0]), "seeds: got \\[0, 0\\]"),
-        (lambda: DDRankingArguments(augmentation="none"), "compute_ars"),
-        (lambda: DDRankingArguments(epochs=0), "epochs: got 0"),
+        (lambda: DDRankingArguments().check(protocol_config("ddranking", augmentation="none")), "compute_ars"),
+        (lambda: DDRankingArguments(full_data_epochs=0), "full_data_epochs: got 0"),
     ],
 )
 def test_bad_input_is_named(call, match):
@@ -101,15 +102,15 @@ def teacher_dir(tmp_path_factory):
     return str(path)
 
 
-def _tiny_argv(teacher_dir, output_dir, *extra):
+def _tiny_argv(teacher_dir, output_dir, *extra, full_data_epochs="2"):
     return [
         "--config", "recipes/ddranking/cifar10_convnet3.yaml",  # the real recipe, shrunk by overrides
         "--dataset_name", "digits", "--image_column", "image", "--test_rows", "120",
         "--image_mean", str(DIGITS_MEAN[0]), "--image_std", str(DIGITS_STD[0]),
         "--teacher_model_name_or_path", teacher_dir, "--output_dir", str(output_dir),
         "--student_model_kwargs", '{"width": 8}', "--ipc", "2",
-        "--learning_rates", "0.01", "0.05", "--seeds", "0", "1", "--epochs", "4", "--batch_size", "10",
-        "--eval_every", "2", "--full_data_epochs", "2", "--full_data_step_size", "1", "--full_data_batch_size", "256",
+        "--learning_rates", "0.01", "0.05", "--seeds", "0", "1", "--num_train_epochs", "4",
+        "--per_device_train_batch_size", "10", "--eval_every_epochs", "2", "--use_cpu", "true", "--full_data_epochs", full_data_epochs, "--full_data_step_size", "1", "--full_data_batch_size", "256",
         "--progress", "false", *extra,
     ]
 
@@ -154,7 +155,7 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
 
     # Another full-data recipe is another cell.
     third = main(_tiny_argv(teacher_dir, tmp_path / "longer", "--cache_dir", str(tmp_path / "random"),
-                            "--full_data_epochs", "3", "--compute_ars", "false"))
+                            "--compute_ars", "false", full_data_epochs="3"))
     assert third.full_data["cached"] is False and third.full_data["path"] != cache
     assert "ars_mean" not in third.scores and len(third.students) == 12  # 2 rounds × 2 rates × 3 cells
 
@@ -163,4 +164,5 @@ def test_unbalanced_distilled_set_is_refused(digits, teacher_dir):
     distilled = digits["train"].select(range(15))
     with pytest.raises(ValueError, match="class counts .* differ"):
         ddranking_scores(distilled, digits["train"], digits["test"], teacher_dir,
-                         args=DDRankingArguments(epochs=1), student_model_kwargs={"width": 8}, device="cpu")
+                         config=protocol_config("ddranking", num_train_epochs=1, use_cpu=True),
+                         student_model_kwargs={"width": 8})

@@ -118,7 +118,7 @@ def test_bad_rows_are_named(tmp_path):
         decode_dataset(hub, ImageTransform(), cache_dir=str(tmp_path / "c"), num_classes=3)
     broken = Dataset.from_dict({"pixel_values": np.zeros((3, 1, 2, 2), np.float32).tolist(), "label": [0, 1, 0],
                                 "soft_label": [[0.0, 1.0], [np.nan, 0.0], [1.0, 0.0]]})
-    with pytest.raises(ValueError, match=r"column 'soft_label': row 1 is not finite"):
+    with pytest.raises(ValueError, match=r"column 'soft_label', row 1: entry 0 is nan; expected finite values"):
         decode_dataset(broken, ImageTransform(channels=1), cache_dir=str(tmp_path / "c"), num_classes=2)
 
 

@@ -189,7 +189,7 @@ def test_existing_output_dir_is_refused_unless_overwrite_and_replaced_atomically
 
 
 def test_a_failed_write_leaves_the_target_untouched(tmp_path, monkeypatch):
-    import gift_hf.data.distilled as distilled
+    import gift_hf.data.distilled.storage as storage
 
     target = tmp_path / "set"
     save_distilled(rgb_dataset(n=3), target, DistilledInfo(soft_label_kind="probabilities"))
@@ -198,7 +198,7 @@ def test_a_failed_write_leaves_the_target_untouched(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(distilled, "render_card", boom)
+    monkeypatch.setattr(storage, "render_card", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_distilled(rgb_dataset(n=6), target, DistilledInfo(soft_label_kind="probabilities"), overwrite=True)
     assert {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before

@@ -82,17 +82,17 @@ def test_label_paper_stores_labels_once_and_steps_its_schedule(teacher, data):
 def test_same_seed_same_student(teacher, data):
     subset, _ = build_random_distilled(data["train"], 1, seed=2)
     config = protocol_config("gift", num_train_epochs=2, best_of=1, augmentation="crop", output_dir="unused")
-    first = train_on_distilled(subset, data["test"], config, 5, STUDENT, teacher)
-    second = train_on_distilled(subset, data["test"], config, 5, STUDENT, teacher)
+    (first,) = train_on_distilled(subset, data["test"], config, [5], STUDENT, teacher)
+    (second,) = train_on_distilled(subset, data["test"], config, [5], STUDENT, teacher)
     assert first.accuracies == second.accuracies
 
 
 def test_missing_labels_are_refused_clearly(data):
     subset, _ = build_random_distilled(data["train"], 1, seed=0)
     with pytest.raises(ValueError, match="no 'soft_label' column"):
-        train_on_distilled(subset, data["test"], protocol_config("label_paper", num_train_epochs=1), 0, STUDENT)
+        train_on_distilled(subset, data["test"], protocol_config("label_paper", num_train_epochs=1), [0], STUDENT)
     with pytest.raises(ValueError, match="needs a teacher"):  # GIFTTrainer's one check
-        train_on_distilled(subset, data["test"], protocol_config("gift", num_train_epochs=1), 0, STUDENT)
+        train_on_distilled(subset, data["test"], protocol_config("gift", num_train_epochs=1), [0], STUDENT)
     with pytest.raises(ValueError, match="has no soft labels and no teacher"):
         evaluate_distilled(subset, data["test"], "label_paper", student=STUDENT, num_train_epochs=1)
 
@@ -128,60 +128,17 @@ def test_a_diverged_student_is_reported_as_failed_never_scored(teacher, data):
 
 
 # ------------------------------------------------------------------ students together
-def test_protocols_map_onto_students_trained_together():
-    from gift_hf.evaluation.evaluate import together_recipe
-
-    gift, why = together_recipe(protocol_config("gift", num_train_epochs=12, output_dir="unused"), 20, 10)
-    assert why is None
-    assert (gift.optimizer, gift.schedule, gift.milestones, gift.gamma) == ("adamw", "multistep", [2 / 3, 5 / 6], 0.2)
-    assert (gift.batch_size, gift.eval_every, gift.epochs, gift.loss) == (50, 3, 12, "gift")  # best_of 4 of 12 epochs
-    assert [e + 1 for e in gift.eval_epochs()] == [3, 6, 9, 12]
-    paper, why = together_recipe(protocol_config("label_paper", num_train_epochs=4, output_dir="unused"), 10, 10)
-    assert why is None
-    assert (paper.optimizer, paper.momentum, paper.weight_decay) == ("sgd", 0.9, 5e-4)
-    # ×0.1 from epoch 2 on, as the Trainer's rates in test_label_paper_stores_labels_once_and_steps_its_schedule
-    assert [paper.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 0.1, 0.1])
-    for config, reason in [
-        (protocol_config("rded", num_train_epochs=10, output_dir="unused"), "lr_scheduler_type='cosine'"),
-        (protocol_config("gift", num_train_epochs=10, output_dir="unused"), "best_of=4 do not fall on the ends of 10"),
-        (protocol_config("gift", num_train_epochs=4, max_grad_norm=1.0, output_dir="unused"), "max_grad_norm=1.0"),
-        (protocol_config("gift", num_train_epochs=4, students_together=False, output_dir="unused"), "students_together"),
-        (protocol_config("label_paper", optim="rmsprop", num_train_epochs=4, output_dir="unused"), "RMSprop"),
-    ]:
-        recipe, why = together_recipe(config, 20, 10)
-        assert recipe is None and reason in why, why
-
-
-def test_evaluate_distilled_trains_its_students_together_or_falls_back_logged(teacher, data, caplog):
+@pytest.mark.parametrize("changes", [{}, {"lr_scheduler_type": "cosine", "lr_milestones": []},
+                                     {"device_resident": "never"}])
+def test_evaluate_distilled_trains_its_students_together_under_any_schedule_and_data_path(teacher, data, changes):
+    """One engine: every protocol setting trains the seeds as one population, and each student is the run its seed
+    alone would give (the DataLoader path as well as the device-resident one)."""
     subset, _ = build_random_distilled(data["train"], 2, seed=0)
     common = dict(student=STUDENT, teacher=teacher, num_train_epochs=4, num_students=3, best_of=2,
-                  augmentation="crop", output_dir="unused")
+                  augmentation="crop", output_dir="unused", use_cpu=True, **changes)
     together = evaluate_distilled(subset, data["test"], "gift", **common)
     assert [s.seed for s in together.students] == [0, 1, 2]
     for s in together.students:
-        assert s.metrics == {"students_together": 3} and (s.batch_size, s.steps, len(s.accuracies)) == (50, 4, 2)
-    # the same students, one GIFTTrainer run each: same seeds, same budget (the Trainer's batch
-    # order and augmentation streams are its own, so the accuracies are alike, not equal)
-    one_by_one = evaluate_distilled(subset, data["test"], "gift", students_together=False, **common)
-    assert [(s.seed, s.steps, len(s.accuracies)) for s in one_by_one.students] == [(0, 4, 2), (1, 4, 2), (2, 4, 2)]
-    assert all("students_together" not in s.metrics for s in one_by_one.students)
-    # a schedule train_students does not run: one GIFTTrainer run per student, and the log says why
-    import logging
-
-    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation.evaluate"):
-        cosine = evaluate_distilled(subset, data["test"], "gift", lr_scheduler_type="cosine", **common)
-    assert all("students_together" not in s.metrics for s in cosine.students)
-    assert "students trained one by one with GIFTTrainer: lr_scheduler_type='cosine'" in caplog.text
-
-
-def test_sets_too_large_to_hold_as_tensors_stream_through_the_trainer(teacher, data, caplog, monkeypatch):
-    import logging
-
-    from gift_hf.evaluation import evaluate as evaluation
-
-    subset, _ = build_random_distilled(data["train"], 1, seed=0)
-    config = protocol_config("gift", num_train_epochs=2, best_of=1, output_dir="unused")
-    monkeypatch.setattr(evaluation, "TOGETHER_MAX_BYTES", 1000)  # 10 + 180 images of 1×8×8 float32: 48,640 B
-    with caplog.at_level(logging.INFO, logger="gift_hf.evaluation.evaluate"):
-        assert evaluation.train_together(subset, data["test"], config, [0, 1], STUDENT, teacher) is None
-    assert "the images would take 0.0 GiB as tensors" in caplog.text
+        assert s.metrics["students_together"] == 3 and (s.batch_size, s.steps, len(s.accuracies)) == (50, 4, 2)
+    alone = evaluate_distilled(subset, data["test"], "gift", **{**common, "num_students": 1, "seed": 1})
+    assert alone.students[0].accuracies == pytest.approx(together.students[1].accuracies, abs=1e-9)

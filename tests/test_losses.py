@@ -35,7 +35,7 @@ def hand_ce(z, y):
 
 
 def test_registry_has_the_papers_loss_names():
-    assert set(LOSSES) == {"ce", "kl", "soft_ce", "mse", "mse_ce", "soft_ce_ce", "cosine", "gift"}
+    assert set(LOSSES) == {"ce", "kl", "soft_ce", "mse", "mse_ce", "soft_ce_ce", "cosine", "gift", "hf_kd"}
 
 
 def test_ce():
@@ -51,6 +51,22 @@ def test_kl(temp, t_squared):
         per.append(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)) * (temp**2 if t_squared else 1))
     got = get_loss("kl", temperature=temp, t_squared=t_squared)(Z, T, Y).item()
     assert got == pytest.approx(sum(per) / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("kwargs,temp,lam", [({}, 5.0, 0.5), ({"temperature": 2.0, "kd_lambda": 0.25}, 2.0, 0.25)])
+def test_hf_kd_is_the_transformers_guide_loss(kwargs, temp, lam):
+    # λ·T²·KL(softmax(t/T) ‖ softmax(z/T)) + (1 − λ)·CE(z, y); defaults T = 5, λ = 0.5 as in the guide
+    per = []
+    for z, t, y in zip(Z.tolist(), T.tolist(), Y.tolist()):
+        p, q = softmax(t, temp), softmax(z, temp)
+        kl = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+        per.append(lam * temp**2 * kl + (1 - lam) * hand_ce(z, y))
+    assert get_loss("hf_kd", **kwargs)(Z, T, Y).item() == pytest.approx(sum(per) / 2, rel=1e-5)
+    # first row at the defaults, written out: p = softmax([0.2, 0.4, 0]), q = softmax([0.4, 0, -0.2])
+    if not kwargs:
+        assert per[0] == pytest.approx(0.5 * 25 * 0.0339933 + 0.5 * 0.1698460, rel=1e-5)
+    with pytest.raises(ValueError, match="kd_lambda must be in"):
+        get_loss("hf_kd", kd_lambda=1.5)
 
 
 def test_kl_default_is_the_reference_convention():

@@ -33,7 +33,7 @@ def test_card_records_the_whole_story(tmp_path):
         student(), args, dataset="me/digits-ipc2", distilled_info=INFO, dataset_fingerprint="abc123",
         protocol=protocol_config("gift", num_train_epochs=5), eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8,
                                                                "eval_runtime": 1.5, "epoch": 3.0},
-        license="bsd-3-clause", repo_id="me/student", tags=["digits"],
+        eval_split="test", license="bsd-3-clause", repo_id="me/student", tags=["digits"],
     )
     meta = metadata(str(card))
     assert meta["license"] == "bsd-3-clause" and meta["library_name"] == "transformers"
@@ -57,7 +57,17 @@ def test_card_records_the_whole_story(tmp_path):
     assert meta["model-index"][0]["name"] == "student"
     body = str(card).split("---\n", 2)[2]
     assert 'from_pretrained("me/student")' in body and "image_transform_for(model)" in body  # 1 channel
-    assert "| accuracy | 0.75 | digits (test) |" in body
+    # people read accuracies in percent (the metadata keeps the fraction)
+    assert "| accuracy | 75.00% | digits (test) |" in body and "| loss | 0.8 | digits (test) |" in body
+    assert "trained by gift_hf on the distilled dataset `me/digits-ipc2` (2 images per class)" in body
+    # ready to publish: why the eval loss of a cosine-trained student is high, intended use, limitations, BibTeX
+    assert "The eval loss is the hard-label cross-entropy; a student trained with `gift`" in body
+    assert "## Intended use" in body and "## Limitations" in body and "few images per class" in body
+    citation = body.split("## Citation", 1)[1]
+    assert "@inproceedings{shang2025gift" in citation and "Shang, Xinyi and Sun, Peng and Lin, Tao" in citation
+    assert "ICLR" in citation and "@inproceedings{qin2024label" in citation
+    assert "A Label is Worth a Thousand Images in Dataset Distillation" in citation
+    assert "rded" not in citation and "sre2l" not in citation  # the set was chosen at random
 
 
 def test_rgb_students_get_a_pipeline_snippet_and_the_sets_license(tmp_path):
@@ -117,6 +127,11 @@ def test_the_protocol_is_named_after_the_preset_it_keeps():
     assert metadata(str(build_model_card(student(), protocol=kept)))["gift_hf"]["protocol"]["name"] == "label_paper"
     changed = protocol_config("label_paper", learning_rate=0.5)
     assert metadata(str(build_model_card(student(), protocol=changed)))["gift_hf"]["protocol"]["name"] == "custom"
+    # per-dataset settings of a protocol (its ImageNet-1K factor crop, a fixed batch size) keep its name
+    scaled = protocol_config("gift", factor_crop=2, batch_sizes=None, per_device_train_batch_size=100)
+    story = metadata(str(build_model_card(student(), protocol=scaled)))["gift_hf"]
+    assert story["protocol"]["name"] == "gift" and "- **Protocol:** `gift`" in str(build_model_card(student(),
+                                                                                                   protocol=scaled))
 
 
 def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
@@ -126,7 +141,44 @@ def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
     trainer.teacher_model.save_pretrained(tmp_path / "teacher")
     loaded, _ = train(tmp_path, digits, teacher=str(tmp_path / "teacher"), loss="kl", soft_label_source="teacher")
     story = metadata(save_model_card(loaded, tmp_path / "out").read_text())["gift_hf"]
-    assert story["teacher"] == str(tmp_path / "teacher") and story["loss"] == "kl"
+    # a local teacher is named by its folder, never by a local (absolute) path
+    text = save_model_card(loaded, tmp_path / "out").read_text()
+    assert metadata(text)["gift_hf"]["teacher"] == "teacher" and str(tmp_path) not in text
+    assert "- **Teacher:** `teacher`" in text
+
+
+def test_the_readme_flow_card_reads_what_the_trainer_knows(tmp_path, digits):
+    """GIFTTrainer(teacher_model=path, eval_dataset=digits test) then save_model: the card names the teacher,
+    the evaluation data and split from the dataset's info, and the license from it (scikit-learn's)."""
+    teacher = student()
+    teacher.save_pretrained(tmp_path / "my-teacher")
+    trainer, _ = train(tmp_path, digits, teacher=str(tmp_path / "my-teacher"), loss="gift",
+                       soft_label_source="teacher")
+    trainer.evaluate()
+    trainer.save_model(str(tmp_path / "final"))
+    text = (tmp_path / "final" / "README.md").read_text()
+    meta = metadata(text)
+    assert meta["license"] == "bsd-3-clause" and meta["gift_hf"]["teacher"] == "my-teacher"
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"] == {"name": "digits", "type": "digits", "split": "test"}
+    assert "| digits (test) |" in text and "unknown" not in text and str(tmp_path) not in text
+    # no distilled card: "the dataset", not "the distilled dataset"
+    assert "distilled dataset" not in text.split("---\n", 2)[2]
+
+
+def test_a_plain_split_is_the_dataset_and_the_method_is_cited():
+    plain = str(build_model_card(student(), dataset="digits"))
+    assert "trained by gift_hf on the dataset `digits`" in plain and "**Training dataset:** `digits`" in plain
+    rded = str(build_model_card(student(), dataset="me/imagenet-rded-ipc10",
+                                distilled_info=DistilledInfo(source_dataset="imagenet-1k", method="rded", ipc=10)))
+    assert "the distilled dataset `me/imagenet-rded-ipc10`" in rded
+    assert "@inproceedings{sun2024rded" in rded and "On the Diversity and Realism of Distilled Dataset" in rded
+    sre2l = str(build_model_card(student(), distilled_info=DistilledInfo(method="SRe2L", ipc=50)))
+    assert "Squeeze, Recover and Relabel" in sre2l and "sun2024rded" not in sre2l
+    # a CE-trained student's eval loss needs no note
+    ce = str(build_model_card(student(), GIFTConfig(output_dir="x", loss="ce", soft_label_source="none"),
+                              eval_results={"eval_loss": 0.3, "eval_accuracy": 0.9}))
+    assert "The eval loss is" not in ce and "| accuracy | 90.00% | unknown |" in ce
 
 
 def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeypatch):

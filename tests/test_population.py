@@ -138,8 +138,6 @@ def test_clipping_is_refused_in_one_line(sets, teacher, tmp_path):
 def test_population_checks_its_students():
     with pytest.raises(ValueError, match="seeds: got 1 for 2 students"):
         StudentPopulation([build(), build()], [0])
-    with pytest.raises(ValueError, match="distinct seeds"):
-        StudentPopulation([build(), build()], [0, 0])
     with pytest.raises(ValueError, match=r"learning_rates: got -1"):
         StudentPopulation([build(), build()], [0, 1], learning_rates=[1e-3, -1])
     bn = [create_model("resnet10t", 10, in_chans=1, img_size=8) for _ in range(2)]

@@ -88,12 +88,12 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from distilled_helpers import rgb_dataset
-import gift_hf.data.distilled as d
+import gift_hf.data.distilled.storage as d
 
 mode, target = sys.argv[1], sys.argv[2]
 die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 if mode == "between_renames":  # a system without an atomic swap, killed after the first rename
-    d._exchange = lambda a, b: False
+    d.exchange_directories = lambda a, b: False
     real = os.replace
     def replace(src, dst):
         real(src, dst)
@@ -145,9 +145,9 @@ def test_a_kill_while_staging_keeps_the_old_dataset_and_the_leftover_is_cleaned(
 
 
 def test_overwrite_without_an_atomic_swap_renames_aside_and_cleans_up(tmp_path, monkeypatch):
-    import gift_hf.data.distilled as distilled
+    import gift_hf.data.distilled.storage as storage
 
-    monkeypatch.setattr(distilled, "_exchange", lambda a, b: False)  # as on a system without renameat2
+    monkeypatch.setattr(storage, "exchange_directories", lambda a, b: False)  # as on a system without renameat2
     target = save_distilled(rgb_dataset(n=6), tmp_path / "set", INFO)
     save_distilled(rgb_dataset(n=3), target, INFO, overwrite=True)
     assert rows(target, tmp_path) == 3 and hidden(tmp_path) == []

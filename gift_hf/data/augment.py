@@ -11,6 +11,13 @@ online teacher relabels exactly the (augmented, mixed) images the student learns
   (``ParamDiffAug.aug_mode = "S"``) one op is drawn per batch by default
   (``augmentation_mode="single"``) and its parameters are drawn per image;
   ``augmentation_mode="all"`` applies every op in the order written.
+- **GIFT's evaluator** (Shang et al., "GIFT: Unlocking Full Potential of Labels in Distilled
+  Dataset at Near-zero Cost", ICLR 2025), ``augmentation_mode="gift"`` with the DSA ops and
+  ranges: on every batch ``flip``, ``color`` (brightness, saturation, contrast in turn), ONE
+  of ``crop``/``scale``/``rotate`` drawn per batch, then ``cutout``, all with per-image
+  parameters (:data:`GIFT_ORDER`, :data:`GIFT_ONE_OF`). Before them, optionally, the per-image
+  *factor crop* (``factor_crop=2``, GIFT's ImageNet-1K ResNet-18 setting): with probability
+  3/4 one of the 4 quadrants, resized bilinearly to the full size, else the whole image.
 - **RDED / SRe2L** per-image ops (Sun et al., "On the Diversity and Realism of Distilled
   Dataset", 2024): ``patchshuffle`` (the image cut into ``factor`` column strips and
   ``factor`` row strips, each set shuffled per image, as RDED's ``ShufflePatches``) and
@@ -56,6 +63,9 @@ __all__ = [
     "AUGMENTATION_MODES",
     "AUGMENTATION_OPS",
     "DSA_OPS",
+    "FACTOR_CROPS",
+    "GIFT_ONE_OF",
+    "GIFT_ORDER",
     "MIX_MODES",
     "RDED_OPS",
     "RDED_STRATEGY",
@@ -67,6 +77,8 @@ __all__ = [
     "augment_stacked",
     "batch_seed",
     "build_augmenter",
+    "check_factor_crop",
+    "check_mode",
     "fit_zca",
     "parse_strategy",
     "resized_crop",
@@ -80,8 +92,15 @@ AUGMENTATION_OPS = DSA_OPS + RDED_OPS
 """Every op a strategy string may name."""
 RDED_STRATEGY = "patchshuffle_resizedcrop_flip"
 """The RDED/SRe2L per-image pipeline, in its order; use with mode ``"all"`` and ``mix="cutmix"``."""
-AUGMENTATION_MODES = ("single", "all")
-"""``single``: one op drawn per batch (the reference evaluation); ``all``: every op in turn."""
+AUGMENTATION_MODES = ("single", "all", "gift")
+"""``single``: one op drawn per batch (the DSA reference evaluation); ``all``: every op in turn;
+``gift``: GIFT's evaluator (every op, but one of :data:`GIFT_ONE_OF` per batch, in :data:`GIFT_ORDER`)."""
+GIFT_ONE_OF = ("crop", "scale", "rotate")
+"""Mode ``gift``: one of these (of those the strategy names) is drawn per batch; every other op runs on every batch."""
+GIFT_ORDER = ("flip", "color", "crop", "scale", "rotate", "cutout")
+"""Mode ``gift`` applies its ops in this order, whatever the order of the strategy string."""
+FACTOR_CROPS = (1, 2)
+"""``factor_crop`` values: 1 the identity, 2 a random quadrant (probability 3/4) resized to the full size."""
 MIX_MODES = ("none", "mixup", "cutmix", "both")
 """``both`` picks CutMix or MixUp with probability 1/2 per batch (timm's ``switch_prob``)."""
 ZCA_FILE = "zca.safetensors"
@@ -111,6 +130,29 @@ def parse_strategy(strategy: str) -> list[str]:
     if repeated:
         raise ValueError(f"augmentation: op(s) {repeated} repeated in {strategy!r}; name each op once")
     return ops
+
+
+def check_mode(ops: Sequence[str], mode: str) -> None:
+    """Raise a ``ValueError`` naming the field if ``mode`` is unknown or cannot run ``ops`` (parsed)."""
+    if mode not in AUGMENTATION_MODES:
+        raise ValueError(f"augmentation_mode: got {mode!r}; expected one of {AUGMENTATION_MODES}")
+    if mode == "gift":
+        other = [op for op in ops if op not in DSA_OPS]
+        if other:
+            raise ValueError(
+                f"augmentation: got op(s) {other} with augmentation_mode='gift'; expected DSA ops only "
+                f"({list(DSA_OPS)}): GIFT's evaluator is flip, color, one of crop/scale/rotate, cutout"
+            )
+
+
+def check_factor_crop(factor: Any) -> int:
+    """``factor`` if it is a valid ``factor_crop`` (1 or 2), else a ``ValueError`` naming the field."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or int(factor) not in FACTOR_CROPS:
+        raise ValueError(
+            f"factor_crop: got {factor!r}; expected 1 (whole images) or 2 (with probability 3/4 one of the 4 "
+            "quadrants, resized to the full size: GIFT's ImageNet-1K ResNet-18 setting)"
+        )
+    return int(factor)
 
 
 @dataclass(frozen=True)
@@ -225,7 +267,8 @@ class BatchAugmenter:
 
     Args:
         ops: ops from :data:`AUGMENTATION_OPS`, or a strategy string (see :func:`parse_strategy`).
-        mode: ``"single"`` (one op drawn per batch, the DSA reference) or ``"all"``.
+        mode: ``"single"`` (one op drawn per batch, the DSA reference), ``"all"`` or ``"gift"``
+            (GIFT's evaluator: every op, one of :data:`GIFT_ONE_OF` per batch; DSA ops only).
         mix: ``"none"``, ``"mixup"``, ``"cutmix"`` or ``"both"``.
         mix_prob: probability that a batch is mixed.
         mix_beta: ``β`` of ``λ ~ Beta(β, β)`` (timm's ``mixup_alpha``/``cutmix_alpha``).
@@ -233,6 +276,8 @@ class BatchAugmenter:
         seed: the run's seed.
         rank: this process's index; each rank draws its own parameters.
         params: the op ranges.
+        factor_crop: 1, or 2 for GIFT's per-image factor crop before the ops (a random
+            quadrant with probability 3/4, resized bilinearly to the full size), in any mode.
 
     Calling it maps ``(pixel_values, labels, soft_labels)`` to the same triple; labels are
     returned as ``(B, C)`` float distributions when the batch was mixed, unchanged otherwise.
@@ -250,10 +295,11 @@ class BatchAugmenter:
         seed: int = 0,
         rank: int = 0,
         params: DSAParams | None = None,
+        factor_crop: int = 1,
     ) -> None:
         self.ops = parse_strategy(ops if isinstance(ops, str) else "_".join(ops))
-        if mode not in AUGMENTATION_MODES:
-            raise ValueError(f"augmentation_mode: got {mode!r}; expected one of {AUGMENTATION_MODES}")
+        check_mode(self.ops, mode)
+        self.factor_crop = check_factor_crop(factor_crop)
         if mix not in MIX_MODES:
             raise ValueError(f"mix: got {mix!r}; expected one of {MIX_MODES}")
         if not 0.0 <= mix_prob <= 1.0:
@@ -277,7 +323,8 @@ class BatchAugmenter:
         ops = "_".join(self.ops) or "none"
         return (
             f"{type(self).__name__}(ops={ops!r}, mode={self.mode!r}, mix={self.mix!r}, "
-            f"mix_prob={self.mix_prob}, mix_beta={self.mix_beta})"
+            f"mix_prob={self.mix_prob}, mix_beta={self.mix_beta}"
+            + (f", factor_crop={self.factor_crop})" if self.factor_crop != 1 else ")")
         )
 
     # --------------------------------------------------------------------------- state
@@ -369,6 +416,18 @@ class BatchAugmenter:
                           ) -> dict[str, Tensor]:
         # float32 whatever the images: torchvision draws the box in float
         return {"u": self._rand(4, b, 10, device=device).movedim(1, 0)}
+
+    def _draw_factorcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+                         ) -> dict[str, Tensor]:
+        # The boxes are computed here, so applying them needs no factor (augment_stacked
+        # applies one augmenter's op to the draws of several).
+        f = self.factor_crop
+        whole = self._rand(b, device=device) < 1.0 / (f * f)  # factor 2: the image stays whole with p 1/4
+        cell = self._randint(0, f * f, (b,), device)  # else one of the f × f cells, uniformly
+        row, col = cell // f, cell % f
+        top, left = row * h // f, col * w // f
+        return {"whole": whole.view(b, 1, 1, 1), "top": top, "left": left,
+                "height": (row + 1) * h // f - top, "width": (col + 1) * w // f - left}
 
     def _draw_mix(self, b: int, h: int, w: int) -> tuple[bool, float, tuple[int, int, int, int] | None] | None:
         """``(cutmix, λ, box)`` of a mixed batch (``λ`` = the area kept for CutMix), None if it is not mixed."""
@@ -470,6 +529,13 @@ class BatchAugmenter:
         fw, fh = (w, round(w / r_low)) if in_ratio < r_low else (round(h * r_high), h) if in_ratio > r_high else (w, h)
         return resized_crop(x, pick(top, (h - fh) // 2), pick(left, (w - fw) // 2), pick(ch, fh), pick(cw, fw), (h, w))
 
+    # ------------------------------------------------------------------------ GIFT op
+    def _factorcrop(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        # GIFT's factor crop: the drawn cell, resized bilinearly (align_corners=False) to the full size.
+        h, w = x.shape[2:]
+        crops = resized_crop(x, params["top"], params["left"], params["height"], params["width"], (h, w))
+        return torch.where(params["whole"], x, crops)
+
     def _apply_op(self, op: str, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return getattr(self, f"_{op}")(x, params)
 
@@ -530,8 +596,16 @@ class BatchAugmenter:
         device = torch.device(device) if device is not None else torch.device("cpu")
         self._reseed(device)
         ops: tuple[str, ...] = ()
-        if self.ops:
-            ops = (self.ops[int(self.host_rng.integers(len(self.ops)))],) if self.mode == "single" else tuple(self.ops)
+        if self.ops and self.mode == "single":
+            ops = (self.ops[int(self.host_rng.integers(len(self.ops)))],)
+        elif self.ops and self.mode == "gift":
+            one_of = [op for op in GIFT_ONE_OF if op in self.ops]
+            chosen = one_of[int(self.host_rng.integers(len(one_of)))] if one_of else None
+            ops = tuple(op for op in GIFT_ORDER if op in self.ops and (op not in GIFT_ONE_OF or op == chosen))
+        elif self.ops:
+            ops = tuple(self.ops)
+        if self.factor_crop > 1:
+            ops = ("factorcrop", *ops)  # before the ops, per image
         params = tuple(getattr(self, f"_draw_{op}")(b, h, w, device, dtype) for op in ops)
         return AugmentationDraw(ops, params, self._draw_mix(b, h, w) if self.mix != "none" else None)
 
@@ -670,10 +744,14 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
     """
     ops = parse_strategy(getattr(args, "augmentation", "none"))
     mix = getattr(args, "mix", "none")
-    if not ops and mix == "none":
+    factor_crop = getattr(args, "factor_crop", 1)
+    if not ops and mix == "none" and factor_crop == 1:
         return None
     if rank is None:
         rank = int(getattr(args, "process_index", 0))
+    # RDED's patch-shuffle factor sets both its ops: `factor` strips per axis and crops of
+    # (1/factor, 1) of the area (RDED's scripts: 2 on ImageNet-1K, 1 on Tiny-ImageNet/CIFAR)
+    shuffle = int(getattr(args, "patch_shuffle_factor", DSAParams.shuffle_factor))
     return BatchAugmenter(
         ops,
         mode=getattr(args, "augmentation_mode", "single"),
@@ -683,6 +761,8 @@ def build_augmenter(args: Any, num_classes: int | None = None, rank: int | None 
         num_classes=num_classes,
         seed=int(getattr(args, "seed", 0)),
         rank=rank,
+        params=DSAParams(shuffle_factor=shuffle, resized_crop_scale=(1.0 / shuffle, 1.0)),
+        factor_crop=factor_crop,
     )
 
 

@@ -99,11 +99,18 @@ def decoded_cache_path(
 
 def _decode_images(plain: Dataset, transform: ImageTransform, chunk_size: int) -> Tensor:
     """Every image of ``plain`` through ``transform.decode``, stacked as uint8 ``(N, C, H, W)``."""
+    from datasets import Image as ImageFeature
+
+    from gift_hf.data.images import open_image
+
     column, n = transform.image_column, len(plain)
+    if isinstance(plain.features.get(column), ImageFeature):
+        # our own decoding: a bad file (truncated, a decompression bomb) is named with its row
+        plain = plain.cast_column(column, ImageFeature(decode=False))
     images: np.ndarray | None = None
     for start in range(0, n, chunk_size):
         for offset, image in enumerate(plain[start : start + chunk_size][column]):
-            array = transform.decode(image)  # (H, W, C) uint8
+            array = transform.decode(open_image(image, f"column {column!r}, row {start + offset}"))  # (H, W, C)
             if images is None:
                 images = np.empty((n, array.shape[2], array.shape[0], array.shape[1]), dtype=np.uint8)
             if array.shape != (images.shape[2], images.shape[3], images.shape[1]):
@@ -139,7 +146,7 @@ def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column:
                                  f"expected a class id in [0, {num_classes - 1}]")
     soft = decoded.get("soft_labels")
     if soft is not None:
-        if soft.dim() != 2 or soft.shape[0] != n or (num_classes is not None and soft.shape[1] != num_classes):
+        if soft.dim() != 2 or soft.shape[0] != n:  # the width is the shared check's
             width = f"{num_classes}" if num_classes is not None else "C"
             raise ValueError(f"column {soft_label_column!r}: got shape {tuple(soft.shape)}; expected ({n}, {width})")
         # the one check every reader runs; densified top-k rows keep their sum (the fill is 0)

@@ -8,6 +8,7 @@ A batch the trainer sees is a dict with ``pixel_values`` ``(B, C, H, W)`` float3
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
 
-from gift_hf.files import atomic_write_text
-from gift_hf.engine.losses import check_class_ids, check_finite
+from gift_hf.files import write_output_text
+from gift_hf.data.soft_labels import check_soft_labels
+from gift_hf.engine.losses import check_class_ids
 
 __all__ = [
     "DIGITS_LICENSE",
@@ -31,15 +33,21 @@ __all__ = [
     "eval_transform_for",
     "SoftLabelCollator",
     "build_image_transform",
+    "open_dataset",
     "check_soft_label_columns",
+    "check_stored_soft_labels",
     "default_collator",
     "image_spec",
     "infer_channels_and_size",
     "label_names",
     "load_image_dataset",
     "class_balanced_indices",
+    "convert_image_mode",
     "load_digits_dataset",
+    "preprocessing_identity",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Statistics of the digits training images after scaling to [0, 1].
 DIGITS_MEAN = (0.3056,)
@@ -69,16 +77,17 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
     )
     features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(10)])})
 
-    def split(idx: np.ndarray) -> Dataset:
+    def split(idx: np.ndarray, name: str) -> Dataset:
+        # builder_name and split name the data where it is reported (model cards, results)
         info = DatasetInfo(description="scikit-learn's digits (8×8 grayscale, 10 classes)", license=DIGITS_LICENSE,
-                           features=features,
+                           features=features, builder_name="digits",
                            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
         return Dataset.from_dict(
             {"image": [PILImage.fromarray(pixels[i], mode="L") for i in idx], "label": digits.target[idx].tolist()},
-            features=features, info=info,
+            features=features, info=info, split=name,
         )
 
-    return DatasetDict({"train": split(idx_train), "test": split(idx_test)})
+    return DatasetDict({"train": split(idx_train, "train"), "test": split(idx_test, "test")})
 
 
 def class_balanced_indices(labels: Sequence[int], per_class: int, seed: int = 0) -> list[int]:
@@ -95,6 +104,100 @@ def class_balanced_indices(labels: Sequence[int], per_class: int, seed: int = 0)
             raise ValueError(f"class {cls} has {len(rows)} images but IPC={per_class} were requested")
         picked.extend(rng.choice(rows, size=per_class, replace=False).tolist())
     return sorted(picked)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def open_image(value: Any, where: str = "image") -> Any:
+    """A fully loaded PIL image from a PIL image or a ``datasets`` ``Image(decode=False)`` value
+    (``{"bytes", "path"}``, or a path).
+
+    Every way an image file can be bad (truncated, corrupt, not an image, larger than
+    Pillow's decompression-bomb limit) is one ``ValueError`` naming ``where`` (the row) and
+    the file, never PIL's own exception from deep inside the decoder.
+    """
+    import io
+
+    from PIL import Image as PILImage
+
+    source = value
+    if isinstance(value, dict):
+        source = value.get("path") if value.get("bytes") is None else value["bytes"]
+    name = value.get("path") if isinstance(value, dict) and value.get("path") else None
+    label = f"{where}{f' ({name})' if name else ''}"
+    if not isinstance(source, (bytes, bytearray, str, os.PathLike)) and not hasattr(value, "load"):
+        raise ValueError(f"{where}: got {type(value).__name__}; expected an image (PIL image, or bytes/path)")
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            image = PILImage.open(io.BytesIO(source))
+        elif isinstance(source, (str, os.PathLike)):
+            image = PILImage.open(source)
+        else:
+            image = value
+        image.load()  # PIL opens lazily: decode now, so a truncated file fails here, named
+    except PILImage.DecompressionBombError as err:
+        raise ValueError(f"{label}: the image is larger than Pillow's decompression-bomb limit "
+                         f"({PILImage.MAX_IMAGE_PIXELS} pixels; {err}); if the file is trusted, raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS, else remove it") from None
+    except Exception as err:  # PIL's decoders raise OSError, SyntaxError, struct.error, ValueError …
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(" <_io.")[0]
+        raise ValueError(f"{label}: the image file is truncated or corrupt ({type(err).__name__}: {first}); "
+                         "replace or remove it") from None
+    return image
+
+
+def convert_image_mode(image: Any, target: str) -> tuple[Any, tuple[str, str] | None]:
+    """``image`` converted to the 8-bit ``target`` mode (``"L"`` or ``"RGB"``), and what was lost.
+
+    Returns ``(image, None)`` for a conversion that keeps every value (``1``, ``L``, ``P``,
+    ``RGB``, ``YCbCr``, alpha that is fully opaque, 16-bit or integer/float images whose values
+    are exact 8-bit ones) and for the model's own channel change (colour → ``L`` is what
+    ``channels=1`` asks for); ``(image, (mode, what is lost))`` for a lossy one: real
+    transparency dropped, 16-bit precision rounded to 8 bits (``value / 257``), CMYK's or LAB's
+    conversion without a colour profile. A 32-bit integer (``I``) or float (``F``) image with values beyond 8 bits has no
+    defined 8-bit scale, and a mode PIL cannot convert: a ``ValueError`` naming the mode.
+    """
+    from PIL import Image as PILImage
+
+    mode, lost = image.mode, None
+    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
+        values = np.asarray(image)
+        if mode in _SIXTEEN_BIT:
+            values = values.astype(np.int64)
+            if (values % 257).any():
+                lost = (mode, "16-bit values rounded to 8 bits (value / 257)")
+            values = np.rint(values / 257.0)
+        elif not (np.isfinite(values).all() and values.min(initial=0) >= 0 and values.max(initial=0) <= 255
+                  and (values == np.rint(values)).all()):
+            finite = values[np.isfinite(values)] if mode == "F" else values
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
+            raise ValueError(
+                f"image: mode {mode!r} ({'32-bit float' if mode == 'F' else '32-bit integer'}) with values in "
+                f"[{low:g}, {high:g}]{'' if finite.size == values.size else ' and NaN/inf'} has no defined 8-bit "
+                "scale; expected 8-bit images (L, RGB), 16-bit ones (I;16), or 0..255 values: scale them "
+                "yourself, or store float pixel_values"
+            )
+        image = PILImage.fromarray(values.astype(np.uint8), mode="L")
+    elif mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif mode in ("CMYK", "LAB"):
+        lost = (mode, f"{mode} converted by a formula without a colour profile (colours are approximate)")
+        image = image.convert("RGB")
+    if image.mode in _ALPHA:
+        alpha = np.asarray(image.getchannel(image.getbands()[-1]))  # "A", or "a" when premultiplied
+        if (alpha != 255).any():
+            lost = (mode, "transparency dropped (transparent pixels show the colour stored under them)")
+        image = image.convert("LA" if image.mode in ("LA", "La") else "RGBA")
+        image = image.convert("L" if image.mode == "LA" else "RGB")
+    if image.mode != target:
+        try:
+            image = image.convert(target)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"image: mode {mode!r} cannot be converted to {target} ({err}); expected 8-bit "
+                             "images (L, RGB, P, …)") from None
+    return image, lost
 
 
 @dataclass
@@ -124,15 +227,30 @@ class ImageTransform:
                 raise ValueError(f"{name} must have 1 or {self.channels} values, got {list(value)}")
 
     def _convert(self, image: Any) -> Any:
-        mode = "L" if self.channels == 1 else "RGB"
-        return image if image.mode == mode else image.convert(mode)
+        """``image`` as 8-bit L or RGB (the model's channels), by :func:`convert_image_mode`:
+        a conversion that loses information warns once per transform (one per dataset)."""
+        target = "L" if self.channels == 1 else "RGB"
+        if image.mode == target:
+            return image
+        image, lost = convert_image_mode(image, target)
+        if lost is not None:
+            warned = self.__dict__.setdefault("_warned_modes", set())
+            if lost[0] not in warned:
+                warned.add(lost[0])
+                logger.warning("images of mode %s converted to %s lose information: %s (said once per dataset)",
+                               lost[0], target, lost[1])
+        return image
 
     def decode(self, image: Any) -> np.ndarray:
         """A PIL image → the ``(H, W, C)`` uint8 array this transform normalises.
 
         The device-resident training set stores exactly these arrays, so its batches equal
-        this transform's output.
+        this transform's output. Modes are converted by :func:`convert_image_mode`; an empty
+        image, or one whose mode has no faithful 8-bit form, is a ``ValueError``.
         """
+        image = open_image(image)  # a truncated or corrupt file: one error naming it
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"image: got an image of {image.width}×{image.height} pixels; expected at least 1×1")
         image = self._convert(image)
         if self.image_size is not None and image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), resample=3)  # bicubic
@@ -163,13 +281,16 @@ class SoftLabelCollator:
 
     ``label`` → ``labels``; a stored dense ``soft_label`` column → ``soft_labels``; a sparse
     top-k pair (``soft_label_topk_values``/``soft_label_topk_indices``) is densified per
-    batch to width ``num_classes`` with ``topk_fill`` in the missing entries.
+    batch to width ``num_classes`` with ``topk_fill`` in the missing entries. The soft labels
+    of every batch pass :func:`~gift_hf.data.soft_labels.check_soft_labels` for
+    ``soft_label_kind`` (None: finite and ``num_classes`` wide only).
     """
 
     label_column: str = "label"
     soft_label_column: str = "soft_label"
     num_classes: int | None = None
     topk_fill: float = 0.0
+    soft_label_kind: str | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         first = rows[0]
@@ -189,14 +310,15 @@ class SoftLabelCollator:
                 check_class_ids(f"column {self.label_column!r}", batch["labels"], self.num_classes)
         if self.soft_label_column in first:
             soft = np.stack([np.asarray(r[self.soft_label_column], dtype=np.float32) for r in rows])
-            check_finite(f"column {self.soft_label_column!r}", soft)
+            check_soft_labels(soft, self.soft_label_kind, num_classes=self.num_classes,
+                              column=self.soft_label_column, row_word="batch row")
             batch["soft_labels"] = torch.from_numpy(soft)
         topk_values, topk_indices = f"{self.soft_label_column}_topk_values", f"{self.soft_label_column}_topk_indices"
         if topk_values in first and topk_indices in first:
             if self.num_classes is None:
                 raise ValueError("SoftLabelCollator.num_classes is required to densify top-k soft labels")
             values = np.stack([np.asarray(r[topk_values], dtype=np.float32) for r in rows])
-            check_finite(f"column {topk_values!r}", values)
+            check_soft_labels(values, self.soft_label_kind, column=topk_values, row_word="batch row", topk=True)
             values = torch.from_numpy(values)
             indices = torch.tensor(np.stack([np.asarray(r[topk_indices], dtype=np.int64) for r in rows]))
             batch["soft_labels"] = densify_topk(values, indices, self.num_classes, self.topk_fill)
@@ -299,25 +421,78 @@ def check_soft_label_columns(split: Dataset, args: DataArguments) -> None:
         )
 
 
-def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
-    """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
+def check_stored_soft_labels(split: Dataset, args: DataArguments, kind: str | None, num_classes: int) -> None:
+    """For ``soft_label_source='dataset'``: every stored soft label of ``split``, checked once before
+    training by :func:`~gift_hf.data.soft_labels.check_soft_labels` (the check ``load_distilled``
+    runs), so a set of any origin is refused the same way, naming the column and the row."""
+    from gift_hf.data.distilled.validation import column_matrix
+
+    column = args.soft_label_column
+    where = f" (split {args.train_split!r})"
+    plain = split.with_format(None)
+    if column in plain.column_names:
+        check_soft_labels(column_matrix(plain, column, args.train_split), kind, num_classes=num_classes,
+                          column=column, where=where)
+    elif f"{column}_topk_values" in plain.column_names:
+        values = column_matrix(plain, f"{column}_topk_values", args.train_split)
+        check_soft_labels(values, kind, column=f"{column}_topk_values", where=where, topk=True)
+
+
+def _unreadable_data_file(folder: str) -> tuple[str, BaseException] | None:
+    """The first parquet/arrow file under ``folder`` that cannot be read, with its error."""
+    import pyarrow.parquet as pq
+
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for file in sorted(files):
+            path = os.path.join(root, file)
+            try:
+                if file.endswith(".parquet"):
+                    pq.ParquetFile(path).read()
+            except Exception as err:  # pyarrow raises OSError/ArrowInvalid with no file name
+                return path, err
+    return None
+
+
+def open_dataset(name: str, option: str = "dataset_name", config_name: str | None = None,
+                 split: str | None = None, revision: str | None = None) -> Any:
+    """``datasets.load_dataset(name, config_name, split=…, revision=…)``: the one place gift_hf
+    opens a real dataset, with its errors restated as one line naming ``option``.
+
+    A path-looking ``name`` that does not exist is "not found" (never a Hub lookup); a name
+    that is neither a local folder nor a readable Hub dataset says both; a corrupt or
+    truncated data file of a local folder is named, with what to do.
+    """
     import datasets
 
-    from gift_hf.data.distilled import check_local_path
+    from gift_hf.files import check_local_path
 
-    name = check_local_path(args.dataset_name, "dataset_name")  # a missing local path is "not found"
+    name = check_local_path(name, option)  # a missing local path is "not found"
     try:
-        split = datasets.load_dataset(
-            args.dataset_name, args.dataset_config_name, split=split_name, revision=args.dataset_revision
-        )
+        return datasets.load_dataset(name, config_name, split=split, revision=revision)
     except (ConnectionError, FileNotFoundError) as err:  # also datasets' DatasetNotFoundError
         if os.path.exists(name):
             raise
         raise ValueError(
-            f"dataset_name: {name!r} not found: there is no local directory of that name, and the Hub dataset "
+            f"{option}: {name!r} not found: there is no local directory of that name, and the Hub dataset "
             f"{name!r} could not be read ({type(err).__name__}); expected a local directory or an existing Hub "
             "dataset id"
         ) from None
+    except Exception as err:
+        bad = _unreadable_data_file(name) if os.path.isdir(name) else None
+        if bad is None:
+            raise
+        path, cause = bad
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ValueError(f"{option}: data file {path} of {name!r} is corrupt or truncated ({type(cause).__name__}: "
+                         f"{first}); restore it, or write the dataset again") from err
+
+
+def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
+    """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
+    try:
+        split = open_dataset(args.dataset_name, "dataset_name", args.dataset_config_name, split=split_name,
+                             revision=args.dataset_revision)
     except ValueError as err:
         message = str(err)
         if "corresponds to no data" in message:  # an empty parquet shard
@@ -385,7 +560,7 @@ def infer_channels_and_size(split: Dataset, args: DataArguments) -> tuple[int, i
     first = split[0]
     if args.image_column in first:
         image = first[args.image_column]
-        channels = channels or (1 if image.mode in ("L", "1", "I", "F") else 3)
+        channels = channels or (1 if image.mode in ("L", "1", "I", "F", "LA", "La", *_SIXTEEN_BIT) else 3)
         width, height = image.size
         if size is None and width != height:
             raise ValueError(f"image_size: images are {width}×{height}; pass --image_size to make them square")
@@ -427,13 +602,16 @@ class ShardRecordingCollator:
     def dump(self, output_dir: str, process_index: int) -> str:
         """Write ``output_dir/shard_indices/rank<N>.json`` atomically; return its path."""
         path = os.path.join(output_dir, "shard_indices", f"rank{process_index}.json")
-        return atomic_write_text(path, json.dumps(self.indices))
+        return write_output_text(path, json.dumps(self.indices))
 
 
-def default_collator(args: DataArguments, num_classes: int, record: bool = False) -> Any:
-    """The ``SoftLabelCollator`` for these columns, wrapped to record shards if asked."""
+def default_collator(args: DataArguments, num_classes: int, record: bool = False,
+                     soft_label_kind: str | None = None) -> Any:
+    """The ``SoftLabelCollator`` for these columns (checking soft labels of ``soft_label_kind``),
+    wrapped to record shards if asked."""
     collator = SoftLabelCollator(
-        label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes
+        label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes,
+        soft_label_kind=soft_label_kind,
     )
     return ShardRecordingCollator(collator) if record else collator
 
@@ -479,6 +657,35 @@ class ResizeCenterCropTransform(ImageTransform):
         image = image.crop((left, top, left + self.image_size, top + self.image_size))
         array = np.asarray(image, dtype=np.uint8)
         return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def preprocessing_identity(transform: ImageTransform | None) -> dict[str, Any] | None:
+    """What a dataset's ``transform`` makes of its images, as plain JSON values: the transform's
+    class, ``image_size``, ``channels``, per-channel ``mean``/``std`` (one value stands for every
+    channel, so ``(0.5,)`` and ``(0.5, 0.5, 0.5)`` are one identity) and the ``resize`` rule.
+
+    A run's identity includes it: a resume with another ``--image_mean``/``--image_std``,
+    ``--image_size`` or ``--channels`` trains on other inputs and is refused. None for None.
+    """
+    if transform is None:
+        return None
+
+    def per_channel(values: Sequence[float]) -> list[float]:
+        values = [float(v) for v in values]
+        return values * transform.channels if len(values) == 1 else values
+
+    resize = "bicubic to image_size" if transform.image_size is not None else "none (stored size)"
+    if isinstance(transform, ResizeCenterCropTransform):
+        resize = f"bilinear shorter side to {transform.resize_size}, centre crop {transform.image_size}"
+    return {
+        "transform": f"{type(transform).__module__}.{type(transform).__qualname__}",
+        "image_size": transform.image_size,
+        "channels": transform.channels,
+        "mean": per_channel(transform.mean),
+        "std": per_channel(transform.std),
+        "resize": resize,
+        "image_column": transform.image_column,
+    }
 
 
 def eval_transform_for(transform: ImageTransform, kind: str = "resize") -> ImageTransform:

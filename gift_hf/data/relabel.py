@@ -30,6 +30,7 @@ from gift_hf.data.distilled import (
     DistilledInfo,
     quiet_datasets,
 )
+from gift_hf.data.soft_labels import check_soft_labels
 from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.models.modeling import image_transform_for, load_teacher, model_spec, num_classes_of, teacher_logits
 
@@ -348,6 +349,8 @@ def relabel(
             raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {LABEL_COLUMN!r} has "
                              f"{num_classes}; expected the same label set")
         soft = torch.softmax(logits / temperature, dim=1) if output == "probabilities" else logits
+        # the check every reader of the stored labels runs: a teacher's NaN is named here, not at training
+        check_soft_labels(soft, output, num_classes=num_classes, where=f" (split {name!r}, the teacher's output)")
         with quiet_datasets():
             out[name] = add_soft_labels(ds, soft, topk, dtype)
 

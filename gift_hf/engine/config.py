@@ -61,7 +61,14 @@ class GIFTConfig(TrainingArguments):
 
     The protocol's 1000 epochs, its batch-size rule and its 3 students, best of 4
     evaluations, are set by the recipe ``recipes/gift/evaluate.yaml`` (and
-    ``PROTOCOLS["gift"]``), not by default.
+    ``PROTOCOLS["gift"]``), not by default. So the Python defaults differ from what the
+    commands run with their recipes: ``GIFTConfig()`` keeps ``TrainingArguments``'
+    ``num_train_epochs=3`` and ``per_device_train_batch_size=8`` and has
+    ``augmentation="none"``, a quick first run in a notebook; ``gift-hf train --config
+    recipes/gift/train.yaml`` (or ``protocol_config("gift")``) gives 1000 epochs, batch
+    10/50/100/200 by set size and the DSA augmentation. Why: the budget and the augmentation
+    depend on the data (ImageNet-1K: 300 epochs), so they live in the recipes, one per setting
+    (see "Conventions" in the docs' index).
     """
 
     # ---- defaults changed from TrainingArguments (the GIFT student protocol)
@@ -116,8 +123,8 @@ class GIFTConfig(TrainingArguments):
     )
     temperature: Optional[float] = field(
         default=None,
-        metadata={"help": "Softmax temperature of `kl`, `soft_ce` and `soft_ce_ce` (default: 20 for kl as in the "
-                  "reference evaluation, 1 for soft_ce)."},
+        metadata={"help": "Softmax temperature of `kl`, `soft_ce`, `soft_ce_ce` and `hf_kd` (default: 20 for kl as "
+                  "in the reference evaluation, 1 for soft_ce, 5 for hf_kd as in the HF guide)."},
     )
     kl_t_squared: bool = field(
         default=False,
@@ -126,6 +133,11 @@ class GIFTConfig(TrainingArguments):
     ce_weight: float = field(
         default=0.1,
         metadata={"help": "λ of the hard-label CE term in `mse_ce` and `soft_ce_ce`."},
+    )
+    kd_lambda: Optional[float] = field(
+        default=None,
+        metadata={"help": "`hf_kd` (the Hugging Face distillation guide's loss λ·T²·KL + (1 − λ)·CE): λ, the weight of "
+                  "the KL term (default: the guide's 0.5; its temperature defaults to the guide's 5)."},
     )
     # ---- soft labels
     soft_label_source: str = field(
@@ -160,8 +172,23 @@ class GIFTConfig(TrainingArguments):
     )
     augmentation_mode: str = field(
         default="single",
-        metadata={"help": "'single': one DSA op drawn per batch, parameters drawn per image (the reference "
-                  "evaluation); 'all': every op of `augmentation` in turn."},
+        metadata={"help": "'single': one DSA op drawn per batch, parameters drawn per image (MTT's reference "
+                  "evaluation, the label paper's); 'all': every op of `augmentation` in turn; 'gift': GIFT's "
+                  "evaluator, every batch flip, color, ONE of crop/scale/rotate drawn per batch, cutout, all with "
+                  "per-image parameters (DSA ops only)."},
+    )
+    factor_crop: int = field(
+        default=1,
+        metadata={"help": "GIFT's per-image factor crop before the batch augmentation: 1 keeps images whole (all "
+                  "sets); 2 (ImageNet-1K with ResNet-18) takes one of the 4 quadrants with probability 3/4, "
+                  "resized bilinearly to the full size. Unrelated to RDED's patch-shuffle factor."},
+    )
+    patch_shuffle_factor: int = field(
+        default=2,
+        metadata={"help": "RDED's patch-shuffle factor, read by the RDED ops (`patchshuffle`, `resizedcrop`): "
+                  "images cut into factor × factor strips shuffled per image, and RandomResizedCrop of (1/factor, 1) "
+                  "of the area. RDED's scripts: 2 on ImageNet-1K, 1 on Tiny-ImageNet and CIFAR. Unrelated to GIFT's "
+                  "factor_crop."},
     )
     mix: str = field(
         default="none",
@@ -243,12 +270,6 @@ class GIFTConfig(TrainingArguments):
                   "'resize_center_crop' (shorter side to 8/7 of the size, then the centre crop: the RDED/SRe2L "
                   "validation transform)."},
     )
-    students_together: bool = field(
-        default=True,
-        metadata={"help": "Train an evaluation's students that share a training set (its seeds) together, as one "
-                  "vectorised model (gift_hf.engine.multi_student), when the protocol allows it; false, or a setting it "
-                  "cannot run (logged): one GIFTTrainer run per student."},
-    )
     # ---- data path
     device_resident: str = field(
         default="auto",
@@ -289,6 +310,8 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"temperature: got {self.temperature}; expected a positive number")
         if self.ce_weight < 0:
             raise ValueError(f"ce_weight: got {self.ce_weight}; expected >= 0")
+        if self.kd_lambda is not None and not 0 <= self.kd_lambda <= 1:
+            raise ValueError(f"kd_lambda: got {self.kd_lambda}; expected a number in [0, 1]")
         if self.soft_label_source not in SOFT_LABEL_SOURCES:
             raise ValueError(f"soft_label_source: got {self.soft_label_source!r}; expected one of {SOFT_LABEL_SOURCES}")
         if self.soft_label_kind not in (None, "logits", "probabilities"):
@@ -297,13 +320,14 @@ class GIFTConfig(TrainingArguments):
         if self.soft_label_source == "none" and LOSSES[self.loss].needs_teacher:
             raise ValueError(f"loss {self.loss!r} needs soft labels but soft_label_source is 'none'")
         # local import: augment imports torch-heavy kornia and timm
-        from gift_hf.data.augment import AUGMENTATION_MODES, MIX_MODES, parse_strategy
+        from gift_hf.data.augment import MIX_MODES, check_factor_crop, check_mode, parse_strategy
 
-        parse_strategy(self.augmentation)
-        if self.augmentation_mode not in AUGMENTATION_MODES:
-            raise ValueError(
-                f"augmentation_mode: got {self.augmentation_mode!r}; expected one of {AUGMENTATION_MODES}"
-            )
+        check_mode(parse_strategy(self.augmentation), self.augmentation_mode)
+        check_factor_crop(self.factor_crop)
+        if isinstance(self.patch_shuffle_factor, bool) or not isinstance(self.patch_shuffle_factor, int) \
+                or self.patch_shuffle_factor < 1:
+            raise ValueError(f"patch_shuffle_factor: got {self.patch_shuffle_factor!r}; expected an integer >= 1 "
+                             "(RDED: 2 on ImageNet-1K, 1 on Tiny-ImageNet)")
         if self.mix not in MIX_MODES:
             raise ValueError(f"mix: got {self.mix!r}; expected one of {MIX_MODES}")
         if not 0 <= self.mix_prob <= 1:
@@ -477,6 +501,7 @@ class GIFTConfig(TrainingArguments):
             temperature=self.temperature,
             t_squared=self.kl_t_squared,
             ce_weight=self.ce_weight,
+            kd_lambda=self.kd_lambda,
         )
 
 
@@ -498,6 +523,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         batch_size_thresholds=[10, 500, 20000],
         batch_sizes=[10, 50, 100, 200],
         augmentation=DSA_STRATEGY,
+        augmentation_mode="gift",  # GIFT's evaluator, not MTT's one op of six
+        factor_crop=1,  # 2 on ImageNet-1K with ResNet-18 (recipes/gift/imagenet1k_resnet18.yaml)
         num_students=3,
         best_of=4,
         seed=0,
@@ -519,6 +546,35 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         batch_sizes=None,
         per_device_train_batch_size=256,
         augmentation=DSA_STRATEGY,
+        augmentation_mode="single",  # MTT's DSA: one op of six per batch
+        num_students=5,
+        best_of=1,
+        seed=0,
+    ),
+    # DD-Ranking's students (Li et al., 2025; its CIFAR-10 ConvNet-3 settings): DSA one op per batch,
+    # SGD momentum 0.9, weight decay 5e-4, ×0.1 at half of training, 1000 epochs, batch 256; soft
+    # cross-entropy on the teacher's logits stored once ("S"); evaluated every 20 epochs in the
+    # last 20 %. The learning rate is searched over a grid (gift_hf.evaluation.ddranking).
+    "ddranking": dict(
+        loss="soft_ce",
+        temperature=1.0,
+        soft_label_source="dataset",
+        soft_label_kind="logits",
+        optim="sgd",
+        optim_args="momentum=0.9",
+        learning_rate=0.01,
+        weight_decay=5e-4,
+        lr_scheduler_type="constant",
+        lr_milestones=[0.5],
+        lr_decay=0.1,
+        num_train_epochs=1000,
+        batch_sizes=None,
+        per_device_train_batch_size=256,
+        per_device_eval_batch_size=512,
+        augmentation=DSA_STRATEGY,
+        augmentation_mode="single",
+        eval_every_epochs=20,
+        eval_start_fraction=0.8,
         num_students=5,
         best_of=1,
         seed=0,
@@ -547,6 +603,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         batch_sizes=[10, 50, 100],
         augmentation=RDED_STRATEGY,
         augmentation_mode="all",
+        patch_shuffle_factor=2,  # RDED's ImageNet-1K scripts; 1 on Tiny-ImageNet (recipes/rded/tiny_imagenet.yaml)
         mix="cutmix",
         mix_prob=1.0,
         mix_beta=1.0,
@@ -561,7 +618,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 
 def protocol_config(name: str, **overrides: Any) -> GIFTConfig:
-    """A :class:`GIFTConfig` of the protocol ``name`` (``"gift"``, ``"label_paper"`` or ``"rded"``) with
+    """A :class:`GIFTConfig` of the protocol ``name`` (``"gift"``, ``"label_paper"``, ``"rded"`` or
+    ``"ddranking"``) with
     ``overrides`` applied.
 
     Example:

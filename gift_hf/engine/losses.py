@@ -177,6 +177,15 @@ def soft_ce_ce_loss(z: Tensor, t: Tensor, labels: Tensor, ce_weight: float = 0.1
     return soft_ce_loss(z, t, labels, temperature) + ce_weight * _hard_ce(z, labels)
 
 
+def hf_kd_loss(z: Tensor, t: Tensor, labels: Tensor, temperature: float = 5.0, kd_lambda: float = 0.5) -> Tensor:
+    """The Hugging Face knowledge-distillation guide's loss: ``λ·T²·KL(softmax(t/T) ‖ softmax(z/T)) + (1 − λ)·CE``.
+
+    Defaults are the guide's (``temperature=5``, ``lambda_param=0.5``, here ``kd_lambda``); the
+    ``T²`` keeps the KL gradients on the scale of the CE term's as ``T`` grows (Hinton et al.).
+    """
+    return kd_lambda * kl_loss(z, t, labels, temperature, t_squared=True) + (1.0 - kd_lambda) * _hard_ce(z, labels)
+
+
 def cosine_loss(z: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
     """``1 − cos(z, t)`` on raw logits."""
     return 1.0 - F.cosine_similarity(z, t, dim=-1)
@@ -205,6 +214,8 @@ LOSSES: dict[str, _Spec] = {
     "soft_ce_ce": _Spec(soft_ce_ce_loss, True, True, ("ce_weight", "temperature")),
     "cosine": _Spec(cosine_loss, True, False, ()),
     "gift": _Spec(gift_loss, True, True, ("gamma", "smoothing")),
+    # not one of the papers' baselines: the loss users of transformers' distillation guide know
+    "hf_kd": _Spec(hf_kd_loss, True, True, ("temperature", "kd_lambda")),
 }
 """Loss name → specification. ``get_loss`` is the way to build one."""
 
@@ -264,9 +275,9 @@ def get_loss(name: str, **kwargs: Any) -> Loss:
 
     Args:
         name: one of ``LOSSES`` — ``ce``, ``kl``, ``soft_ce``, ``mse``, ``mse_ce``,
-            ``soft_ce_ce``, ``cosine``, ``gift``.
+            ``soft_ce_ce``, ``cosine``, ``gift``, ``hf_kd``.
         **kwargs: that loss's parameters (``temperature``, ``t_squared``, ``ce_weight``,
-            ``gamma``, ``smoothing``). Parameters a loss does not use are ignored, so one
+            ``gamma``, ``smoothing``, ``kd_lambda``). Parameters a loss does not use are ignored, so one
             config can build any loss.
 
     Example:
@@ -283,4 +294,6 @@ def get_loss(name: str, **kwargs: Any) -> Loss:
         raise ValueError(f"gamma must be >= 0, got {used['gamma']}")
     if "smoothing" in used and not 0 <= used["smoothing"] < 1:
         raise ValueError(f"smoothing must be in [0, 1), got {used['smoothing']}")
+    if "kd_lambda" in used and not 0 <= used["kd_lambda"] <= 1:
+        raise ValueError(f"kd_lambda must be in [0, 1], got {used['kd_lambda']}")
     return Loss(name, used)

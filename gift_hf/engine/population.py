@@ -82,8 +82,6 @@ class StudentPopulation(nn.Module):
             raise ValueError("students: got none; expected at least one student")
         if len(seeds) != len(students):
             raise ValueError(f"seeds: got {len(seeds)} for {len(students)} students; expected one seed per student")
-        if len(set(int(s) for s in seeds)) != len(seeds):
-            raise ValueError(f"seeds: got {list(seeds)}; expected distinct seeds (each student is a separate run)")
         if learning_rates is not None:
             if len(learning_rates) != len(students):
                 raise ValueError(f"learning_rates: got {len(learning_rates)} for {len(students)} students; expected "

@@ -1,24 +1,33 @@
-"""The pieces of a training step that every training path shares: the loss's targets and the per-sample loss.
+"""The whole training step, as ``GIFTTrainer.compute_loss`` runs it: augment, targets, logits, per-sample loss.
 
-:class:`~gift_hf.GIFTTrainer` (one student) and :func:`gift_hf.engine.multi_student.train_students`
-(K students at once) both augment with :class:`~gift_hf.data.augment.BatchAugmenter` (one batch
-per call, or K batches per op with :func:`~gift_hf.data.augment.augment_stacked`), then call
-:func:`loss_targets` and :func:`per_sample_loss`, so a loss, a relabelling rule or an
-augmentation is written once. Both accept any leading batch dimensions: ``(B, …)`` for
-one student, ``(K, B, …)`` for K.
+:func:`training_step` is the step of one student (a ``(B, C, H, W)`` batch) and of K students
+trained together (a :class:`~gift_hf.engine.population.StudentPopulation` and ``(K, B, C, H, W)``
+batches, student ``k``'s batch in row ``k``):
+
+1. :func:`augment`: each student's batch by its own :class:`~gift_hf.data.augment.BatchAugmenter`
+   (K batches in one call per op, :func:`~gift_hf.data.augment.augment_stacked`);
+2. the student logits, ``(B, classes)`` or ``(K, B, classes)``;
+3. :func:`loss_targets`: the teacher's logits on the *augmented* images (all K·B in one
+   forward), or the stored soft labels as logits;
+4. :func:`per_sample_loss`: one call of a :func:`gift_hf.engine.losses.get_loss` loss on every
+   sample, shaped like the batch dimensions.
+
+A loss, a relabelling rule or an augmentation is written once, here.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
 
+from gift_hf.data.augment import BatchAugmenter, augment_stacked
 from gift_hf.engine.losses import Loss
 from gift_hf.models.modeling import teacher_logits
 
-__all__ = ["loss_targets", "per_sample_loss"]
+__all__ = ["StepOutput", "augment", "loss_targets", "per_sample_loss", "training_step"]
 
 Tensor = torch.Tensor
 
@@ -68,3 +77,47 @@ def per_sample_loss(loss_fn: Loss, logits: Tensor, targets: Tensor | None, label
     flat_labels = labels.reshape(n, *labels.shape[len(lead):]) if labels is not None else None
     flat_targets = targets.reshape(n, c) if targets is not None else None
     return loss_fn(logits.reshape(n, c), flat_targets, flat_labels, reduction="none").reshape(lead)
+
+
+def augment(
+    augmenters: Sequence[BatchAugmenter | None],
+    pixel_values: Tensor,
+    labels: Tensor | None,
+    soft_labels: Tensor | None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One batch ``(B, …)`` by ``augmenters[0]``, or K batches ``(K, B, …)`` by augmenter ``k`` each.
+
+    Labels come back as distributions (a trailing class dimension) when a batch was mixed.
+    """
+    if pixel_values.dim() == 5:
+        return augment_stacked(augmenters, pixel_values, labels, soft_labels)
+    augmenter = augmenters[0] if augmenters else None
+    if augmenter is None:
+        return pixel_values, labels, soft_labels
+    return augmenter(pixel_values, labels, soft_labels)
+
+
+class StepOutput(NamedTuple):
+    """What a training step computed: the per-sample losses, the student logits and the targets."""
+
+    per_sample: Tensor
+    logits: Tensor
+    targets: Tensor | None
+
+
+def training_step(
+    model: nn.Module,
+    pixel_values: Tensor,
+    labels: Tensor | None,
+    soft_labels: Tensor | None,
+    *,
+    loss_fn: Loss,
+    augmenters: Sequence[BatchAugmenter | None] = (),
+    teacher: nn.Module | None = None,
+    soft_label_kind: str | None = "logits",
+) -> StepOutput:
+    """One training step's forward: augment, logits, targets (teacher or stored), per-sample loss."""
+    pixel_values, labels, soft_labels = augment(augmenters, pixel_values, labels, soft_labels)
+    logits = model(pixel_values=pixel_values).logits
+    targets = loss_targets(loss_fn, pixel_values, soft_labels, teacher, soft_label_kind)
+    return StepOutput(per_sample_loss(loss_fn, logits, targets, labels), logits, targets)

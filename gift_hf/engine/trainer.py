@@ -24,7 +24,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from gift_hf.data.augment import ZCA, BatchAugmenter, augment_stacked, build_augmenter, fit_zca
+from gift_hf.data.augment import ZCA, BatchAugmenter, build_augmenter, fit_zca
 from gift_hf.engine.checkpoints import (
     CHECKPOINT_MARKER,
     RUN_FILE,
@@ -39,11 +39,11 @@ from gift_hf.engine.checkpoints import (
 from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import ImageTransform, SoftLabelCollator
 from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
-from gift_hf.engine.losses import Loss, check_logits, get_loss
+from gift_hf.engine.losses import Loss, get_loss
 from gift_hf.hub.model_card import ModelCardCallback, save_model_card
 from gift_hf.models.modeling import load_teacher, num_classes_of
 from gift_hf.engine.population import StudentPopulation
-from gift_hf.engine.step import loss_targets, per_sample_loss
+from gift_hf.engine.step import StepOutput, training_step
 
 __all__ = ["GIFTTrainer", "PopulationDataLoader", "TrainingDivergedError", "population_refusal"]
 
@@ -135,9 +135,10 @@ class _RunMonitor(TrainerCallback):
             alive = trainer.accelerator.reduce(trainer.alive.to(self.sums.dtype), reduction="sum")
             if bool((alive > 0).any()):  # at a log/eval/save step only
                 return
+            first = min(trainer.failed_students().values())
             raise TrainingDivergedError(
-                f"training diverged: all {len(trainer.population)} students' losses became non-finite (NaN or inf); "
-                f"the first at step {int(trainer.diverged_at[trainer.diverged_at > 0].min())}. Nothing was scored. "
+                f"training diverged at step {first}: the loss of every one of the {len(trainer.population)} students "
+                "trained together became non-finite (NaN or inf), the first at that step. Nothing was scored. "
                 f"Lower learning_rate (now {trainer.args.learning_rate:g}), check the soft labels, or use bf16 "
                 "instead of fp16."
             )
@@ -437,10 +438,10 @@ class GIFTTrainer(Trainer):
                     logger.info("%s set: DataLoader path (another process cannot keep it on its device)", role)
                 found = None
         self._device_sets[key] = found
-        if found is None and self.args.dataloader_num_workers == 0:
-            # Too large for the device: the DataLoader path, with workers, pinned memory and
-            # persistent workers (unless the configuration names its own workers).
-            self.args = _copy_args(self.args, **dataloader_kwargs(self.args.device, min(4, os.cpu_count() or 1)))
+        if found is None and role == "training" and self.args.dataloader_num_workers == 0:
+            hint = dataloader_kwargs(self.args.device, min(4, os.cpu_count() or 1))
+            logger.info("%s set: decoded on the fly in this process; set %s to decode in parallel", role,
+                        ", ".join(f"{k}={v}" for k, v in hint.items()))
         return found
 
     def get_train_dataloader(self):
@@ -556,16 +557,13 @@ class GIFTTrainer(Trainer):
             self.run_id = uuid.uuid4().hex
             self.monitor.reset()
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        # Trainer's train_loss covers this call's steps only; report the whole run's.
+        # Trainer's train_loss covers this call's steps only; the returned metrics give the
+        # whole run's (the logged history keeps what the Trainer logged).
         loss_sum, count = self.monitor.totals()
         if count > 0:
             train_loss = loss_sum / count
             output.metrics["train_loss"] = train_loss
             output = output._replace(training_loss=train_loss)
-            for entry in reversed(self.state.log_history):
-                if "train_loss" in entry:
-                    entry["train_loss"] = train_loss
-                    break
         return output
 
     # ---------------------------------------------------------- optimizer and schedule
@@ -672,8 +670,10 @@ class GIFTTrainer(Trainer):
                         dataset=dataset if isinstance(dataset, str) else None)
 
     # ------------------------------------------------------------------------------ loss
-    def _targets(self, pixel_values: torch.Tensor, soft_labels: torch.Tensor | None, logits: torch.Tensor):
-        """Teacher logits for this (augmented) batch, or the stored soft labels as logits."""
+    def _step(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None,
+              soft_labels: torch.Tensor | None) -> StepOutput:
+        """The training step (:func:`gift_hf.engine.step.training_step`) with this run's augmenters,
+        loss and soft labels: the teacher's logits of the augmented batch, or the stored ones."""
         online = self.args.soft_label_source == "teacher"
         if self.loss_fn.needs_teacher and not online:
             if soft_labels is None:
@@ -681,11 +681,15 @@ class GIFTTrainer(Trainer):
                     "soft_label_source='dataset' but the batch has no 'soft_labels': the dataset needs a "
                     "'soft_label' column (or its top-k pair); see gift_hf.data.relabel"
                 )
-            check_logits("soft_labels", soft_labels, logits)
-        # The one rule shared with train_students (gift_hf.engine.step): teacher logits of this
-        # batch, or the stored labels as logits (probabilities as log p).
-        return loss_targets(self.loss_fn, pixel_values, soft_labels, self.teacher_model if online else None,
-                            self.args.soft_label_kind)
+            num_classes = num_classes_of(self.population if self.population is not None
+                                         else self.accelerator.unwrap_model(model))
+            if num_classes is not None and soft_labels.shape[-1] != num_classes:
+                raise ValueError(f"soft_labels has shape {tuple(soft_labels.shape)} but the student predicts "
+                                 f"{num_classes} classes (soft-label width {soft_labels.shape[-1]} != number of "
+                                 f"classes {num_classes})")
+        return training_step(model, pixel_values, labels, soft_labels, loss_fn=self.loss_fn,
+                             augmenters=self.augmenters, teacher=self.teacher_model if online else None,
+                             soft_label_kind=self.args.soft_label_kind)
 
     def _reduce(self, per_sample: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
         """The loss of a micro-batch as ``Trainer`` expects it when a model takes ``num_items_in_batch``.
@@ -725,11 +729,7 @@ class GIFTTrainer(Trainer):
         if self.population is not None:
             return self._population_loss(model, pixel_values, labels, soft_labels, return_outputs, num_items_in_batch)
         if model.training:
-            if self.augmenter is not None:
-                pixel_values, labels, soft_labels = self.augmenter(pixel_values, labels, soft_labels)
-            logits = model(pixel_values=pixel_values).logits
-            targets = self._targets(pixel_values, soft_labels, logits)
-            per_sample = per_sample_loss(self.loss_fn, logits, targets, labels)
+            per_sample, logits, targets = self._step(model, pixel_values, labels, soft_labels)
             self.monitor.record(per_sample, logits, targets, step=self.state.global_step + 1)
         else:
             logits = model(pixel_values=pixel_values).logits
@@ -757,11 +757,8 @@ class GIFTTrainer(Trainer):
             pixel_values = pixel_values.view(k, -1, *pixel_values.shape[1:])
             labels = labels.view(k, -1, *labels.shape[1:]) if labels is not None else None
             soft_labels = soft_labels.view(k, -1, *soft_labels.shape[1:]) if soft_labels is not None else None
-        if any(a is not None for a in self.augmenters):
-            pixel_values, labels, soft_labels = augment_stacked(self.augmenters, pixel_values, labels, soft_labels)
-        logits = model(pixel_values=pixel_values).logits  # (K, B, C)
-        targets = self._targets(pixel_values, soft_labels, logits)  # the teacher: one forward over K·B images
-        per_sample = per_sample_loss(self.loss_fn, logits, targets, labels)  # (K, B)
+        # (K, B) losses and (K, B, C) logits; the teacher relabels the K·B images in one forward
+        per_sample, logits, targets = self._step(model, pixel_values, labels, soft_labels)
         step = self.state.global_step + 1
         # On the device: a student whose loss is non-finite leaves the loss for good (its
         # weights stop moving); the step is kept for its report.

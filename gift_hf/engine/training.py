@@ -338,14 +338,14 @@ def train_students(
         metrics.update(train_output.metrics)
         metrics["train_samples"] = len(train_dataset)
         metrics["world_size"] = config.world_size
-        if together:
-            metrics["students_together"] = len(seeds)
+        metrics["students_together"] = len(seeds)
         if save:
             trainer.save_model()  # main process only: config.json + model.safetensors (or the population's)
             trainer.log_metrics("train", train_output.metrics)
             trainer.save_metrics("train", metrics)
             trainer.save_state()
-    accuracies = [list(a) for a in evaluate_at.accuracies] if evaluate_at is not None else [[] for _ in seeds]
+    accuracies = [list(a) for a in evaluate_at.accuracies] if evaluate_at and evaluate_at.accuracies else \
+        [[] for _ in seeds]
     if eval_dataset is not None:
         # Predictions are gathered over all ranks; the rows the distributed sampler repeats
         # to even out shards are dropped (gather_for_metrics).

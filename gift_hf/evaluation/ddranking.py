@@ -22,7 +22,8 @@ The full-data hard-label accuracy is one cached cell (:func:`full_data_accuracy`
 depends on the real data, the student and its fixed training recipe only, so it is
 trained once and reused by every distilled set of that dataset. All the students that
 share a training set (the learning-rate grid × rounds on the distilled set, the grid on
-each round's random subset) train together (:func:`gift_hf.engine.multi_student.train_students`).
+each round's random subset) train together, one :class:`~gift_hf.engine.population.StudentPopulation`
+per training set (:func:`gift_hf.engine.training.train_students`).
 """
 
 from __future__ import annotations
@@ -33,21 +34,22 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-import torch
 from datasets import ClassLabel, Dataset
 from torch import nn
 
-from gift_hf.data.augment import AUGMENTATION_MODES, MIX_MODES, parse_strategy
-from gift_hf.data.images import ImageTransform, class_balanced_indices
+from gift_hf.data.augment import parse_strategy
+from gift_hf.data.images import ImageTransform, class_balanced_indices, eval_transform_for
+from gift_hf.engine.config import GIFTConfig, protocol_config
 from gift_hf.engine.losses import LOSSES
+from gift_hf.engine.training import TrainingResult, train_students
 from gift_hf.files import atomic_write_text
-from gift_hf.models.modeling import image_transform_for, load_teacher, model_spec, teacher_logits
-from gift_hf.engine.multi_student import MULTI_OPTIMIZERS, MULTI_SCHEDULES, StudentRun, StudentTrainingArgs, train_students
+from gift_hf.models.modeling import create_model, image_transform_for, load_teacher, model_spec
 
 __all__ = [
     "DDRANKING_LEARNING_RATES",
@@ -69,7 +71,6 @@ DDRANKING_SEEDS = (0, 1, 42, 1234, 3407)
 """The seeds of DD-Ranking's five evaluation rounds."""
 DDRANKING_LEARNING_RATES = (0.001, 0.005, 0.01, 0.05, 0.1)
 """DD-Ranking's learning-rate grid; the best accuracy over it is reported."""
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 FULL_DATA_DIR = "full_data_cache"
 
 
@@ -135,8 +136,18 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
 # ------------------------------------------------------------------------- arguments
 @dataclass
 class DDRankingArguments:
-    """DD-Ranking's evaluation protocol. Defaults: its CIFAR-10 ConvNet-3 settings (DSA, SGD,
-    soft cross-entropy on stored teacher labels, 1000 epochs, batch 256)."""
+    """DD-Ranking's own settings: the learning-rate grid, the rounds, the cells and the scores.
+
+    How every student trains (optimizer, schedule, epochs, batch size, augmentation, loss and
+    its temperature, where soft labels come from, when it is evaluated) is a
+    :class:`~gift_hf.GIFTConfig`: by default the ``ddranking`` protocol
+    (:data:`gift_hf.engine.config.PROTOCOLS`, DD-Ranking's CIFAR-10 ConvNet-3 settings: DSA, SGD
+    0.01 with momentum 0.9 and ×0.1 at half of training, soft cross-entropy on the teacher's
+    logits stored once, 1000 epochs, batch 256, evaluations every 20 epochs in the last 20 %).
+    ``soft_label_source="dataset"`` is DD-Ranking's "S" mode (one label per image, stored once;
+    a set's own soft labels when it has them), ``"teacher"`` its "M" mode (the teacher
+    relabels every augmented batch).
+    """
 
     learning_rates: list[float] = field(
         default_factory=lambda: list(DDRANKING_LEARNING_RATES),
@@ -151,37 +162,9 @@ class DDRankingArguments:
         metadata={"help": "A fixed learning rate for the distilled set's soft-label students (DD-Ranking's syn_lr); "
                   "None searches the grid."},
     )
-    epochs: int = field(default=1000, metadata={"help": "Training epochs of every distilled/random student."})
-    batch_size: int = field(default=256, metadata={"help": "Training batch size of the distilled/random students."})
-    optimizer: str = field(default="sgd", metadata={"help": f"Optimizer, one of {MULTI_OPTIMIZERS}."})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
-    weight_decay: float = field(default=5e-4, metadata={"help": "Weight decay."})
-    schedule: str = field(default="step", metadata={"help": f"Learning-rate schedule, one of {MULTI_SCHEDULES}."})
-    step_size: Optional[int] = field(
-        default=None, metadata={"help": "step schedule: epochs between decays (None: half of training)."}
-    )
-    gamma: float = field(default=0.1, metadata={"help": "step schedule: decay factor."})
-    soft_label_loss: str = field(
-        default="soft_ce", metadata={"help": f"Loss of the soft-label students ('soft_ce' = DD-Ranking's sce, 'kl'), "
-                                     f"one of {sorted(LOSSES)}."}
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Temperature of the soft-label loss."})
-    soft_label_mode: str = field(
-        default="S",
-        metadata={"help": "'S': one soft label per image, the teacher's logits on the un-augmented images, stored "
-                  "once; 'M': the teacher relabels every augmented batch."},
-    )
-    augmentation: str = field(default=DSA_STRATEGY, metadata={"help": "Training augmentation (DSA ops or 'none')."})
-    augmentation_mode: str = field(default="single", metadata={"help": f"One of {AUGMENTATION_MODES}."})
-    mix: str = field(default="none", metadata={"help": f"CutMix/MixUp, one of {MIX_MODES}."})
     use_aug_for_hard: bool = field(
         default=True, metadata={"help": "Augment the hard-label students (distilled and full data) too."}
     )
-    eval_every: int = field(default=20, metadata={"help": "Evaluate every this many epochs."})
-    eval_start_fraction: float = field(
-        default=0.8, metadata={"help": "Evaluate only in the last (1 − this) of training; the best is kept."}
-    )
-    eval_batch_size: int = field(default=512, metadata={"help": "Batch size on the test split."})
     lrs_lambda: float = field(default=0.5, metadata={"help": "λ of the label-robust score."})
     ars_lambda: float = field(default=0.5, metadata={"help": "λ of the augmentation-robust score."})
     compute_ars: bool = field(
@@ -192,7 +175,8 @@ class DDRankingArguments:
     full_data_epochs: int = field(default=200, metadata={"help": "Full-data cell: epochs."})
     full_data_batch_size: int = field(default=512, metadata={"help": "Full-data cell: batch size."})
     full_data_step_size: Optional[int] = field(
-        default=100, metadata={"help": "Full-data cell: epochs between learning-rate decays (×gamma)."}
+        default=100, metadata={"help": "Full-data cell: epochs between learning-rate decays (×lr_decay); None: "
+                               "no decay."}
     )
     full_data_seeds: list[int] = field(
         default_factory=lambda: [0],
@@ -209,72 +193,47 @@ class DDRankingArguments:
                 raise ValueError(f"{name}: got {values}; expected at least one value and no duplicates")
         if any(not (lr > 0 and math.isfinite(lr)) for lr in self.learning_rates):
             raise ValueError(f"learning_rates: got {self.learning_rates}; expected positive numbers")
-        if self.soft_label_mode not in ("S", "M"):
-            raise ValueError(f"soft_label_mode: got {self.soft_label_mode!r}; expected 'S' (stored) or 'M' (online)")
-        if self.soft_label_loss not in LOSSES or not LOSSES[self.soft_label_loss].needs_teacher:
-            soft = sorted(k for k, v in LOSSES.items() if v.needs_teacher)
-            raise ValueError(f"soft_label_loss: got {self.soft_label_loss!r}; expected a soft-label loss, one of "
-                             f"{soft}")
+        for name in ("full_data_epochs", "full_data_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: got {value!r}; expected an integer >= 1")
+        if self.full_data_step_size is not None and not 0 < self.full_data_step_size:
+            raise ValueError(f"full_data_step_size: got {self.full_data_step_size}; expected >= 1 epochs or None")
         _check_lambda("lrs_lambda", self.lrs_lambda)
         _check_lambda("ars_lambda", self.ars_lambda)
-        if self.compute_ars and not parse_strategy(self.augmentation) and self.mix == "none":
-            raise ValueError("compute_ars: the augmentation-robust score compares training with and without "
-                             "augmentation, but augmentation='none' and mix='none'; set one or compute_ars=False")
-        # every training field is validated by the recipes built here
-        self.training_args(self.soft_label_loss, True)
-        self.full_data_args()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def training_args(self, loss: str, augment: bool) -> StudentTrainingArgs:
-        """The recipe of the distilled/random students (``loss``, with or without augmentation)."""
-        return StudentTrainingArgs(
-            loss=loss,
-            loss_kwargs={"temperature": self.temperature} if loss != "ce" else {},
-            optimizer=self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum,
-            epochs=self.epochs, batch_size=self.batch_size, schedule=self.schedule, step_size=self.step_size,
-            gamma=self.gamma,
-            augmentation=self.augmentation if augment else "none",
-            augmentation_mode=self.augmentation_mode, mix=self.mix if augment else "none",
-            eval_every=self.eval_every, eval_start_fraction=self.eval_start_fraction,
-            eval_batch_size=self.eval_batch_size,
-        )
+    def check(self, config: GIFTConfig) -> None:
+        """Refuse a student configuration DD-Ranking's cells cannot use (one clear line)."""
+        if not LOSSES[config.loss].needs_teacher:
+            soft = sorted(k for k, v in LOSSES.items() if v.needs_teacher)
+            raise ValueError(f"loss: got {config.loss!r}; expected the soft-label students' loss, one of {soft} "
+                             "(the hard-label cells use 'ce' themselves)")
+        if self.compute_ars and not parse_strategy(config.augmentation) and config.mix == "none":
+            raise ValueError("compute_ars: the augmentation-robust score compares training with and without "
+                             "augmentation, but augmentation='none' and mix='none'; set one or compute_ars=False")
 
-    def full_data_args(self) -> StudentTrainingArgs:
-        """The fixed recipe of the full-data hard-label cell (DD-Ranking: SGD 0.01, 200 epochs, batch 512, step 100)."""
-        return self.training_args("ce", self.use_aug_for_hard).replace(
-            epochs=self.full_data_epochs, batch_size=self.full_data_batch_size, schedule="step",
-            step_size=self.full_data_step_size, optimizer="sgd",
+    def student_config(self, config: GIFTConfig, loss: str, augment: bool) -> GIFTConfig:
+        """The students of a cell: ``config`` with ``loss`` (``'ce'``: hard labels), with or without augmentation."""
+        changes: dict[str, Any] = dict(loss=loss)
+        if not augment:
+            changes.update(augmentation="none", mix="none", factor_crop=1)
+        return config.replace(**changes)
+
+    def full_data_config(self, config: GIFTConfig) -> GIFTConfig:
+        """The fixed recipe of the full-data hard-label cell (DD-Ranking: SGD 0.01, 200 epochs, batch 512, ×0.1 at 100)."""
+        step = self.full_data_step_size
+        milestones = [e / self.full_data_epochs for e in range(step, self.full_data_epochs, step)] if step else []
+        return self.student_config(config, "ce", self.use_aug_for_hard).replace(
+            num_train_epochs=self.full_data_epochs, per_device_train_batch_size=self.full_data_batch_size,
+            batch_sizes=None, learning_rate=self.full_data_learning_rate, lr_milestones=milestones,
+            lr_decay=config.lr_decay if milestones else 1.0, optim="sgd", optim_args="momentum=0.9",
         )
 
 
 # --------------------------------------------------------------------------- data
-def image_tensors(dataset: Dataset, transform: ImageTransform, label_column: str = "label",
-                  batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of ``dataset`` through ``transform`` as ``(N, C, H, W)`` and its labels ``(N,)``."""
-    if label_column not in dataset.column_names:
-        raise ValueError(f"dataset has no {label_column!r} column (label_column); it has {dataset.column_names}")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty (0 rows); expected images to train or evaluate on")
-    view = dataset.with_transform(transform)
-    chunks = []
-    for start in range(0, len(dataset), batch_size):
-        rows = view[start:start + batch_size]
-        chunks.append(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in rows["pixel_values"]]))
-    labels = torch.as_tensor(np.asarray(dataset.with_format(None)[label_column]), dtype=torch.long)
-    return torch.cat(chunks), labels
-
-
-def _fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _json_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -283,36 +242,54 @@ def _atomic_write_json(path: str, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=1, default=str))
 
 
+def _quiet(config: GIFTConfig, output_dir: str, progress: bool) -> GIFTConfig:
+    """A cell's students: nothing saved or logged, the evaluations scheduled by the protocol."""
+    return config.replace(output_dir=output_dir, save_strategy="no", logging_strategy="no", eval_strategy="no",
+                          report_to="none", disable_tqdm=not progress, resume_from_checkpoint=None)
+
+
+def _student_records(cell: str, round_index: int | None, seeds: Sequence[int], lrs: Sequence[float],
+                     results: Sequence[TrainingResult]) -> list[dict[str, Any]]:
+    records = []
+    for seed, lr, result in zip(seeds, lrs, results):
+        best = result.accuracy
+        records.append({"cell": cell, "round": round_index, "seed": seed, "learning_rate": lr,
+                        "accuracies": result.accuracies, "best_accuracy": best if best is not None else math.nan,
+                        "final_accuracy": result.final_accuracy if result.final_accuracy is not None else math.nan,
+                        "failed": result.failure is not None, "failure": result.failure, "steps": result.steps})
+    return records
+
+
 # ----------------------------------------------------------------------- full data
 def full_data_accuracy(
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    model_name: str,
-    model_kwargs: dict[str, Any] | None,
+    real_train: Dataset,
+    real_test: Dataset,
+    build: Callable[[], nn.Module],
+    model: dict[str, Any],
+    transform: ImageTransform,
     args: DDRankingArguments,
+    config: GIFTConfig,
     *,
-    num_classes: int,
     cache_dir: str | None = None,
-    device: str | torch.device | None = None,
-    vectorized: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The full-data hard-label accuracy: its own cell, cached and shared by every distilled set.
 
-    It depends on the real training and test images, the student and the fixed full-data
-    recipe (:meth:`DDRankingArguments.full_data_args`) only. With ``cache_dir`` the result
-    is stored as ``<cache_dir>/full_data_cache/<data>-<model>-<protocol>.json`` (the
-    dataset fingerprint, a hash of the model name and arguments, a hash of the recipe and
-    seeds) and read back on the next call instead of training again.
+    It depends on the real training and test sets, the student (``model``: its architecture
+    and arguments, as ``build`` makes it) and the fixed full-data recipe
+    (:meth:`DDRankingArguments.full_data_config`) only. With ``cache_dir`` the result is
+    stored as ``<cache_dir>/full_data_cache/<data>-<model>-<protocol>.json`` (the datasets'
+    fingerprints and preprocessing, a hash of the model, a hash of the recipe and seeds) and
+    read back on the next call instead of training again.
 
     Returns:
         ``{"accuracy": mean best accuracy, "students": [...], "cached": bool, ...}``.
     """
-    recipe = args.full_data_args()
-    protocol = {"recipe": recipe.to_dict(), "learning_rate": args.full_data_learning_rate,
-                "seeds": args.full_data_seeds}
-    model = {"model_name": model_name, "model_kwargs": dict(model_kwargs or {})}
-    key = {"dataset": _fingerprint(*train, *test), "model": _json_hash(model), "protocol": _json_hash(protocol)}
+    recipe = args.full_data_config(config)
+    protocol = {"recipe": recipe.training_settings(), "seeds": args.full_data_seeds}
+    data = {"train": real_train._fingerprint, "test": real_test._fingerprint,
+            "transform": dataclasses.asdict(transform)}
+    key = {"dataset": _json_hash(data), "model": _json_hash(model), "protocol": _json_hash(protocol)}
     path = os.path.join(cache_dir, FULL_DATA_DIR, f"{key['dataset']}-{key['model']}-{key['protocol']}.json") \
         if cache_dir else None
     if path and os.path.isfile(path):
@@ -320,13 +297,14 @@ def full_data_accuracy(
             cached = json.load(f)
         return {**cached, "cached": True, "path": path}
     start = time.perf_counter()
-    runs = train_students(model_name, model_kwargs, *train, *test, seeds=args.full_data_seeds,
-                          learning_rates=[args.full_data_learning_rate] * len(args.full_data_seeds), args=recipe,
-                          num_classes=num_classes, device=device, vectorized=vectorized, progress=progress,
-                          desc="full data (hard labels)")
-    accuracy, _ = mean_and_std([r.best_accuracy for r in runs])
-    result = {"accuracy": accuracy, "students": [r.to_dict() for r in runs], "key": key, **model,
-              "protocol": protocol, "train_seconds": time.perf_counter() - start}
+    with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
+        results = train_students(_quiet(recipe, tmp, progress), build, real_train.with_transform(transform),
+                                 real_test.with_transform(transform), seeds=args.full_data_seeds, quiet=True)
+    students = _student_records("full_data_hard", None, args.full_data_seeds,
+                                [args.full_data_learning_rate] * len(results), results)
+    accuracy, _ = mean_and_std([r["best_accuracy"] for r in students])
+    result = {"accuracy": accuracy, "students": students, "key": key, **model, "protocol": protocol,
+              "train_seconds": time.perf_counter() - start}
     if path:
         _atomic_write_json(path, result)
     return {**result, "cached": False, "path": path}
@@ -358,14 +336,8 @@ CELLS = {
 }
 
 
-def _stored_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([teacher_logits(teacher, images[i:i + batch_size]).float()
-                          for i in range(0, images.shape[0], batch_size)])
-
-
-def _ipc_of(labels: torch.Tensor, num_classes: int) -> int:
-    counts = torch.bincount(labels, minlength=num_classes).tolist()
+def _ipc_of(labels: Sequence[int], num_classes: int) -> int:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()
     if len(set(counts)) != 1:
         raise ValueError(f"distilled: class counts {counts} differ; DD-Ranking compares with a random subset of the "
                          "same images per class, so expected a class-balanced distilled set")
@@ -379,39 +351,44 @@ def ddranking_scores(
     teacher: nn.Module | str,
     *,
     args: DDRankingArguments | None = None,
+    config: GIFTConfig | None = None,
     student_arch: str | None = None,
     student_model_kwargs: dict[str, Any] | None = None,
     transform: ImageTransform | None = None,
     label_column: str = "label",
     output_dir: str | None = None,
     cache_dir: str | None = None,
-    device: str | torch.device | None = None,
-    vectorized: bool = True,
     progress: bool = False,
 ) -> DDRankingResult:
     """DD-Ranking's HLR, IOR, label-robust and augmentation-robust scores of a distilled set.
 
     Args:
-        distilled: the distilled set (``image`` and ``label`` columns; class-balanced).
+        distilled: the distilled set (``image`` and ``label`` columns; class-balanced). With
+            ``soft_label_source="dataset"`` its own ``soft_label`` column is used when it has
+            one (e.g. learned labels); otherwise the teacher labels it once.
         real_train: the real training split (full-data cell and random subsets).
         real_test: the real test split every student is scored on.
         teacher: the soft-label teacher (instance, saved folder or Hub id).
-        args: the protocol (:class:`DDRankingArguments`; default: CIFAR-10 ConvNet-3 settings).
+        args: DD-Ranking's settings (:class:`DDRankingArguments`).
+        config: how every student trains (default: the ``ddranking`` protocol); its
+            ``output_dir`` is not used, ``use_cpu`` and the precision are.
         student_arch: the students' timm architecture (default: the teacher's).
         student_model_kwargs: their ``create_model`` arguments (default: the teacher's when
             the architecture is the teacher's).
         transform: how images become ``pixel_values`` (default: the teacher's input spec).
         output_dir: where ``results.json``/``.csv``/``.md`` and ``ddranking.png`` are written.
         cache_dir: where the full-data cell is cached (default: ``output_dir``).
-        device: where students train (default: CUDA if available).
-        vectorized: train the students that share a training set together.
-        progress: progress bars over training steps.
+        progress: progress bars over training.
 
     Returns:
         A :class:`DDRankingResult`; ``scores`` holds ``hlr``, ``ior``, ``lrs``, ``ars``
         (``_mean``/``_std``) and the mean cell accuracies, all as fractions.
     """
+    from gift_hf.data.relabel import relabel
+
     args = args or DDRankingArguments()
+    config = config or protocol_config("ddranking")
+    args.check(config)
     teacher_model = load_teacher(teacher) if not isinstance(teacher, nn.Module) else teacher.eval()
     transform = transform or image_transform_for(teacher_model)
     if student_arch is None:
@@ -420,69 +397,77 @@ def ddranking_scores(
         if student_model_kwargs is None:
             student_model_kwargs = dict(spec["model_kwargs"])
     student_model_kwargs = dict(student_model_kwargs or {})
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else
-                                                                           "cpu")
-    teacher_model = teacher_model.to(device)
-    feature = real_train.features.get(label_column)
-    syn_x, syn_y = image_tensors(distilled, transform, label_column)
-    train_x, train_y = image_tensors(real_train, transform, label_column)
-    test_x, test_y = image_tensors(real_test, transform, label_column)
-    num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(train_y.max()) + 1
-    if int(syn_y.max()) >= num_classes:
-        raise ValueError(f"distilled: class id {int(syn_y.max())} but the real data has {num_classes} classes")
-    ipc = _ipc_of(syn_y, num_classes)
+    for name, ds in (("distilled", distilled), ("real_train", real_train), ("real_test", real_test)):
+        if label_column not in ds.column_names:
+            raise ValueError(f"{name}: has no {label_column!r} column (label_column); it has {ds.column_names}")
+        if len(ds) == 0:
+            raise ValueError(f"{name}: is empty (0 rows); expected images to train or evaluate on")
+    if label_column != "label":
+        distilled, real_train, real_test = (ds.rename_column(label_column, "label")
+                                            for ds in (distilled, real_train, real_test))
+    feature = real_train.features.get("label")
+    train_labels = np.asarray(real_train.with_format(None)["label"])
+    syn_labels = np.asarray(distilled.with_format(None)["label"])
+    num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(train_labels.max()) + 1
+    if int(syn_labels.max()) >= num_classes:
+        raise ValueError(f"distilled: class id {int(syn_labels.max())} but the real data has {num_classes} classes")
+    ipc = _ipc_of(syn_labels, num_classes)
     cache_dir = cache_dir or output_dir
-    common = dict(num_classes=num_classes, device=device, vectorized=vectorized, progress=progress)
+    model = {"model_name": student_arch, "model_kwargs": student_model_kwargs}
 
-    full = full_data_accuracy((train_x, train_y), (test_x, test_y), student_arch, student_model_kwargs, args,
-                              cache_dir=cache_dir, **common)
+    def build() -> nn.Module:
+        return create_model(student_arch, num_classes, in_chans=transform.channels, img_size=transform.image_size,
+                            image_mean=transform.mean, image_std=transform.std, **student_model_kwargs)
+
+    full = full_data_accuracy(real_train, real_test, build, model, transform, args, config, cache_dir=cache_dir,
+                              progress=progress)
     students: list[dict[str, Any]] = []
     # accuracy[cell][round index] = best over the learning-rate grid
     accuracy: dict[str, list[float]] = {}
     best_lr: dict[str, list[float | None]] = {}
+    stored = config.soft_label_source == "dataset"
 
-    def soft_of(images: torch.Tensor) -> torch.Tensor | None:
-        return _stored_logits(teacher_model, images.to(device), args.eval_batch_size) \
-            if args.soft_label_mode == "S" else None
+    def labelled(ds: Dataset) -> Dataset:
+        """DD-Ranking's "S" labels: the set's own, else the teacher's logits on the un-augmented images, once."""
+        if not stored or "soft_label" in ds.column_names:
+            return ds
+        out, _ = relabel(ds, teacher_model, output="logits", transform=transform, progress=False)
+        return out
 
-    def record(cell: str, round_index: int, runs: Sequence[StudentRun]) -> None:
-        for run in runs:
-            students.append({"cell": cell, "round": round_index, **run.to_dict()})
-        acc, lr = best_over_learning_rates({r.learning_rate: r.best_accuracy for r in runs})
-        accuracy.setdefault(cell, [math.nan] * len(args.seeds))[round_index] = acc
-        best_lr.setdefault(cell, [None] * len(args.seeds))[round_index] = lr
+    test = real_test.with_transform(eval_transform_for(transform, config.eval_transform))
 
-    def train_cell(cell: str, images, labels, soft, loss: str, augment: bool, seeds: list[int],
-                   lrs: list[float], round_index: int | None) -> None:
-        recipe = args.training_args(loss, augment)
+    def train_cell(cell: str, ds: Dataset, loss: str, augment: bool, seeds: list[int], lrs: list[float],
+                   round_index: int | None) -> None:
+        recipe = args.student_config(config, loss, augment)
+        if loss == "ce":
+            recipe = recipe.replace(soft_label_source="teacher")  # hard labels: no soft-label column needed
         grid = [(s, lr) for s in seeds for lr in lrs]
-        runs = train_students(student_arch, student_model_kwargs, images, labels, test_x, test_y,
-                              seeds=[s for s, _ in grid], learning_rates=[lr for _, lr in grid], args=recipe,
-                              teacher=teacher_model if (recipe.loss != "ce" and soft is None) else None,
-                              soft_labels=soft if recipe.loss != "ce" else None,
-                              desc=f"{cell} ({len(grid)} students)", **common)
+        with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
+            results = train_students(_quiet(recipe, tmp, progress), build, ds.with_transform(transform), test,
+                                     seeds=[s for s, _ in grid], learning_rates=[lr for _, lr in grid],
+                                     teacher=teacher_model if loss != "ce" and not stored else None, quiet=True)
         for i, seed in enumerate(seeds):
             index = round_index if round_index is not None else args.seeds.index(seed)
-            record(cell, index, runs[i * len(lrs):(i + 1) * len(lrs)])
+            mine = _student_records(cell, index, [seed] * len(lrs), lrs, results[i * len(lrs):(i + 1) * len(lrs)])
+            students.extend(mine)
+            acc, lr = best_over_learning_rates({r["learning_rate"]: r["best_accuracy"] for r in mine})
+            accuracy.setdefault(cell, [math.nan] * len(args.seeds))[index] = acc
+            best_lr.setdefault(cell, [None] * len(args.seeds))[index] = lr
 
     soft_lrs = [args.distilled_learning_rate] if args.distilled_learning_rate else args.learning_rates
-    syn_soft = soft_of(syn_x)
+    syn = labelled(distilled)
     # The distilled set is the same training set in every round: all rounds × rates train together.
-    train_cell("distilled_hard", syn_x, syn_y, None, "ce", args.use_aug_for_hard, args.seeds, args.learning_rates,
-               None)
-    train_cell("distilled_soft", syn_x, syn_y, syn_soft, args.soft_label_loss, True, args.seeds, soft_lrs, None)
+    train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds, args.learning_rates, None)
+    train_cell("distilled_soft", syn, config.loss, True, args.seeds, soft_lrs, None)
     if args.compute_ars:
-        train_cell("distilled_soft_noaug", syn_x, syn_y, syn_soft, args.soft_label_loss, False, args.seeds, soft_lrs,
-                   None)
+        train_cell("distilled_soft_noaug", syn, config.loss, False, args.seeds, soft_lrs, None)
     # Each round has its own random subset (same images per class): its rates train together.
     for r, seed in enumerate(args.seeds):
-        rows = torch.as_tensor(class_balanced_indices(train_y.tolist(), ipc, seed=seed))
-        rdm_x, rdm_y = train_x[rows], train_y[rows]
-        rdm_soft = soft_of(rdm_x)
-        train_cell("random_soft", rdm_x, rdm_y, rdm_soft, args.soft_label_loss, True, [seed], args.learning_rates, r)
+        rows = class_balanced_indices(train_labels.tolist(), ipc, seed=seed)
+        rdm = labelled(real_train.select(rows))
+        train_cell("random_soft", rdm, config.loss, True, [seed], args.learning_rates, r)
         if args.compute_ars:
-            train_cell("random_soft_noaug", rdm_x, rdm_y, rdm_soft, args.soft_label_loss, False, [seed],
-                       args.learning_rates, r)
+            train_cell("random_soft_noaug", rdm, config.loss, False, [seed], args.learning_rates, r)
 
     rounds = []
     for r, seed in enumerate(args.seeds):
@@ -505,9 +490,9 @@ def ddranking_scores(
     for name in ["hlr", "ior", "lrs"] + (["ars"] if args.compute_ars else []) + list(accuracy):
         scores[f"{name}_mean"], scores[f"{name}_std"] = mean_and_std([row[name] for row in rounds])
     scores["full_data_hard"] = full["accuracy"]
-    settings = {"protocol": args.to_dict(), "student_arch": student_arch, "student_model_kwargs": student_model_kwargs,
-                "ipc": ipc, "num_classes": num_classes, "num_students": len(students),
-                "transform": dataclasses.asdict(transform), "vectorized": vectorized}
+    settings = {"protocol": args.to_dict(), "config": config.training_settings(), "student_arch": student_arch,
+                "student_model_kwargs": student_model_kwargs, "ipc": ipc, "num_classes": num_classes,
+                "num_students": len(students), "transform": dataclasses.asdict(transform)}
     result = DDRankingResult(scores, rounds, students, {k: v for k, v in full.items() if k != "students"}, settings)
     if output_dir:
         result.files = write_ddranking_results(result, output_dir)

@@ -1,7 +1,7 @@
 """Evaluate a distilled dataset the way the papers do.
 
 A distilled set is judged by the students it trains: ``num_students`` students (one seed
-each) are trained on it with :func:`gift_hf.engine.training.train_student` under an evaluation
+each) are trained on it with :func:`gift_hf.engine.training.train_students` under an evaluation
 protocol, a :class:`~gift_hf.GIFTConfig` (optimizer, schedule, epochs, batch-size rule,
 augmentation, loss, where the soft labels come from), and evaluated on the real test split;
 the report is mean ± std of their top-1 accuracy. Two protocols reproduce the papers'
@@ -21,11 +21,11 @@ the report is mean ± std of their top-1 accuracy. Two protocols reproduce the p
 A protocol fixes one budget for every loss and every student, and the seeds are
 ``seed, seed + 1, …`` whatever is being compared, so no loss is favoured.
 
-The students of an evaluation share their training set and differ only in seed, so by
-default (``students_together``) they train together as one vectorised model
-(:func:`train_together`, :func:`gift_hf.engine.multi_student.train_students`: same optimizer,
-schedule, augmentation, loss and evaluations, one student per seed). Settings it cannot
-run (see :func:`together_recipe`) fall back, logged, to one ``GIFTTrainer`` run per student.
+The students of an evaluation share their training set and differ only in seed, so they
+train together: one :class:`~gift_hf.engine.population.StudentPopulation` trained by one
+``GIFTTrainer`` (:func:`gift_hf.engine.training.train_students`), each student with its own
+initial weights, batch order and augmentation draws, under any protocol, precision and
+number of processes.
 """
 
 from __future__ import annotations
@@ -35,12 +35,9 @@ import math
 import os
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
-import torch
 from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
@@ -48,8 +45,8 @@ from transformers import TrainerCallback
 from gift_hf.engine.config import DSA_STRATEGY, GIFTConfig, protocol_config
 from gift_hf.data.images import ImageTransform, eval_transform_for
 from gift_hf.models.modeling import create_model, load_teacher, model_spec, num_classes_of
-from gift_hf.engine.trainer import GIFTTrainer, TrainingDivergedError
-from gift_hf.engine.training import TrainingResult, train_student
+from gift_hf.engine.trainer import TrainingDivergedError
+from gift_hf.engine.training import TrainingResult, train_students
 
 __all__ = [
     "DSA_STRATEGY",
@@ -59,17 +56,10 @@ __all__ = [
     "failed_student",
     "has_soft_labels",
     "relabel_for",
-    "together_recipe",
     "train_on_distilled",
-    "train_together",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Students train together (:func:`train_together`) only when the training and test images
-#: fit in this many bytes as float32 tensors; larger sets stream through GIFTTrainer.
-TOGETHER_MAX_BYTES = 4 * 2**30
-
 
 # ---------------------------------------------------------------------------- students
 @dataclass
@@ -205,44 +195,54 @@ def train_on_distilled(
     distilled: Dataset,
     test_dataset: Dataset,
     config: GIFTConfig,
-    seed: int,
+    seeds: Sequence[int],
     student: StudentSpec,
     teacher: nn.Module | str | None = None,
     *,
+    learning_rates: Sequence[float] | None = None,
     num_classes: int | None = None,
     image_column: str = "image",
     label_column: str = "label",
     callbacks: Sequence[TrainerCallback] = (),
     optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
-) -> TrainingResult:
-    """One student of an evaluation (one cell of every study): a fresh ``student`` seeded with
-    ``seed``, trained on ``distilled`` under ``config`` by :func:`gift_hf.engine.training.train_student`
-    and scored on ``test_dataset`` ``config.best_of`` times. Nothing is saved."""
+) -> list[TrainingResult]:
+    """The students of ``seeds`` (an evaluation, or the cells of a study that share a training
+    set): fresh ``student`` models, trained together on ``distilled`` under ``config`` by
+    :func:`gift_hf.engine.training.train_students` and scored on ``test_dataset``
+    (``config.best_of`` or ``eval_every_epochs`` evaluations). Nothing is saved.
+
+    One :class:`TrainingResult` per seed; students that diverged are reported as failed
+    (never scored), also when all of them did.
+    """
     num_classes = _check_training_set(distilled, test_dataset, config, label_column, num_classes)
     transform = student.transform(image_column)
-    with tempfile.TemporaryDirectory(prefix="gift_hf_student_") as tmp:
+    seeds = list(seeds)
+    with tempfile.TemporaryDirectory(prefix="gift_hf_students_") as tmp:
         cell = config.replace(
             output_dir=tmp,
-            seed=seed,
-            data_seed=seed,
             soft_label_source=config.label_source,
-            eval_strategy="no",  # evaluations: best_of, requested by train_student
+            eval_strategy="no",  # evaluations: best_of / eval_every_epochs, scheduled by train_students
             save_strategy="no",
             logging_strategy="no",
             disable_tqdm=True,
             report_to="none",
             resume_from_checkpoint=None,
         )
-        return train_student(
-            cell,
-            lambda: student.create(num_classes, _id2label(distilled, label_column)),
-            distilled.with_transform(transform),
-            test_dataset.with_transform(eval_transform_for(transform, config.eval_transform)),
-            teacher=teacher if cell.label_source == "teacher" else None,
-            callbacks=callbacks,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            quiet=True,
-        )
+        try:
+            return train_students(
+                cell,
+                lambda: student.create(num_classes, _id2label(distilled, label_column)),
+                distilled.with_transform(transform),
+                test_dataset.with_transform(eval_transform_for(transform, config.eval_transform)),
+                seeds=seeds,
+                learning_rates=learning_rates,
+                teacher=teacher if cell.label_source == "teacher" else None,
+                callbacks=callbacks,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                quiet=True,
+            )
+        except TrainingDivergedError as err:  # every student diverged: each is reported as failed, never scored
+            return [failed_student(seed, config, err) for seed in seeds]
 
 
 def _check_training_set(distilled: Dataset, test_dataset: Dataset, config: GIFTConfig, label_column: str,
@@ -261,153 +261,6 @@ def _check_training_set(distilled: Dataset, test_dataset: Dataset, config: GIFTC
             "(gift_hf.data.relabel) or use soft_label_source='teacher' with a teacher"
         )
     return num_classes
-
-
-# ------------------------------------------------------------------ students together
-def together_recipe(config: GIFTConfig, num_images: int, num_classes: int) -> tuple[Any, str | None]:
-    """``(StudentTrainingArgs, None)``: ``config``'s students as :func:`gift_hf.engine.multi_student.train_students`
-    trains them, or ``(None, why not)``.
-
-    The same optimizer (SGD with momentum, Adam, AdamW; weight decay on every parameter),
-    the papers' epoch-based step schedule (``lr_scheduler_type="constant"`` with
-    ``lr_milestones``/``lr_decay``), the batch-size rule, augmentation and mixing, the loss
-    and its parameters, and the evaluations (``best_of`` or ``eval_every_epochs`` when
-    they fall on epoch ends). Anything else (other schedules, warm-up, clipping, mixed
-    precision, ZCA, accumulation, ``max_steps``, several processes) is a ``GIFTTrainer`` run.
-    """
-    from gift_hf.engine.multi_student import StudentTrainingArgs
-
-    if not config.students_together:
-        return None, "students_together is off"
-    epochs = config.num_train_epochs
-    scheduler = getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type)
-    unsupported = [
-        (config.max_steps > 0, f"max_steps={config.max_steps} (epochs only)"),
-        (epochs != int(epochs) or epochs < 1, f"num_train_epochs={epochs} (whole epochs only)"),
-        (config.gradient_accumulation_steps != 1, f"gradient_accumulation_steps={config.gradient_accumulation_steps}"),
-        (config.max_grad_norm > 0, f"max_grad_norm={config.max_grad_norm} (no clipping)"),
-        (config.bf16 or config.fp16, "mixed precision"),
-        (config.label_smoothing_factor > 0, f"label_smoothing_factor={config.label_smoothing_factor}"),
-        (config.zca, "zca"),
-        # (transformers 5 folds warmup_ratio into warmup_steps < 1)
-        ((config.warmup_steps or 0) > 0 or (getattr(config, "warmup_ratio", 0) or 0) > 0, "learning-rate warm-up"),
-        (scheduler != "constant", f"lr_scheduler_type={scheduler!r} (the step schedule only)"),
-        (not config.decay_all_parameters, "decay_all_parameters=False"),
-        (config.world_size > 1, f"{config.world_size} processes"),
-    ]
-    reasons = [why for bad, why in unsupported if bad]
-    if reasons:
-        return None, ", ".join(reasons)
-    epochs = int(epochs)
-    optimizer_cls, kwargs = GIFTTrainer.get_optimizer_cls_and_kwargs(config)
-    extra = {k: v for k, v in kwargs.items() if k not in ("lr", "momentum", "betas", "eps", "foreach", "fused")
-             and v not in (False, 0, 0.0, None)}
-    names = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam", torch.optim.AdamW: "adamw"}
-    if optimizer_cls not in names or extra:
-        return None, f"optimizer {optimizer_cls.__name__} {extra or ''}".strip()
-    every = config.eval_every_epochs or epochs // config.best_of
-    if epochs % (config.eval_every_epochs or config.best_of):
-        return None, (f"evaluations every {config.eval_every_epochs} epochs" if config.eval_every_epochs
-                      else f"best_of={config.best_of}") + f" do not fall on the ends of {epochs} epochs"
-    milestones = sorted(config.lr_milestones)
-    step = bool(milestones) and config.lr_decay != 1.0
-    try:
-        recipe = StudentTrainingArgs(
-            loss=config.loss,
-            loss_kwargs=dict(gamma=config.gamma, smoothing=config.smoothing, temperature=config.temperature,
-                             t_squared=config.kl_t_squared, ce_weight=config.ce_weight),
-            optimizer=names[optimizer_cls],
-            weight_decay=config.weight_decay,
-            momentum=float(kwargs.get("momentum", 0.0)),
-            betas=tuple(kwargs.get("betas", (config.adam_beta1, config.adam_beta2))),
-            eps=float(kwargs.get("eps", config.adam_epsilon)),
-            epochs=epochs,
-            batch_size=config.train_batch_size_for(num_images, num_classes),
-            schedule="multistep" if step else "constant",
-            milestones=milestones if step else [0.5],
-            gamma=config.lr_decay if step else 0.1,
-            augmentation=config.augmentation,
-            augmentation_mode=config.augmentation_mode,
-            mix=config.mix,
-            mix_prob=config.mix_prob,
-            mix_beta=config.mix_beta,
-            eval_every=every,
-            eval_start_fraction=config.eval_start_fraction if config.eval_every_epochs else 0.0,
-            # the evaluation batch changes no result (no statistics are updated): batch it wide
-            eval_batch_size=max(config.per_device_eval_batch_size, 256),
-        )
-    except ValueError as err:  # e.g. a milestone the epoch-based schedule cannot place
-        return None, str(err)
-    return recipe, None
-
-
-def train_together(
-    distilled: Dataset,
-    test_dataset: Dataset,
-    config: GIFTConfig,
-    seeds: Sequence[int],
-    student: StudentSpec,
-    teacher: nn.Module | None = None,
-    *,
-    num_classes: int | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-) -> list[TrainingResult] | None:
-    """The students of ``seeds`` trained together on ``distilled`` (one vectorised model) and
-    scored on ``test_dataset``: one :class:`TrainingResult` per seed, as :func:`train_on_distilled`
-    gives; None (logged) when ``config`` asks for what :func:`together_recipe` cannot run.
-
-    Each student keeps its own initial weights (created under its seed, as
-    ``train_on_distilled`` creates them), batch order and augmentation draws; the teacher
-    relabels all the students' augmented batches in one forward.
-    """
-    from gift_hf.evaluation.ddranking import image_tensors
-    from gift_hf.engine.multi_student import train_students
-
-    num_classes = _check_training_set(distilled, test_dataset, config, label_column, num_classes)
-    recipe, reason = together_recipe(config, len(distilled), num_classes)
-    if recipe is None:
-        logger.info(f"students trained one by one with GIFTTrainer: {reason}")
-        return None
-    source = config.label_source
-    if source == "teacher" and teacher is None:
-        return None  # GIFTTrainer says what is missing
-    # The training and test images are held as tensors (on the device): fine for the sets an
-    # evaluation trains on and the test splits of CIFAR-size data, not for ImageNet's.
-    nbytes = (len(distilled) + len(test_dataset)) * student.in_chans * student.img_size ** 2 * 4
-    if nbytes > TOGETHER_MAX_BYTES:
-        logger.info(f"students trained one by one with GIFTTrainer: the images would take {nbytes / 2**30:.1f} GiB "
-                    f"as tensors (more than {TOGETHER_MAX_BYTES / 2**30:.0f} GiB)")
-        return None
-    soft = None
-    if source == "dataset":
-        if "soft_label" not in distilled.column_names:
-            logger.info("students trained one by one with GIFTTrainer: top-k (sparse) soft labels")
-            return None
-        soft = torch.tensor(np.asarray(distilled.with_format(None)["soft_label"], dtype=np.float32))
-    transform = student.transform(image_column)
-    train_x, train_y = image_tensors(distilled, transform, label_column)
-    test_x, test_y = image_tensors(test_dataset, eval_transform_for(transform, config.eval_transform), label_column)
-    device = "cuda" if torch.cuda.is_available() and not config.use_cpu else "cpu"
-    start = time.perf_counter()
-    runs = train_students(
-        student.arch, student.model_kwargs, train_x, train_y, test_x, test_y, seeds=list(seeds),
-        learning_rates=[config.learning_rate] * len(seeds), args=recipe, num_classes=num_classes,
-        teacher=teacher if source == "teacher" else None, soft_labels=soft,
-        soft_label_kind=config.soft_label_kind or "logits", device=device,
-    )
-    seconds = (time.perf_counter() - start) / len(seeds)
-    steps = recipe.epochs * math.ceil(len(distilled) / recipe.batch_size)
-    return [
-        TrainingResult(
-            seed=run.seed, accuracies=run.accuracies if run.finite else [], steps=steps,
-            batch_size=recipe.batch_size, train_seconds=seconds, metrics={"students_together": len(seeds)},
-            failure=None if run.finite else (
-                f"TrainingDivergedError: training diverged at step {run.diverged_step}: the loss became non-finite "
-                f"(NaN or inf); trained together with {len(seeds)} students (gift_hf.engine.multi_student)"),
-        )
-        for run in runs
-    ]
 
 
 def failed_student(seed: int, config: GIFTConfig, error: Exception) -> TrainingResult:
@@ -498,36 +351,10 @@ def evaluate_distilled(
             raise ValueError("soft_label_source='dataset' but the distilled set has no soft labels and no teacher "
                              "was given to compute them")
         distilled = relabel_for(distilled, teacher_model, config)
-    from tqdm.auto import tqdm
-
-    together = None
-    if not trainer_callbacks:  # TrainerCallbacks need a Trainer per student
-        together = train_together(distilled, test_dataset, config, config.seeds(), student,
-                                  teacher_model if config.label_source == "teacher" else None,
-                                  num_classes=num_classes, image_column=image_column, label_column=label_column)
-    if together is not None:
-        for result in together:
-            if callback is not None:
-                callback(result)
-        return EvaluationResult(config=config, students=together)
-    results = []
-    for seed in tqdm(config.seeds(), desc="students", disable=not progress):
-        try:
-            result = train_on_distilled(
-                distilled,
-                test_dataset,
-                config,
-                seed,
-                student,
-                teacher_model,
-                num_classes=num_classes,
-                image_column=image_column,
-                label_column=label_column,
-                callbacks=trainer_callbacks,
-            )
-        except TrainingDivergedError as err:  # reported as failed, never scored
-            result = failed_student(seed, config, err)
-        results.append(result)
+    results = train_on_distilled(distilled, test_dataset, config, config.seeds(), student, teacher_model,
+                                 num_classes=num_classes, image_column=image_column, label_column=label_column,
+                                 callbacks=trainer_callbacks)
+    for result in results:
         if callback is not None:
             callback(result)
     return EvaluationResult(config=config, students=results)

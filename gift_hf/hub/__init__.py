@@ -1,1 +1,2 @@
-"""What gift_hf shares on the Hub: model cards of students (``model_card``)."""
+"""What gift_hf shares on the Hub: model cards of students (``model_card``) and distilled datasets
+(``publish``)."""

@@ -26,10 +26,11 @@ from torch import nn
 from transformers import TrainerCallback
 
 from gift_hf.data.distilled import DistilledInfo
-from gift_hf.files import atomic_write_text
+from gift_hf.files import write_output_text
 from gift_hf.models.modeling import model_spec
 
-__all__ = ["ModelCardCallback", "build_model_card", "save_model_card", "write_model_card"]
+__all__ = ["CITATIONS", "ModelCardCallback", "build_model_card", "dataset_reference", "public_name", "save_model_card",
+           "write_model_card"]
 
 CARD_KEY = "gift_hf"
 DEFAULT_TAGS = ("dataset-distillation", "gift_hf", "image-classification")
@@ -38,12 +39,74 @@ _NOT_SCORES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 # TrainingArguments fields a reader needs to reproduce the training.
 _TRAINING_FIELDS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                     "learning_rate", "weight_decay", "optim", "lr_scheduler_type", "warmup_steps",
-                    "soft_label_source", "soft_label_kind", "augmentation", "augmentation_mode", "mix", "mix_prob",
-                    "mix_beta", "zca", "zca_epsilon", "bf16", "fp16")
+                    "soft_label_source", "soft_label_kind", "augmentation", "augmentation_mode", "factor_crop",
+                    "patch_shuffle_factor", "mix",
+                    "mix_prob", "mix_beta", "zca", "zca_epsilon", "bf16", "fp16")
+
+
+# Protocol fields that are per-dataset settings of one protocol (the papers scale them with the
+# set), so a run that changes only these still follows the named protocol.
+_PER_DATASET_FIELDS = ("num_train_epochs", "seed", "factor_crop", "patch_shuffle_factor", "batch_size_rule",
+                       "batch_size_thresholds", "batch_sizes", "per_device_train_batch_size")
+
+# BibTeX of the works a student's training rests on; the method's only when the set records it.
+CITATIONS = {
+    "gift": """@inproceedings{shang2025gift,
+  title     = {{GIFT}: Unlocking Full Potential of Labels in Distilled Dataset at Near-zero Cost},
+  author    = {Shang, Xinyi and Sun, Peng and Lin, Tao},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2025}
+}""",
+    "label_paper": """@inproceedings{qin2024label,
+  title     = {A Label is Worth a Thousand Images in Dataset Distillation},
+  author    = {Qin, Tian and Deng, Zhiwei and Alvarez-Melis, David},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2024}
+}""",
+    "rded": """@inproceedings{sun2024rded,
+  title     = {On the Diversity and Realism of Distilled Dataset: An Efficient Dataset Distillation Paradigm},
+  author    = {Sun, Peng and Shi, Bei and Yu, Daiwei and Lin, Tao},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2024}
+}""",
+    "sre2l": """@inproceedings{yin2023sre2l,
+  title     = {Squeeze, Recover and Relabel: Dataset Condensation at {ImageNet} Scale From A New Perspective},
+  author    = {Yin, Zeyuan and Xing, Eric and Shen, Zhiqiang},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2023}
+}""",
+}
 
 
 def _is_hub_id(name: str | None) -> bool:
     return bool(name) and not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+
+
+def public_name(name: str | os.PathLike | None) -> str | None:
+    """How a card names a model or dataset: a Hub id as is, a local path by its folder name
+    (a card is meant to be published: it never shows a local, possibly absolute, path)."""
+    if name is None:
+        return None
+    text = os.fspath(name)
+    if _is_hub_id(text) or not (os.path.isabs(text) or os.path.exists(text) or os.sep in text.rstrip(os.sep)):
+        return text
+    return Path(text).name or text
+
+
+def _method_citation(method: str | None) -> str | None:
+    key = re.sub(r"[^a-z0-9]", "", (method or "").lower())
+    return next((k for k in ("rded", "sre2l") if key.startswith(k)), None)
+
+
+def dataset_reference(dataset: Any) -> tuple[str | None, str | None, str | None]:
+    """``(name, split, license)`` of a ``datasets.Dataset`` from its ``info`` (None where not
+    recorded): the builder's or dataset's name, the split, the license."""
+    info = getattr(dataset, "info", None)
+    if info is None:
+        return None, None, None
+    name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or None
+    split = getattr(dataset, "split", None)
+    return name, (str(split) if split is not None else None), (getattr(info, "license", None) or None)
 
 
 def _plain(value: Any) -> Any:
@@ -71,7 +134,8 @@ def _scores(metrics: Mapping[str, Any] | None) -> dict[str, float]:
 
 def _protocol_record(protocol: Any) -> dict[str, Any] | None:
     """The protocol's name and settings: a preset name, or a ``GIFTConfig`` named after the
-    preset whose settings it keeps (epochs and seed may differ), else ``"custom"``."""
+    preset whose settings it keeps, else ``"custom"``. Per-dataset settings (epochs, seed, batch
+    sizes, crop factors) may differ: the papers scale them with the set."""
     from gift_hf.engine.config import PROTOCOLS, GIFTConfig
 
     if isinstance(protocol, str):
@@ -86,7 +150,7 @@ def _protocol_record(protocol: Any) -> dict[str, Any] | None:
 
     fields = sorted({k for preset in PROTOCOLS.values() for k in preset} - {"seed"} | {"max_steps"})
     name = next((n for n, preset in PROTOCOLS.items()
-                 if all(value(k) == _plain(v) for k, v in preset.items() if k not in ("num_train_epochs", "seed"))),
+                 if all(value(k) == _plain(v) for k, v in preset.items() if k not in _PER_DATASET_FIELDS)),
                 "custom")
     return {"name": name, **{k: value(k) for k in fields}}
 
@@ -111,11 +175,12 @@ def build_model_card(
     protocol: "str | GIFTConfig | None" = None,  # noqa: F821
     eval_results: Mapping[str, Any] | None = None,
     eval_dataset: str | None = None,
-    eval_split: str = "test",
+    eval_split: str | None = None,
     license: str | None = None,
     repo_id: str | None = None,
     model_name: str | None = None,
     tags: Sequence[str] = (),
+    default_license: str | None = None,
 ) -> "ModelCard":  # noqa: F821  (huggingface_hub, imported lazily)
     """The model card of a student.
 
@@ -131,16 +196,20 @@ def build_model_card(
             Recorded with the preset it matches (``"custom"`` when none).
         eval_results: metrics (``trainer.evaluate()`` output or ``{"accuracy": 0.93}``).
         eval_dataset, eval_split: the data the metrics were measured on (default: the
-            distilled set's source).
+            distilled set's source; the split is shown when known).
         license: the model's license; default: the distilled set's card's, else ``unknown``.
+            (:func:`save_model_card` also reads the trainer's datasets' ``info.license``.)
         repo_id: the Hub id the student is published under (used in the snippet).
         model_name: the name in the card and ``model-index``; default: ``repo_id``'s, else
             ``student``.
         tags: extra tags.
+        default_license: the license when neither ``license`` nor the set's card gives one
+            (e.g. the training data's ``info.license``).
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     spec = model_spec(model)
+    distilled = distilled_info is not None  # a set with a gift_hf card, not a plain (real) split
     info = distilled_info or DistilledInfo()
     loss_name, loss_params = _loss(args)
     teacher = teacher or getattr(args, "teacher_model_name_or_path", None) or (
@@ -157,12 +226,15 @@ def build_model_card(
             license = card_license(dataset) if (os.path.isdir(dataset) or _is_hub_id(dataset)) else None
         except (OSError, ValueError, HfHubHTTPError):  # no card, offline, private, …
             license = None
+    license = license or default_license
     scores = _scores(eval_results)
     model_name = model_name or (repo_id or "student").split("/")[-1]
-    evaluated_on = eval_dataset or info.source_dataset or dataset or "unknown"
+    teacher = public_name(teacher)
+    dataset_path, dataset = dataset, public_name(dataset)
+    evaluated_on = public_name(eval_dataset or info.source_dataset or dataset) or "unknown"
     results = [
         EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=evaluated_on,
-                   dataset_name=evaluated_on, dataset_split=eval_split, metric_type=name, metric_value=value,
+                   dataset_name=evaluated_on, dataset_split=eval_split or None, metric_type=name, metric_value=value,
                    metric_name=name.replace("_", " ").capitalize())
         for name, value in scores.items()
     ]
@@ -193,16 +265,18 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=sorted({*DEFAULT_TAGS, *tags, *([loss_name] if loss_name else []), spec["arch"]}),
-        datasets=[dataset] if _is_hub_id(dataset) else None,
+        datasets=[dataset] if _is_hub_id(dataset_path) else None,
         model_name=model_name,
         eval_results=results or None,
     )
     setattr(card_data, CARD_KEY, _plain(record))
+    kind = "the distilled dataset" if distilled else "the dataset"
+    where = f"{evaluated_on} ({eval_split})" if eval_split else evaluated_on
     body = "\n".join([
         f"# {model_name}",
         "",
-        f"A `{spec['arch']}` image classifier trained by gift_hf on the distilled dataset "
-        f"{f'`{dataset}`' if dataset else '(not recorded)'}"
+        f"A `{spec['arch']}` image classifier trained by gift_hf on "
+        + (f"{kind} `{dataset}`" if dataset else "a dataset that was not recorded")
         + (f" ({info.ipc} images per class)" if info.ipc else "")
         + (f" with the `{loss_name}` loss" if loss_name else "") + ".",
         "",
@@ -212,16 +286,55 @@ def build_model_card(
         "",
         "## How it was trained",
         "",
-        *_describe(record, info),
+        *_describe(record, info, distilled),
         "",
         "## Evaluation",
         "",
         *(["| metric | value | data |", "| --- | --- | --- |"]
-          + [f"| {name} | {value:.4g} | {evaluated_on} ({eval_split}) |" for name, value in scores.items()]
+          + [f"| {name} | {_show_score(name, value)} | {where} |" for name, value in scores.items()]
           if scores else ["Not evaluated yet."]),
+        *([""] + [_EVAL_LOSS_NOTE.format(loss=loss_name)] if "loss" in scores and loss_name not in (None, "ce")
+          else []),
+        "",
+        *_intended_use(distilled),
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        "\n\n".join(CITATIONS[k] for k in ("gift", "label_paper", _method_citation(info.method)) if k),
+        "```",
         "",
     ])
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+_EVAL_LOSS_NOTE = ("The eval loss is the hard-label cross-entropy; a student trained with `{loss}` (not CE) "
+                  "does not calibrate its logits for it, so that loss can be high while the accuracy is high.")
+
+
+def _show_score(name: str, value: float) -> str:
+    """Accuracies (fractions in the metadata) are shown to people in percent; other metrics as they are."""
+    return f"{100 * value:.2f}%" if "accuracy" in name else f"{value:.4g}"
+
+
+def _intended_use(distilled: bool) -> list[str]:
+    data = "a distilled (few images per class) training set" if distilled else "its training set"
+    return [
+        "## Intended use",
+        "",
+        "A research artefact of dataset distillation: it shows how well a student learns from "
+        f"{data} with soft labels, for comparing distillation methods, label sources and losses. It "
+        "classifies images of the classes it was trained on, preprocessed as its image processor says.",
+        "",
+        "## Limitations",
+        "",
+        *([f"- Trained on {data}: expect lower accuracy than a model trained on the full data."] if distilled
+          else []),
+        "- Check it on your own data before relying on it.",
+        "- It inherits the biases of its training images and of its teacher's labels.",
+        "- It knows only its label set; images of other classes still get one of those labels.",
+        "- Accuracy is from the evaluation above (its data and split); other data will differ.",
+    ]
 
 
 def _usage_snippet(spec: dict[str, Any], repo_id: str | None) -> str:
@@ -251,7 +364,7 @@ def _usage_snippet(spec: dict[str, Any], repo_id: str | None) -> str:
     )
 
 
-def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
+def _describe(record: dict[str, Any], info: DistilledInfo, distilled: bool = True) -> list[str]:
     def show(value: Any) -> str:
         return f"`{value}`" if value is not None else "not recorded"
 
@@ -260,7 +373,7 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
         f"- **Base architecture:** `{record['architecture']}` (timm), input {record['input']['in_chans']}×"
         f"{record['input']['img_size']}×{record['input']['img_size']}, mean {record['input']['image_mean']}, "
         f"std {record['input']['image_std']}",
-        f"- **Distilled dataset:** {show(record.get('dataset'))}"
+        f"- **{'Distilled dataset' if distilled else 'Training dataset'}:** {show(record.get('dataset'))}"
         + (f", fingerprint `{record['dataset_fingerprint']}`" if record.get("dataset_fingerprint") else ""),
         f"- **Images per class (IPC):** {info.ipc if info.ipc is not None else 'not recorded'}"
         + (f" (from {info.source_dataset}, method {info.method})" if info.source_dataset else ""),
@@ -275,8 +388,9 @@ def _describe(record: dict[str, Any], info: DistilledInfo) -> list[str]:
 
 
 def write_model_card(card: Any, output_dir: str | os.PathLike) -> Path:
-    """Write ``card`` as ``output_dir/README.md`` atomically (a temp file renamed into place)."""
-    return Path(atomic_write_text(Path(output_dir) / "README.md", str(card)))
+    """Write ``card`` as ``output_dir/README.md`` atomically (a temp file renamed into place);
+    a README.md gift_hf did not write is never replaced (:func:`gift_hf.files.write_output`)."""
+    return Path(write_output_text(Path(output_dir) / "README.md", str(card)))
 
 
 class ModelCardCallback(TrainerCallback):
@@ -292,13 +406,21 @@ class ModelCardCallback(TrainerCallback):
         self.card_kwargs = card_kwargs
         self.fingerprint: str | None = None
         self.metrics: dict[str, Any] = {}
+        # what the datasets' info says: (name, split, license) of the evaluation data, the
+        # training data's license
+        self.eval_reference: tuple[str | None, str | None, str | None] = (None, None, None)
+        self.train_license: str | None = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         dataset = getattr(train_dataloader, "dataset", None)
         self.fingerprint = getattr(dataset, "_fingerprint", None) or self.fingerprint
+        self.train_license = dataset_reference(dataset)[2] or self.train_license
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def on_evaluate(self, args, state, control, metrics=None, eval_dataloader=None, **kwargs):
         self.metrics = dict(metrics or {})
+        reference = dataset_reference(getattr(eval_dataloader, "dataset", None))
+        if reference[0] is not None:
+            self.eval_reference = reference
 
     def on_save(self, args, state, control, model=None, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -306,8 +428,12 @@ class ModelCardCallback(TrainerCallback):
             write_model_card(self.card(model, args), folder)
 
     def card(self, model: nn.Module, args: Any, **overrides: Any) -> Any:
+        name, split, eval_license = self.eval_reference
         kwargs = {"dataset_fingerprint": self.fingerprint, "eval_results": self.metrics or None,
+                  "default_license": self.train_license or eval_license,
                   **self.card_kwargs, **{k: v for k, v in overrides.items() if v is not None}}
+        if kwargs.get("eval_dataset") is None and name is not None:
+            kwargs["eval_dataset"], kwargs["eval_split"] = name, kwargs.get("eval_split") or split
         return build_model_card(model, args, **kwargs)
 
 
@@ -326,6 +452,9 @@ def save_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, *
         callback = ModelCardCallback()
     if callback.fingerprint is None:
         callback.fingerprint = getattr(trainer.train_dataset, "_fingerprint", None)
+    callback.train_license = callback.train_license or dataset_reference(trainer.train_dataset)[2]
+    if callback.eval_reference[0] is None:
+        callback.eval_reference = dataset_reference(trainer.eval_dataset)
     if not callback.metrics:
         evaluations = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
         callback.metrics = dict(evaluations[-1]) if evaluations else {}

@@ -42,12 +42,17 @@ from gift_hf.data.images import ImageTransform
 __all__ = [
     "GIFTClassifier",
     "GIFTClassifierConfig",
+    "RenormalizeInput",
+    "TeacherWithRenormalizedInput",
+    "adapt_teacher",
+    "check_teacher_preprocessing",
     "create_model",
     "image_transform_for",
     "load_teacher",
     "model_spec",
     "num_classes_of",
     "teacher_logits",
+    "to_rgb_student",
     "to_timm_wrapper",
 ]
 
@@ -262,7 +267,7 @@ def load_teacher(
     ``FileNotFoundError`` ("not found"); ``role`` names the model in errors (``"teacher"``,
     ``"student"``).
     """
-    from gift_hf.data.distilled import check_local_path
+    from gift_hf.files import check_local_path
 
     if isinstance(teacher, nn.Module):
         model = teacher
@@ -282,7 +287,12 @@ def load_teacher(
                 model = AutoModelForImageClassification.from_pretrained(
                     name, trust_remote_code=trust_remote_code, **kwargs
                 )
-            except OSError as err:  # missing or unreadable weights, bad config.json
+            except Exception as err:  # missing or unreadable weights, bad config.json
+                from gift_hf.files import check_saved_files
+
+                check_saved_files(name, role)  # a corrupt or truncated file: named, with what to do
+                if not isinstance(err, OSError):
+                    raise
                 raise ValueError(f"{role} directory {name!r} cannot be loaded: {err}") from None
         elif os.path.isfile(name) and name.endswith(STATE_DICT_SUFFIXES):
             model = _load_torchvision(name, role, **init_kwargs)
@@ -359,6 +369,107 @@ def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tens
     """Logits of a teacher (ours, a transformers classifier, or a bare timm/torch module)."""
     out = teacher(pixel_values=pixel_values) if isinstance(teacher, PreTrainedModel) else teacher(pixel_values)
     return out.logits if hasattr(out, "logits") else out
+
+
+# ------------------------------------------------------- teacher against student input
+def _input_of(model: nn.Module | PretrainedConfig | str | os.PathLike) -> dict[str, Any]:
+    """``{"channels", "size", "mean", "std"}`` a model was made for; mean/std per channel, None unknown."""
+    has_config = not isinstance(model, nn.Module) or getattr(model, "config", None) is not None
+    spec = model_spec(model) if has_config else {}
+    channels = spec.get("in_chans")
+
+    def per_channel(values: Sequence[float] | None) -> list[float] | None:
+        if not values:
+            return None
+        values = [float(v) for v in values]
+        return values * channels if channels and len(values) == 1 else values
+
+    return {"channels": channels, "size": spec.get("img_size"), "mean": per_channel(spec.get("image_mean")),
+            "std": per_channel(spec.get("image_std"))}
+
+
+class RenormalizeInput(nn.Module):
+    """Pixels normalised with ``(mean_from, std_from)`` → the same pixels normalised with ``(mean_to, std_to)``.
+
+    ``x_to = (x_from · std_from + mean_from − mean_to) / std_to``, per channel, computed as
+    ``x_from · scale + shift`` (exact up to float rounding): the teacher then sees the student's
+    batch exactly as its own preprocessing would have made it.
+    """
+
+    def __init__(self, mean_from: Sequence[float], std_from: Sequence[float], mean_to: Sequence[float],
+                 std_to: Sequence[float]) -> None:
+        super().__init__()
+        mean_from, std_from, mean_to, std_to = (torch.tensor(v, dtype=torch.float64).view(-1, 1, 1)
+                                                for v in (mean_from, std_from, mean_to, std_to))
+        self.register_buffer("scale", (std_from / std_to).float(), persistent=False)
+        self.register_buffer("shift", ((mean_from - mean_to) / std_to).float(), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values * self.scale.to(pixel_values.dtype) + self.shift.to(pixel_values.dtype)
+
+
+class TeacherWithRenormalizedInput(nn.Module):
+    """A teacher that takes the student's batches: :class:`RenormalizeInput`, then the teacher.
+
+    Called like a bare module (``teacher(pixel_values) → logits``, what
+    :func:`teacher_logits` does with it); ``config`` is the teacher's, so its class count
+    still reads off it.
+    """
+
+    def __init__(self, teacher: nn.Module, renormalize: RenormalizeInput) -> None:
+        super().__init__()
+        self.teacher, self.renormalize = teacher, renormalize
+        self.config = getattr(teacher, "config", None)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return teacher_logits(self.teacher, self.renormalize(pixel_values))
+
+
+def check_teacher_preprocessing(
+    teacher: nn.Module | PretrainedConfig | str | os.PathLike,
+    student: nn.Module | PretrainedConfig | str | os.PathLike,
+    *,
+    teacher_role: str = "teacher",
+) -> RenormalizeInput | None:
+    """Check that ``teacher`` can label ``student``'s batches; return the conversion they need.
+
+    The teacher must see images in its own preprocessing (read by :func:`model_spec`: input
+    channels, size, mean, std). Another number of channels or another input size cannot be
+    undone from the student's batch: a ``ValueError`` naming both. Another mean/std can: the
+    :class:`RenormalizeInput` to apply to the student's ``pixel_values`` before the teacher
+    (:func:`adapt_teacher` wraps the teacher with it). None when the two agree, or when a model
+    does not record what would be compared.
+    """
+    t, s = _input_of(teacher), _input_of(student)
+    for key, what in (("channels", "{}-channel images"), ("size", "{0}×{0} images")):
+        if t[key] is not None and s[key] is not None and t[key] != s[key]:
+            raise ValueError(
+                f"{teacher_role}: the teacher takes {what.format(t[key])} but the student's batches are "
+                f"{what.format(s[key])}; expected the teacher's own preprocessing (a teacher cannot label images "
+                "of another size or number of channels: use a teacher made for the student's input, or train the "
+                "student at the teacher's --image_size/--channels)"
+            )
+    if None in (t["mean"], t["std"], s["mean"], s["std"]):
+        return None
+    if len(t["mean"]) != len(s["mean"]) or len(t["std"]) != len(s["std"]):
+        raise ValueError(f"{teacher_role}: the teacher normalises {len(t['mean'])} channel(s) (mean {t['mean']}) "
+                         f"but the student {len(s['mean'])} (mean {s['mean']}); expected the same channels")
+    if t["mean"] == s["mean"] and t["std"] == s["std"]:
+        return None
+    return RenormalizeInput(s["mean"], s["std"], t["mean"], t["std"])
+
+
+def adapt_teacher(teacher: nn.Module, student: nn.Module | PretrainedConfig | str | os.PathLike, *,
+                  teacher_role: str = "teacher") -> nn.Module:
+    """``teacher`` itself when it takes the student's batches as they are, else the teacher behind the
+    exact mean/std conversion (:func:`check_teacher_preprocessing`; refused for another size or channels)."""
+    renormalize = check_teacher_preprocessing(teacher, student, teacher_role=teacher_role)
+    if renormalize is None:
+        return teacher
+    weight = next(teacher.parameters(), None)
+    if weight is not None:
+        renormalize = renormalize.to(weight.device)
+    return TeacherWithRenormalizedInput(teacher, renormalize)
 
 
 # ---------------------------------------------------------------- gift_hf 0.1 models
@@ -451,3 +562,41 @@ def to_timm_wrapper(model: GIFTClassifier | str | os.PathLike) -> TimmWrapperFor
     )
     converted.timm_model.load_state_dict(model.timm_model.state_dict())
     return converted.train(model.training)
+
+
+def to_rgb_student(model: nn.Module | str | os.PathLike) -> TimmWrapperForImageClassification:
+    """A grayscale (1-channel) student as an exactly equivalent RGB (3-channel) one.
+
+    ``pipeline("image-classification")`` feeds RGB images, so a 1-channel student cannot be
+    used with it. On a gray image given as RGB (R = G = B) the copy computes the same logits:
+    every input-channel weight of the first layer is the 1-channel weight divided by 3 and
+    repeated over the channels, and its normalisation repeats
+    the mean and std, so each normalised channel equals the 1-channel input and the three
+    thirds add up to the original response. ``save_pretrained`` the result to publish a
+    pipeline-ready checkpoint (a stock timm architecture then needs no gift_hf).
+    """
+    if not isinstance(model, nn.Module):
+        model = load_teacher(model, role="model").requires_grad_(True)
+    if isinstance(model, GIFTClassifier):
+        model = to_timm_wrapper(model)
+    if not isinstance(model, TimmWrapperForImageClassification):
+        raise TypeError(f"model: got {type(model).__name__}; expected a TimmWrapperForImageClassification student")
+    spec = model_spec(model)
+    if spec["in_chans"] != 1:
+        raise ValueError(f"model: in_chans is {spec['in_chans']}; expected a grayscale (in_chans=1) student")
+    rgb = create_model(
+        spec["arch"], model.config.num_labels, in_chans=3, img_size=spec["img_size"], id2label=model.config.id2label,
+        image_mean=list(spec["image_mean"]) * 3, image_std=list(spec["image_std"]) * 3, **spec["model_kwargs"],
+    )
+    state = model.timm_model.state_dict()
+    target = rgb.timm_model.state_dict()
+    # The layers that read the input are the ones whose shape depends on in_chans.
+    adapted = [k for k in state if state[k].shape != target[k].shape]
+    for key in adapted:
+        if state[key].dim() < 2 or state[key].shape[1] != 1 or target[key].shape[1] != 3:
+            raise ValueError(f"model: cannot adapt {key!r} of shape {tuple(state[key].shape)} to 3 input channels")
+        state[key] = state[key].repeat(1, 3, *[1] * (state[key].dim() - 2)) / 3
+    if not adapted:
+        raise ValueError(f"model: no input layer of {spec['arch']!r} depends on in_chans; cannot convert it")
+    rgb.timm_model.load_state_dict(state)
+    return rgb.train(model.training)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, Callable
 
@@ -39,6 +40,10 @@ def study_script(name: str, module: str, arguments: str, run: str, protocol: str
         # students on its own, and a GIFTConfig would join the launch's process group.
         detach_from_launcher()
         args, data_args, config = make().parse_args_and_config(argv)
+        from gift_hf.files import check_outputs
+
+        # before any training: a user's results file in output_dir is refused now, not after the cells
+        check_outputs(*(os.path.join(config.output_dir, f"results.{ext}") for ext in ("json", "csv", "md")))
         runner: Any = getattr(importlib.import_module(f"gift_hf.studies.{module}"), run)
         result = runner(args, data_args, config)
         if result.is_main:

@@ -26,7 +26,6 @@ __all__ = ["DDRankingScriptArguments", "load_data", "main", "make_parser"]
 class DDRankingScriptArguments:
     """What to score, with which teacher and data, and where results go."""
 
-    output_dir: str = field(default="outputs/ddranking", metadata={"help": "Where results and the plot go."})
     cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where the full-data cell is cached (default: output_dir)."}
     )
@@ -57,9 +56,6 @@ class DDRankingScriptArguments:
         default_factory=lambda: [0.0, 0.5],
         metadata={"help": "'difficulty': quantile band of teacher cross-entropy (0 0.5 = the easier half)."},
     )
-    teacher_model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "The teacher: a folder saved with save_pretrained or a Hub model id."}
-    )
     student_arch: Optional[str] = field(default=None, metadata={"help": "Students' timm architecture (default: "
                                                                         "the teacher's)."})
     student_model_kwargs: Optional[str] = field(
@@ -71,36 +67,32 @@ class DDRankingScriptArguments:
                                                                               "teacher's)."})
     image_std: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation std (default: the "
                                                                              "teacher's)."})
-    device: Optional[str] = field(default=None, metadata={"help": "Where students train (default: cuda if "
-                                                                  "available)."})
-    vectorized: bool = field(
-        default=True, metadata={"help": "Train the students that share a training set together (one model)."}
-    )
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self) -> None:
         self.student_model_kwargs = parse_dict_option("student_model_kwargs", self.student_model_kwargs)
-        if self.teacher_model_name_or_path is None:
-            raise ValueError("teacher_model_name_or_path: DD-Ranking's soft labels need a teacher; got none")
         if self.test_rows is not None and self.test_rows < 1:
             raise ValueError(f"test_rows: got {self.test_rows}; expected >= 1 or unset")
 
 
 def make_parser() -> GIFTParser:
-    """The parser over :class:`DDRankingScriptArguments` and :class:`~gift_hf.evaluation.ddranking.DDRankingArguments`."""
-    return GIFTParser((DDRankingScriptArguments, DDRankingArguments), prog="gift-hf ddranking",
-                      description=__doc__)
+    """The parser over :class:`DDRankingScriptArguments`, :class:`~gift_hf.evaluation.ddranking.DDRankingArguments`
+    and the students' :class:`~gift_hf.GIFTConfig` (defaults: the ``ddranking`` protocol)."""
+    from gift_hf.engine.config import PROTOCOLS, GIFTConfig
+
+    parser = GIFTParser((DDRankingScriptArguments, DDRankingArguments, GIFTConfig), prog="gift-hf ddranking",
+                        description=__doc__)
+    parser.set_defaults(output_dir="outputs/ddranking", **PROTOCOLS["ddranking"])
+    return parser
 
 
-def load_data(script: DDRankingScriptArguments):
+def load_data(script: DDRankingScriptArguments, teacher_model_name_or_path: str | None):
     """The real train/test splits (``image``/``label`` columns), the teacher and the distilled set."""
-    from datasets import load_dataset
-
-    from gift_hf.data.images import load_digits_dataset
+    from gift_hf.data.images import load_digits_dataset, open_dataset
     from gift_hf.models.modeling import load_teacher
 
     real = load_digits_dataset() if script.dataset_name == "digits" else \
-        load_dataset(script.dataset_name, script.dataset_config_name)
+        open_dataset(script.dataset_name, "dataset_name", script.dataset_config_name)
     for split in (script.train_split, script.test_split):
         if split not in real:
             raise ValueError(f"split {split!r} not in {script.dataset_name!r}; it has {sorted(real)}")
@@ -115,7 +107,17 @@ def load_data(script: DDRankingScriptArguments):
     train, test = standard(train), standard(test)
     if script.test_rows is not None:
         test = test.select(range(min(script.test_rows, len(test))))
-    teacher = load_teacher(script.teacher_model_name_or_path)
+    if teacher_model_name_or_path is None:
+        raise ValueError("teacher_model_name_or_path: DD-Ranking's soft labels need a teacher; got none")
+    teacher = load_teacher(teacher_model_name_or_path)
+    from gift_hf.data.images import label_names
+    from gift_hf.models.modeling import num_classes_of
+
+    classes, teacher_classes = len(label_names(train, "label")), num_classes_of(teacher)
+    if teacher_classes is not None and teacher_classes != classes:  # else a raw reshape error in the first round
+        raise ValueError(f"teacher_model_name_or_path: the teacher {teacher_model_name_or_path!r} has "
+                         f"{teacher_classes} classes but dataset {script.dataset_name!r} has {classes} (column "
+                         f"{script.label_column!r}); expected a teacher trained on this dataset's classes")
     if script.distilled == "random":
         from gift_hf.data.selection import build_random_distilled
 
@@ -151,13 +153,17 @@ def _transform(script: DDRankingScriptArguments, teacher: Any):
 
 def main(argv: Sequence[str] | None = None):
     """Parse options (``--config FILE.yaml`` plus overrides), score the distilled set, print the table."""
-    script, protocol = make_parser().parse_args_and_config(argv)
-    train, test, teacher, distilled = load_data(script)
+    script, protocol, config = make_parser().parse_args_and_config(argv)
+    from gift_hf.files import check_outputs
+
+    # before any training: a user's results file in output_dir is refused now, not after the rounds
+    check_outputs(*(f"{config.output_dir}/{name}" for name in ("results.json", "results.csv", "results.md",
+                                                                "ddranking.png")))
+    train, test, teacher, distilled = load_data(script, config.teacher_model_name_or_path)
     result = ddranking_scores(
-        distilled, train, test, teacher, args=protocol, student_arch=script.student_arch,
+        distilled, train, test, teacher, args=protocol, config=config, student_arch=script.student_arch,
         student_model_kwargs=script.student_model_kwargs, transform=_transform(script, teacher),
-        output_dir=script.output_dir, cache_dir=script.cache_dir, device=script.device,
-        vectorized=script.vectorized, progress=script.progress,
+        output_dir=config.output_dir, cache_dir=script.cache_dir, progress=script.progress,
     )
     with open(result.files["markdown"]) as f:
         print(f.read())

@@ -1,8 +1,11 @@
-"""``gift-hf distill random|difficulty``: a distilled set of real images selected from a dataset.
+"""``gift-hf distill random|difficulty|rded``: a distilled set made from a dataset's real images.
 
 ``random`` draws ``--ipc`` images per class at random (class-balanced, reproducible by
 ``--seed``); ``difficulty`` ranks each class's images by the teacher's cross-entropy
-(easiest first) and draws ``--ipc`` from the quantile band ``--band_low``..``--band_high``.
+(easiest first) and draws ``--ipc`` from the quantile band ``--band_low``..``--band_high``;
+``rded`` (RDED, Sun et al., CVPR 2024) scores random-resized crops of ``--candidates_per_class``
+images per class by the teacher's cross-entropy and stitches the best ``factor²·ipc`` crops
+``--factor × --factor`` into each image.
 The result is saved in the Hub layout (``data/*.parquet`` + ``README.md``); add soft labels
 with ``gift-hf relabel``.
 """
@@ -15,7 +18,9 @@ from typing import Optional
 
 from gift_hf.parser import GIFTParser
 
-METHODS = ("random", "difficulty")
+METHODS = ("random", "difficulty", "rded")
+#: methods that score images with a teacher
+TEACHER_METHODS = ("difficulty", "rded")
 
 
 @dataclass
@@ -25,9 +30,10 @@ class DistillArguments:
     output_dir: str = field(metadata={"help": "Directory to write the distilled dataset to (Hub layout)."})
     method: str = field(
         default="random",
-        metadata={"help": "Selection method: 'random' (class-balanced random real images) or 'difficulty' "
+        metadata={"help": "Selection method: 'random' (class-balanced random real images), 'difficulty' "
                   "(per class, ranked by the teacher's cross-entropy, drawn from the quantile band "
-                  "[band_low, band_high]). May also be given first: `gift-hf distill difficulty ...`."},
+                  "[band_low, band_high]) or 'rded' (RDED: the teacher's lowest-cross-entropy random-resized crops, "
+                  "stitched factor × factor). May also be given first: `gift-hf distill rded ...`."},
     )
     dataset_name: Optional[str] = field(
         default=None,
@@ -44,13 +50,13 @@ class DistillArguments:
     seed: int = field(default=0, metadata={"help": "Selection seed: the same seed selects the same rows."})
     teacher: Optional[list[str]] = field(
         default=None,
-        metadata={"help": "difficulty only: the teacher(s) ranking the images (saved directory, Hub id; several = "
-                  "ensemble with averaged logits)."},
+        metadata={"help": "difficulty and rded: the teacher(s) scoring the images (saved directory, Hub id; "
+                  "several = ensemble with averaged logits)."},
     )
     expert_epoch: Optional[float] = field(
         default=None,
-        metadata={"help": "difficulty only: use the teacher's checkpoint of this training epoch (teacher given as a "
-                  "Trainer output_dir with checkpoint-* folders)."},
+        metadata={"help": "difficulty and rded: use the teacher's checkpoint of this training epoch (teacher given "
+                  "as a Trainer output_dir with checkpoint-* folders)."},
     )
     band_low: float = field(
         default=0.0, metadata={"help": "difficulty only: lower quantile of the band (0 = easiest)."}
@@ -58,9 +64,31 @@ class DistillArguments:
     band_high: float = field(
         default=0.5, metadata={"help": "difficulty only: upper quantile of the band (1 = hardest)."}
     )
-    batch_size: int = field(default=256, metadata={"help": "difficulty only: teacher inference batch size."})
+    factor: int = field(
+        default=1,
+        metadata={"help": "rded only: crops per side of each image (factor² crops, each image_size / factor pixels); "
+                  "1 keeps whole crops. RDED uses 2 on ImageNet-1K, 1 at small resolutions."},
+    )
+    candidates_per_class: int = field(
+        default=300,
+        metadata={"help": "rded only: real images drawn per class (all of a smaller class); at least factor²·ipc."},
+    )
+    crops_per_image: int = field(
+        default=5, metadata={"help": "rded only: random-resized crops scored per candidate image."}
+    )
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0],
+        metadata={"help": "rded only: area fraction range (low high) of the crops, as RandomResizedCrop's scale."},
+    )
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "rded only: side of the images made (default: the teacher's input size)."}
+    )
+    image_column: str = field(default="image", metadata={"help": "rded only: the source's image column."})
+    batch_size: int = field(
+        default=256, metadata={"help": "difficulty and rded: images (crops) per teacher forward pass."}
+    )
     device: Optional[str] = field(
-        default=None, metadata={"help": "difficulty only: device (default: cuda if available)."}
+        default=None, metadata={"help": "difficulty and rded: device (default: cuda if available)."}
     )
     source_dataset: Optional[str] = field(
         default=None, metadata={"help": "Source name recorded in the card (default: dataset_name, or 'digits')."}
@@ -77,10 +105,19 @@ class DistillArguments:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: got {self.method!r}; expected one of {METHODS}")
-        if self.method == "difficulty" and not self.teacher:
-            raise ValueError("teacher: got None; method 'difficulty' needs --teacher to rank the images")
+        if self.method in TEACHER_METHODS and not self.teacher:
+            raise ValueError(f"teacher: got None; method {self.method!r} needs --teacher to score the images")
         if self.ipc < 1:
             raise ValueError(f"ipc: got {self.ipc}; expected a positive number of images per class")
+        for name in ("factor", "candidates_per_class", "crops_per_image", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: got {getattr(self, name)}; expected a positive integer")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale: got {self.crop_scale}; expected two numbers low high with "
+                             "0 < low <= high <= 1")
+        if self.image_size is not None and (self.image_size < 1 or self.image_size % self.factor):
+            raise ValueError(f"image_size: got {self.image_size}; expected a positive multiple of factor "
+                             f"{self.factor}")
 
 
 def load_source(name: Optional[str], config: Optional[str] = None, revision: Optional[str] = None):
@@ -89,12 +126,10 @@ def load_source(name: Optional[str], config: Optional[str] = None, revision: Opt
         from gift_hf.data.images import load_digits_dataset
 
         return load_digits_dataset()
-    import datasets
-
-    from gift_hf.data.distilled import check_local_path
+    from gift_hf.data.images import open_dataset
 
     # a missing local path is "not found", never a Hub or network error
-    return datasets.load_dataset(check_local_path(name, "dataset_name"), config, revision=revision)
+    return open_dataset(name, "dataset_name", config, revision=revision)
 
 
 def make_parser() -> GIFTParser:
@@ -107,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["--method", argv[0], *argv[1:]]
     (args,) = make_parser().parse_args_and_config(argv)
     from gift_hf.data.distilled import save_distilled
+    from gift_hf.data.rded import build_rded_distilled
     from gift_hf.data.selection import build_difficulty_distilled, build_random_distilled
 
     data = load_source(args.dataset_name, args.dataset_config_name, args.dataset_revision)
@@ -114,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.method == "random":
         ds, info = build_random_distilled(data, args.ipc, seed=args.seed, split=args.split,
                                           label_column=args.label_column, source_dataset=source)
+    elif args.method == "rded":
+        ds, info = build_rded_distilled(
+            data, args.teacher if len(args.teacher) > 1 else args.teacher[0], args.ipc, factor=args.factor,
+            candidates_per_class=args.candidates_per_class, crops_per_image=args.crops_per_image,
+            scale=tuple(args.crop_scale), image_size=args.image_size, seed=args.seed, split=args.split,
+            label_column=args.label_column, image_column=args.image_column, source_dataset=source,
+            expert_epoch=args.expert_epoch, batch_size=args.batch_size, device=args.device,
+        )
     else:
         ds, info = build_difficulty_distilled(
             data, args.ipc, args.teacher if len(args.teacher) > 1 else args.teacher[0],
@@ -121,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             source_dataset=source, expert_epoch=args.expert_epoch, batch_size=args.batch_size, device=args.device,
         )
     path = save_distilled(ds, args.output_dir, info, overwrite=args.overwrite, license=args.license)
-    print(f"saved {len(ds)} images ({args.method}, IPC {args.ipc}) to {path}")
+    how = f"{args.method}, IPC {args.ipc}" + (f", factor {args.factor}" if args.method == "rded" else "")
+    print(f"saved {len(ds)} images ({how}) to {path}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """``gift-hf push``: publish a distilled dataset directory to the Hugging Face Hub.
 
 Validates the directory (as ``load_distilled`` reads it), creates the dataset repo if
-needed and uploads ``README.md`` + ``data/*.parquet`` in one commit, deleting stale shards.
+needed and uploads it in two commits: ``data/*.parquet`` (``datasets``' ``push_to_hub``,
+deleting stale shards), then ``README.md``, the card with the set's provenance.
 The token comes from ``--token``, ``HF_TOKEN`` or ``hf auth login``; it is never printed.
 """
 
@@ -38,7 +39,7 @@ def make_parser() -> GIFTParser:
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
-    from gift_hf.data.distilled import push_distilled
+    from gift_hf.hub.publish import push_distilled
 
     result = push_distilled(args.dataset_dir, args.repo_id, private=args.private, token=args.token,
                             commit_message=args.commit_message, revision=args.revision)

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from gift_hf.data.images import (
         ShardRecordingCollator,
         check_soft_label_columns,
+        check_stored_soft_labels,
         default_collator,
         eval_transform_for,
         image_spec,
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                                         revision=data_args.dataset_revision)
         logger.info(f"stored soft labels: soft_label_kind={config.soft_label_kind}")
     names, channels, size, transform = image_spec(data["train"], data_args)
+    if config.label_source == "dataset":
+        # The values, as load_distilled checks them (probabilities >= 0 summing to 1, ...):
+        # this set may come from anywhere, and a bad row would otherwise train silently.
+        check_stored_soft_labels(data["train"], data_args, config.soft_label_kind, len(names))
     saved_student = model_args.student_model_name_or_path
     if saved_student is not None and os.path.isdir(saved_student) and data_args.channels is None \
             and data_args.image_size is None and data_args.image_mean is None and data_args.image_std is None:
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         check_model_input(model, "student", channels, size, len(names))
         return model
 
-    collator = default_collator(data_args, len(names), record=data_args.record_shard_indices)
+    collator = default_collator(data_args, len(names), record=data_args.record_shard_indices,
+                                soft_label_kind=config.soft_label_kind if config.label_source == "dataset" else None)
     # The student's model card names the set it learnt from, with the set's provenance.
     card = ModelCardCallback(dataset=data_args.dataset_name or "digits",
                              distilled_info=distilled_card_info(data_args.dataset_name, data_args.dataset_revision))

@@ -85,7 +85,7 @@ def expert_epochs(output_dir: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     from gift_hf.data.images import default_collator, image_spec, load_image_dataset
-    from gift_hf.files import atomic_write_text
+    from gift_hf.files import write_output_text
     from gift_hf.models.modeling import create_model
     from gift_hf.engine.training import train_student
     from gift_hf.scripts.train import setup_logging
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   save=True)
     rows = expert_epochs(config.output_dir)
     if config.should_save:
-        atomic_write_text(os.path.join(config.output_dir, "expert_epochs.json"), json.dumps(rows, indent=2))
+        write_output_text(os.path.join(config.output_dir, "expert_epochs.json"), json.dumps(rows, indent=2))
         for row in rows:
             logger.info(f"expert epoch {row['epoch']:g}: {row['checkpoint']} " + " ".join(
                 f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, float)))

@@ -21,7 +21,7 @@ from torch import nn
 from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.engine.config import GIFTConfig, protocol_config
 from gift_hf.data.images import DataArguments, image_spec, label_names, load_image_dataset
-from gift_hf.evaluation.evaluate import StudentSpec, failed_student, train_on_distilled, train_together
+from gift_hf.evaluation.evaluate import StudentSpec, train_on_distilled
 from gift_hf.engine.trainer import TrainingDivergedError
 from gift_hf.models.modeling import load_teacher, model_spec
 from gift_hf.parser import parse_dict_option
@@ -321,56 +321,29 @@ class Study:
         """Train one student (one cell); its record.
 
         The cells that differ only in seed share their training set: the first of them trains
-        all the study's seeds together (:func:`gift_hf.evaluation.evaluate.train_together`; in
-        :meth:`run`, the seeds of this process's cells of that setting) and the others take
-        their result, unless the configuration asks for what that cannot run
-        (then, and with ``optimizer_cls_and_kwargs``, one
-        :func:`gift_hf.evaluation.evaluate.train_on_distilled` run per cell).
+        all the study's seeds together (:func:`gift_hf.evaluation.evaluate.train_on_distilled`;
+        in :meth:`run`, the seeds of this process's cells of that setting) and the others take
+        their result.
         """
         config = config or self.config
         needs_teacher = config.label_source == "teacher"
         if needs_teacher and teacher is None:
             teacher = self.teacher()
         student = student or self.student_spec(teacher=teacher)
-        result = None
-        if optimizer_cls_and_kwargs is None:
-            result = self._trained_together(dataset, seed, config, teacher if needs_teacher else None, student)
-        try:
-            if result is None:
-                result = train_on_distilled(
-                    dataset,
-                    self.test,
-                    config,
-                    seed,
-                    student,
-                    teacher if needs_teacher else None,
-                    num_classes=self.num_classes,
-                    image_column=self.image_column,
-                    label_column=self.label_column,
-                    optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-                )
-        except TrainingDivergedError as err:  # the cell is reported as failed, never scored
-            result = failed_student(seed, config, err)
-        record = result.to_dict()
+        key = (id(dataset), id(teacher), repr(student), fingerprint_of(config.training_settings()),
+               repr(optimizer_cls_and_kwargs))
+        _, done = self._together.setdefault(key, ((dataset, teacher), {}))
+        if seed not in done:
+            # This setting's seeds (this process's share of them) train together, once.
+            seeds = sorted((self._seeds_together() | {seed}) - set(done))
+            results = train_on_distilled(dataset, self.test, config, seeds, student,
+                                         teacher if needs_teacher else None, num_classes=self.num_classes,
+                                         image_column=self.image_column, label_column=self.label_column,
+                                         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs)
+            done.update({r.seed: r for r in results})
+        record = done[seed].to_dict()
         record["num_images"] = len(dataset)
         return record
-
-    def _trained_together(self, dataset: Dataset, seed: int, config: GIFTConfig, teacher: nn.Module | None,
-                          student: StudentSpec) -> Any:
-        """``seed``'s result among the study's seeds trained together on ``dataset``; None if they cannot be."""
-        key = (id(dataset), id(teacher), repr(student), fingerprint_of(config.training_settings()))
-        _, done = self._together.setdefault(key, ((dataset, teacher), {}))
-        if done is None:
-            return None
-        if seed not in done:
-            seeds = sorted((self._seeds_together() | {seed}) - set(done))
-            results = train_together(dataset, self.test, config, seeds, student, teacher, num_classes=self.num_classes,
-                                     image_column=self.image_column, label_column=self.label_column)
-            if results is None:
-                self._together[key] = ((dataset, teacher), None)
-                return None
-            done.update({r.seed: r for r in results})
-        return done[seed]
 
     def _seeds_together(self) -> set[int]:
         """The seeds a setting's students train together: the study's, or in :meth:`run` those of

@@ -23,7 +23,7 @@ from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
 from gift_hf.data.distilled import DistilledInfo
 from gift_hf.studies.report import markdown_table, pyplot, save_figure, summarize
-from gift_hf.files import atomic_write_text
+from gift_hf.files import check_outputs, write_output_text
 from gift_hf.engine.losses import LOSSES
 from gift_hf.hub.model_card import ModelCardCallback
 from gift_hf.models.modeling import create_model, image_transform_for
@@ -200,8 +200,9 @@ def run_quickstart(
         "summary": summary,
         "seconds": round(time.time() - start, 1),
     }
-    atomic_write_text(os.path.join(out, "results.json"), json.dumps(results, indent=2))
-    atomic_write_text(os.path.join(out, "results.md"), table + "\n")
+    check_outputs(*(os.path.join(out, f"results.{ext}") for ext in ("json", "md", "png")))
+    write_output_text(os.path.join(out, "results.json"), json.dumps(results, indent=2))
+    write_output_text(os.path.join(out, "results.md"), table + "\n")
     plot_results(summary, os.path.join(out, "results.png"),
                  f"digits, random IPC={args.ipc}: students by loss", teacher_accuracy)
     print("\n" + table)

@@ -10,7 +10,7 @@ import os
 import statistics
 from typing import Any, Callable, Sequence
 
-from gift_hf.files import atomic_write, atomic_write_text
+from gift_hf.files import check_outputs, write_output, write_output_text
 from gift_hf.studies.sweep import format_value
 
 __all__ = [
@@ -123,9 +123,12 @@ def pyplot():
 
 
 def save_figure(fig: Any, path: str) -> str:
-    """Write ``fig`` to ``path`` as PNG atomically, close it and return ``path``."""
+    """Write ``fig`` to ``path`` as PNG atomically, close it and return ``path``.
+
+    Like every result file, it never replaces a file gift_hf did not write
+    (:func:`gift_hf.files.write_output`)."""
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
+        return write_output(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
     finally:
         pyplot().close(fig)
 
@@ -258,7 +261,8 @@ def write_results(
         "csv": os.path.join(output_dir, "results.csv"),
         "markdown": os.path.join(output_dir, "results.md"),
     }
-    atomic_write_text(paths["json"], json.dumps(payload, indent=1, default=str))
-    atomic_write_text(paths["csv"], _csv(summary))
-    atomic_write_text(paths["markdown"], table.rstrip() + "\n")
+    check_outputs(*paths.values())  # all three or none: never a new results.json beside a user's results.md
+    write_output_text(paths["json"], json.dumps(payload, indent=1, default=str))
+    write_output_text(paths["csv"], _csv(summary))
+    write_output_text(paths["markdown"], table.rstrip() + "\n")
     return paths

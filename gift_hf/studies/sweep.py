@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from gift_hf.files import atomic_write_text
+from gift_hf.files import write_output_text
 
 __all__ = ["Cell", "SweepStats", "detach_from_launcher", "fingerprint_of", "format_value", "run_cells"]
 
@@ -101,9 +101,10 @@ def detach_from_launcher() -> tuple[int, int]:
     if world <= 1:
         return 0, 1
     local_rank = int(os.environ.get("LOCAL_RANK") or rank)
-    from accelerate.state import PartialState
+    import torch.distributed
 
-    if PartialState._shared_state:  # a distributed state exists: its Trainer would sync with the others
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # a process group exists (a GIFTConfig or Trainer was made): its Trainer would sync with the others
         raise RuntimeError(
             "run_cells splits cells across processes and must run before any Trainer/accelerate state is created "
             "in this process"
@@ -198,13 +199,13 @@ def run_cells(
         try:
             record = dict(run_one(cell))
         except Exception:
-            atomic_write_text(error_path, json.dumps({"key": cell.key, "traceback": traceback.format_exc()}))
+            write_output_text(error_path, json.dumps({"key": cell.key, "traceback": traceback.format_exc()}))
             stats.failed.append(cell.key)
             if world == 1:
                 raise
             continue
         record.update(key=cell.key, params=dict(cell.params), seed=cell.seed, fingerprint=fingerprint, rank=rank)
-        atomic_write_text(_cell_path(output_dir, cell.key), json.dumps(record, indent=1))
+        write_output_text(_cell_path(output_dir, cell.key), json.dumps(record, indent=1))
         if os.path.exists(error_path):
             os.remove(error_path)
         finished[cell.key] = record
