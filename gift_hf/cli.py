@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relabel": ("relabel", "add teacher soft labels (logits or softmax(logits/T), ensembles, expert epoch, top-k) "
                 "to a dataset"),
     "convert": ("convert", "convert a tensor file {data, label} or a class-folder tree to the Hub layout"),
-    "push": ("push", "publish a distilled dataset directory to the Hub (create repo, upload in one commit)"),
+    "push": ("push", "publish a distilled dataset directory to the Hub (create repo; data, then card)"),
     "evaluate": ("evaluate", "evaluate a distilled set (folder or Hub id) under a protocol: N students, mean ± std "
                  "on the real test split"),
     "loss-benchmark": ("loss_benchmark", "losses × optimizers on one distilled set, with the spread across "

@@ -1,5 +1,6 @@
 """Files and paths: atomic writes (a reader or a killed process never sees half a file), an atomic
-directory swap, and the check that tells a missing local path from a Hub id."""
+directory swap, the check that tells a missing local path from a Hub id, and :func:`write_output`: the one
+writer of results, plots, cards and caches, which never replaces a file gift_hf did not write."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_text", "check_local_path", "exchange_directories", "process_alive",
-           "MANIFEST", "DiskFullError", "NotOwnedError", "check_outputs", "check_saved_files", "owned_by_gift_hf", "overwriting", "write_output",
-           "write_output_text"]
+           "MANIFEST", "DiskFullError", "NotOwnedError", "allow_overwrite", "check_outputs", "check_saved_files",
+           "owned_by_gift_hf", "overwriting", "write_output", "write_output_text"]
 
 #: The manifest of the files gift_hf wrote in a folder (kept in that folder): see write_output.
-MANIFEST = ".gift_hf_files.json"
+MANIFEST = "_gift_hf_files.json"
 
 _OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("gift_hf_overwrite", default=False)
 
@@ -177,6 +178,12 @@ def check_local_path(path: str | os.PathLike, what: str) -> str:
 
 
 # ------------------------------------------------------------------ owned outputs
+def allow_overwrite(enabled: bool) -> None:
+    """Let :func:`write_output` replace files gift_hf did not write, from now on in this context
+    (the parser calls it with the command's ``--overwrite_output_dir``)."""
+    _OVERWRITE.set(bool(enabled))
+
+
 @contextlib.contextmanager
 def overwriting(enabled: bool = True) -> Iterator[None]:
     """Within this block :func:`write_output` may replace files gift_hf did not write
@@ -247,7 +254,7 @@ def write_output(path: str | os.PathLike, write: Callable[[str], object], *, ove
     """The one writer of results, tables, plots, model cards and caches: :func:`atomic_write`
     that never replaces a file gift_hf did not write.
 
-    Each folder keeps a manifest (``.gift_hf_files.json``: name, size, modification time) of
+    Each folder keeps a manifest (``_gift_hf_files.json``: name, size, modification time) of
     the files written here. An existing ``path`` is replaced only when the manifest lists it
     unchanged (gift_hf wrote it, in an earlier run or this one), or when ``overwrite`` is true
     (default: inside :func:`overwriting`, entered for ``--overwrite_output_dir``). Otherwise

@@ -215,6 +215,9 @@ class GIFTParser(HfArgumentParser):
         tokens: list[str] = []
         for key, value in config.items():
             action = actions[key]
+            if value is None and not self._nullable(key):
+                raise ConfigError(f"{path}: key {key!r} got null; expected {self._expected(action)} (the option has no "
+                                  "'unset' value: leave the key out for its default)")
             if value is None or (isinstance(value, (list, tuple)) and not value and action.nargs in ("+", "*")):
                 # no command-line form ("--lr_milestones" needs a value): the file's value becomes the default
                 self.set_defaults(**{key: None if value is None else []})
@@ -249,6 +252,21 @@ class GIFTParser(HfArgumentParser):
             tokens += [action.option_strings[0], *values]
         return tokens
 
+    def _nullable(self, key: str) -> bool:
+        """Whether the option ``key`` may be None: its type admits None, or its default is None."""
+        import typing
+
+        for dtype in self.dataclass_types:
+            for f in dataclasses.fields(dtype):
+                if f.name == key:
+                    try:
+                        hint = typing.get_type_hints(dtype).get(key, f.type)
+                    except Exception:  # an unresolvable annotation: do not guess, accept
+                        return True
+                    return (f.default is None or hint is Any or hint is type(None)
+                            or type(None) in typing.get_args(hint))
+        return True
+
     @staticmethod
     def _expected(action: Any) -> str:
         kind = getattr(action.type, "__name__", "a value")
@@ -280,9 +298,9 @@ class GIFTParser(HfArgumentParser):
             raise
         # The command's --overwrite_output_dir is what lets gift_hf.files.write_output replace
         # files it did not write (`gift-hf` runs each command in its own context).
-        from gift_hf.files import _OVERWRITE
+        from gift_hf.files import allow_overwrite
 
-        _OVERWRITE.set(any(bool(getattr(o, "overwrite_output_dir", False)) for o in outputs))
+        allow_overwrite(any(bool(getattr(o, "overwrite_output_dir", False)) for o in outputs))
         return outputs
 
     def _refuse_repeated_options(self, args: list[str]) -> None:

@@ -130,7 +130,7 @@ def workdir(tmp_path_factory) -> Path:
         # `gift-hf quickstart --arch resnet10t --channels 3`'s student: a stock timm architecture
         create_model("resnet10t", 10, in_chans=3, img_size=16, image_mean=DIGITS_MEAN * 3, image_std=DIGITS_STD * 3,
                      id2label={i: str(i) for i in range(10)}).save_pretrained(
-            root / "outputs/quickstart_rgb/students/gift-seed0")
+            root / "outputs/quickstart_rgb/students/gift/seed-0")
     PILImage.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)).save(root / "digit.png")
     # datasets at the ids the pages name, as local folders in Hub layout
     _hub_layout({"train": _image_dataset("image", 20, 32, 0), "test": _image_dataset("image", 10, 32, 1)},

@@ -14,7 +14,6 @@ from gift_hf.evaluation.ddranking_api import (
     DDRankingConfig,
     LabelRobustScoreHard,
     LabelRobustScoreSoft,
-    _supports,
     tensor_dataset,
 )
 from gift_hf.models.modeling import image_transform_for
@@ -115,7 +114,6 @@ def test_soft_score_uses_the_sets_own_soft_labels(setup, tmp_path, monkeypatch):
     assert 0 <= out["label_robust_score_mean"] <= 1
 
 
-@pytest.mark.skipif(not _supports("label_mode"), reason="needs ddranking_scores(label_mode='hard') (lead's file)")
 def test_hard_score_needs_no_teacher(setup, tmp_path):
     data, teacher, transform, images, tiny, real_train = setup
     config = DDRankingConfig(real_train, data["test"].select(range(100)), student_arch="gift_convnet_d3",

@@ -9,6 +9,7 @@ rows from the padding the distributed sampler adds (540 test rows, not divisible
 """
 
 import json
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -109,3 +110,19 @@ def test_two_processes_train_on_the_device_resident_set(tmp_path):
     results = json.loads((out / "all_results.json").read_text())
     n = len(load_image_dataset(DataArguments())["eval"])
     assert results["world_size"] == 2 and results["eval_samples"] == results["eval_num_predictions"] == n
+
+
+def test_students_trained_together_in_two_processes(tmp_path):
+    """A population of 3 students in a real 2-process DDP run (the rded protocol): every rank holds the same
+    students after training (their gradients were averaged over both ranks' shards), evaluated over both ranks."""
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
+           str(Path(__file__).with_name("population_ddp.py")), str(tmp_path)]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    # 40 rows over 2 ranks at batch 10: 2 steps an epoch, 3 epochs
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 6
+    assert ranks[0]["checksums"] == pytest.approx(ranks[1]["checksums"], rel=1e-6)
+    assert len(set(round(c, 4) for c in ranks[0]["checksums"])) == 3  # three different students
+    assert ranks[0]["accuracies"] == ranks[1]["accuracies"] and all(len(a) == 2 for a in ranks[0]["accuracies"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, Image, Value
+from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
 from gift_hf import create_model
@@ -60,7 +60,8 @@ def test_a_command_never_overwrites_results_it_did_not_write(tmp_path, capsys):
     for name, text in mine.items():
         (out / name).write_text(text)
     teacher = tiny_teacher(tmp_path / "teacher5", num_classes=5)  # fails later, after the output check
-    for command in (["ddranking", "--teacher_model_name_or_path", teacher], ["evaluate", "--distilled", "./no_such_set"]):
+    commands = (["ddranking", "--teacher_model_name_or_path", teacher], ["evaluate", "--distilled", "./no_such_set"])
+    for command in commands:
         assert main([*command, "--output_dir", str(out)]) == 2
         line = one_line_error(capsys.readouterr().err, command[0])
         assert "already exists and was not written by gift_hf" in line and "--overwrite_output_dir" in line
@@ -73,7 +74,7 @@ def test_a_command_never_overwrites_results_it_did_not_write(tmp_path, capsys):
 
 
 def test_the_shared_writer_keeps_a_manifest_of_what_it_wrote(tmp_path):
-    from gift_hf.studies.report import save_figure, pyplot, write_results
+    from gift_hf.studies.report import pyplot, save_figure, write_results
 
     out = tmp_path / "study"
     files = write_results(str(out), "s", settings={}, records=[], summary=[{"a": 1.0}], table="| a |")

@@ -201,3 +201,13 @@ def test_losses_never_read_values_back_to_the_host(name):
     assert torch.isfinite(out)
     with pytest.raises(AssertionError, match="host read"), forbid_host_reads():
         bool(out > 0)  # the control: the guard does catch a read
+
+
+def test_gift_config_builds_hf_kd_with_its_lambda():
+    from gift_hf import GIFTConfig
+
+    loss = GIFTConfig(output_dir="x", loss="hf_kd", kd_lambda=0.3, temperature=2.0).build_loss()
+    assert loss.kwargs == {"kd_lambda": 0.3, "temperature": 2.0} and loss.needs_labels and loss.needs_teacher
+    assert GIFTConfig(output_dir="x", loss="hf_kd").build_loss().kwargs == {}  # the guide's defaults T=5, λ=0.5
+    with pytest.raises(ValueError, match=r"kd_lambda: got 2.0; expected a number in \[0, 1\]"):
+        GIFTConfig(output_dir="x", loss="hf_kd", kd_lambda=2.0)

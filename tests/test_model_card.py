@@ -57,6 +57,7 @@ def test_card_records_the_whole_story(tmp_path):
     assert meta["model-index"][0]["name"] == "student"
     body = str(card).split("---\n", 2)[2]
     assert 'from_pretrained("me/student")' in body and "image_transform_for(model)" in body  # 1 channel
+    assert "to_rgb_student(model).save_pretrained" in body  # and the way to a pipeline-ready copy
     # people read accuracies in percent (the metadata keeps the fraction)
     assert "| accuracy | 75.00% | digits (test) |" in body and "| loss | 0.8 | digits (test) |" in body
     assert "trained by gift_hf on the distilled dataset `me/digits-ipc2` (2 images per class)" in body

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_dataset
+from distilled_helpers import rgb_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from distilled_helpers import rgb_dataset
 from gift_hf import DistilledInfo, create_model, load_distilled, save_distilled
 from gift_hf.data.device import decode_dataset, decoded_cache_path
 from gift_hf.data.images import (
@@ -49,11 +49,9 @@ BAD_ROWS = {
 
 
 def saved_with_bad_row(tmp_path: Path, row: list[float]) -> Path:
-    """A gift_hf probabilities set whose shard was then edited: row 2 replaced by ``row``.
-
-    Its folder name is unique: datasets caches a local folder whose card lists its configs by
-    the folder's name alone, so two sets named alike would share a cache."""
-    target = save_distilled(rgb_dataset(n=6), tmp_path / f"set-{tmp_path.name}-{abs(hash(str(row)))}", PROBS)
+    """A gift_hf probabilities set (folder ``set``, as in every case) whose shard was then edited:
+    row 2 replaced by ``row``."""
+    target = save_distilled(rgb_dataset(n=6), tmp_path / "set", PROBS)
     shard = next((target / "data").glob("train-*.parquet"))
     ds = Dataset.from_parquet(str(shard), cache_dir=str(tmp_path / "pq"))
     soft = [list(r) for r in ds["soft_label"]]
@@ -99,6 +97,16 @@ def test_the_collator_and_the_decoder_run_the_same_check(tmp_path):
                        soft_label_kind="probabilities")
 
 
+def test_rows_are_numbered_across_chunks():
+    soft = np.full((40_000, 2), 0.5, np.float32)
+    soft[33_333] = [0.5, 0.6]
+    with pytest.raises(ValueError, match=r"column 'soft_label', row 33333: sums to 1.1 "):
+        check_soft_labels(soft, "probabilities", num_classes=2)
+    with pytest.raises(ValueError, match=r"row 33343: sums to 1.1 "):
+        check_soft_labels(soft, "probabilities", num_classes=2, first_row=10)
+    check_soft_labels(soft, "logits", num_classes=2)  # any finite logits
+
+
 def test_top_k_probabilities_sum_to_at_most_one(tmp_path):
     """The k kept entries of a distribution sum to less than 1: accepted; more than 1, or 0: refused."""
     check_soft_labels([[0.6, 0.3]], "probabilities", column="soft_label_topk_values", topk=True)
@@ -118,6 +126,21 @@ def test_relabel_refuses_a_teacher_whose_output_is_not_finite(digits):
     with pytest.raises(ValueError, match=r"column 'soft_label' \(split 'train', the teacher's output\), row 0: entry "
                                          r"\d is nan; expected finite values"):
         relabel(digits["train"].select(range(4)), teacher, progress=False, device="cpu")
+
+
+def test_two_local_sets_of_one_name_never_share_a_cache(tmp_path):
+    """Issue: datasets cached a local folder with a card by its name alone, so `gift-hf train` on
+    `b/set` read `a/set`'s rows, and a set rewritten in place was read as it was."""
+    from gift_hf.data.images import DataArguments, load_image_dataset
+
+    first = saved_with_bad_row(tmp_path / "a", [0.0, 0.0, 1.0])
+    second = saved_with_bad_row(tmp_path / "b", [0.0, 1.0, 0.0])
+    read = lambda path: load_image_dataset(DataArguments(dataset_name=str(path), eval_split=None))["train"]  # noqa
+    assert read(first)["soft_label"][2] == [0.0, 0.0, 1.0]
+    assert read(second)["soft_label"][2] == [0.0, 1.0, 0.0]
+    assert load_distilled(second)[0]["train"]["soft_label"][2] == [0.0, 1.0, 0.0]
+    save_distilled(rgb_dataset(n=9), first, PROBS, overwrite=True)  # rewritten in place
+    assert read(first).num_rows == 9 and load_distilled(first)[0]["train"].num_rows == 9
 
 
 # ------------------------------------------------------------------ teacher against student preprocessing
@@ -197,6 +220,13 @@ def test_lossy_modes_warn_once_per_dataset_and_lossless_ones_are_silent(caplog):
         assert caplog.text == ""
         assert gray.decode(PILImage.fromarray(np.array([[1000]], np.uint16)))[0, 0, 0] == round(1000 / 257)
     assert "16-bit values rounded to 8 bits" in caplog.text
+    # a palette image whose colour 0 is transparent: said too
+    palette = PILImage.new("P", (2, 2))
+    palette.info["transparency"] = 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gift_hf"):
+        ImageTransform(channels=3).decode(palette)
+    assert "images of mode P converted to RGB lose information: transparency dropped" in caplog.text
     # 32-bit float in [0, 1] has no defined 8-bit scale (it used to become all 0 and 1)
     with pytest.raises(ValueError, match=r"image: mode 'F' \(32-bit float\) with values in \[0, 0.5\] has no defined "
                                          r"8-bit scale"):
@@ -341,6 +371,7 @@ def parse(tmp_path: Path, text: str, *argv: str):
     ("bf16: off\n", r"line 1: 'off' is a boolean in YAML 1.1"),
     ("push_to_hub: 'no'\n", r"key 'push_to_hub' got 'no'; expected true or false \(a YAML boolean, unquoted"),
     ("seed: [1, 2]\n", r"key 'seed' got a list \[1, 2\]; expected an integer"),
+    ("max_steps: null\n", r"key 'max_steps' got null; expected an integer \(the option has no 'unset' value"),
 ])
 def test_ambiguous_recipes_are_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

@@ -30,7 +30,7 @@ def test_quickstart_reduced(tmp_path):
     assert len(results["subset_indices"]) == 20
     # Every student is saved as a standard transformers model with its card: the set it learnt
     # from, the license of digits, and its test accuracy as the quickstart reported it.
-    student = out / "students" / "gift-seed0"
+    student = out / "students" / "gift" / "seed-0"
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in student.iterdir()}
     card = (student / "README.md").read_text()
     assert "license: bsd-3-clause" in card and "random IPC=2 subset" in card and "dataset-distillation" in card

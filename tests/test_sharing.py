@@ -2,8 +2,8 @@
 the papers' recipes are named after their protocol in model cards."""
 
 import yaml
-
 from hub_double import RecordingHub
+
 from gift_hf import build_random_distilled, load_digits_dataset, load_distilled, push_distilled, save_distilled
 
 
@@ -19,10 +19,12 @@ def test_load_then_push_keeps_the_license(tmp_path, monkeypatch):
 
 
 def test_push_help_says_two_commits(capsys):
+    from gift_hf.cli import COMMANDS
     from gift_hf.scripts.push import make_parser
 
     text = make_parser().format_help()
     assert "one commit" not in text and "two commits" in text
+    assert "one commit" not in COMMANDS["push"][1]  # `gift-hf --help`'s line too
 
 
 def test_the_papers_evaluation_recipes_are_named_after_their_protocol():

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
 
-from gift_hf.files import write_output_text
 from gift_hf.data.soft_labels import check_soft_labels
 from gift_hf.engine.losses import check_class_ids
+from gift_hf.files import write_output_text
 
 __all__ = [
     "DIGITS_LICENSE",
@@ -41,6 +41,7 @@ __all__ = [
     "infer_channels_and_size",
     "label_names",
     "load_image_dataset",
+    "local_cache_dir",
     "class_balanced_indices",
     "convert_image_mode",
     "load_digits_dataset",
@@ -156,8 +157,9 @@ def convert_image_mode(image: Any, target: str) -> tuple[Any, tuple[str, str] | 
     are exact 8-bit ones) and for the model's own channel change (colour → ``L`` is what
     ``channels=1`` asks for); ``(image, (mode, what is lost))`` for a lossy one: real
     transparency dropped, 16-bit precision rounded to 8 bits (``value / 257``), CMYK's or LAB's
-    conversion without a colour profile. A 32-bit integer (``I``) or float (``F``) image with values beyond 8 bits has no
-    defined 8-bit scale, and a mode PIL cannot convert: a ``ValueError`` naming the mode.
+    conversion without a colour profile. A 32-bit integer (``I``) or float (``F``) image with
+    values beyond 8 bits has no defined 8-bit scale, and a mode PIL cannot convert: a
+    ``ValueError`` naming the mode.
     """
     from PIL import Image as PILImage
 
@@ -427,15 +429,16 @@ def check_stored_soft_labels(split: Dataset, args: DataArguments, kind: str | No
     runs), so a set of any origin is refused the same way, naming the column and the row."""
     from gift_hf.data.distilled.validation import column_matrix
 
-    column = args.soft_label_column
-    where = f" (split {args.train_split!r})"
     plain = split.with_format(None)
-    if column in plain.column_names:
-        check_soft_labels(column_matrix(plain, column, args.train_split), kind, num_classes=num_classes,
-                          column=column, where=where)
-    elif f"{column}_topk_values" in plain.column_names:
-        values = column_matrix(plain, f"{column}_topk_values", args.train_split)
-        check_soft_labels(values, kind, column=f"{column}_topk_values", where=where, topk=True)
+    topk = args.soft_label_column not in plain.column_names
+    column = f"{args.soft_label_column}_topk_values" if topk else args.soft_label_column
+    if column not in plain.column_names:
+        return
+    chunk = 1 << 16  # rows read at a time: a large relabelled set is never held whole
+    for start in range(0, len(plain), chunk):
+        part = plain.select(range(start, min(len(plain), start + chunk)))
+        check_soft_labels(column_matrix(part, column, args.train_split), kind, num_classes=num_classes,
+                          column=column, where=f" (split {args.train_split!r})", topk=topk, first_row=start)
 
 
 def _unreadable_data_file(folder: str) -> tuple[str, BaseException] | None:
@@ -454,6 +457,29 @@ def _unreadable_data_file(folder: str) -> tuple[str, BaseException] | None:
     return None
 
 
+def local_cache_dir(path: str | os.PathLike) -> str:
+    """The ``datasets`` cache folder for the local dataset folder ``path`` in its present state.
+
+    ``datasets`` caches a local folder whose card lists its configs (every set ``save_distilled``
+    writes) under the folder's *name* alone: a second ``…/set`` elsewhere, or a set rewritten
+    in place, would silently read the first one's cache. Keyed here by the absolute path and
+    every file's relative path, size and modification time, a changed folder gets a fresh cache.
+    """
+    import hashlib
+
+    from datasets import config
+
+    root = os.path.abspath(os.fspath(path))
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .git, not a staging folder
+        for file in sorted(files):
+            stat = os.stat(os.path.join(folder, file))
+            entries.append([os.path.relpath(os.path.join(folder, file), root), stat.st_size, stat.st_mtime_ns])
+    digest = hashlib.sha256(json.dumps([root, entries]).encode()).hexdigest()[:20]
+    return os.path.join(str(config.HF_DATASETS_CACHE), "gift_hf", "local", digest)
+
+
 def open_dataset(name: str, option: str = "dataset_name", config_name: str | None = None,
                  split: str | None = None, revision: str | None = None) -> Any:
     """``datasets.load_dataset(name, config_name, split=…, revision=…)``: the one place gift_hf
@@ -469,7 +495,9 @@ def open_dataset(name: str, option: str = "dataset_name", config_name: str | Non
 
     name = check_local_path(name, option)  # a missing local path is "not found"
     try:
-        return datasets.load_dataset(name, config_name, split=split, revision=revision)
+        # a local folder: its own cache per state (local_cache_dir), never another folder's of its name
+        cache = {"cache_dir": local_cache_dir(name)} if os.path.isdir(name) else {}
+        return datasets.load_dataset(name, config_name, split=split, revision=revision, **cache)
     except (ConnectionError, FileNotFoundError) as err:  # also datasets' DatasetNotFoundError
         if os.path.exists(name):
             raise

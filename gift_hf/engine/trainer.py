@@ -37,7 +37,7 @@ from gift_hf.engine.checkpoints import (
     write_json,
 )
 from gift_hf.engine.config import GIFTConfig
-from gift_hf.data.images import ImageTransform, SoftLabelCollator
+from gift_hf.data.images import ImageTransform, SoftLabelCollator, preprocessing_identity
 from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
 from gift_hf.engine.losses import Loss, get_loss
 from gift_hf.hub.model_card import ModelCardCallback, save_model_card
@@ -421,7 +421,7 @@ class GIFTTrainer(Trainer):
             self._device_sets[key] = None
             return None
         columns = dict(label_column=collator.label_column, soft_label_column=collator.soft_label_column,
-                       num_classes=collator.num_classes)
+                       num_classes=collator.num_classes, soft_label_kind=collator.soft_label_kind)
         with self.args.main_process_first(desc=f"decoding the {role} set"):
             if mode == "always":
                 found = DeviceImageSet.from_dataset(dataset, transform, self.args.device, **columns)
@@ -506,6 +506,8 @@ class GIFTTrainer(Trainer):
         if self.population is not None:
             values.update(students=self.population.seeds, learning_rates=self.population.learning_rates)
         values["train_dataset"] = dataset_fingerprint(self.train_dataset)
+        # what the images are made into (size, channels, mean/std): a resume must not change it
+        values["preprocessing"] = preprocessing_identity(_image_transform_of(self.train_dataset))
         return json.loads(json.dumps(values, default=str))  # as it reads back from the checkpoint
 
     def _check_resume(self, checkpoint: str) -> dict[str, Any]:

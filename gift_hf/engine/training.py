@@ -250,7 +250,7 @@ def train_students(
     from gift_hf.engine.trainer import GIFTTrainer
     from gift_hf.evaluation.metrics import build_compute_metrics
     from gift_hf.hub.model_card import save_model_card
-    from gift_hf.models.modeling import load_teacher, model_spec, num_classes_of
+    from gift_hf.models.modeling import adapt_teacher, load_teacher, model_spec, num_classes_of
 
     seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
     if not seeds:
@@ -295,6 +295,8 @@ def train_students(
         channels, size = spec.get("in_chans"), spec.get("img_size")
         if channels is not None and size is not None and num_classes is not None:
             check_model_input(teacher, "teacher_model_name_or_path", channels, size, num_classes)
+        # the teacher sees the images in its own preprocessing (an exact mean/std conversion), or is refused
+        teacher = adapt_teacher(teacher, one, teacher_role="teacher_model_name_or_path")
     evaluate_at = None
     if eval_dataset is not None and (config.best_of > 1 or config.eval_every_epochs > 0):
         evaluate_at = _EvaluateAt(config.best_of, config.eval_every_epochs, config.eval_start_fraction)
@@ -321,7 +323,7 @@ def train_students(
             extra = {"lr": float(lr)} if lr is not None else {}
             groups += [{"params": [p for n, p in mine if n in decay], "weight_decay": config.weight_decay, **extra},
                        {"params": [p for n, p in mine if n not in decay], "weight_decay": 0.0, **extra}]
-        trainer.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
+        trainer.optimizer = optimizer_cls(groups, **kwargs)
     if trainer.teacher_model is not None:
         # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
         logger.info(f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's "
@@ -356,14 +358,23 @@ def train_students(
         for index, found in enumerate(student_accuracies(eval_metrics, len(seeds))):
             if found is not None:
                 accuracies[index].append(found)
-        if save and not together:
+        if save:
             trainer.log_metrics("eval", eval_metrics)
             trainer.save_metrics("eval", eval_metrics)
-            save_model_card(trainer)  # again, now with the evaluation results
+            if not together:
+                save_model_card(trainer)  # again, now with the evaluation results
     failed = trainer.failed_students() if together else {}
     if save and together and trainer.args.should_save:
+        # each student a loadable model with its own card (its seed, learning rate and scores)
         for index, seed in enumerate(seeds):
-            model.students[index].save_pretrained(os.path.join(config.output_dir, f"seed-{seed}"))
+            folder = os.path.join(config.output_dir, f"seed-{seed}")
+            model.students[index].save_pretrained(folder)
+            own = config.replace(seed=seed, data_seed=seed, learning_rate=float(learning_rates[index]) if
+                                 learning_rates is not None else config.learning_rate)
+            suffix = f"_s{index}"
+            scores = {name[:-len(suffix)]: value for name, value in metrics.items() if name.endswith(suffix)}
+            save_model_card(trainer, folder, model=model.students[index], args=own,
+                            eval_results=scores or None, model_name=os.path.basename(folder))
     steps, batch_size = trainer.state.global_step, config.per_device_train_batch_size
     return [
         TrainingResult(

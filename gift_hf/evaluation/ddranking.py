@@ -331,6 +331,7 @@ CELLS = {
     "distilled_hard": ("distilled", "hard labels"),
     "distilled_soft": ("distilled", "soft labels"),
     "random_soft": ("random", "soft labels"),
+    "random_hard": ("random", "hard labels"),
     "distilled_soft_noaug": ("distilled", "soft labels, no aug."),
     "random_soft_noaug": ("random", "soft labels, no aug."),
 }
@@ -344,12 +345,16 @@ def _ipc_of(labels: Sequence[int], num_classes: int) -> int:
     return counts[0]
 
 
+LABEL_MODES = ("soft", "hard")
+
+
 def ddranking_scores(
     distilled: Dataset,
     real_train: Dataset,
     real_test: Dataset,
-    teacher: nn.Module | str,
+    teacher: nn.Module | str | None,
     *,
+    label_mode: str = "soft",
     args: DDRankingArguments | None = None,
     config: GIFTConfig | None = None,
     student_arch: str | None = None,
@@ -368,7 +373,12 @@ def ddranking_scores(
             one (e.g. learned labels); otherwise the teacher labels it once.
         real_train: the real training split (full-data cell and random subsets).
         real_test: the real test split every student is scored on.
-        teacher: the soft-label teacher (instance, saved folder or Hub id).
+        teacher: the soft-label teacher (instance, saved folder or Hub id); None in the hard mode
+            (then pass ``transform`` and ``student_arch``).
+        label_mode: ``"soft"`` (DD-Ranking's ``LabelRobustScoreSoft``: IOR between the distilled
+            and random sets' soft-label students, and ARS) or ``"hard"`` (``LabelRobustScoreHard``:
+            every student learns hard labels, IOR between the distilled and random sets'
+            hard-label students, no ARS, no teacher).
         args: DD-Ranking's settings (:class:`DDRankingArguments`).
         config: how every student trains (default: the ``ddranking`` protocol); its
             ``output_dir`` is not used, ``use_cpu`` and the precision are.
@@ -386,10 +396,24 @@ def ddranking_scores(
     """
     from gift_hf.data.relabel import relabel
 
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode: got {label_mode!r}; expected one of {LABEL_MODES}")
+    soft = label_mode == "soft"
     args = args or DDRankingArguments()
     config = config or protocol_config("ddranking")
-    args.check(config)
-    teacher_model = load_teacher(teacher) if not isinstance(teacher, nn.Module) else teacher.eval()
+    if soft:
+        args.check(config)
+    elif args.compute_ars:
+        args = dataclasses.replace(args, compute_ars=False)  # the augmentation-robust score is soft-label's
+    if teacher is None:
+        if soft:
+            raise ValueError("teacher: got None; the soft-label scores need a teacher (label_mode='hard' needs none)")
+        if transform is None or student_arch is None:
+            raise ValueError("transform, student_arch: without a teacher the hard mode needs both (how images become "
+                             "pixel_values, and the students' architecture)")
+        teacher_model = None
+    else:
+        teacher_model = load_teacher(teacher) if not isinstance(teacher, nn.Module) else teacher.eval()
     transform = transform or image_transform_for(teacher_model)
     if student_arch is None:
         spec = model_spec(teacher_model)  # a timm architecture for our teachers; others: pass student_arch
@@ -454,16 +478,22 @@ def ddranking_scores(
             accuracy.setdefault(cell, [math.nan] * len(args.seeds))[index] = acc
             best_lr.setdefault(cell, [None] * len(args.seeds))[index] = lr
 
-    soft_lrs = [args.distilled_learning_rate] if args.distilled_learning_rate else args.learning_rates
-    syn = labelled(distilled)
+    syn_lrs = [args.distilled_learning_rate] if args.distilled_learning_rate else args.learning_rates
     # The distilled set is the same training set in every round: all rounds × rates train together.
-    train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds, args.learning_rates, None)
-    train_cell("distilled_soft", syn, config.loss, True, args.seeds, soft_lrs, None)
-    if args.compute_ars:
-        train_cell("distilled_soft_noaug", syn, config.loss, False, args.seeds, soft_lrs, None)
+    train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds,
+               args.learning_rates if soft else syn_lrs, None)
+    if soft:
+        syn = labelled(distilled)
+        train_cell("distilled_soft", syn, config.loss, True, args.seeds, syn_lrs, None)
+        if args.compute_ars:
+            train_cell("distilled_soft_noaug", syn, config.loss, False, args.seeds, syn_lrs, None)
     # Each round has its own random subset (same images per class): its rates train together.
     for r, seed in enumerate(args.seeds):
         rows = class_balanced_indices(train_labels.tolist(), ipc, seed=seed)
+        if not soft:
+            train_cell("random_hard", real_train.select(rows), "ce", args.use_aug_for_hard, [seed],
+                       args.learning_rates, r)
+            continue
         rdm = labelled(real_train.select(rows))
         train_cell("random_soft", rdm, config.loss, True, [seed], args.learning_rates, r)
         if args.compute_ars:
@@ -474,11 +504,12 @@ def ddranking_scores(
         row: dict[str, Any] = {"round": r, "seed": seed, "full_data_hard": full["accuracy"]}
         row.update({cell: accuracy[cell][r] for cell in accuracy})
         row.update({f"{cell}_lr": best_lr[cell][r] for cell in best_lr})
-        if any(math.isnan(row[c]) for c in ("full_data_hard", "distilled_hard", "distilled_soft", "random_soft")):
+        syn_cell, rdm_cell = ("distilled_soft", "random_soft") if soft else ("distilled_hard", "random_hard")
+        if any(math.isnan(row[c]) for c in ("full_data_hard", "distilled_hard", syn_cell, rdm_cell)):
             row.update(hlr=math.nan, ior=math.nan, lrs=math.nan)
         else:
             row["hlr"] = hard_label_recovery(full["accuracy"], row["distilled_hard"])
-            row["ior"] = improvement_over_random(row["distilled_soft"], row["random_soft"])
+            row["ior"] = improvement_over_random(row[syn_cell], row[rdm_cell])
             row["lrs"] = label_robust_score(row["hlr"], row["ior"], args.lrs_lambda)
         if args.compute_ars:
             with_gap = row["distilled_soft"] - row["random_soft"]
@@ -490,7 +521,7 @@ def ddranking_scores(
     for name in ["hlr", "ior", "lrs"] + (["ars"] if args.compute_ars else []) + list(accuracy):
         scores[f"{name}_mean"], scores[f"{name}_std"] = mean_and_std([row[name] for row in rounds])
     scores["full_data_hard"] = full["accuracy"]
-    settings = {"protocol": args.to_dict(), "config": config.training_settings(), "student_arch": student_arch,
+    settings = {"label_mode": label_mode, "protocol": args.to_dict(), "config": config.training_settings(), "student_arch": student_arch,
                 "student_model_kwargs": student_model_kwargs, "ipc": ipc, "num_classes": num_classes,
                 "num_students": len(students), "transform": dataclasses.asdict(transform)}
     result = DDRankingResult(scores, rounds, students, {k: v for k, v in full.items() if k != "students"}, settings)

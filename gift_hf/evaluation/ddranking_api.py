@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -40,10 +39,12 @@ class DDRankingConfig:
     real_train: Dataset = field(metadata={"help": "The real training split (full-data cell, random subsets)."})
     real_test: Dataset = field(metadata={"help": "The real test split every student is scored on."})
     teacher: Optional[Any] = field(
-        default=None, metadata={"help": "The soft-label teacher (instance, folder or Hub id); the hard mode needs none."}
+        default=None,
+        metadata={"help": "The soft-label teacher (instance, folder or Hub id); the hard mode needs none."},
     )
     args: Optional[DDRankingArguments] = field(
-        default=None, metadata={"help": "DD-Ranking's settings: rate grid, rounds, cells (default: DDRankingArguments())."}
+        default=None,
+        metadata={"help": "DD-Ranking's settings: rate grid, rounds, cells (default: DDRankingArguments())."},
     )
     student_config: Optional[GIFTConfig] = field(
         default=None, metadata={"help": "How every student trains (default: the 'ddranking' protocol, DD-Ranking's "
@@ -104,10 +105,6 @@ def tensor_dataset(image_tensor: torch.Tensor, num_classes: int, soft_labels: to
         columns["soft_label"] = soft_labels.detach().to("cpu", torch.float32).numpy()
         features["soft_label"] = Sequence(Value("float32"), length=num_classes)
     return Dataset.from_dict(columns, features=Features(features))
-
-
-def _supports(name: str) -> bool:
-    return name in inspect.signature(ddranking_scores).parameters
 
 
 class _LabelRobustScore:
@@ -179,8 +176,6 @@ class LabelRobustScoreHard(_LabelRobustScore):
         if soft_labels is not None:
             raise ValueError("soft_labels: the hard-label score trains on hard labels only; use "
                              "LabelRobustScoreSoft for a set's soft labels")
-        if not _supports("label_mode"):
-            raise NotImplementedError("label_mode: this gift_hf's ddranking_scores has no hard-label mode yet")
         if self.config.teacher is None and self.config.transform is None:
             raise ValueError("transform: got None and no teacher; the hard mode needs the real images' transform")
         if self.config.teacher is None and self.config.student_arch is None:

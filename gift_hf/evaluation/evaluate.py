@@ -217,6 +217,11 @@ def train_on_distilled(
     num_classes = _check_training_set(distilled, test_dataset, config, label_column, num_classes)
     transform = student.transform(image_column)
     seeds = list(seeds)
+    reporters = [r for r in ([config.report_to] if isinstance(config.report_to, str) else config.report_to or [])
+                 if r not in ("none", "all")]
+    if reporters:
+        logger.warning(f"report_to={reporters} is ignored here: an evaluation's students train in a temporary "
+                       "folder with logging off; train one student with `gift-hf train` to log it")
     with tempfile.TemporaryDirectory(prefix="gift_hf_students_") as tmp:
         cell = config.replace(
             output_dir=tmp,

@@ -360,7 +360,9 @@ def _usage_snippet(spec: dict[str, Any], repo_id: str | None) -> str:
         "with torch.no_grad():\n"
         "    label = model(pixel_values=torch.stack(pixels)).logits.argmax(-1).item()\n"
         "print(model.config.id2label[label])\n"
-        "```"
+        "```\n\n"
+        "For `pipeline(\"image-classification\")`, which feeds RGB images, save an exactly equivalent "
+        "3-channel copy with `gift_hf.models.modeling.to_rgb_student(model).save_pretrained(...)`."
     )
 
 
@@ -443,7 +445,8 @@ def save_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, *
     Uses the trainer's :class:`ModelCardCallback` when it has one, else what the trainer
     knows (its args, training set fingerprint, last evaluation in ``state.log_history``).
     ``overrides`` are ``build_model_card`` keyword arguments (e.g. ``license``, ``tags``,
-    ``dataset`` as ``Trainer.create_model_card`` receives them). Only the main process writes.
+    ``dataset`` as ``Trainer.create_model_card`` receives them), and ``model``/``args`` for one
+    student of a population. Only the main process writes.
     """
     if not trainer.is_world_process_zero():
         return None
@@ -473,6 +476,8 @@ def save_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, *
         path = getattr(getattr(teacher, "config", None), "_name_or_path", None)
         arch = model_spec(teacher)["arch"] if getattr(teacher, "config", None) is not None else type(teacher).__name__
         overrides["teacher"] = path or f"{arch} (passed as a model instance)"
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    card = callback.card(model, trainer.args, **overrides)
+    # one student of a population: its own model, config (seed, learning rate) and metrics
+    model = overrides.pop("model", None) or trainer.accelerator.unwrap_model(trainer.model)
+    args = overrides.pop("args", None) or trainer.args
+    card = callback.card(model, args, **overrides)
     return write_model_card(card, output_dir)

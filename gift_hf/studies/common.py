@@ -168,9 +168,10 @@ class Study:
             for name, ours in (("image_mean", self.image_mean), ("image_std", self.image_std)):
                 theirs = spec.get(name)
                 if theirs and len(theirs) == len(ours) and any(abs(a - b) > 1e-4 for a, b in zip(theirs, ours)):
-                    # online relabelling feeds the teacher the students' pixel_values
+                    # online relabelling converts the students' pixel_values to the teacher's normalisation
                     logger.warning(f"teacher {name_or_path!r} was trained with {name}={list(theirs)} but the data "
-                                   f"is normalised with {list(ours)}; pass --{name} to match")
+                                   f"is normalised with {list(ours)}: the teacher's input is converted to its own "
+                                   "normalisation (exact)")
             self._teachers[name_or_path] = model
         return self._teachers[name_or_path]
 

@@ -27,7 +27,7 @@ from gift_hf.files import check_outputs, write_output_text
 from gift_hf.engine.losses import LOSSES
 from gift_hf.hub.model_card import ModelCardCallback
 from gift_hf.models.modeling import create_model, image_transform_for
-from gift_hf.engine.training import train_student
+from gift_hf.engine.training import train_student, train_students
 
 __all__ = ["QUICKSTART_DEFAULTS", "QuickstartArguments", "format_table", "plot_results", "run_quickstart"]
 
@@ -70,7 +70,7 @@ class QuickstartArguments:
     save_students: bool = field(
         default=True,
         metadata={"help": "Save every student (weights, preprocessing in config.json, model card) to "
-                  "output_dir/students/<loss>-seed<seed>."},
+                  "output_dir/students/<loss>/seed-<seed>."},
     )
     subset_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subset."})
 
@@ -172,20 +172,20 @@ def run_quickstart(
                                 num_classes=num_classes)
     print(f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images (seed {args.subset_seed})")
 
-    # 3. students: same subset, budget, optimiser and seeds for every loss
+    # 3. students: same subset, budget, optimiser and seeds for every loss; each loss's seeds train together
     records = []
-    jobs = [(name, seed) for name in args.losses for seed in config.seeds()]
-    with tqdm(jobs, desc="[3/3] students", unit="student") as bar:
-        for name, seed in bar:
-            bar.set_postfix_str(f"{name} seed={seed}")
-            student_config = _quiet(config, os.path.join(out, "students", f"{name}-seed{seed}"), loss=name,
-                                    soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
-                                    seed=seed, data_seed=seed, disable_tqdm=True, overwrite_output_dir=True)
-            card = ModelCardCallback(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})",
-                                     distilled_info=subset_info, teacher=teacher_dir, eval_dataset="digits",
-                                     license=data["train"].info.license or None)
-            result = train_student(student_config, model, subset, test, teacher=teacher, quiet=True,
-                                   save=args.save_students, callbacks=[card])
+    seeds = config.seeds()
+    card = dict(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})", distilled_info=subset_info,
+                teacher=teacher_dir, eval_dataset="digits", license=data["train"].info.license or None)
+    for name in tqdm(args.losses, desc="[3/3] students", unit="loss"):
+        # students/<loss>/seed-<seed>/: train_students saves several students there; one, into its folder
+        folder = os.path.join(out, "students", name, *([f"seed-{seeds[0]}"] if len(seeds) == 1 else []))
+        student_config = _quiet(config, folder, loss=name,
+                                soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
+                                disable_tqdm=True, overwrite_output_dir=True)
+        results = train_students(student_config, model, subset, test, seeds=seeds, teacher=teacher, quiet=True,
+                                 save=args.save_students, callbacks=[ModelCardCallback(**card)])
+        for seed, result in zip(seeds, results):
             records.append({"params": {"loss": name}, "seed": seed, "accuracy": result.accuracy})
             tqdm.write(f"      {name:<8} seed {seed}: {100 * result.accuracy:.2f}%")
 

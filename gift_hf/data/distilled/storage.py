@@ -344,6 +344,10 @@ def load_distilled(
         _check_local_shards(Path(target))
     info = read_card_info(card_text)
     kwargs = dict(load_kwargs)
+    if os.path.isdir(target) and "cache_dir" not in kwargs:
+        from gift_hf.data.images import local_cache_dir
+
+        kwargs["cache_dir"] = local_cache_dir(target)  # never another folder's cache of the same name
     if revision is not None:
         kwargs["revision"] = revision
     if token is not None:
