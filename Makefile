@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Never reach the Hub at run time: everything gift_hf needs ships with it or is made locally.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install quickstart test test-min lint docs benchmarks clean
+.PHONY: install quickstart test test-min lint docs benchmarks results clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ docs: install  ## build the documentation site in strict mode
 
 benchmarks: install  ## run every benchmark script
 	for f in benchmarks/*.py; do $(OFFLINE) $(BIN)/python $$f || exit 1; done
+
+# RESULTS_SIZE=ci: a smoke run of every step in a few minutes (its numbers mean nothing).
+RESULTS_SIZE ?= full
+
+results: install  ## regenerate every table and plot of docs/results.md and docs/when-gift-helps.md
+	$(OFFLINE) OMP_NUM_THREADS=1 $(BIN)/gift-hf results --size $(RESULTS_SIZE)
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) outputs site build *.egg-info

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -55,6 +56,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                "(heatmap)"),
     "improvement-over-random": ("improvement_over_random", "a distilled set vs random real subsets of the same "
                                 "size: the gap with its uncertainty"),
+    "results": ("results", "regenerate the tables and plots of the results pages (make results; --size ci: a smoke "
+                "run)"),
     "ddranking": ("ddranking", "DD-Ranking's scores of a distilled set (hard-label recovery, improvement over "
                   "random, label- and augmentation-robust scores)"),
 }
@@ -102,6 +105,39 @@ def _quiet_broken_pipe() -> int:
     return 1
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once (a study's hundred runs state a reason once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _setup_logging() -> None:
+    """gift_hf's reason lines (engine, device residency, conversions) visible, once each, on the main
+    process; libraries stay at warnings. A command that configures logging itself keeps its own."""
+    from gift_hf.engine.progress import LineHandler
+
+    root = logging.getLogger()
+    if not root.handlers:  # a command (or a test runner) that configured logging keeps its own
+        handler = LineHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if not any(isinstance(f, _Once) for f in handler.filters):
+            handler.addFilter(_Once())
+    main_process = int(os.environ.get("RANK") or 0) == 0
+    logging.getLogger("gift_hf").setLevel(logging.INFO if main_process else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -123,6 +159,7 @@ def _main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gift-hf: unknown command {name!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
+    _setup_logging()
     module = importlib.import_module(f"gift_hf.scripts.{COMMANDS[name][0]}")
     from gift_hf.files import DiskFullError
     from gift_hf.redact import mask_secrets, secret_values

@@ -14,6 +14,7 @@ becomes a dict.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -147,13 +148,38 @@ def _as_token(value: Any) -> list[str]:
     return [str(value)]
 
 
+#: The ``TrainingArguments`` options ``--help`` shows after gift_hf's own; ``--help-all`` shows every one.
+COMMON_TRAINING_OPTIONS = (
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "weight_decay", "optim", "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
+    "max_grad_norm", "seed", "data_seed", "bf16", "fp16", "use_cpu", "eval_strategy", "save_strategy", "save_steps",
+    "save_total_limit", "logging_steps", "log_level", "report_to", "disable_tqdm", "dataloader_num_workers",
+    "push_to_hub", "hub_model_id", "hub_token",
+)
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: every option, ``TrainingArguments``' included."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        parser.print_help(all_options=True)
+        parser.exit()
+
+
 class GIFTParser(HfArgumentParser):
     """``HfArgumentParser`` plus ``--config FILE.yaml`` (see the module docstring).
 
-    :meth:`parse_args_and_config` returns one instance per dataclass, in order.
+    :meth:`parse_args_and_config` returns one instance per dataclass, in order. ``--help``
+    lists the script's own options and gift_hf's training options first, then the common
+    ``TrainingArguments`` ones; ``--help-all`` lists every option.
     """
 
     def __init__(self, dataclass_types: Sequence[type], **kwargs: Any) -> None:
+        kwargs.setdefault("usage", f"{kwargs.get('prog') or '%(prog)s'} [--config FILE.yaml] [options]")
         super().__init__(tuple(dataclass_types), **kwargs)
         self.add_argument(
             "--config",
@@ -162,6 +188,42 @@ class GIFTParser(HfArgumentParser):
             help="A YAML recipe of options (keys are the option names below); options given on the command line "
             "override it.",
         )
+        self.add_argument("--help-all", action=_HelpAll, help="Show every option, TrainingArguments' included.")
+
+    def format_help(self, all_options: bool = False) -> str:
+        """The help text: gift_hf's options first, then the common ``TrainingArguments`` ones (all with ``all_options``)."""
+        from transformers import TrainingArguments
+
+        training = set(TrainingArguments.__dataclass_fields__)
+        actions = self._optionals._group_actions
+        order = list(actions)
+
+        def rank(action: Any) -> int:
+            if action.dest in ("help", "config") or isinstance(action, _HelpAll):
+                return 0
+            if action.dest not in training:
+                return 1  # the script's and gift_hf's own options
+            return 2 if action.dest in COMMON_TRAINING_OPTIONS else 3
+
+        hidden = [a for a in actions if rank(a) == 3]
+        saved = {id(a): a.help for a in hidden}
+        actions.sort(key=rank)
+        if not all_options:
+            for action in hidden:
+                action.help = argparse.SUPPRESS
+        try:
+            text = super().format_help()
+        finally:
+            actions[:] = order
+            for action in hidden:
+                action.help = saved[id(action)]
+        if hidden and not all_options:
+            text += (f"\n{len(hidden)} more options of transformers.TrainingArguments are not shown: "
+                     f"{self.prog} --help-all\n")
+        return text
+
+    def print_help(self, file: Any = None, all_options: bool = False) -> None:
+        self._print_message(self.format_help(all_options), file if file is not None else sys.stdout)
 
     # ------------------------------------------------------------------ helpers
     def _known_options(self) -> dict[str, Any]:

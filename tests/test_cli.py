@@ -78,3 +78,38 @@ def test_a_user_error_is_one_line_naming_the_command_and_no_secret(tmp_path, cap
     assert main(["push", "--dataset_dir", "./hf_abcdefghijklmnop", "--repo_id", "me/x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gift-hf push: error: ") and "hf_abcdefghijklmnop" not in err
+
+
+def test_help_shows_gift_hf_options_first_and_help_all_every_option(capsys):
+    from gift_hf.scripts.train import make_parser
+
+    parser = make_parser()
+    short, every = parser.format_help(), parser.format_help(all_options=True)
+    # gift_hf's own options come before the TrainingArguments ones; the rare ones only in --help-all
+    assert short.index("\n  --loss ") < short.index("\n  --soft_label_source") < short.index("\n  --learning_rate")
+    assert "--adam_beta1" not in short and "--adam_beta1" in every
+    assert short.rstrip().endswith("gift-hf train --help-all")
+    assert len(short.splitlines()) < 0.6 * len(every.splitlines())
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--help-all"])
+    assert exit_info.value.code == 0 and "--adam_beta1" in capsys.readouterr().out
+
+
+def test_reason_lines_are_shown_once_each(capsys):
+    import logging
+
+    from gift_hf import cli
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()  # as in a fresh `gift-hf` process
+    try:
+        cli._setup_logging()
+        log = logging.getLogger("gift_hf.engine.trainer")
+        for _ in range(3):
+            log.info("training set: device-resident: 100 images")
+        logging.getLogger("transformers.trainer").info("not shown: libraries stay at warnings")
+    finally:
+        root.handlers[:] = saved
+        logging.getLogger("gift_hf").setLevel(logging.NOTSET)
+    assert capsys.readouterr().err.splitlines() == ["training set: device-resident: 100 images"]

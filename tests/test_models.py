@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,

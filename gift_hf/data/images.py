@@ -45,6 +45,11 @@ __all__ = [
     "class_balanced_indices",
     "convert_image_mode",
     "load_digits_dataset",
+    "load_digit_pairs_dataset",
+    "embedded_dataset",
+    "EMBEDDED_DATASETS",
+    "DIGIT_PAIRS_MEAN",
+    "DIGIT_PAIRS_STD",
     "preprocessing_identity",
 ]
 
@@ -89,6 +94,61 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
         )
 
     return DatasetDict({"train": split(idx_train, "train"), "test": split(idx_test, "test")})
+
+
+# Statistics of the digit-pair training images (default arguments) after scaling to [0, 1].
+DIGIT_PAIRS_MEAN = (0.1528,)
+DIGIT_PAIRS_STD = (0.3068,)
+
+
+def load_digit_pairs_dataset(train_per_class: int = 30, test_per_class: int = 10, seed: int = 0) -> DatasetDict:
+    """100 classes of digit pairs made from scikit-learn's digits: a harder embedded benchmark.
+
+    Each image is 16×16 grayscale: two 8×8 digits ``a`` (left) and ``b`` (right) side by
+    side, centred vertically; the label is ``10·a + b`` (class names ``"00"`` … ``"99"``).
+    Training pairs are drawn only from the train rows of :func:`load_digits_dataset` and
+    test pairs only from its test rows, so no digit image is in both splits. Every class
+    has ``train_per_class`` / ``test_per_class`` pairs, drawn with ``seed`` (same arguments,
+    same images). ``info.license`` is scikit-learn's ``bsd-3-clause``. Nothing is downloaded.
+    """
+    from PIL import Image as PILImage
+
+    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: got {value!r}; expected a positive number of pairs per class")
+    digits = load_digits_dataset()
+    features = Features({"image": Image(), "label": ClassLabel(names=[f"{i:02d}" for i in range(100)])})
+
+    def split(source: Dataset, per_class: int, name: str, offset: int) -> Dataset:
+        pixels = np.stack([np.asarray(img) for img in source["image"]])
+        rows_of = [np.flatnonzero(np.asarray(source["label"]) == d) for d in range(10)]
+        rng = np.random.default_rng([seed, offset])  # one stream per split: test does not move when train grows
+        labels = np.repeat(np.arange(100), per_class)
+        canvas = np.zeros((len(labels), 16, 16), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            left, right = rng.choice(rows_of[label // 10]), rng.choice(rows_of[label % 10])
+            canvas[i, 4:12, :8], canvas[i, 4:12, 8:] = pixels[left], pixels[right]
+        info = DatasetInfo(description="digit pairs from scikit-learn's digits (16×16 grayscale, 100 classes)",
+                           license=DIGITS_LICENSE, features=features, builder_name="digit_pairs",
+                           homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
+        return Dataset.from_dict({"image": [PILImage.fromarray(c, mode="L") for c in canvas],
+                                  "label": labels.tolist()}, features=features, info=info, split=name)
+
+    return DatasetDict({"train": split(digits["train"], train_per_class, "train", 0),
+                        "test": split(digits["test"], test_per_class, "test", 1)})
+
+
+#: Datasets that ship with gift_hf, accepted by name wherever a dataset name is: loader, mean, std.
+EMBEDDED_DATASETS: dict[str, tuple[Any, tuple[float, ...], tuple[float, ...]]] = {
+    "digits": (load_digits_dataset, DIGITS_MEAN, DIGITS_STD),
+    "digit_pairs": (load_digit_pairs_dataset, DIGIT_PAIRS_MEAN, DIGIT_PAIRS_STD),
+}
+
+
+def embedded_dataset(name: str | None) -> DatasetDict | None:
+    """The embedded dataset ``name`` (None: digits, the default), or None for any other name."""
+    entry = EMBEDDED_DATASETS.get("digits" if name is None else name)
+    return entry[0]() if entry is not None else None
 
 
 def class_balanced_indices(labels: Sequence[int], per_class: int, seed: int = 0) -> list[int]:
@@ -349,7 +409,8 @@ class DataArguments:
     dataset_name: Optional[str] = field(
         default=None,
         metadata={"help": "A Hub dataset id or a local directory in the Hub layout, read with "
-                  "datasets.load_dataset. Default: the embedded digits (gift_hf.load_digits_dataset)."},
+                  "datasets.load_dataset, or an embedded dataset: 'digits' (the default, gift_hf.load_digits_dataset) "
+                  "or 'digit_pairs' (gift_hf.load_digit_pairs_dataset)."},
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Configuration name of the dataset."})
     dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -367,8 +428,8 @@ class DataArguments:
         default=None, metadata={"help": "Convert images to 1 (grayscale) or 3 (RGB) channels. Default: as stored."}
     )
     image_mean: Optional[list[float]] = field(
-        default=None, metadata={"help": "Per-channel normalisation mean (default: digits statistics for the "
-                                "embedded digits, 0.5 otherwise)."}
+        default=None, metadata={"help": "Per-channel normalisation mean (default: the statistics of an "
+                                "embedded dataset, 0.5 otherwise)."}
     )
     image_std: Optional[list[float]] = field(
         default=None, metadata={"help": "Per-channel normalisation std (default: as image_mean)."}
@@ -541,7 +602,7 @@ def load_image_dataset(args: DataArguments) -> DatasetDict:
 
     Returns a ``DatasetDict`` with keys ``"train"`` and, when ``eval_split`` is set, ``"eval"``.
     """
-    digits = load_digits_dataset() if args.dataset_name is None else None
+    digits = embedded_dataset(args.dataset_name)
     wanted = {"train": args.train_split}
     if args.eval_split is not None:
         wanted["eval"] = args.eval_split
@@ -602,9 +663,9 @@ def infer_channels_and_size(split: Dataset, args: DataArguments) -> tuple[int, i
 
 def build_image_transform(args: DataArguments, channels: int) -> ImageTransform:
     """The ``set_transform`` that turns the image column into normalised ``pixel_values``."""
-    digits = args.dataset_name is None
-    mean = tuple(args.image_mean) if args.image_mean is not None else (DIGITS_MEAN if digits else (0.5,))
-    std = tuple(args.image_std) if args.image_std is not None else (DIGITS_STD if digits else (0.5,))
+    _, own_mean, own_std = EMBEDDED_DATASETS.get(args.dataset_name or "digits", (None, (0.5,), (0.5,)))
+    mean = tuple(args.image_mean) if args.image_mean is not None else own_mean
+    std = tuple(args.image_std) if args.image_std is not None else own_std
     return ImageTransform(
         image_size=args.image_size, channels=channels, mean=mean, std=std, image_column=args.image_column
     )

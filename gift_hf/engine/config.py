@@ -454,6 +454,19 @@ class GIFTConfig(TrainingArguments):
                             "remove_unused_columns", "report_to", "trust_remote_code", "zca_path",
                             "logging_nan_inf_filter", "device_resident")
 
+    def changed_settings(self) -> str:
+        """``name=value`` of every field that differs from a default ``GIFTConfig`` (tokens never
+        shown), for one log line instead of the whole configuration."""
+        default = type(self)(output_dir=self.output_dir)
+        changed = []
+        for f in dataclasses.fields(self):
+            if not f.init or f.name.endswith("_token"):
+                continue
+            value, base = getattr(self, f.name), getattr(default, f.name)
+            if value != base:
+                changed.append(f"{f.name}={getattr(value, 'value', value)!r}")
+        return ", ".join(changed) or "none"
+
     def training_settings(self) -> dict[str, Any]:
         """The values a trained model depends on (not where it is saved or logged, nor the seed):
         what fingerprints of results hash."""

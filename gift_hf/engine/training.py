@@ -9,6 +9,7 @@ before anything is written live here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,6 +28,7 @@ __all__ = [
     "TrainingResult",
     "check_model_input",
     "check_output_dir",
+    "check_resume_checkpoint",
     "resolve_resume_checkpoint",
     "student_accuracies",
     "train_student",
@@ -108,6 +110,32 @@ def check_model_input(model: nn.Module, role: str, channels: int, size: int, num
             f"{role}: the model takes {img_size}×{img_size} images but the data gives {size}×{size}; "
             "set --image_size or use a matching model"
         )
+
+
+def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
+    """Refuse a checkpoint whose files are corrupt (naming the file) or whose model is not ``model``'s
+    shape (another number of classes or input channels), before the Trainer reads it."""
+    import json
+
+    from gift_hf.files import check_saved_files
+    from gift_hf.models.modeling import model_spec, num_classes_of
+
+    check_saved_files(checkpoint)
+    path = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(path) or getattr(model, "config", None) is None:
+        return  # a population's checkpoint: its state dict is checked by the Trainer's load
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    classes = num_classes_of(model)
+    saved_classes = len(saved["id2label"]) if isinstance(saved.get("id2label"), dict) else saved.get("num_labels")
+    if saved_classes is not None and classes is not None and int(saved_classes) != classes:
+        raise ValueError(f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_classes} classes but this "
+                         f"run's model has {classes}; resume with the checkpoint's settings or start a new run")
+    saved_chans = (saved.get("model_args") or {}).get("in_chans")
+    chans = model_spec(model).get("in_chans")
+    if saved_chans is not None and chans is not None and int(saved_chans) != int(chans):
+        raise ValueError(f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_chans} input channels but "
+                         f"this run's model takes {chans}; resume with the checkpoint's settings or start a new run")
 
 
 # ---------------------------------------------------------------------------- training
@@ -247,9 +275,9 @@ def train_students(
         every student diverged, :class:`~gift_hf.engine.trainer.TrainingDivergedError` is raised.
     """
     from gift_hf.engine.population import StudentPopulation
+    from gift_hf.engine.progress import StudentProgress, active_progress, quiet_saving
     from gift_hf.engine.trainer import GIFTTrainer
     from gift_hf.evaluation.metrics import build_compute_metrics
-    from gift_hf.hub.model_card import save_model_card
     from gift_hf.models.modeling import adapt_teacher, load_teacher, model_spec, num_classes_of
 
     seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
@@ -264,6 +292,11 @@ def train_students(
     if save and train_dataset is not None:
         check_output_dir(config.output_dir, config.overwrite_output_dir, resume)
     changes: dict[str, Any] = {}
+    bar = active_progress()  # a job's one display: this run advances it and shows nothing of its own
+    if bar is not None:
+        quiet = True
+        if not config.disable_tqdm:
+            changes["disable_tqdm"] = True
     if seeds != [config.seed]:
         changes.update(seed=seeds[0], data_seed=seeds[0])
     if not together and learning_rates is not None:
@@ -310,6 +343,8 @@ def train_students(
         compute_metrics=compute_metrics or (build_compute_metrics(num_classes) if num_classes else None),
         callbacks=[c for c in (evaluate_at, *callbacks) if c is not None],
     )
+    if bar is not None:
+        trainer.add_callback(StudentProgress(bar, len(seeds)))
     if optimizer_cls_and_kwargs is not None:
         # An optimizer `optim` cannot name, with the Trainer's weight-decay groups (and one
         # learning rate per student); training keeps an optimizer that is already set.
@@ -331,9 +366,24 @@ def train_students(
     if quiet:
         trainer.remove_callback(PrinterCallback)
 
+    with contextlib.ExitStack() as stack:
+        if quiet:  # no metric blocks, no model-shard bars: the caller manages the output
+            stack.enter_context(quiet_saving())
+        return _run(trainer, config, model, train_dataset, eval_dataset, seeds, learning_rates, together, resume,
+                    one, evaluate_at, save, quiet)
+
+
+def _run(trainer, config: GIFTConfig, model: nn.Module, train_dataset: Any, eval_dataset: Any, seeds: list[int],
+         learning_rates: Sequence[float] | None, together: bool, resume: str | None, one: nn.Module,
+         evaluate_at: "_EvaluateAt | None", save: bool, quiet: bool) -> list[TrainingResult]:
+    """Train, evaluate and save a prepared ``GIFTTrainer`` run of :func:`train_students`; its results."""
+    from gift_hf.hub.model_card import save_model_card
+
     metrics: dict[str, Any] = {}
     seconds = 0.0
     if train_dataset is not None:
+        if resume is not None:
+            check_resume_checkpoint(resume, one)
         start = time.perf_counter()
         train_output = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - start
@@ -343,7 +393,8 @@ def train_students(
         metrics["students_together"] = len(seeds)
         if save:
             trainer.save_model()  # main process only: config.json + model.safetensors (or the population's)
-            trainer.log_metrics("train", train_output.metrics)
+            if not quiet:
+                trainer.log_metrics("train", train_output.metrics)
             trainer.save_metrics("train", metrics)
             trainer.save_state()
     accuracies = [list(a) for a in evaluate_at.accuracies] if evaluate_at and evaluate_at.accuracies else \
@@ -359,7 +410,8 @@ def train_students(
             if found is not None:
                 accuracies[index].append(found)
         if save:
-            trainer.log_metrics("eval", eval_metrics)
+            if not quiet:
+                trainer.log_metrics("eval", eval_metrics)
             trainer.save_metrics("eval", eval_metrics)
             if not together:
                 save_model_card(trainer)  # again, now with the evaluation results

@@ -47,9 +47,10 @@ from gift_hf.data.augment import parse_strategy
 from gift_hf.data.images import ImageTransform, class_balanced_indices, eval_transform_for
 from gift_hf.engine.config import GIFTConfig, protocol_config
 from gift_hf.engine.losses import LOSSES
+from gift_hf.engine.progress import job_progress, progress_line
 from gift_hf.engine.training import TrainingResult, train_students
-from gift_hf.files import atomic_write_text
-from gift_hf.models.modeling import create_model, image_transform_for, load_teacher, model_spec
+from gift_hf.files import write_output_text
+from gift_hf.models.modeling import create_model, image_transform_for, load_teacher, model_spec, num_classes_of
 
 __all__ = [
     "DDRANKING_LEARNING_RATES",
@@ -238,8 +239,8 @@ def _json_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_write_json(path: str, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=1, default=str))
+def _write_json(path: str, payload: Any) -> None:
+    write_output_text(path, json.dumps(payload, indent=1, default=str))
 
 
 def _quiet(config: GIFTConfig, output_dir: str, progress: bool) -> GIFTConfig:
@@ -306,7 +307,7 @@ def full_data_accuracy(
     result = {"accuracy": accuracy, "students": students, "key": key, **model, "protocol": protocol,
               "train_seconds": time.perf_counter() - start}
     if path:
-        _atomic_write_json(path, result)
+        _write_json(path, result)
     return {**result, "cached": False, "path": path}
 
 
@@ -435,6 +436,10 @@ def ddranking_scores(
     num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(train_labels.max()) + 1
     if int(syn_labels.max()) >= num_classes:
         raise ValueError(f"distilled: class id {int(syn_labels.max())} but the real data has {num_classes} classes")
+    teacher_classes = num_classes_of(teacher_model) if teacher_model is not None else None
+    if teacher_classes is not None and teacher_classes != num_classes:  # else a raw reshape error in round one
+        raise ValueError(f"teacher: has {teacher_classes} classes but the real data has {num_classes} (column "
+                         f"{label_column!r}); expected a teacher trained on this dataset's classes")
     ipc = _ipc_of(syn_labels, num_classes)
     cache_dir = cache_dir or output_dir
     model = {"model_name": student_arch, "model_kwargs": student_model_kwargs}
@@ -443,61 +448,71 @@ def ddranking_scores(
         return create_model(student_arch, num_classes, in_chans=transform.channels, img_size=transform.image_size,
                             image_mean=transform.mean, image_std=transform.std, **student_model_kwargs)
 
-    full = full_data_accuracy(real_train, real_test, build, model, transform, args, config, cache_dir=cache_dir,
-                              progress=progress)
-    students: list[dict[str, Any]] = []
-    # accuracy[cell][round index] = best over the learning-rate grid
-    accuracy: dict[str, list[float]] = {}
-    best_lr: dict[str, list[float | None]] = {}
-    stored = config.soft_label_source == "dataset"
-
-    def labelled(ds: Dataset) -> Dataset:
-        """DD-Ranking's "S" labels: the set's own, else the teacher's logits on the un-augmented images, once."""
-        if not stored or "soft_label" in ds.column_names:
-            return ds
-        out, _ = relabel(ds, teacher_model, output="logits", transform=transform, progress=False)
-        return out
-
-    test = real_test.with_transform(eval_transform_for(transform, config.eval_transform))
-
-    def train_cell(cell: str, ds: Dataset, loss: str, augment: bool, seeds: list[int], lrs: list[float],
-                   round_index: int | None) -> None:
-        recipe = args.student_config(config, loss, augment)
-        if loss == "ce":
-            recipe = recipe.replace(soft_label_source="teacher")  # hard labels: no soft-label column needed
-        grid = [(s, lr) for s in seeds for lr in lrs]
-        with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
-            results = train_students(_quiet(recipe, tmp, progress), build, ds.with_transform(transform), test,
-                                     seeds=[s for s, _ in grid], learning_rates=[lr for _, lr in grid],
-                                     teacher=teacher_model if loss != "ce" and not stored else None, quiet=True)
-        for i, seed in enumerate(seeds):
-            index = round_index if round_index is not None else args.seeds.index(seed)
-            mine = _student_records(cell, index, [seed] * len(lrs), lrs, results[i * len(lrs):(i + 1) * len(lrs)])
-            students.extend(mine)
-            acc, lr = best_over_learning_rates({r["learning_rate"]: r["best_accuracy"] for r in mine})
-            accuracy.setdefault(cell, [math.nan] * len(args.seeds))[index] = acc
-            best_lr.setdefault(cell, [None] * len(args.seeds))[index] = lr
-
+    # One display: every student of every cell (students × steps), an ETA, one line per cell and round.
     syn_lrs = [args.distilled_learning_rate] if args.distilled_learning_rate else args.learning_rates
-    # The distilled set is the same training set in every round: all rounds × rates train together.
-    train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds,
-               args.learning_rates if soft else syn_lrs, None)
-    if soft:
-        syn = labelled(distilled)
-        train_cell("distilled_soft", syn, config.loss, True, args.seeds, syn_lrs, None)
-        if args.compute_ars:
-            train_cell("distilled_soft_noaug", syn, config.loss, False, args.seeds, syn_lrs, None)
-    # Each round has its own random subset (same images per class): its rates train together.
-    for r, seed in enumerate(args.seeds):
-        rows = class_balanced_indices(train_labels.tolist(), ipc, seed=seed)
-        if not soft:
-            train_cell("random_hard", real_train.select(rows), "ce", args.use_aug_for_hard, [seed],
-                       args.learning_rates, r)
-            continue
-        rdm = labelled(real_train.select(rows))
-        train_cell("random_soft", rdm, config.loss, True, [seed], args.learning_rates, r)
-        if args.compute_ars:
-            train_cell("random_soft_noaug", rdm, config.loss, False, [seed], args.learning_rates, r)
+    per_round = (len(args.learning_rates) + len(syn_lrs) * (2 if args.compute_ars else 1)
+                 + len(args.learning_rates) * (2 if args.compute_ars else 1)) if soft else 2 * len(args.learning_rates)
+    planned = len(args.seeds) * per_round + len(args.full_data_seeds)
+    with job_progress(planned, "ddranking", enabled=progress) as bar:
+        full = full_data_accuracy(real_train, real_test, build, model, transform, args, config, cache_dir=cache_dir)
+        if full.get("cached"):
+            bar.update(len(args.full_data_seeds))
+        cached = " (cached)" if full.get("cached") else ""
+        progress_line(f"full data, hard labels: {_pct(full['accuracy'])}%{cached}")
+        students: list[dict[str, Any]] = []
+        # accuracy[cell][round index] = best over the learning-rate grid
+        accuracy: dict[str, list[float]] = {}
+        best_lr: dict[str, list[float | None]] = {}
+        stored = config.soft_label_source == "dataset"
+
+        def labelled(ds: Dataset) -> Dataset:
+            """DD-Ranking's "S" labels: the set's own, else the teacher's logits on the un-augmented images, once."""
+            if not stored or "soft_label" in ds.column_names:
+                return ds
+            out, _ = relabel(ds, teacher_model, output="logits", transform=transform, progress=False)
+            return out
+
+        test = real_test.with_transform(eval_transform_for(transform, config.eval_transform))
+
+        def train_cell(cell: str, ds: Dataset, loss: str, augment: bool, seeds: list[int], lrs: list[float],
+                       round_index: int | None) -> None:
+            recipe = args.student_config(config, loss, augment)
+            if loss == "ce":
+                recipe = recipe.replace(soft_label_source="teacher")  # hard labels: no soft-label column needed
+            grid = [(s, lr) for s in seeds for lr in lrs]
+            with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
+                results = train_students(_quiet(recipe, tmp, progress), build, ds.with_transform(transform), test,
+                                         seeds=[s for s, _ in grid], learning_rates=[lr for _, lr in grid],
+                                         teacher=teacher_model if loss != "ce" and not stored else None, quiet=True)
+            for i, seed in enumerate(seeds):
+                index = round_index if round_index is not None else args.seeds.index(seed)
+                share = results[i * len(lrs):(i + 1) * len(lrs)]
+                mine = _student_records(cell, index, [seed] * len(lrs), lrs, share)
+                students.extend(mine)
+                acc, lr = best_over_learning_rates({r["learning_rate"]: r["best_accuracy"] for r in mine})
+                accuracy.setdefault(cell, [math.nan] * len(args.seeds))[index] = acc
+                best_lr.setdefault(cell, [None] * len(args.seeds))[index] = lr
+                progress_line(f"{cell}, round {index} (seed {args.seeds[index]}): {_pct(acc)}% (lr {lr})")
+
+        # The distilled set is the same training set in every round: all rounds × rates train together.
+        train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds,
+                   args.learning_rates if soft else syn_lrs, None)
+        if soft:
+            syn = labelled(distilled)
+            train_cell("distilled_soft", syn, config.loss, True, args.seeds, syn_lrs, None)
+            if args.compute_ars:
+                train_cell("distilled_soft_noaug", syn, config.loss, False, args.seeds, syn_lrs, None)
+        # Each round has its own random subset (same images per class): its rates train together.
+        for r, seed in enumerate(args.seeds):
+            rows = class_balanced_indices(train_labels.tolist(), ipc, seed=seed)
+            if not soft:
+                train_cell("random_hard", real_train.select(rows), "ce", args.use_aug_for_hard, [seed],
+                           args.learning_rates, r)
+                continue
+            rdm = labelled(real_train.select(rows))
+            train_cell("random_soft", rdm, config.loss, True, [seed], args.learning_rates, r)
+            if args.compute_ars:
+                train_cell("random_soft_noaug", rdm, config.loss, False, [seed], args.learning_rates, r)
 
     rounds = []
     for r, seed in enumerate(args.seeds):

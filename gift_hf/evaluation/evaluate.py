@@ -43,6 +43,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from gift_hf.engine.config import DSA_STRATEGY, GIFTConfig, protocol_config
+from gift_hf.engine.losses import check_class_ids
+from gift_hf.engine.progress import job_progress, progress_line
 from gift_hf.data.images import ImageTransform, eval_transform_for
 from gift_hf.models.modeling import create_model, load_teacher, model_spec, num_classes_of
 from gift_hf.engine.trainer import TrainingDivergedError
@@ -265,6 +267,13 @@ def _check_training_set(distilled: Dataset, test_dataset: Dataset, config: GIFTC
             "soft_label_source='dataset' but the distilled set has no 'soft_label' column; relabel it first "
             "(gift_hf.data.relabel) or use soft_label_source='teacher' with a teacher"
         )
+    plain = distilled.with_format(None)
+    check_class_ids(f"distilled dataset column {label_column!r}", plain[label_column], num_classes)
+    if config.label_source == "dataset" and "soft_label" in distilled.column_names:
+        width = len(plain[0]["soft_label"])
+        if width != num_classes:
+            raise ValueError(f"distilled dataset column 'soft_label': rows of width {width} but the labels have "
+                             f"{num_classes} classes; expected one soft-label entry per class")
     return num_classes
 
 
@@ -327,7 +336,8 @@ def evaluate_distilled(
             teacher), or None (the teacher's architecture and input).
         teacher: the teacher (instance, saved directory or Hub id) for online relabelling
             and for reading the input spec.
-        progress: show a progress bar over students.
+        progress: one progress bar over the students' training steps (with an ETA), and a line
+            per finished student.
         callback: called with each finished student.
         trainer_callbacks: ``TrainerCallback`` objects added to every student's Trainer.
 
@@ -356,10 +366,14 @@ def evaluate_distilled(
             raise ValueError("soft_label_source='dataset' but the distilled set has no soft labels and no teacher "
                              "was given to compute them")
         distilled = relabel_for(distilled, teacher_model, config)
-    results = train_on_distilled(distilled, test_dataset, config, config.seeds(), student, teacher_model,
-                                 num_classes=num_classes, image_column=image_column, label_column=label_column,
-                                 callbacks=trainer_callbacks)
-    for result in results:
-        if callback is not None:
-            callback(result)
+    with job_progress(config.num_students, "students", enabled=progress):
+        results = train_on_distilled(distilled, test_dataset, config, config.seeds(), student, teacher_model,
+                                     num_classes=num_classes, image_column=image_column, label_column=label_column,
+                                     callbacks=trainer_callbacks)
+        for result in results:
+            if progress:
+                shown = f"{100 * result.accuracy:.2f}%" if result.accuracy is not None else "failed"
+                progress_line(f"student seed {result.seed}: {shown}")
+            if callback is not None:
+                callback(result)
     return EvaluationResult(config=config, students=results)

@@ -30,7 +30,8 @@ class DDRankingScriptArguments:
         default=None, metadata={"help": "Where the full-data cell is cached (default: output_dir)."}
     )
     dataset_name: str = field(
-        default="digits", metadata={"help": "'digits' (embedded) or a Hub dataset id / local dataset folder."}
+        default="digits",
+        metadata={"help": "'digits' or 'digit_pairs' (embedded) or a Hub dataset id / local dataset folder."}
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "The dataset's configuration."})
     train_split: str = field(default="train", metadata={"help": "The real training split."})
@@ -88,11 +89,12 @@ def make_parser() -> GIFTParser:
 
 def load_data(script: DDRankingScriptArguments, teacher_model_name_or_path: str | None):
     """The real train/test splits (``image``/``label`` columns), the teacher and the distilled set."""
-    from gift_hf.data.images import load_digits_dataset, open_dataset
+    from gift_hf.data.images import embedded_dataset, open_dataset
     from gift_hf.models.modeling import load_teacher
 
-    real = load_digits_dataset() if script.dataset_name == "digits" else \
-        open_dataset(script.dataset_name, "dataset_name", script.dataset_config_name)
+    real = embedded_dataset(script.dataset_name)
+    if real is None:
+        real = open_dataset(script.dataset_name, "dataset_name", script.dataset_config_name)
     for split in (script.train_split, script.test_split):
         if split not in real:
             raise ValueError(f"split {split!r} not in {script.dataset_name!r}; it has {sorted(real)}")

@@ -38,7 +38,7 @@ class DistillArguments:
     dataset_name: Optional[str] = field(
         default=None,
         metadata={"help": "Real dataset to select from: a Hub id or a local directory read with "
-                  "datasets.load_dataset. Default: the embedded digits (gift_hf.load_digits_dataset)."},
+                  "datasets.load_dataset, or 'digit_pairs' (embedded). Default: the embedded digits."},
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Configuration name of the dataset."})
     dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -121,12 +121,12 @@ class DistillArguments:
 
 
 def load_source(name: Optional[str], config: Optional[str] = None, revision: Optional[str] = None):
-    """The real dataset: the embedded digits by default, else ``datasets.load_dataset``."""
-    if name is None or name == "digits":
-        from gift_hf.data.images import load_digits_dataset
+    """The real dataset: an embedded one by name (default digits), else ``datasets.load_dataset``."""
+    from gift_hf.data.images import embedded_dataset, open_dataset
 
-        return load_digits_dataset()
-    from gift_hf.data.images import open_dataset
+    embedded = embedded_dataset(name)
+    if embedded is not None:
+        return embedded
 
     # a missing local path is "not found", never a Hub or network error
     return open_dataset(name, "dataset_name", config, revision=revision)

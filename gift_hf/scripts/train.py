@@ -69,7 +69,8 @@ def setup_logging(config: Any) -> None:
     transformers.utils.logging.set_verbosity(log_level)
     logger.warning(f"process {config.process_index}/{config.world_size}, device {config.device}, "
                    f"mixed precision {'bf16' if config.bf16 else 'fp16' if config.fp16 else 'no'}")
-    logger.info(f"training arguments: {config}")  # str() masks *_token fields
+    if config.should_log:  # the main process only, and only what differs from GIFTConfig's defaults
+        logger.info(f"training arguments (not GIFTConfig's defaults): {config.changed_settings()}")
 
 
 def _count_predictions(compute_metrics):

@@ -22,8 +22,8 @@ from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.engine.config import GIFTConfig, protocol_config
 from gift_hf.data.images import DataArguments, image_spec, label_names, load_image_dataset
 from gift_hf.evaluation.evaluate import StudentSpec, train_on_distilled
-from gift_hf.engine.trainer import TrainingDivergedError
 from gift_hf.models.modeling import load_teacher, model_spec
+from gift_hf.files import check_outputs
 from gift_hf.parser import parse_dict_option
 from gift_hf.engine.training import check_model_input
 from gift_hf.studies.sweep import Cell, SweepStats, fingerprint_of, run_cells
@@ -376,6 +376,8 @@ class Study:
 
     def run(self, cells: list[Cell], run_one: Callable[[Cell], dict[str, Any]]):
         """Run the grid (resumable, split across processes); the main process gets every record."""
+        # refused before any training when the results would replace files gift_hf did not write
+        check_outputs(*(self.path(f"results.{ext}") for ext in ("json", "csv", "md")))
         os.makedirs(self.output_dir, exist_ok=True)
 
         def share(mine: list[Cell]) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from datasets import DatasetDict
-from tqdm.auto import tqdm
 
 from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
@@ -27,6 +26,7 @@ from gift_hf.files import check_outputs, write_output_text
 from gift_hf.engine.losses import LOSSES
 from gift_hf.hub.model_card import ModelCardCallback
 from gift_hf.models.modeling import create_model, image_transform_for
+from gift_hf.engine.progress import job_progress, progress_line, quiet_saving
 from gift_hf.engine.training import train_student, train_students
 
 __all__ = ["QUICKSTART_DEFAULTS", "QuickstartArguments", "format_table", "plot_results", "run_quickstart"]
@@ -154,40 +154,48 @@ def run_quickstart(
     transform = image_transform_for(model())
     train, test = data["train"].with_transform(transform), data["test"].with_transform(transform)
 
-    # 1. the teacher, trained with hard labels on the whole training split
-    print(f"[1/3] training the teacher ({args.arch}) on {len(train)} images for {args.teacher_epochs} epochs")
-    teacher_config = _quiet(config, os.path.join(out, "teacher_run"), loss="ce", soft_label_source="none",
-                            num_train_epochs=args.teacher_epochs, per_device_train_batch_size=args.teacher_batch_size,
-                            batch_sizes=None)
-    teacher_run = train_student(teacher_config, model, train, test)
-    teacher, teacher_accuracy = teacher_run.model, 100 * teacher_run.accuracy
-    teacher_dir = os.path.join(out, "teacher")
-    teacher.save_pretrained(teacher_dir)
-    print(f"      teacher test accuracy: {teacher_accuracy:.2f}% (saved to {teacher_dir})")
-
-    # 2. the random class-balanced subset
-    subset_idx = class_balanced_indices(data["train"]["label"], args.ipc, seed=args.subset_seed)
-    subset = data["train"].select(subset_idx).with_transform(transform)
-    subset_info = DistilledInfo(source_dataset="digits", method="random", ipc=args.ipc, seed=args.subset_seed,
-                                num_classes=num_classes)
-    print(f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images (seed {args.subset_seed})")
-
-    # 3. students: same subset, budget, optimiser and seeds for every loss; each loss's seeds train together
-    records = []
+    # One display for the whole job: the teacher counts as one student, then every loss × seed.
     seeds = config.seeds()
-    card = dict(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})", distilled_info=subset_info,
-                teacher=teacher_dir, eval_dataset="digits", license=data["train"].info.license or None)
-    for name in tqdm(args.losses, desc="[3/3] students", unit="loss"):
-        # students/<loss>/seed-<seed>/: train_students saves several students there; one, into its folder
-        folder = os.path.join(out, "students", name, *([f"seed-{seeds[0]}"] if len(seeds) == 1 else []))
-        student_config = _quiet(config, folder, loss=name,
-                                soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
-                                disable_tqdm=True, overwrite_output_dir=True)
-        results = train_students(student_config, model, subset, test, seeds=seeds, teacher=teacher, quiet=True,
-                                 save=args.save_students, callbacks=[ModelCardCallback(**card)])
-        for seed, result in zip(seeds, results):
-            records.append({"params": {"loss": name}, "seed": seed, "accuracy": result.accuracy})
-            tqdm.write(f"      {name:<8} seed {seed}: {100 * result.accuracy:.2f}%")
+    with job_progress(1 + len(args.losses) * len(seeds), "quickstart"):
+        # 1. the teacher, trained with hard labels on the whole training split
+        progress_line(f"[1/3] training the teacher ({args.arch}) on {len(train)} images for {args.teacher_epochs} "
+                      "epochs")
+        teacher_config = _quiet(config, os.path.join(out, "teacher_run"), loss="ce", soft_label_source="none",
+                                num_train_epochs=args.teacher_epochs,
+                                per_device_train_batch_size=args.teacher_batch_size, batch_sizes=None)
+        teacher_run = train_student(teacher_config, model, train, test)
+        teacher, teacher_accuracy = teacher_run.model, 100 * teacher_run.accuracy
+        teacher_dir = os.path.join(out, "teacher")
+        with quiet_saving():
+            teacher.save_pretrained(teacher_dir)
+        progress_line(f"      teacher test accuracy: {teacher_accuracy:.2f}% (saved to {teacher_dir})")
+
+        # 2. the random class-balanced subset
+        subset_idx = class_balanced_indices(data["train"]["label"], args.ipc, seed=args.subset_seed)
+        subset = data["train"].select(subset_idx).with_transform(transform)
+        subset_info = DistilledInfo(source_dataset="digits", method="random", ipc=args.ipc, seed=args.subset_seed,
+                                    num_classes=num_classes)
+        progress_line(f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images "
+                      f"(seed {args.subset_seed})")
+
+        # 3. students: same subset, budget, optimiser and seeds for every loss; each loss's seeds train together
+        progress_line(f"[3/3] students: {', '.join(args.losses)} × seeds {seeds}")
+        records = []
+        card = dict(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})",
+                    distilled_info=subset_info, teacher=teacher_dir, eval_dataset="digits",
+                    license=data["train"].info.license or None)
+        for name in args.losses:
+            # students/<loss>/seed-<seed>/: train_students saves several students there; one, into its folder
+            folder = os.path.join(out, "students", name, *([f"seed-{seeds[0]}"] if len(seeds) == 1 else []))
+            student_config = _quiet(config, folder, loss=name,
+                                    soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
+                                    disable_tqdm=True, overwrite_output_dir=True)
+            results = train_students(student_config, model, subset, test, seeds=seeds, teacher=teacher, quiet=True,
+                                     save=args.save_students, callbacks=[ModelCardCallback(**card)])
+            for seed, result in zip(seeds, results):
+                records.append({"params": {"loss": name}, "seed": seed, "accuracy": result.accuracy})
+                shown = f"{100 * result.accuracy:.2f}%" if result.accuracy is not None else "failed"
+                progress_line(f"      {name:<8} seed {seed}: {shown}")
 
     summary = summarize(records, ["loss"])
     table = format_table(summary, teacher_accuracy, args.ipc)

@@ -140,8 +140,11 @@ def bar_plot(
     path: str,
     title: str,
     ylabel: str = "test accuracy (%)",
+    ylim: tuple[float, float] | None = None,
 ) -> str:
-    """Grouped bars: one group per ``group_key`` value, one bar per ``bar_key`` value, ± std."""
+    """Grouped bars: one group per ``group_key`` value, one bar per ``bar_key`` value, ± std.
+
+    ``ylim`` sets the y range (default: from the lowest bar to 100, for accuracies)."""
     plt = pyplot()
     groups = list(dict.fromkeys(s[group_key] for s in summary))
     bars = list(dict.fromkeys(s[bar_key] for s in summary))
@@ -162,8 +165,12 @@ def bar_plot(
     if len(bars) > 1:  # below the axes: the bars reach the top
         ax.legend(title=bar_key, fontsize=8, ncols=min(6, len(bars)), loc="upper center",
                   bbox_to_anchor=(0.5, -0.18 if len(groups) <= 5 else -0.28))
-    low = min((s["mean"] - s["std"] for s in summary), default=0.0)
-    ax.set_ylim(max(0.0, 10 * (low // 10) - 10), 100)
+    if ylim is None:
+        low = min((s["mean"] - s["std"] for s in summary), default=0.0)
+        ylim = (max(0.0, 10 * (low // 10) - 10), 100)
+    else:  # signed values (differences): mark zero
+        ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylim(*ylim)
     fig.tight_layout()
     return save_figure(fig, path)
 

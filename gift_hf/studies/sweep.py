@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from gift_hf.engine.progress import job_progress, progress_line
 from gift_hf.files import write_output_text
 
 __all__ = ["Cell", "SweepStats", "detach_from_launcher", "fingerprint_of", "format_value", "run_cells"]
@@ -194,22 +194,16 @@ def run_cells(
     label = f"{desc} [process {rank}/{world}]" if world > 1 else desc
     if rank == 0 and stats.reused:
         tqdm.write(f"{desc}: {stats.reused}/{len(cells)} cells already finished in {output_dir}; skipping them")
-    for cell in tqdm(mine, desc=label, unit="student", position=rank, file=sys.stderr, disable=not mine):
-        error_path = _cell_path(output_dir, cell.key, ".error.json")
-        try:
-            record = dict(run_one(cell))
-        except Exception:
-            write_output_text(error_path, json.dumps({"key": cell.key, "traceback": traceback.format_exc()}))
-            stats.failed.append(cell.key)
-            if world == 1:
-                raise
-            continue
-        record.update(key=cell.key, params=dict(cell.params), seed=cell.seed, fingerprint=fingerprint, rank=rank)
-        write_output_text(_cell_path(output_dir, cell.key), json.dumps(record, indent=1))
-        if os.path.exists(error_path):
-            os.remove(error_path)
-        finished[cell.key] = record
-        stats.trained += 1
+    # One display: students (cells) as their training steps pass, an ETA, one line per finished cell.
+    with job_progress(len(mine), label, enabled=bool(mine), position=rank if world > 1 else None) as bar:
+        for index, cell in enumerate(mine):
+            _run_cell(cell, run_one, output_dir, fingerprint, rank, world, finished, stats)
+            if cell.key in finished:
+                accuracy = finished[cell.key].get("accuracy")
+                shown = f"{100 * accuracy:.2f}%" if isinstance(accuracy, float) else "failed"
+                progress_line(f"{desc}: {_describe_cell(cell)}: {shown}")
+            if bar.n < index + 1:  # cells whose students trained together with an earlier one's
+                bar.update(index + 1 - bar.n)
     if rank != 0:
         return None, stats
 
@@ -229,3 +223,28 @@ def run_cells(
             first = json.load(f)["traceback"]
         raise RuntimeError(f"{desc}: {len(errors)} cell(s) failed, e.g. {errors[0]}:\n{first}")
     return [finished[k] for k in keys], stats
+
+
+def _describe_cell(cell: "Cell") -> str:
+    params = ", ".join(f"{k}={v}" for k, v in cell.params.items())
+    return f"{params}, seed {cell.seed}" if params else f"seed {cell.seed}"
+
+
+def _run_cell(cell: "Cell", run_one: Callable[["Cell"], dict[str, Any]], output_dir: str, fingerprint: str, rank: int,
+              world: int, finished: dict[str, Any], stats: "SweepStats") -> None:
+    """Train one cell and record it (``<key>.json``), or record its error (``<key>.error.json``)."""
+    error_path = _cell_path(output_dir, cell.key, ".error.json")
+    try:
+        record = dict(run_one(cell))
+    except Exception:
+        write_output_text(error_path, json.dumps({"key": cell.key, "traceback": traceback.format_exc()}))
+        stats.failed.append(cell.key)
+        if world == 1:
+            raise
+        return
+    record.update(key=cell.key, params=dict(cell.params), seed=cell.seed, fingerprint=fingerprint, rank=rank)
+    write_output_text(_cell_path(output_dir, cell.key), json.dumps(record, indent=1))
+    if os.path.exists(error_path):
+        os.remove(error_path)
+    finished[cell.key] = record
+    stats.trained += 1
