@@ -142,3 +142,16 @@ def test_evaluate_distilled_trains_its_students_together_under_any_schedule_and_
         assert s.metrics["students_together"] == 3 and (s.batch_size, s.steps, len(s.accuracies)) == (50, 4, 2)
     alone = evaluate_distilled(subset, data["test"], "gift", **{**common, "num_students": 1, "seed": 1})
     assert alone.students[0].accuracies == pytest.approx(together.students[1].accuracies, abs=1e-9)
+
+
+def test_fewer_evaluation_points_than_best_of_are_said(teacher, data, caplog):
+    """best_of=4 over 2 steps has 2 distinct evaluation points: each student reports the best of 2, and the log says
+    so (never a silent "best of 4")."""
+    import logging
+
+    subset, _ = build_random_distilled(data["train"], 1, seed=0)
+    with caplog.at_level(logging.WARNING, logger="gift_hf.engine.training"):
+        result = evaluate_distilled(subset, data["test"], "gift", student=STUDENT, teacher=teacher,
+                                    num_train_epochs=2, num_students=2, best_of=4, output_dir="unused")
+    assert all(len(s.accuracies) == 2 for s in result.students)
+    assert "best_of=4: 2 training steps give 2 distinct evaluation points" in caplog.text

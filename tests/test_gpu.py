@@ -68,3 +68,34 @@ def test_device_image_set_on_cuda_matches_the_host_transform(digits, digits_tran
     assert batch["labels"].tolist() == [rows[i]["label"] for i in indices.tolist()]
     # K students: a (K, B) index tensor gives (K, B, ...) batches
     assert data.batch(indices.view(2, 2))["pixel_values"].shape == (2, 2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("forward", ["vmap", "loop"])
+def test_students_trained_together_on_cuda_equal_separate_runs(tmp_path, digits, digits_transform, forward):
+    """The population step on the GPU (fp32 and bf16): K = 3 students together, each the run its seed gives alone."""
+    from gift_hf import protocol_config
+    from gift_hf.engine.training import train_student, train_students
+
+    def build():
+        return create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=16)
+
+    torch.manual_seed(123)
+    teacher = build().eval()
+    train = digits["train"].select(range(60)).with_transform(digits_transform)
+    test = digits["test"].select(range(100)).with_transform(digits_transform)
+    config = protocol_config("gift", output_dir=str(tmp_path), num_train_epochs=3, batch_sizes=None,
+                             per_device_train_batch_size=20, best_of=1, save_strategy="no", logging_strategy="no",
+                             report_to="none", disable_tqdm=True)
+    together = train_students(config, build, train, test, seeds=[0, 1, 2], teacher=teacher, forward=forward,
+                              quiet=True)
+    images = torch.stack(test[:100]["pixel_values"]).cuda()
+    for result in together:
+        alone = train_student(config.replace(seed=result.seed, data_seed=result.seed), build, train, test,
+                              teacher=teacher, quiet=True)
+        assert next(result.model.parameters()).is_cuda
+        with torch.no_grad():
+            a, b = result.model.eval()(pixel_values=images).logits, alone.model.eval()(pixel_values=images).logits
+        assert (a - b).abs().max().item() < 1e-4  # cuDNN's kernels may differ by batch shape
+    bf16 = train_students(config.replace(bf16=True), build, train, test, seeds=[0, 1, 2], teacher=teacher,
+                          forward=forward, quiet=True)
+    assert all(r.failure is None and r.accuracy > 0.1 for r in bf16)

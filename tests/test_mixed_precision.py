@@ -100,7 +100,9 @@ def test_teacher_gets_its_own_dtype_when_the_batch_is_half(tmp_path):
     teacher = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8)
     trainer = GIFTTrainer(model=student, args=GIFTConfig(output_dir=str(tmp_path), use_cpu=True), teacher_model=teacher)
     pixels = torch.randn(4, 1, 8, 8)
-    targets = trainer._targets(pixels.bfloat16(), None, torch.zeros(4, 10))
+    from gift_hf.engine.step import loss_targets
+
+    targets = loss_targets(trainer.loss_fn, pixels.bfloat16(), None, trainer.teacher_model)
     assert targets.dtype == torch.float32
     with torch.no_grad():
         torch.testing.assert_close(targets, teacher(pixel_values=pixels.bfloat16().float()).logits)

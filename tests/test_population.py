@@ -143,3 +143,18 @@ def test_population_checks_its_students():
     bn = [create_model("resnet10t", 10, in_chans=1, img_size=8) for _ in range(2)]
     with pytest.raises(ValueError, match="batch norm or dropout"):
         StudentPopulation(bn, [0, 1], forward="vmap")(torch.zeros(2, 3, 1, 8, 8))
+
+
+def test_dropout_students_train_together_with_the_loop_forward(sets, teacher, tmp_path):
+    """A dropout student cannot run under vmap (its draws would not be its own run's): "auto" runs the loop."""
+    train, test = sets
+
+    def dropout_student():
+        return create_model("resnet10t", 10, in_chans=1, img_size=8, drop_rate=0.2, image_mean=DIGITS_MEAN,
+                            image_std=DIGITS_STD)
+
+    population = StudentPopulation.build(dropout_student, [0, 1])
+    assert population.forward_mode_for(torch.zeros(2, 4, 1, 8, 8)) == "loop"
+    config = _config("gift", tmp_path, best_of=1, num_train_epochs=1)
+    results = train_students(config, dropout_student, train, test, seeds=[0, 1], teacher=teacher, quiet=True)
+    assert [r.failure for r in results] == [None, None] and all(0 <= r.accuracy <= 1 for r in results)

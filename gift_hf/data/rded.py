@@ -31,7 +31,7 @@ from gift_hf.data.augment import resized_crop
 from gift_hf.data.distilled import LABEL_COLUMN, DistilledInfo
 from gift_hf.data.images import ImageTransform
 from gift_hf.data.relabel import TeacherLike, describe_teacher, resolve_teachers
-from gift_hf.data.selection import _labels, _pick_split
+from gift_hf.data.selection import pick_split, selection_labels
 from gift_hf.models.modeling import image_transform_for, teacher_logits
 
 __all__ = ["build_rded_distilled", "random_resized_boxes", "score_crops", "select_crops", "stitch_patches"]
@@ -253,11 +253,11 @@ def build_rded_distilled(
     if candidates_per_class < per_class:
         raise ValueError(f"candidates_per_class: got {candidates_per_class}; expected at least factor²·ipc = "
                          f"{per_class} (one crop of each kept image)")
-    ds = _pick_split(dataset, split)
+    ds = pick_split(dataset, split)
     if image_column not in ds.column_names or not isinstance(ds.features[image_column], Image):
         raise ValueError(f"image_column: got {image_column!r}; expected a column of images (an Image feature) "
                          f"among {ds.column_names}")
-    labels, num_classes = _labels(ds, label_column, ipc)
+    labels, num_classes = selection_labels(ds, label_column, ipc)
     counts = np.bincount(labels, minlength=num_classes)
     if counts.min() < per_class:
         cls = int(np.argmin(counts))

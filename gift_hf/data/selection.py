@@ -19,10 +19,11 @@ from gift_hf.data.images import class_balanced_indices
 from gift_hf.data.distilled import LABEL_COLUMN, DistilledInfo
 from gift_hf.data.relabel import TeacherLike, describe_teacher, ensemble_logits, resolve_teachers
 
-__all__ = ["build_difficulty_distilled", "build_random_distilled", "teacher_cross_entropy"]
+__all__ = ["build_difficulty_distilled", "build_random_distilled", "pick_split", "selection_labels", "teacher_cross_entropy"]
 
 
-def _pick_split(dataset: Dataset | DatasetDict, split: str) -> Dataset:
+def pick_split(dataset: Dataset | DatasetDict, split: str) -> Dataset:
+    """``dataset`` itself, or its split ``split`` (a clear error naming the splits it has)."""
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
             raise ValueError(f"split: got {split!r}; the DatasetDict has splits {sorted(dataset)}")
@@ -32,7 +33,7 @@ def _pick_split(dataset: Dataset | DatasetDict, split: str) -> Dataset:
     raise TypeError(f"dataset: expected a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
 
 
-def _labels(ds: Dataset, label_column: str, ipc: int) -> tuple[np.ndarray, int]:
+def selection_labels(ds: Dataset, label_column: str, ipc: int) -> tuple[np.ndarray, int]:
     """The label ids of ``ds`` and its number of classes, after checking every class has ``ipc`` rows."""
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
         raise ValueError(f"ipc: got {ipc!r}; expected a positive integer (images per class)")
@@ -86,8 +87,8 @@ def build_random_distilled(
         ``(subset, info)``; rows keep their original order. Relabel it with
         :func:`gift_hf.data.relabel` and save it with :func:`gift_hf.save_distilled`.
     """
-    ds = _pick_split(dataset, split)
-    labels, num_classes = _labels(ds, label_column, ipc)
+    ds = pick_split(dataset, split)
+    labels, num_classes = selection_labels(ds, label_column, ipc)
     picked = class_balanced_indices(labels, ipc, seed=seed)
     info = DistilledInfo(source_dataset=source_dataset, method="random", ipc=ipc, seed=seed, num_classes=num_classes)
     return _as_schema(ds.select(picked), label_column), info
@@ -146,8 +147,8 @@ def build_difficulty_distilled(
     low, high = (float(b) for b in band)
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(f"band: got {tuple(band)}; expected (low, high) with 0 <= low < high <= 1")
-    ds = _pick_split(dataset, split)
-    labels, num_classes = _labels(ds, label_column, ipc)
+    ds = pick_split(dataset, split)
+    labels, num_classes = selection_labels(ds, label_column, ipc)
     teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
     logits = ensemble_logits(ds, teachers, batch_size=batch_size, device=device, transform=transform,
                               progress=progress, num_workers=0)

@@ -455,16 +455,22 @@ class GIFTConfig(TrainingArguments):
                             "logging_nan_inf_filter", "device_resident")
 
     def changed_settings(self) -> str:
-        """``name=value`` of every field that differs from a default ``GIFTConfig`` (tokens never
-        shown), for one log line instead of the whole configuration."""
-        default = type(self)(output_dir=self.output_dir)
+        """``name=value`` of every field that differs from its default (tokens never shown), for one
+        log line instead of the whole configuration. (No second config is built: under
+        ``accelerate launch`` that would set up the process group again.)"""
+        simple = (str, int, float, bool, list, tuple, type(None))
         changed = []
         for f in dataclasses.fields(self):
             if not f.init or f.name.endswith("_token"):
                 continue
-            value, base = getattr(self, f.name), getattr(default, f.name)
-            if value != base:
-                changed.append(f"{f.name}={getattr(value, 'value', value)!r}")
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value, default = getattr(getattr(self, f.name), "value", getattr(self, f.name)), getattr(default, "value",
+                                                                                                      default)
+            if not isinstance(value, simple) or value == default:
+                continue
+            if (not value and not default) or (default is None and value == "none"):  # unset, normalised
+                continue
+            changed.append(f"{f.name}={value!r}")
         return ", ".join(changed) or "none"
 
     def training_settings(self) -> dict[str, Any]:

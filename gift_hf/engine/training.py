@@ -164,6 +164,9 @@ class _EvaluateAt(TrainerCallback):
                           if e > self.start_fraction * epochs} - {total}
         else:
             self.steps = {max(1, round(total * j / self.best_of)) for j in range(1, self.best_of)} - {total}
+            if len(self.steps) + 1 < self.best_of:
+                logger.warning(f"best_of={self.best_of}: {total} training steps give {len(self.steps) + 1} distinct "
+                               f"evaluation points; each student reports the best of {len(self.steps) + 1}")
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.steps:

@@ -65,8 +65,12 @@ def run_evaluate(
     rows = [[r["seed"], f"{100 * r['accuracy']:.2f}" if r["accuracy"] is not None else "failed (diverged)",
              " ".join(f"{100 * a:.1f}" for a in r["accuracies"]) or r.get("failure", "")]
             for r in records]
+    # the evaluations made, not only those asked for: a short run has fewer distinct evaluation points
+    made = max((len(r["accuracies"]) for r in records), default=0)
+    evaluations = f"evaluations (best of {made})" if made == p.best_of or p.eval_every_epochs else (
+        f"evaluations (best of {made}; best_of={p.best_of} asked, the run has {made} distinct evaluation points)")
     table = (f"**{fmt_acc(summary[0], 2)}** (mean ± std over {len(records)} students)\n\n"
-             + markdown_table(["seed", "reported accuracy (%)", f"evaluations (best of {p.best_of})"], rows))
+             + markdown_table(["seed", "reported accuracy (%)", evaluations], rows))
     title = f"{args.distilled} ({len(distilled)} images)"
     header = f"# {title}\n\nProtocol: {describe(p, len(distilled))}.\n\n"
     files = write_results(study.output_dir, study.name, settings=study.settings(), records=records, summary=summary,

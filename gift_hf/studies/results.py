@@ -43,6 +43,8 @@ DIGITS_DSA = "color_crop_cutout_scale_rotate"
 LOSSES = ("kl", "soft_ce", "gift")
 OPTIMIZERS = ("adamw", "sgd")
 SOURCES = ("random", "rded")
+#: Accuracy (%) below which a student counts as not trained in the verdicts (chance is 1%).
+UNTRAINED = 20.0
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,8 @@ def gift_minus(summaries: dict[tuple[str, int], list[dict[str, Any]]], other: st
             diff = _diff(gift, them)
             # spread of a difference of two independent means' seeds: the stds add in quadrature
             std = None if diff is None else (gift["std"] ** 2 + them["std"] ** 2) ** 0.5
-            rows.append({"source": source, "ipc": ipc, "optimizer": o, "diff": diff, "std": std})
+            rows.append({"source": source, "ipc": ipc, "optimizer": o, "diff": diff, "std": std,
+                         "best": None if diff is None else max(gift["mean"], them["mean"])})
     return rows
 
 
@@ -292,9 +295,13 @@ def _verdict(rows: list[dict[str, Any]], other: str) -> str:
     def where(r):
         return f"{r['source']} IPC {r['ipc']}, {r['optimizer']}"
 
+    # a "win" between two students that did not train says nothing about the loss
+    untrained = [r for r in scored if r["best"] < UNTRAINED]
+    caveat = (f" In {len(untrained)} of them neither reached {UNTRAINED:g}% ({'; '.join(map(where, untrained))}): "
+              "there the difference is between two students that did not train." if untrained else "")
     return (f"GIFT − {other}: GIFT is ahead in {len(wins)} of {len(scored)} settings; largest gain "
             f"{best['diff']:+.1f} points ({where(best)}), largest loss {worst['diff']:+.1f} points ({where(worst)}); "
-            f"mean {sum(r['diff'] for r in scored) / len(scored):+.1f}.")
+            f"mean {sum(r['diff'] for r in scored) / len(scored):+.1f}.{caveat}")
 
 
 def _publish(plot: str, docs_dir: str) -> str:
@@ -362,7 +369,7 @@ def write_pages(docs_dir: str, size: str, s: ResultsSize, teacher_accuracy: floa
         for loss in [x for x in ("ce", *LOSSES) if any(r["loss"] == x for r in summary)]:
             full.append([source, ipc, loss, *(fmt_acc(index.get((source, ipc, loss, o))) for o in OPTIMIZERS)])
     all_table = markdown_table(["set", "IPC", "loss", *OPTIMIZERS], full)
-    plot_rows = [{"setting": f"{r['source']} IPC {r['ipc']}", "optimizer": r["optimizer"], "mean": r["diff"],
+    plot_rows = [{"setting": f"{r['source']}\nIPC {r['ipc']}", "optimizer": r["optimizer"], "mean": r["diff"],
                   "std": r["std"]} for r in diff_kl if r["diff"] is not None]
     low = min([r["mean"] - r["std"] for r in plot_rows] + [0.0])
     high = max([r["mean"] + r["std"] for r in plot_rows] + [0.0])
