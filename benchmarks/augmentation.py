@@ -92,19 +92,25 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (shared CPUs: keep 1)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="where the batched pipeline runs (the per-image DataLoader always runs on CPU)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the batched pipeline runs (the per-image DataLoader always runs on CPU)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     params = DSAParams()
-    print(f"# DSA augmentation throughput: batch {args.batch_size}, 3 channels, {args.batches} timed batches, "
-          f"{args.threads} thread(s), {platform.processor() or platform.machine()}, batched on {device}")
+    print(
+        f"# DSA augmentation throughput: batch {args.batch_size}, 3 channels, {args.batches} timed batches, "
+        f"{args.threads} thread(s), {platform.processor() or platform.machine()}, batched on {device}"
+    )
     print(f"{'size':>5} {'pipeline':<34} {'images/s':>10} {'vs per-image':>13}")
     for size in args.sizes:
         images = torch.randn(args.batch_size, 3, size, size)
-        loader = DataLoader(TransformedImages(images, per_image_pipeline(size, params)),
-                            batch_size=args.batch_size, num_workers=0)
+        loader = DataLoader(
+            TransformedImages(images, per_image_pipeline(size, params)), batch_size=args.batch_size, num_workers=0
+        )
 
         def per_image() -> None:
             for batch in loader:

@@ -44,7 +44,10 @@ def _free_port() -> int:
 def _env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
         OMP_NUM_THREADS=str(threads),
     )
     return env
@@ -68,21 +71,65 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tmp = Path(tmp)
         # A teacher of the right shape; its weights do not matter for timing.
         teacher = tmp / "teacher"
-        _run([sys.executable, *SCRIPT, "--output_dir", str(teacher), "--loss", "ce", "--soft_label_source",
-              "none", "--max_steps", "1", "--eval_split", "", "--use_cpu", "--save_strategy", "no"],
-             args.threads, teacher)
+        _run(
+            [
+                sys.executable,
+                *SCRIPT,
+                "--output_dir",
+                str(teacher),
+                "--loss",
+                "ce",
+                "--soft_label_source",
+                "none",
+                "--max_steps",
+                "1",
+                "--eval_split",
+                "",
+                "--use_cpu",
+                "--save_strategy",
+                "no",
+            ],
+            args.threads,
+            teacher,
+        )
         common = [
-            "--teacher_model_name_or_path", str(teacher), "--loss", "gift", "--max_steps", str(args.steps),
-            "--per_device_train_batch_size", str(args.batch_size), "--eval_split", "", "--use_cpu",
-            "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", str(10 * args.steps),
-            "--dataloader_drop_last", "true",
+            "--teacher_model_name_or_path",
+            str(teacher),
+            "--loss",
+            "gift",
+            "--max_steps",
+            str(args.steps),
+            "--per_device_train_batch_size",
+            str(args.batch_size),
+            "--eval_split",
+            "",
+            "--use_cpu",
+            "--save_strategy",
+            "no",
+            "--disable_tqdm",
+            "true",
+            "--logging_steps",
+            str(10 * args.steps),
+            "--dataloader_drop_last",
+            "true",
         ]
         one_dir, two_dir = tmp / "one", tmp / "two"
         one = _run([sys.executable, *SCRIPT, "--output_dir", str(one_dir), *common], args.threads, one_dir)
         two = _run(
-            [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(CPU_2PROC),
-             "--main_process_port", str(_free_port()), *SCRIPT, "--output_dir", str(two_dir), *common],
-            args.threads, two_dir,
+            [
+                str(Path(sys.executable).with_name("accelerate")),
+                "launch",
+                "--config_file",
+                str(CPU_2PROC),
+                "--main_process_port",
+                str(_free_port()),
+                *SCRIPT,
+                "--output_dir",
+                str(two_dir),
+                *common,
+            ],
+            args.threads,
+            two_dir,
         )
 
     assert one["world_size"] == 1 and two["world_size"] == 2
@@ -96,9 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "throughput_ratio_2_over_1": images[2] / images[1],
         "step_time_ratio_2_over_1": step[2] / step[1],
     }
-    print(f"gift_hf data-parallel scaling — {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {args.threads} thread(s)/process, batch {args.batch_size}/process, "
-          f"{args.steps} steps, GIFT + online teacher, ConvNet-D3 on 8×8 digits")
+    print(
+        f"gift_hf data-parallel scaling — {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {args.threads} thread(s)/process, batch {args.batch_size}/process, "
+        f"{args.steps} steps, GIFT + online teacher, ConvNet-D3 on 8×8 digits"
+    )
     print(f"{'processes':>10} {'step time (ms)':>15} {'images/s':>10}")
     for n in (1, 2):
         print(f"{n:>10} {1000 * step[n]:>15.1f} {images[n]:>10.0f}")

@@ -28,8 +28,8 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image
 
 from gift_hf import DistilledInfo, ImageTransform, SoftLabelCollator, load_distilled, save_distilled
-from gift_hf.data.images import densify_topk
 from gift_hf.data.distilled import quiet_datasets
+from gift_hf.data.images import densify_topk
 from gift_hf.data.relabel import add_soft_labels
 
 NUM_CLASSES = 1000
@@ -46,11 +46,16 @@ def realistic_soft_labels(n: int, seed: int = 0, temperature: float = 4.0) -> to
 def storage_table(n: int, tmp: Path) -> list[tuple[str, float, float]]:
     """(format, raw bytes/sample, parquet bytes/sample) of the soft-label columns alone."""
     soft = realistic_soft_labels(n)
-    base = Dataset.from_dict({"label": soft.argmax(1).tolist()},
-                             features=Features({"label": ClassLabel(num_classes=NUM_CLASSES)}))
+    base = Dataset.from_dict(
+        {"label": soft.argmax(1).tolist()}, features=Features({"label": ClassLabel(num_classes=NUM_CLASSES)})
+    )
     rows = []
-    for name, dtype, topk in (("dense float32", "float32", None), ("dense float16", "float16", None),
-                              ("top-10 (fp16 + int16)", "float16", 10), ("top-50 (fp16 + int16)", "float16", 50)):
+    for name, dtype, topk in (
+        ("dense float32", "float32", None),
+        ("dense float16", "float16", None),
+        ("top-10 (fp16 + int16)", "float16", 10),
+        ("top-50 (fp16 + int16)", "float16", 50),
+    ):
         ds = add_soft_labels(base, soft, topk, dtype).remove_columns(["label"])
         raw = ds.data.nbytes / n
         path = tmp / f"{dtype}-{topk}.parquet"
@@ -79,8 +84,9 @@ def build_set(n: int, out: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         features=Features({"image": Image(), "label": ClassLabel(num_classes=NUM_CLASSES)}),
     )
     ds = add_soft_labels(ds, soft, 10, "float16")
-    info = DistilledInfo(source_dataset="synthetic", method="benchmark", soft_label_kind="probabilities",
-                         temperature=4.0, topk=10)
+    info = DistilledInfo(
+        source_dataset="synthetic", method="benchmark", soft_label_kind="probabilities", temperature=4.0, topk=10
+    )
     save_distilled(ds, out, info, check_images=False)
     values, indices = torch.topk(soft, 10, dim=1)
     images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
@@ -107,11 +113,16 @@ def iterate_hub_batched(path: Path, cache: Path, batch_size: int) -> tuple[float
     start = time.perf_counter()
     count = 0
     for i in range(0, len(train), batch_size):
-        rows = train[i:i + batch_size]
-        batch = {"pixel_values": torch.stack(rows["pixel_values"]), "labels": torch.tensor(rows["label"]),
-                 "soft_labels": densify_topk(torch.tensor(np.asarray(rows["soft_label_topk_values"], np.float32)),
-                                             torch.tensor(np.asarray(rows["soft_label_topk_indices"], np.int64)),
-                                             NUM_CLASSES)}
+        rows = train[i : i + batch_size]
+        batch = {
+            "pixel_values": torch.stack(rows["pixel_values"]),
+            "labels": torch.tensor(rows["label"]),
+            "soft_labels": densify_topk(
+                torch.tensor(np.asarray(rows["soft_label_topk_values"], np.float32)),
+                torch.tensor(np.asarray(rows["soft_label_topk_indices"], np.int64)),
+                NUM_CLASSES,
+            ),
+        }
         count += batch["soft_labels"].shape[0]
     return time.perf_counter() - start, count
 
@@ -120,8 +131,11 @@ def iterate_memory(images, labels, values, indices, batch_size: int) -> tuple[fl
     start = time.perf_counter()
     count = 0
     for i in range(0, len(images), batch_size):
-        batch = {"pixel_values": images[i:i + batch_size], "labels": labels[i:i + batch_size],
-                 "soft_labels": densify_topk(values[i:i + batch_size], indices[i:i + batch_size], NUM_CLASSES)}
+        batch = {
+            "pixel_values": images[i : i + batch_size],
+            "labels": labels[i : i + batch_size],
+            "soft_labels": densify_topk(values[i : i + batch_size], indices[i : i + batch_size], NUM_CLASSES),
+        }
         count += batch["soft_labels"].shape[0]
     return time.perf_counter() - start, count
 
@@ -133,8 +147,10 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"gift_hf soft-label storage benchmark — {platform.processor() or platform.machine()}, "
-          f"torch threads 1, C = {NUM_CLASSES}")
+    print(
+        f"gift_hf soft-label storage benchmark — {platform.processor() or platform.machine()}, "
+        f"torch threads 1, C = {NUM_CLASSES}"
+    )
     with tempfile.TemporaryDirectory(prefix="gift_hf_bench_") as tmp:
         tmp = Path(tmp)
         print(f"\n1) soft-label bytes per sample ({args.storage_rows} rows of softmax(logits / 4))")
@@ -144,28 +160,40 @@ def main() -> None:
         for name, raw, on_disk in rows:
             print(f"   {name:<24}{raw:>12.0f}{on_disk:>12.0f}{dense / on_disk:>15.1f}×")
 
-        print(f"\n2) load + iterate {args.rows:,} rows (3×8×8 PNG images, top-10 soft labels of C = {NUM_CLASSES}, "
-              f"batch {args.batch_size})")
+        print(
+            f"\n2) load + iterate {args.rows:,} rows (3×8×8 PNG images, top-10 soft labels of C = {NUM_CLASSES}, "
+            f"batch {args.batch_size})"
+        )
         t0 = time.perf_counter()
         tensors = build_set(args.rows, tmp / "set")
         size = sum(p.stat().st_size for p in (tmp / "set").rglob("*") if p.is_file())
-        print(f"   wrote the set in the Hub layout in {time.perf_counter() - t0:.1f} s: {size / 2**20:.1f} MiB, "
-              f"{size / args.rows:.0f} bytes/row")
+        print(
+            f"   wrote the set in the Hub layout in {time.perf_counter() - t0:.1f} s: {size / 2**20:.1f} MiB, "
+            f"{size / args.rows:.0f} bytes/row"
+        )
         load_s, iter_s, n_hub = iterate_hub(tmp / "set", tmp / "cache", args.batch_size)
         batched_s, n_batched = iterate_hub_batched(tmp / "set", tmp / "cache", args.batch_size)
         mem_s, n_mem = iterate_memory(*tensors, args.batch_size)
         assert n_hub == n_batched == n_mem == args.rows
         hub_s = load_s + iter_s
-        print(f"   Hub layout (load_distilled, cold cache): load {load_s:.2f} s + iterate {iter_s:.2f} s "
-              f"= {hub_s:.2f} s ({args.rows / hub_s:,.0f} rows/s)")
-        print(f"   Hub layout, batched slices (warm cache):    iterate {batched_s:.2f} s "
-              f"({args.rows / batched_s:,.0f} rows/s)")
+        print(
+            f"   Hub layout (load_distilled, cold cache): load {load_s:.2f} s + iterate {iter_s:.2f} s "
+            f"= {hub_s:.2f} s ({args.rows / hub_s:,.0f} rows/s)"
+        )
+        print(
+            f"   Hub layout, batched slices (warm cache):    iterate {batched_s:.2f} s "
+            f"({args.rows / batched_s:,.0f} rows/s)"
+        )
         print(f"   in-memory tensors (same batches):           {mem_s:.2f} s ({args.rows / mem_s:,.0f} rows/s)")
-        print(f"   ratio Hub layout / in-memory: {hub_s / mem_s:.0f}× per-row DataLoader (iteration alone "
-              f"{iter_s / mem_s:.0f}×), {batched_s / mem_s:.0f}× batched slices")
-        print("   The Hub path decodes PNGs and collates Python rows every epoch, the in-memory one only slices "
-              "tensors; distilled sets are small (IPC × C rows), and DataLoader workers "
-              "(--dataloader_num_workers) overlap the decoding with training.")
+        print(
+            f"   ratio Hub layout / in-memory: {hub_s / mem_s:.0f}× per-row DataLoader (iteration alone "
+            f"{iter_s / mem_s:.0f}×), {batched_s / mem_s:.0f}× batched slices"
+        )
+        print(
+            "   The Hub path decodes PNGs and collates Python rows every epoch, the in-memory one only slices "
+            "tensors; distilled sets are small (IPC × C rows), and DataLoader workers "
+            "(--dataloader_num_workers) overlap the decoding with training."
+        )
 
 
 if __name__ == "__main__":

@@ -59,16 +59,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--img_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="timed epochs of the data path (at least: more to fill half a second), after one untimed")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="timed epochs of the data path (at least: more to fill half a second), after one untimed",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the hub path")
     parser.add_argument("--steps", type=int, default=200, help="timed steps of the bare loop and of GIFTTrainer")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each step timing; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--forbid_syncs", action="store_true",
-                        help="CUDA: raise on any implicit synchronisation in the bare loop's data gather and "
-                             "augmentation (torch.cuda.set_sync_debug_mode('error'))")
+    parser.add_argument(
+        "--forbid_syncs",
+        action="store_true",
+        help="CUDA: raise on any implicit synchronisation in the bare loop's data gather and "
+        "augmentation (torch.cuda.set_sync_debug_mode('error'))",
+    )
     return parser.parse_args(argv)
 
 
@@ -124,18 +131,25 @@ class TensorLoader:
 def data_path(args, device: torch.device) -> dict[str, float]:
     from torch.utils.data import DataLoader
 
-    from gift_hf.data.images import ImageTransform, SoftLabelCollator
     from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet
+    from gift_hf.data.images import ImageTransform, SoftLabelCollator
 
     transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     with tempfile.TemporaryDirectory() as tmp:
         hub = write_hub_dataset(os.path.join(tmp, "set"), args.images, args.img_size)
-        hub_loader = DataLoader(hub.with_transform(transform), batch_size=args.batch_size, shuffle=True,
-                                collate_fn=SoftLabelCollator(), num_workers=args.workers,
-                                pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+        hub_loader = DataLoader(
+            hub.with_transform(transform),
+            batch_size=args.batch_size,
+            shuffle=True,
+            collate_fn=SoftLabelCollator(),
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=args.workers > 0,
+        )
         device_set = DeviceImageSet.from_dataset(hub, transform, device, cache_dir=os.path.join(tmp, "cache"))
-        device_loader = DeviceDataLoader(device_set, DeviceBatchSampler(len(device_set), args.batch_size,
-                                                                         device=device))
+        device_loader = DeviceDataLoader(
+            device_set, DeviceBatchSampler(len(device_set), args.batch_size, device=device)
+        )
         everything = device_set.batch(torch.arange(len(device_set), device=device))
         tensor_loader = TensorLoader(everything["pixel_values"], everything["labels"], args.batch_size)
         # interleaved, twice, best of two: load changes hit every path alike
@@ -165,8 +179,9 @@ class StepWork:
     student ConvNet-D3, AdamW with the schedule GIFTTrainer runs by default (GIFTConfig: ×0.2
     at 2/3 and 5/6 of ``total_steps``), the DSA augmenter and the GIFT loss."""
 
-    def __init__(self, device: torch.device, width: int, size: int, batch_size: int, total_steps: int,
-                 augmentation: str) -> None:
+    def __init__(
+        self, device: torch.device, width: int, size: int, batch_size: int, total_steps: int, augmentation: str
+    ) -> None:
         from gift_hf import create_model, get_loss
         from gift_hf.data.augment import BatchAugmenter
         from gift_hf.data.device import DeviceImageSet
@@ -202,8 +217,16 @@ class StepWork:
         return self.loss_fn(student(pixel_values=x).logits, targets, y)
 
 
-def bare_loop_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
-                 forbid_syncs: bool = False, augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+def bare_loop_ms(
+    device: torch.device,
+    width: int,
+    size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    forbid_syncs: bool = False,
+    augmentation: str = "color_crop_cutout_scale_rotate",
+) -> float:
     """Median ms per step of a hand-written GIFT step over a device-resident set."""
     from gift_hf.data.device import DeviceDataLoader
 
@@ -263,13 +286,20 @@ def step_timer(device: torch.device):
     return StepTimes()
 
 
-def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
-               augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+def trainer_ms(
+    device: torch.device,
+    width: int,
+    size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    augmentation: str = "color_crop_cutout_scale_rotate",
+) -> float:
     """Median ms per step of ``GIFTTrainer`` doing the bare loop's work (same model, teacher,
     loss, optimizer and augmentation) on the same images, fed by its default data path."""
     from gift_hf import GIFTConfig, GIFTTrainer, create_model
-    from gift_hf.data.images import ImageTransform
     from gift_hf.data.device import DeviceDataLoader
+    from gift_hf.data.images import ImageTransform
 
     torch.manual_seed(0)
     n = batch_size * 20
@@ -283,21 +313,39 @@ def trainer_ms(device: torch.device, width: int, size: int, batch_size: int, ste
     times = step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         config = GIFTConfig(
-            output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=batch_size,
-            max_steps=steps + warmup + 1, loss="gift", soft_label_source="teacher", augmentation=augmentation,
-            augmentation_mode="single", learning_rate=1e-3, weight_decay=1e-4, optim="adamw_torch",
-            logging_steps=10**6, save_strategy="no", eval_strategy="no", disable_tqdm=True, report_to="none",
+            output_dir=tmp,
+            use_cpu=device.type == "cpu",
+            per_device_train_batch_size=batch_size,
+            max_steps=steps + warmup + 1,
+            loss="gift",
+            soft_label_source="teacher",
+            augmentation=augmentation,
+            augmentation_mode="single",
+            learning_rate=1e-3,
+            weight_decay=1e-4,
+            optim="adamw_torch",
+            logging_steps=10**6,
+            save_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
             seed=0,
         )
-        trainer = GIFTTrainer(model=model(), args=config, teacher_model=model(), train_dataset=train,
-                              callbacks=[times])
+        trainer = GIFTTrainer(model=model(), args=config, teacher_model=model(), train_dataset=train, callbacks=[times])
         assert isinstance(trainer.get_train_dataloader(), DeviceDataLoader), "expected the device-resident path"
         trainer.train()
     return times.median_ms(warmup)
 
 
-def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: int, steps: int, warmup: int,
-                     augmentation: str = "color_crop_cutout_scale_rotate") -> float:
+def plain_trainer_ms(
+    device: torch.device,
+    width: int,
+    size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    augmentation: str = "color_crop_cutout_scale_rotate",
+) -> float:
     """Median ms per step of a plain ``transformers.Trainer`` whose ``compute_loss`` does the bare
     loop's work (its optimizer and schedule, over the same device-resident batches): what any
     Trainer costs, against which GIFTTrainer's own per-step cost shows."""
@@ -322,12 +370,22 @@ def plain_trainer_ms(device: torch.device, width: int, size: int, batch_size: in
         # GIFTConfig's defaults where they differ: no clipping, and no per-step read of the loss
         # (logging_nan_inf_filter, a host sync).
         args = TrainingArguments(
-            output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=batch_size, max_steps=total,
-            max_grad_norm=0.0, logging_nan_inf_filter=False, logging_steps=10**6, save_strategy="no",
-            eval_strategy="no", disable_tqdm=True, report_to="none", seed=0,
+            output_dir=tmp,
+            use_cpu=device.type == "cpu",
+            per_device_train_batch_size=batch_size,
+            max_steps=total,
+            max_grad_norm=0.0,
+            logging_nan_inf_filter=False,
+            logging_steps=10**6,
+            save_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
+            seed=0,
         )
-        trainer = PlainTrainer(model=work.student, args=args, optimizers=(work.optimizer, work.schedule),
-                               callbacks=[times])
+        trainer = PlainTrainer(
+            model=work.student, args=args, optimizers=(work.optimizer, work.schedule), callbacks=[times]
+        )
         trainer.train()
     return times.median_ms(warmup)
 
@@ -354,7 +412,8 @@ def trainer_fixed_costs_us(device: torch.device, width: int, size: int) -> dict[
 
     return {
         "transformers: gradient norm for the logs": per_call(
-            lambda: (accelerator.clip_grad_norm_(model.parameters(), float("inf")), _sync(device))),
+            lambda: (accelerator.clip_grad_norm_(model.parameters(), float("inf")), _sync(device))
+        ),
         "accelerate: optimizer wrapper's package lookups (2)": 2 * per_call(is_lomo_available),
         "transformers: model.train()": per_call(model.train),
     }
@@ -368,8 +427,14 @@ def trainer_data_rate(args, device: torch.device) -> float:
     transform = ImageTransform(channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     with tempfile.TemporaryDirectory() as tmp:
         hub = write_hub_dataset(os.path.join(tmp, "set"), args.images, args.img_size)
-        config = GIFTConfig(output_dir=tmp, use_cpu=device.type == "cpu", per_device_train_batch_size=args.batch_size,
-                            loss="ce", soft_label_source="none", report_to="none")
+        config = GIFTConfig(
+            output_dir=tmp,
+            use_cpu=device.type == "cpu",
+            per_device_train_batch_size=args.batch_size,
+            loss="ce",
+            soft_label_source="none",
+            report_to="none",
+        )
         model = create_model("gift_convnet_d3", 10, in_chans=3, img_size=args.img_size, width=8)
         trainer = GIFTTrainer(model=model, args=config, train_dataset=hub.with_transform(transform))
         loader = trainer.get_train_dataloader()
@@ -399,32 +464,41 @@ def main(argv=None) -> dict:
             trained.append(trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
             plain.append(plain_trainer_ms(device, width, size, batch_size, args.steps, args.warmup))
         steps[name], trainer_steps[name], plain_steps[name] = min(bare), min(trained), min(plain)
-    print(f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, at least "
-          f"{args.epochs} timed epochs (and half a second) after one untimed, hub workers {args.workers}, "
-          f"device {device} "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
-          f"{torch.get_num_threads()}; best of 2 interleaved runs (data path) and of {args.repeats} (steps).")
+    print(
+        f"Setting: {args.images} RGB images of {args.img_size} px, batch {args.batch_size}, at least "
+        f"{args.epochs} timed epochs (and half a second) after one untimed, hub workers {args.workers}, "
+        f"device {device} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
+        f"{torch.get_num_threads()}; best of 2 interleaved runs (data path) and of {args.repeats} (steps)."
+    )
     print()
     print("| data path | images/s |")
     print("|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} |")
     print()
-    ratios = {"device / tensor": rates["device"] / rates["tensor"], "hub / tensor": rates["hub"] / rates["tensor"],
-              "device / hub": rates["device"] / rates["hub"],
-              "GIFTTrainer loader (hub) / tensor (goal ≥ 0.9)": rates["GIFTTrainer loader (hub)"] / rates["tensor"]}
+    ratios = {
+        "device / tensor": rates["device"] / rates["tensor"],
+        "hub / tensor": rates["hub"] / rates["tensor"],
+        "device / hub": rates["device"] / rates["hub"],
+        "GIFTTrainer loader (hub) / tensor (goal ≥ 0.9)": rates["GIFTTrainer loader (hub)"] / rates["tensor"],
+    }
     print("| ratio | value |")
     print("|---|---|")
     for name, value in ratios.items():
         print(f"| {name} | {value:.2f} |")
     print()
-    print("| GIFT step (DSA, online teacher, AdamW) | bare loop ms/step | GIFTTrainer ms/step | GIFTTrainer / bare "
-          "| plain Trainer ms/step | plain Trainer / bare | GIFTTrainer / plain Trainer |")
+    print(
+        "| GIFT step (DSA, online teacher, AdamW) | bare loop ms/step | GIFTTrainer ms/step | GIFTTrainer / bare "
+        "| plain Trainer ms/step | plain Trainer / bare | GIFTTrainer / plain Trainer |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, ms in steps.items():
         gift, plain = trainer_steps[name], plain_steps[name]
-        print(f"| {name} | {ms:.2f} | {gift:.2f} | {gift / ms:.2f} | {plain:.2f} | {plain / ms:.2f} "
-              f"| {gift / plain:.2f} |")
+        print(
+            f"| {name} | {ms:.2f} | {gift:.2f} | {gift / ms:.2f} | {plain:.2f} | {plain / ms:.2f} "
+            f"| {gift / plain:.2f} |"
+        )
     print("\n(goal: GIFTTrainer / bare ≤ 1.25 at the GPU-like size)")
     fixed = trainer_fixed_costs_us(device, *sizes[gpu_like][:2])
     print("\nWork every Trainer step does that the bare loop does not, timed alone (GPU-like student):\n")
@@ -434,13 +508,20 @@ def main(argv=None) -> dict:
         print(f"| {what} | {us:.1f} |")
     upstream_ms = sum(fixed.values()) / 1000
     print(f"| total | {1000 * upstream_ms:.1f} |")
-    print(f"\nGIFTTrainer / bare at the GPU-like size without those: "
-          f"{(trainer_steps[gpu_like] - upstream_ms) / steps[gpu_like]:.2f}")
+    print(
+        f"\nGIFTTrainer / bare at the GPU-like size without those: "
+        f"{(trainer_steps[gpu_like] - upstream_ms) / steps[gpu_like]:.2f}"
+    )
     if device.type == "cuda":
         print(f"\npeak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:,.1f} MiB")
-    return {"rates": rates, "ratios": ratios, "step_ms": steps, "trainer_step_ms": trainer_steps,
-            "plain_trainer_step_ms": plain_steps,
-            "trainer_fixed_us": fixed}
+    return {
+        "rates": rates,
+        "ratios": ratios,
+        "step_ms": steps,
+        "trainer_step_ms": trainer_steps,
+        "plain_trainer_step_ms": plain_steps,
+        "trainer_fixed_us": fixed,
+    }
 
 
 if __name__ == "__main__":

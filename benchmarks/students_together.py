@@ -40,8 +40,10 @@ def images(n: int, size: int, channels: int, seed: int):
     rng = np.random.default_rng(seed)
     mode = "RGB" if channels == 3 else "L"
     shape = (size, size, 3) if channels == 3 else (size, size)
-    rows = {"image": [PILImage.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode) for _ in range(n)],
-            "label": [i % 10 for i in range(n)]}
+    rows = {
+        "image": [PILImage.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode) for _ in range(n)],
+        "label": [i % 10 for i in range(n)],
+    }
     return Dataset.from_dict(rows, features=Features({"image": Image(), "label": ClassLabel(num_classes=10)}))
 
 
@@ -49,16 +51,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 25], help="numbers of students")
-    parser.add_argument("--protocols", nargs="+", default=["gift", "rded", "gift-bf16"],
-                        help="protocol presets; '-bf16' trains in bfloat16")
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=["gift", "rded", "gift-bf16"],
+        help="protocol presets; '-bf16' trains in bfloat16",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--size", type=int, default=8, help="image height and width")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--width", type=int, default=16, help="ConvNet-D3 width")
     parser.add_argument("--images", type=int, default=100, help="training images (10 classes)")
     parser.add_argument("--batch_size", type=int, default=10)
-    parser.add_argument("--forward", choices=["auto", "vmap", "loop"], default="auto",
-                        help="how students trained together run their model")
+    parser.add_argument(
+        "--forward",
+        choices=["auto", "vmap", "loop"],
+        default="auto",
+        help="how students trained together run their model",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per time; the least is reported")
     args = parser.parse_args()
     if args.threads:
@@ -77,8 +87,15 @@ def main() -> None:
     mean, std = (0.5,) * args.channels, (0.25,) * args.channels
 
     def build() -> torch.nn.Module:
-        return create_model("gift_convnet_d3", 10, in_chans=args.channels, img_size=args.size, width=args.width,
-                            image_mean=mean, image_std=std)
+        return create_model(
+            "gift_convnet_d3",
+            10,
+            in_chans=args.channels,
+            img_size=args.size,
+            width=args.width,
+            image_mean=mean,
+            image_std=std,
+        )
 
     torch.manual_seed(0)
     teacher = build().eval()
@@ -91,24 +108,48 @@ def main() -> None:
         seeds = [i // len(LEARNING_RATES) for i in range(k)]
         rates = [LEARNING_RATES[i % len(LEARNING_RATES)] for i in range(k)] if k > 1 else None
         with tempfile.TemporaryDirectory() as tmp:
-            config = protocol_config(name, output_dir=tmp, num_train_epochs=args.epochs, batch_sizes=None,
-                                     per_device_train_batch_size=args.batch_size, best_of=1, eval_every_epochs=0,
-                                     save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-                                     use_cpu=not cuda, bf16=precision == "bf16")
+            config = protocol_config(
+                name,
+                output_dir=tmp,
+                num_train_epochs=args.epochs,
+                batch_sizes=None,
+                per_device_train_batch_size=args.batch_size,
+                best_of=1,
+                eval_every_epochs=0,
+                save_strategy="no",
+                logging_strategy="no",
+                report_to="none",
+                disable_tqdm=True,
+                use_cpu=not cuda,
+                bf16=precision == "bf16",
+            )
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            train_students(config, build, train, test, seeds=seeds, learning_rates=rates, teacher=teacher,
-                           forward=args.forward, quiet=True)
+            train_students(
+                config,
+                build,
+                train,
+                test,
+                seeds=seeds,
+                learning_rates=rates,
+                teacher=teacher,
+                forward=args.forward,
+                quiet=True,
+            )
             if cuda:
                 torch.cuda.synchronize()
             return time.perf_counter() - start
 
     steps = args.epochs * -(-args.images // args.batch_size)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, device {'cuda' if cuda else 'cpu'}")
-    print(f"ConvNet-D3 width {args.width}, {args.channels}×{args.size}×{args.size}, {args.images} images, batch "
-          f"{args.batch_size}, {steps} steps per student, forward {args.forward}; least of {args.repeats} runs")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, device {'cuda' if cuda else 'cpu'}"
+    )
+    print(
+        f"ConvNet-D3 width {args.width}, {args.channels}×{args.size}×{args.size}, {args.images} images, batch "
+        f"{args.batch_size}, {steps} steps per student, forward {args.forward}; least of {args.repeats} runs"
+    )
     print("| protocol | K | one alone (s) | K together (s) | per student, together / alone |")
     print("|---|---|---|---|---|")
     for protocol in args.protocols:

@@ -51,8 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--num_classes", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="run the five configurations this many times, interleaved; report the median run")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the five configurations this many times, interleaved; report the median run",
+    )
     parser.add_argument("--output_dir", default=None, help="write trainer_overhead.json and .md here")
     parser.add_argument("--config", default=None, choices=CONFIGS, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--result_file", default=None, help=argparse.SUPPRESS)
@@ -89,13 +93,16 @@ def _setup(args):
 
     teacher = model().to(device).eval().requires_grad_(False)
     with torch.no_grad():
-        soft = torch.cat([teacher_logits(teacher, torch.from_numpy(pixels[i:i + 512]).to(device)).cpu()
-                          for i in range(0, n, 512)]).numpy()
-    features = Features({
-        "pixel_values": List(List(List(Value("float32")))),
-        "label": ClassLabel(num_classes=args.num_classes),
-        "soft_label": List(Value("float32"), length=args.num_classes),
-    })
+        soft = torch.cat(
+            [teacher_logits(teacher, torch.from_numpy(pixels[i : i + 512]).to(device)).cpu() for i in range(0, n, 512)]
+        ).numpy()
+    features = Features(
+        {
+            "pixel_values": List(List(List(Value("float32")))),
+            "label": ClassLabel(num_classes=args.num_classes),
+            "soft_label": List(Value("float32"), length=args.num_classes),
+        }
+    )
     data = Dataset.from_dict({"pixel_values": pixels, "label": labels, "soft_label": soft}, features=features)
     data = data.with_format("numpy")
     torch.manual_seed(1)
@@ -120,14 +127,31 @@ def _trainer_run(args, data, teacher, student, loss: str, source: str) -> list[f
 
     with tempfile.TemporaryDirectory() as tmp:
         config = GIFTConfig(
-            output_dir=tmp, loss=loss, soft_label_source=source, max_steps=args.steps + args.warmup,
-            per_device_train_batch_size=args.batch_size, learning_rate=1e-3, weight_decay=0.0,
-            lr_scheduler_type="constant", max_grad_norm=0.0, optim="adamw_torch", logging_strategy="no",
-            save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
-            use_cpu=args.device == "cpu", seed=0,
+            output_dir=tmp,
+            loss=loss,
+            soft_label_source=source,
+            max_steps=args.steps + args.warmup,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            optim="adamw_torch",
+            logging_strategy="no",
+            save_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            use_cpu=args.device == "cpu",
+            seed=0,
         )
-        trainer = GIFTTrainer(model=student, args=config, teacher_model=teacher if source == "teacher" else None,
-                              train_dataset=data, callbacks=[Clock()])
+        trainer = GIFTTrainer(
+            model=student,
+            args=config,
+            teacher_model=teacher if source == "teacher" else None,
+            train_dataset=data,
+            callbacks=[Clock()],
+        )
         trainer.remove_callback(PrinterCallback)
         times.append(time.perf_counter())
         trainer.train()
@@ -145,8 +169,13 @@ def _loop_run(args, device, data, teacher, student, source: str) -> list[float]:
     loss_fn = get_loss("gift")
     student = student.to(device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=0.0)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, collate_fn=SoftLabelCollator(),
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        data,
+        batch_size=args.batch_size,
+        shuffle=True,
+        collate_fn=SoftLabelCollator(),
+        generator=torch.Generator().manual_seed(0),
+    )
     times = [time.perf_counter()]
     for step, batch in enumerate(loader):
         if step == args.steps + args.warmup:
@@ -226,11 +255,16 @@ def run_config(args) -> dict:
         peak = torch.cuda.max_memory_allocated() - before
     else:
         peak = rss.peak - rss.start
-    steps = [b - a for a, b in zip(times, times[1:])][args.warmup:]
+    steps = [b - a for a, b in zip(times, times[1:])][args.warmup :]
     if len(steps) != args.steps:
         raise RuntimeError(f"{args.config}: timed {len(steps)} steps, expected {args.steps}")
-    return {"config": args.config, "median_step_ms": 1000 * statistics.median(steps),
-            "mean_step_ms": 1000 * statistics.fmean(steps), "peak_memory_mb": peak / 2**20, "steps": len(steps)}
+    return {
+        "config": args.config,
+        "median_step_ms": 1000 * statistics.median(steps),
+        "mean_step_ms": 1000 * statistics.fmean(steps),
+        "peak_memory_mb": peak / 2**20,
+        "steps": len(steps),
+    }
 
 
 # ---------------------------------------------------------------------------- the run
@@ -246,19 +280,28 @@ def main(argv=None) -> dict:
     for option in ("--output_dir", "--repeats"):
         if option in passthrough:
             i = passthrough.index(option)
-            del passthrough[i:i + 2]
+            del passthrough[i : i + 2]
     runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
     for repeat in range(args.repeats):
         # interleaved, so that a change in machine load hits every configuration alike
         for config in CONFIGS:
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                cmd = [sys.executable, os.path.abspath(__file__), *passthrough, "--config", config,
-                       "--result_file", out.name]
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    *passthrough,
+                    "--config",
+                    config,
+                    "--result_file",
+                    out.name,
+                ]
                 subprocess.run(cmd, check=True)
                 with open(out.name) as f:
                     runs[config].append(json.load(f))
-            print(f"  run {repeat + 1}/{args.repeats} {config:<22} {runs[config][-1]['median_step_ms']:9.1f} ms/step",
-                  flush=True)
+            print(
+                f"  run {repeat + 1}/{args.repeats} {config:<22} {runs[config][-1]['median_step_ms']:9.1f} ms/step",
+                flush=True,
+            )
     results = {}
     for config, rs in runs.items():
         median_run = sorted(rs, key=lambda r: r["median_step_ms"])[len(rs) // 2]
@@ -278,14 +321,22 @@ def main(argv=None) -> dict:
         "online / stored peak memory (Trainer)": ratio("trainer/gift/online", "trainer/gift/stored", "peak_memory_mb"),
     }
     memory = "peak CUDA memory allocated" if args.device == "cuda" else "peak RSS growth while training"
-    setting = (f"{args.arch}, {args.channels}×{args.img_size}×{args.img_size} inputs, {args.num_classes} classes, "
-               f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, device {args.device}"
-               f" ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
-               f"{args.threads or 'default'}, median of {args.repeats} interleaved run(s)")
-    lines = [f"Setting: {setting}.", "", f"| configuration | median step (ms) | mean step (ms) | {memory} (MiB) |",
-             "|---|---|---|---|"]
-    lines += [f"| {c} | {r['median_step_ms']:.1f} | {r['mean_step_ms']:.1f} | {r['peak_memory_mb']:.1f} |"
-              for c, r in results.items()]
+    setting = (
+        f"{args.arch}, {args.channels}×{args.img_size}×{args.img_size} inputs, {args.num_classes} classes, "
+        f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, device {args.device}"
+        f" ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), torch threads "
+        f"{args.threads or 'default'}, median of {args.repeats} interleaved run(s)"
+    )
+    lines = [
+        f"Setting: {setting}.",
+        "",
+        f"| configuration | median step (ms) | mean step (ms) | {memory} (MiB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c} | {r['median_step_ms']:.1f} | {r['mean_step_ms']:.1f} | {r['peak_memory_mb']:.1f} |"
+        for c, r in results.items()
+    ]
     lines += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in ratios.items()]
     report = "\n".join(lines)
     print()

@@ -63,8 +63,6 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_EXPORTS))
 
 
-
-
 __all__ = [
     "BatchAugmenter",
     "DDRankingArguments",

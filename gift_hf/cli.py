@@ -28,38 +28,68 @@ DEBUG_VARIABLE = "GIFT_HF_DEBUG"
 
 #: What gift_hf raises for input the user can fix (a bad option, a missing path, a
 #: non-empty output_dir, a run that diverged): printed as one line, exit status 2.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, FloatingPointError)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    FloatingPointError,
+)
 
 #: command → (module under gift_hf.scripts, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "quickstart": ("quickstart", "the main job: teacher, random IPC subset of digits, CE vs KL vs GIFT students, "
-                   "table + plot"),
+    "quickstart": (
+        "quickstart",
+        "the main job: teacher, random IPC subset of digits, CE vs KL vs GIFT students, table + plot",
+    ),
     "train": ("train", "train a student with GIFT or any soft-label loss (one process or accelerate launch)"),
     "train-teacher": ("train_teacher", "train a teacher (expert) with hard labels, one checkpoint per epoch"),
-    "distill": ("distill", "make a distilled set from real images (random class-balanced, by teacher difficulty, or "
-                "RDED's teacher-scored crops)"),
-    "relabel": ("relabel", "add teacher soft labels (logits or softmax(logits/T), ensembles, expert epoch, top-k) "
-                "to a dataset"),
+    "distill": (
+        "distill",
+        "make a distilled set from real images (random class-balanced, by teacher difficulty, or "
+        "RDED's teacher-scored crops)",
+    ),
+    "relabel": (
+        "relabel",
+        "add teacher soft labels (logits or softmax(logits/T), ensembles, expert epoch, top-k) to a dataset",
+    ),
     "convert": ("convert", "convert a tensor file {data, label} or a class-folder tree to the Hub layout"),
     "push": ("push", "publish a distilled dataset directory to the Hub (create repo; data, then card)"),
-    "evaluate": ("evaluate", "evaluate a distilled set (folder or Hub id) under a protocol: N students, mean ± std "
-                 "on the real test split"),
-    "loss-benchmark": ("loss_benchmark", "losses × optimizers on one distilled set, with the spread across "
-                       "optimizers per loss"),
+    "evaluate": (
+        "evaluate",
+        "evaluate a distilled set (folder or Hub id) under a protocol: N students, mean ± std on the real test split",
+    ),
+    "loss-benchmark": (
+        "loss_benchmark",
+        "losses × optimizers on one distilled set, with the spread across optimizers per loss",
+    ),
     "cross-architecture": ("cross_architecture", "teacher × student architectures on one distilled set (heatmap)"),
-    "expert-epochs": ("expert_epochs", "soft labels from each saved teacher epoch at several IPC: where the best "
-                      "expert epoch moves"),
+    "expert-epochs": (
+        "expert_epochs",
+        "soft labels from each saved teacher epoch at several IPC: where the best expert epoch moves",
+    ),
     "temperature-grid": ("temperature_grid", "label temperature × expert epoch grid (heatmap)"),
     "label-swap": ("label_swap", "label swap test: swap the k-th largest soft-label entry with the smallest, over k"),
-    "data-knowledge-scaling": ("data_knowledge_scaling", "IPC × top-k soft-label entries grid incl. hard labels "
-                               "(heatmap)"),
-    "improvement-over-random": ("improvement_over_random", "a distilled set vs random real subsets of the same "
-                                "size: the gap with its uncertainty"),
-    "results": ("results", "regenerate the tables and plots of the results pages (make results; --size ci: a smoke "
-                "run)"),
-    "ddranking": ("ddranking", "DD-Ranking's scores of a distilled set (hard-label recovery, improvement over "
-                  "random, label- and augmentation-robust scores)"),
+    "data-knowledge-scaling": (
+        "data_knowledge_scaling",
+        "IPC × top-k soft-label entries grid incl. hard labels (heatmap)",
+    ),
+    "improvement-over-random": (
+        "improvement_over_random",
+        "a distilled set vs random real subsets of the same size: the gap with its uncertainty",
+    ),
+    "results": (
+        "results",
+        "regenerate the tables and plots of the results pages (make results; --size ci: a smoke run)",
+    ),
+    "ddranking": (
+        "ddranking",
+        "DD-Ranking's scores of a distilled set (hard-label recovery, improvement over "
+        "random, label- and augmentation-robust scores)",
+    ),
 }
 
 
@@ -79,7 +109,8 @@ def _hub_error(err: BaseException) -> BaseException | None:
         seen.add(id(err))
         module = type(err).__module__.split(".")[0]
         if module in ("huggingface_hub", "requests", "httpx", "httpcore", "urllib3") or isinstance(
-                err, (ConnectionError, TimeoutError)):
+            err, (ConnectionError, TimeoutError)
+        ):
             return err
         err = err.__cause__ or err.__context__
     return None
@@ -186,8 +217,10 @@ def _main(argv: list[str] | None = None) -> int:
             message = f"the Hub could not be used ({type(hub).__name__}: {_one_line(hub, first=True)})"
         else:
             message = _one_line(err) if not isinstance(err, KeyError) or not err.args else str(err.args[0])
-        print(f"gift-hf {name}: error: {mask_secrets(message, secrets)}\n"
-              f"(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        print(
+            f"gift-hf {name}: error: {mask_secrets(message, secrets)}\n(set {DEBUG_VARIABLE}=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 2
     return status if isinstance(status, int) else 0
 

@@ -16,9 +16,23 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_write", "atomic_write_text", "check_local_path", "exchange_directories", "process_alive",
-           "MANIFEST", "DiskFullError", "NotOwnedError", "allow_overwrite", "check_outputs", "check_saved_files",
-           "owned_by_gift_hf", "overwriting", "write_output", "write_output_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "check_local_path",
+    "exchange_directories",
+    "process_alive",
+    "MANIFEST",
+    "DiskFullError",
+    "NotOwnedError",
+    "allow_overwrite",
+    "check_outputs",
+    "check_saved_files",
+    "owned_by_gift_hf",
+    "overwriting",
+    "write_output",
+    "write_output_text",
+]
 
 #: The manifest of the files gift_hf wrote in a folder (kept in that folder): see write_output.
 MANIFEST = "_gift_hf_files.json"
@@ -58,12 +72,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], size_h
         written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError) and not isinstance(err, DiskFullError) \
-                and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        if (
+            isinstance(err, OSError)
+            and not isinstance(err, DiskFullError)
+            and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        ):
             free = shutil.disk_usage(folder).free
             needed = f"about {_mib(size_hint)}" if size_hint else f"more than the {_mib(written)} written"
-            raise DiskFullError(err.errno, f"no space left on the device writing {path}: {_mib(free)} free in "
-                                f"{folder}, {needed} needed; free some space or write elsewhere") from None
+            raise DiskFullError(
+                err.errno,
+                f"no space left on the device writing {path}: {_mib(free)} free in "
+                f"{folder}, {needed} needed; free some space or write elsewhere",
+            ) from None
         raise
     return path
 
@@ -148,10 +168,14 @@ def check_saved_files(folder: str | os.PathLike, what: str = "checkpoint") -> No
                     raise
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            fix = (f"delete the folder {folder} and resume from an earlier checkpoint" if what == "checkpoint"
-                   else f"save or download the {what} again")
-            raise ValueError(f"{what} file {path} is corrupt or truncated ({type(err).__name__}: {first}); "
-                             f"{fix}") from None
+            fix = (
+                f"delete the folder {folder} and resume from an earlier checkpoint"
+                if what == "checkpoint"
+                else f"save or download the {what} again"
+            )
+            raise ValueError(
+                f"{what} file {path} is corrupt or truncated ({type(err).__name__}: {first}); {fix}"
+            ) from None
 
 
 def check_local_path(path: str | os.PathLike, what: str) -> str:
@@ -167,13 +191,21 @@ def check_local_path(path: str | os.PathLike, what: str) -> str:
     if os.path.lexists(target):
         return target
     first = target.split("/", 1)[0]
-    local = (os.path.isabs(target) or target.startswith((".", "~")) or target.count("/") > 1
-             or target.endswith("/") or (os.sep != "/" and os.sep in target)
-             # a character no Hub id has (`data[a]`, spaces), or a first folder that exists here
-             or not re.fullmatch(r"[\w.:\-]+(/[\w.\-]+)?", target) or ("/" in target and os.path.isdir(first)))
+    local = (
+        os.path.isabs(target)
+        or target.startswith((".", "~"))
+        or target.count("/") > 1
+        or target.endswith("/")
+        or (os.sep != "/" and os.sep in target)
+        # a character no Hub id has (`data[a]`, spaces), or a first folder that exists here
+        or not re.fullmatch(r"[\w.:\-]+(/[\w.\-]+)?", target)
+        or ("/" in target and os.path.isdir(first))
+    )
     if local:
-        raise FileNotFoundError(f"{what} {target!r} not found: no such local file or directory; expected an existing "
-                                "local path (or a Hub id 'namespace/name')")
+        raise FileNotFoundError(
+            f"{what} {target!r} not found: no such local file or directory; expected an existing "
+            "local path (or a Hub id 'namespace/name')"
+        )
     return target
 
 
@@ -237,8 +269,10 @@ def _check_entry(path: str, entry: list[int] | None, overwrite: bool | None) -> 
         return
     if entry is None or not os.path.isfile(path) or list(entry) != _signature(path):
         why = "was not written by gift_hf" if entry is None else "was changed since gift_hf wrote it"
-        raise NotOwnedError(f"{path} already exists and {why}; it was left as it is. Pass --overwrite_output_dir "
-                            "(overwrite=True) to replace it, or choose another output folder")
+        raise NotOwnedError(
+            f"{path} already exists and {why}; it was left as it is. Pass --overwrite_output_dir "
+            "(overwrite=True) to replace it, or choose another output folder"
+        )
 
 
 def check_outputs(*paths: str | os.PathLike, overwrite: bool | None = None) -> None:
@@ -249,8 +283,13 @@ def check_outputs(*paths: str | os.PathLike, overwrite: bool | None = None) -> N
         _check_entry(path, _read_manifest(os.path.dirname(path)).get(os.path.basename(path)), overwrite)
 
 
-def write_output(path: str | os.PathLike, write: Callable[[str], object], *, overwrite: bool | None = None,
-                 size_hint: int | None = None) -> str:
+def write_output(
+    path: str | os.PathLike,
+    write: Callable[[str], object],
+    *,
+    overwrite: bool | None = None,
+    size_hint: int | None = None,
+) -> str:
     """The one writer of results, tables, plots, model cards and caches: :func:`atomic_write`
     that never replaces a file gift_hf did not write.
 

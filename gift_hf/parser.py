@@ -88,16 +88,23 @@ def _refuse_ambiguous_yaml(root: Any, path: str) -> None:
                 if isinstance(key, yaml.ScalarNode):
                     line = key.start_mark.line + 1
                     if key.value in lines:
-                        raise ConfigError(f"{path}: key {key.value!r} is given twice (lines {lines[key.value]} and "
-                                          f"{line}); expected each key once (YAML readers disagree on which wins)")
+                        raise ConfigError(
+                            f"{path}: key {key.value!r} is given twice (lines {lines[key.value]} and "
+                            f"{line}); expected each key once (YAML readers disagree on which wins)"
+                        )
                     lines[key.value] = line
                 stack += [key, value]
         elif isinstance(node, yaml.SequenceNode):
             stack += node.value
-        elif (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool"
-              and node.value.lower() not in _YAML_BOOLS):
-            raise ConfigError(f"{path}: line {node.start_mark.line + 1}: {node.value!r} is a boolean in YAML 1.1 but "
-                              "a string in YAML 1.2; expected true or false (or quote it for a string)")
+        elif (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == "tag:yaml.org,2002:bool"
+            and node.value.lower() not in _YAML_BOOLS
+        ):
+            raise ConfigError(
+                f"{path}: line {node.start_mark.line + 1}: {node.value!r} is a boolean in YAML 1.1 but "
+                "a string in YAML 1.2; expected true or false (or quote it for a string)"
+            )
 
 
 def _load_yaml(path: str) -> Any:
@@ -112,8 +119,10 @@ def _load_yaml(path: str) -> Any:
             if node is None:
                 return None
             if _expanded_size(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
-                raise ConfigError(f"--config: {path!r} expands to more than {MAX_CONFIG_NODES} values through its "
-                                  "anchors and aliases (an exploding YAML anchor?); expected a recipe of options")
+                raise ConfigError(
+                    f"--config: {path!r} expands to more than {MAX_CONFIG_NODES} values through its "
+                    "anchors and aliases (an exploding YAML anchor?); expected a recipe of options"
+                )
             _refuse_ambiguous_yaml(node, path)
             return loader.construct_document(node)
         finally:
@@ -150,12 +159,39 @@ def _as_token(value: Any) -> list[str]:
 
 #: The ``TrainingArguments`` options ``--help`` shows after gift_hf's own; ``--help-all`` shows every one.
 COMMON_TRAINING_OPTIONS = (
-    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "weight_decay", "optim", "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
-    "max_grad_norm", "seed", "data_seed", "bf16", "fp16", "use_cpu", "eval_strategy", "save_strategy", "save_steps",
-    "save_total_limit", "logging_steps", "log_level", "report_to", "disable_tqdm", "dataloader_num_workers",
-    "push_to_hub", "hub_model_id", "hub_token",
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "weight_decay",
+    "optim",
+    "optim_args",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "max_grad_norm",
+    "seed",
+    "data_seed",
+    "bf16",
+    "fp16",
+    "use_cpu",
+    "eval_strategy",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "log_level",
+    "report_to",
+    "disable_tqdm",
+    "dataloader_num_workers",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_token",
 )
 
 
@@ -191,7 +227,8 @@ class GIFTParser(HfArgumentParser):
         self.add_argument("--help-all", action=_HelpAll, help="Show every option, TrainingArguments' included.")
 
     def format_help(self, all_options: bool = False) -> str:
-        """The help text: gift_hf's options first, then the common ``TrainingArguments`` ones (all with ``all_options``)."""
+        """The help text: gift_hf's options first, then the common ``TrainingArguments`` ones (every
+        option with ``all_options``)."""
         from transformers import TrainingArguments
 
         training = set(TrainingArguments.__dataclass_fields__)
@@ -218,8 +255,10 @@ class GIFTParser(HfArgumentParser):
             for action in hidden:
                 action.help = saved[id(action)]
         if hidden and not all_options:
-            text += (f"\n{len(hidden)} more options of transformers.TrainingArguments are not shown: "
-                     f"{self.prog} --help-all\n")
+            text += (
+                f"\n{len(hidden)} more options of transformers.TrainingArguments are not shown: "
+                f"{self.prog} --help-all\n"
+            )
         return text
 
     def print_help(self, file: Any = None, all_options: bool = False) -> None:
@@ -260,8 +299,9 @@ class GIFTParser(HfArgumentParser):
             spelled = str(key).replace("-", "_")
             if spelled != key and spelled in known:
                 both = f"both {key!r} and {spelled!r} name" if spelled in config else f"key {key!r} names"
-                raise ConfigError(f"{path}: {both} the option {spelled!r}; expected each option once, spelled "
-                                  f"{spelled!r}")
+                raise ConfigError(
+                    f"{path}: {both} the option {spelled!r}; expected each option once, spelled {spelled!r}"
+                )
         unknown = sorted(str(k) for k in config if k not in known)
         if unknown:
             raise ConfigError(
@@ -278,8 +318,10 @@ class GIFTParser(HfArgumentParser):
         for key, value in config.items():
             action = actions[key]
             if value is None and not self._nullable(key):
-                raise ConfigError(f"{path}: key {key!r} got null; expected {self._expected(action)} (the option has no "
-                                  "'unset' value: leave the key out for its default)")
+                raise ConfigError(
+                    f"{path}: key {key!r} got null; expected {self._expected(action)} (the option has no "
+                    "'unset' value: leave the key out for its default)"
+                )
             if value is None or (isinstance(value, (list, tuple)) and not value and action.nargs in ("+", "*")):
                 # no command-line form ("--lr_milestones" needs a value): the file's value becomes the default
                 self.set_defaults(**{key: None if value is None else []})
@@ -292,15 +334,18 @@ class GIFTParser(HfArgumentParser):
                 raise ConfigError(f"{path}: key {key!r} got a nested list {value!r}; expected {self._expected(action)}")
             if isinstance(value, str) and getattr(action.type, "__name__", "") == "string_to_bool":
                 # a quoted "no"/"off" reads as a string in every YAML version: say which boolean is meant
-                raise ConfigError(f"{path}: key {key!r} got {value!r}; expected true or false (a YAML boolean, "
-                                  "unquoted: a string such as 'no' is read differently by YAML 1.1 and 1.2)")
+                raise ConfigError(
+                    f"{path}: key {key!r} got {value!r}; expected true or false (a YAML boolean, "
+                    "unquoted: a string such as 'no' is read differently by YAML 1.1 and 1.2)"
+                )
             if isinstance(value, bool) and action.type in (int, float):
                 raise ConfigError(f"{path}: key {key!r} got {value!r}; expected {self._expected(action)}")
             try:
                 values = _as_token(value)
             except (TypeError, ValueError) as err:  # a mapping JSON cannot hold (dates as keys …)
-                raise ConfigError(f"{path}: key {key!r} got {value!r}; expected {self._expected(action)} "
-                                  f"({err})") from err
+                raise ConfigError(
+                    f"{path}: key {key!r} got {value!r}; expected {self._expected(action)} ({err})"
+                ) from err
             if action.type is not None:
                 for v in values:
                     try:
@@ -325,8 +370,7 @@ class GIFTParser(HfArgumentParser):
                         hint = typing.get_type_hints(dtype).get(key, f.type)
                     except Exception:  # an unresolvable annotation: do not guess, accept
                         return True
-                    return (f.default is None or hint is Any or hint is type(None)
-                            or type(None) in typing.get_args(hint))
+                    return f.default is None or hint is Any or hint is type(None) or type(None) in typing.get_args(hint)
         return True
 
     @staticmethod
@@ -377,8 +421,10 @@ class GIFTParser(HfArgumentParser):
             if action is None or action.dest in ("help", "config"):
                 continue
             if action.dest in given:
-                self.error(f"option {action.dest!r} is given twice ({given[action.dest]} and {name}); expected it "
-                           "once (the command line overrides --config, but not itself)")
+                self.error(
+                    f"option {action.dest!r} is given twice ({given[action.dest]} and {name}); expected it "
+                    "once (the command line overrides --config, but not itself)"
+                )
             given[action.dest] = name
 
     def _parse_args_and_config(self, args: list[str]) -> tuple[Any, ...]:

@@ -22,8 +22,9 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def rgb_dataset(n: int = 6, size: int = 4, seed: int = 0, soft: str | None = "dense", dtype: str = "float32",
-                k: int = 2) -> Dataset:
+def rgb_dataset(
+    n: int = 6, size: int = 4, seed: int = 0, soft: str | None = "dense", dtype: str = "float32", k: int = 2
+) -> Dataset:
     """``n`` random RGB images of 3 classes with dense or top-k soft labels (probabilities)."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
@@ -54,8 +55,9 @@ def pixel_dataset(n: int = 6, seed: int = 0, size: int = 8) -> Dataset:
 def digits_teacher(seed: int = 0):
     """A fresh ConvNet-D3 for 8×8 grayscale digits that records the digits normalisation."""
     torch.manual_seed(seed)
-    return create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8,
-                        image_mean=DIGITS_MEAN, image_std=DIGITS_STD)
+    return create_model(
+        "gift_convnet_d3", num_classes=10, in_chans=1, img_size=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD
+    )
 
 
 def digits_pixels(split) -> torch.Tensor:

@@ -27,11 +27,29 @@ def teacher_run(tmp_path_factory, epochs: int = 2) -> Path:
     digits = load_digits_dataset()
     transform = ImageTransform(channels=1, mean=DIGITS_MEAN, std=DIGITS_STD)
     set_seed(0)
-    model = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, id2label={i: str(i) for i in range(10)},
-                         image_mean=DIGITS_MEAN, image_std=DIGITS_STD, **MODEL_KWARGS)
-    args = GIFTConfig(output_dir=str(run), loss="ce", soft_label_source="none", num_train_epochs=epochs,
-                      per_device_train_batch_size=64, learning_rate=3e-3, save_strategy="epoch",
-                      logging_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
+    model = create_model(
+        "gift_convnet_d3",
+        10,
+        in_chans=1,
+        img_size=8,
+        id2label={i: str(i) for i in range(10)},
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        **MODEL_KWARGS,
+    )
+    args = GIFTConfig(
+        output_dir=str(run),
+        loss="ce",
+        soft_label_source="none",
+        num_train_epochs=epochs,
+        per_device_train_batch_size=64,
+        learning_rate=3e-3,
+        save_strategy="epoch",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
     train = digits["train"].select(range(640))  # 10 steps per epoch
     trainer = GIFTTrainer(model=model, args=args, train_dataset=train.with_transform(transform))
     trainer.train()

@@ -20,7 +20,6 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-
 # The packages whose modules may hold HfApi methods bound at import.
 _CALLERS = ("huggingface_hub", "transformers", "datasets", "gift_hf")
 
@@ -102,8 +101,12 @@ class RecordingHub:
                     changes["deleted"].append(op.path_in_repo)
             hub.commits.append(changes)
             oid = hub.sha(repo_id)
-            return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
-                              commit_message=commit_message, commit_description="", oid=oid)
+            return CommitInfo(
+                commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
+                commit_message=commit_message,
+                commit_description="",
+                oid=oid,
+            )
 
         monkeypatch.setattr(HfApi, "repo_info", repo_info)
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
@@ -186,7 +189,7 @@ class RepoFileSystem(AbstractFileSystem):
                 if name == inner:
                     entries[name] = {"name": f"{root}/{name}", "size": len(data), "type": "file"}
                 continue
-            rest = name[len(inner) + 1:] if inner else name
+            rest = name[len(inner) + 1 :] if inner else name
             head = rest.split("/", 1)[0]
             full = f"{inner}/{head}" if inner else head
             kind = "directory" if "/" in rest else "file"

@@ -68,10 +68,23 @@ def train_teacher(output_dir: Path, steps: int = 40) -> Path:
     with one_thread():
         metrics = recipe.main(
             [
-                "--output_dir", str(output_dir), "--loss", "ce", "--soft_label_source", "none",
-                "--student_model_kwargs", '{"norm": "batchnorm"}',
-                "--max_steps", str(steps), "--per_device_train_batch_size", "32", "--learning_rate", "3e-3",
-                "--seed", "0", *QUIET,
+                "--output_dir",
+                str(output_dir),
+                "--loss",
+                "ce",
+                "--soft_label_source",
+                "none",
+                "--student_model_kwargs",
+                '{"norm": "batchnorm"}',
+                "--max_steps",
+                str(steps),
+                "--per_device_train_batch_size",
+                "32",
+                "--learning_rate",
+                "3e-3",
+                "--seed",
+                "0",
+                *QUIET,
             ]
         )
     assert metrics["eval_accuracy"] > 0.8, metrics  # a teacher worth distilling from

@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from distilled_helpers import rgb_dataset
+
 from gift_hf import keep_topk, label_entropy_stats, map_soft_labels, remove_class_knowledge, swap_topk
 
-P = torch.tensor([[0.10, 0.50, 0.25, 0.15],
-                  [0.40, 0.05, 0.30, 0.25]])
+P = torch.tensor([[0.10, 0.50, 0.25, 0.15], [0.40, 0.05, 0.30, 0.25]])
 
 
 def test_swap_topk_exchanges_the_kth_largest_with_the_smallest():
@@ -33,8 +32,10 @@ def test_keep_topk_zeroes_the_rest_without_renormalising():
 
 def test_remove_class_knowledge_zeroes_the_column_of_other_classes_rows():
     labels = torch.tensor([2, 0])
-    assert torch.equal(remove_class_knowledge(P, 2, labels),  # row 0 is class 2: keeps its entry
-                       torch.tensor([[0.10, 0.50, 0.25, 0.15], [0.40, 0.05, 0.0, 0.25]]))
+    assert torch.equal(
+        remove_class_knowledge(P, 2, labels),  # row 0 is class 2: keeps its entry
+        torch.tensor([[0.10, 0.50, 0.25, 0.15], [0.40, 0.05, 0.0, 0.25]]),
+    )
     assert torch.equal(remove_class_knowledge(P, 0), torch.tensor([[0.0, 0.50, 0.25, 0.15], [0.0, 0.05, 0.30, 0.25]]))
 
 
@@ -44,8 +45,10 @@ def test_label_entropy_stats_by_hand():
     stats = label_entropy_stats(P, labels=[1, 2])
     assert stats["mean_entropy"] == pytest.approx((h0 + h1) / 2, rel=1e-6)
     assert stats["std_entropy"] == pytest.approx(abs(h0 - h1) / 2, rel=1e-5)
-    assert (stats["min_entropy"], stats["max_entropy"]) == (pytest.approx(min(h0, h1), rel=1e-6),
-                                                            pytest.approx(max(h0, h1), rel=1e-6))
+    assert (stats["min_entropy"], stats["max_entropy"]) == (
+        pytest.approx(min(h0, h1), rel=1e-6),
+        pytest.approx(max(h0, h1), rel=1e-6),
+    )
     assert stats["mean_normalized_entropy"] == pytest.approx((h0 + h1) / 2 / math.log(4), rel=1e-6)
     assert stats["mean_max_probability"] == pytest.approx(0.45)
     assert stats["mean_effective_classes"] == pytest.approx((math.exp(h0) + math.exp(h1)) / 2, rel=1e-6)
@@ -82,7 +85,8 @@ def test_map_soft_labels_applies_an_ablation_to_a_dataset():
     np.testing.assert_array_equal(np.asarray(kept["soft_label"], dtype=np.float32), keep_topk(soft, 1))
     assert kept.features["soft_label"] == ds.features["soft_label"]
     removed = map_soft_labels(ds, remove_class_knowledge, cls=0, pass_labels=True)
-    np.testing.assert_array_equal(np.asarray(removed["soft_label"], dtype=np.float32),
-                                  remove_class_knowledge(soft, 0, ds["label"]))
+    np.testing.assert_array_equal(
+        np.asarray(removed["soft_label"], dtype=np.float32), remove_class_knowledge(soft, 0, ds["label"])
+    )
     with pytest.raises(ValueError, match=r"dataset has no 'soft_label' column \(dense soft labels\)"):
         map_soft_labels(rgb_dataset(soft="topk"), keep_topk, k=1)

@@ -30,8 +30,15 @@ def randn(*shape, seed=0):
 
 def config(tmp_path, name="run", **kwargs):
     base = dict(
-        output_dir=str(tmp_path / name), use_cpu=True, per_device_train_batch_size=8, max_steps=1,
-        learning_rate=1e-2, save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / name),
+        use_cpu=True,
+        per_device_train_batch_size=8,
+        max_steps=1,
+        learning_rate=1e-2,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     base.update(kwargs)
     return GIFTConfig(**base)
@@ -57,7 +64,12 @@ def test_parse_strategy_and_defaults(tmp_path):
     assert parse_strategy("none") == [] and parse_strategy("") == []
     args = config(tmp_path)
     assert (args.augmentation, args.augmentation_mode, args.mix, args.mix_prob, args.mix_beta) == (
-        "none", "single", "none", 1.0, 1.0)
+        "none",
+        "single",
+        "none",
+        1.0,
+        1.0,
+    )
     assert (args.zca, args.zca_epsilon, args.zca_path) == (False, 0.1, None)
     assert build_augmenter(args, num_classes=10) is None
 
@@ -186,7 +198,8 @@ def test_single_mode_applies_one_op_per_batch():
         out = aug(x)[0]
         only_flips = all(torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1)) for i in range(16))
         only_cutout = all(torch.equal(out[i][out[i] != 0], x[i][out[i] != 0]) for i in range(16)) and bool(
-            (out == 0).any())
+            (out == 0).any()
+        )
         assert only_flips != only_cutout
         seen.add("flip" if only_flips else "cutout")
     assert seen == {"flip", "cutout"}
@@ -253,8 +266,12 @@ def test_mix_prob_zero_leaves_batch_and_labels_alone():
 def test_seed_reproducibility_rank_offset_and_no_global_rng_leak(tmp_path):
     args = config(tmp_path, augmentation=FULL, mix="both", seed=7)
     x, labels = randn(8, 3, 16, 16), torch.arange(8) % 10
-    rank0, again, explicit0, rank1 = (build_augmenter(args, 10), build_augmenter(args, 10),
-                                      build_augmenter(args, 10, rank=0), build_augmenter(args, 10, rank=1))
+    rank0, again, explicit0, rank1 = (
+        build_augmenter(args, 10),
+        build_augmenter(args, 10),
+        build_augmenter(args, 10, rank=0),
+        build_augmenter(args, 10, rank=1),
+    )
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
     for _ in range(3):
         a, b, c, d = (aug(x, labels) for aug in (rank0, again, explicit0, rank1))
@@ -303,8 +320,15 @@ def test_teacher_labels_the_augmented_mixed_batch(tmp_path, digits, digits_trans
 
 def test_resume_restores_the_augmenter_state(tmp_path, digits, digits_transform, tiny_model):
     train = digits["train"].select(range(16)).with_transform(digits_transform)
-    common = dict(loss="ce", soft_label_source="none", augmentation=FULL, mix="both", max_steps=4,
-                  save_strategy="steps", save_steps=2)
+    common = dict(
+        loss="ce",
+        soft_label_source="none",
+        augmentation=FULL,
+        mix="both",
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+    )
 
     def run(name, resume=None, step_callback=True):
         torch.manual_seed(0)
@@ -374,8 +398,15 @@ def test_zca_whitens_teacher_student_and_eval_batches_and_reloads(tmp_path, digi
     eval_inputs = []
     reloaded = AutoModelForImageClassification.from_pretrained(str(tmp_path / "run"))
     record_inputs(reloaded, eval_inputs)
-    eval_args = config(tmp_path, "eval", loss="ce", soft_label_source="none", zca=True,
-                       zca_path=str(tmp_path / "run"), per_device_eval_batch_size=16)
+    eval_args = config(
+        tmp_path,
+        "eval",
+        loss="ce",
+        soft_label_source="none",
+        zca=True,
+        zca_path=str(tmp_path / "run"),
+        per_device_eval_batch_size=16,
+    )
     again = GIFTTrainer(model=reloaded, args=eval_args, eval_dataset=test).evaluate()
     assert torch.equal(eval_inputs[0], student_inputs[-1])
     assert again["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
@@ -405,8 +436,10 @@ def test_augment_stacked_equals_each_augmenter_on_its_own_batch(kwargs):
             if a is not None:
                 a.set_step(step)
         out, out_labels, out_soft = augment_stacked(together, x, labels, soft)
-        expected = [separate[i](x[i], labels[i], soft[i]) if together[i] is not None else (x[i], labels[i], soft[i])
-                    for i in range(k)]
+        expected = [
+            separate[i](x[i], labels[i], soft[i]) if together[i] is not None else (x[i], labels[i], soft[i])
+            for i in range(k)
+        ]
         mixed = any(e[1].dim() == 2 for e in expected)
         for i, (ex, ey, es) in enumerate(expected):
             torch.testing.assert_close(out[i], ex, rtol=1e-6, atol=1e-6)
@@ -441,8 +474,9 @@ def test_augment_stacked_makes_no_host_reads(monkeypatch):
     from gift_hf.data.augment import augment_stacked
 
     x, labels, soft = randn(5, 8, 3, 16, 16), torch.arange(40).view(5, 8) % 10, randn(5, 8, 10, seed=1)
-    augmenters = [BatchAugmenter(FULL, mode="single", mix="both", mix_prob=0.5, num_classes=10, seed=s)
-                  for s in range(5)]
+    augmenters = [
+        BatchAugmenter(FULL, mode="single", mix="both", mix_prob=0.5, num_classes=10, seed=s) for s in range(5)
+    ]
     reads = count_host_reads(monkeypatch)
     for step in range(6):
         for a in augmenters:

@@ -49,8 +49,10 @@ def test_every_command_is_a_script_with_make_parser_and_main():
 
 
 def test_help_imports_neither_torch_nor_transformers():
-    code = ("import sys; from gift_hf.cli import main; main(['--help']); "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys; from gift_hf.cli import main; main(['--help']); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -46,9 +46,9 @@ def blocks(page: str) -> list[tuple[int, str | None, str]]:
     text = (REPO / page).read_text()
     found = []
     for match in BLOCK.finditer(text):
-        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         reason = NOT_RUN.search(before)
-        found.append((text[:match.start()].count("\n") + 1, reason.group(1) if reason else None, match.group(1)))
+        found.append((text[: match.start()].count("\n") + 1, reason.group(1) if reason else None, match.group(1)))
     return found
 
 
@@ -68,11 +68,17 @@ def page_script(page: str, code_blocks: list[tuple[int, str | None, str]]) -> st
 
 def run_script(script: str, cwd: Path, name: str) -> None:
     (cwd / f"{name}.py").write_text(script)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-           "HF_DATASETS_CACHE": str(cwd / ".hf-datasets-cache")}
-    done = subprocess.run([sys.executable, f"{name}.py"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+        "HF_DATASETS_CACHE": str(cwd / ".hf-datasets-cache"),
+    }
+    done = subprocess.run([sys.executable, f"{name}.py"], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{name}:\n{script}\n--- stderr:\n{done.stderr[-5000:]}"
 
 
@@ -99,44 +105,81 @@ def workdir(tmp_path_factory) -> Path:
     """A folder with everything the pages assume exists, made for real and small."""
     import numpy as np
     from PIL import Image as PILImage
+    from recipe_helpers import one_thread
     from transformers import set_seed
 
-    from gift_hf import (GIFTConfig, GIFTTrainer, build_random_distilled, create_model, load_digits_dataset,
-                         relabel, save_distilled)
+    from gift_hf import (
+        GIFTConfig,
+        GIFTTrainer,
+        build_random_distilled,
+        create_model,
+        load_digits_dataset,
+        relabel,
+        save_distilled,
+    )
     from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
-    from recipe_helpers import one_thread
 
     root = tmp_path_factory.mktemp("pages")
     digits = load_digits_dataset()
     set_seed(0)
     with one_thread():
         # the quickstart's teacher (README): 16×16 grayscale
-        create_model("gift_convnet_d3", 10, in_chans=1, img_size=16, image_mean=DIGITS_MEAN,
-                     image_std=DIGITS_STD).save_pretrained(root / "outputs/quickstart/teacher")
+        create_model(
+            "gift_convnet_d3", 10, in_chans=1, img_size=16, image_mean=DIGITS_MEAN, image_std=DIGITS_STD
+        ).save_pretrained(root / "outputs/quickstart/teacher")
         # `gift-hf train-teacher`'s output: one checkpoint per epoch (expert epochs), model at the top
-        teacher = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, image_mean=DIGITS_MEAN,
-                               image_std=DIGITS_STD, id2label={i: str(i) for i in range(10)}, width=16)
-        args = GIFTConfig(output_dir=str(root / "outputs/teacher"), loss="ce", soft_label_source="none",
-                          num_train_epochs=5, per_device_train_batch_size=64, save_strategy="epoch",
-                          logging_strategy="no", disable_tqdm=True, use_cpu=True, seed=0, report_to=[])
+        teacher = create_model(
+            "gift_convnet_d3",
+            10,
+            in_chans=1,
+            img_size=8,
+            image_mean=DIGITS_MEAN,
+            image_std=DIGITS_STD,
+            id2label={i: str(i) for i in range(10)},
+            width=16,
+        )
+        args = GIFTConfig(
+            output_dir=str(root / "outputs/teacher"),
+            loss="ce",
+            soft_label_source="none",
+            num_train_epochs=5,
+            per_device_train_batch_size=64,
+            save_strategy="epoch",
+            logging_strategy="no",
+            disable_tqdm=True,
+            use_cpu=True,
+            seed=0,
+            report_to=[],
+        )
         transform = ImageTransform(channels=1, mean=DIGITS_MEAN, std=DIGITS_STD)
-        trainer = GIFTTrainer(model=teacher, args=args,
-                              train_dataset=digits["train"].select(range(64)).with_transform(transform))
+        trainer = GIFTTrainer(
+            model=teacher, args=args, train_dataset=digits["train"].select(range(64)).with_transform(transform)
+        )
         trainer.train()
         trainer.save_model()
         # an RGB teacher and a saved RGB student (getting-started)
-        create_model("gift_convnet_d3", 10, in_chans=3, img_size=32, image_mean=(0.5,) * 3,
-                     image_std=(0.5,) * 3).save_pretrained(root / "runs/teacher")
+        create_model(
+            "gift_convnet_d3", 10, in_chans=3, img_size=32, image_mean=(0.5,) * 3, image_std=(0.5,) * 3
+        ).save_pretrained(root / "runs/teacher")
         # `gift-hf quickstart --arch resnet10t --channels 3`'s student: a stock timm architecture
-        create_model("resnet10t", 10, in_chans=3, img_size=16, image_mean=DIGITS_MEAN * 3, image_std=DIGITS_STD * 3,
-                     id2label={i: str(i) for i in range(10)}).save_pretrained(
-            root / "outputs/quickstart_rgb/students/gift/seed-0")
-    PILImage.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)).save(root / "digit.png")
+        create_model(
+            "resnet10t",
+            10,
+            in_chans=3,
+            img_size=16,
+            image_mean=DIGITS_MEAN * 3,
+            image_std=DIGITS_STD * 3,
+            id2label={i: str(i) for i in range(10)},
+        ).save_pretrained(root / "outputs/quickstart_rgb/students/gift/seed-0")
+    PILImage.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(root / "digit.png")
     # datasets at the ids the pages name, as local folders in Hub layout
-    _hub_layout({"train": _image_dataset("image", 20, 32, 0), "test": _image_dataset("image", 10, 32, 1)},
-                root / "path/or/hub-id")
-    _hub_layout({"train": _image_dataset("img", 20, 32, 2), "test": _image_dataset("img", 10, 32, 3)},
-                root / "uoft-cs/cifar10")
+    _hub_layout(
+        {"train": _image_dataset("image", 20, 32, 0), "test": _image_dataset("image", 10, 32, 1)},
+        root / "path/or/hub-id",
+    )
+    _hub_layout(
+        {"train": _image_dataset("img", 20, 32, 2), "test": _image_dataset("img", 10, 32, 3)}, root / "uoft-cs/cifar10"
+    )
     subset, info = build_random_distilled(digits, ipc=2, seed=0, source_dataset="sklearn digits")
     save_distilled(subset, str(root / "my-distilled-set"), info)
     labelled, info = relabel(subset, str(root / "outputs/teacher"), info=info, output="probabilities")
@@ -160,8 +203,10 @@ def test_the_blocks_are_found_marked_and_shrunk():
     marked = [(page, line, reason) for page in PAGES for line, reason, _ in blocks(page) if reason]
     assert all(reason.startswith("needs ") for _, _, reason in marked), marked
     assert len(marked) <= 4, f"keep not-run blocks rare: {marked}"
-    assert shrink("GIFTConfig(num_train_epochs=300, epochs=100, max_epochs=7)") == \
-        "GIFTConfig(num_train_epochs=1, epochs=1, max_epochs=1)"
+    assert (
+        shrink("GIFTConfig(num_train_epochs=300, epochs=100, max_epochs=7)")
+        == "GIFTConfig(num_train_epochs=1, epochs=1, max_epochs=1)"
+    )
 
 
 @pytest.mark.slow
@@ -171,18 +216,36 @@ def test_the_python_block_of_a_saved_students_model_card_runs(tmp_path, digits, 
     after only the imports it shows (``import gift_hf`` registers the ConvNets in timm)."""
     import numpy as np
     from PIL import Image as PILImage
+    from recipe_helpers import one_thread
 
     from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for
     from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
-    from recipe_helpers import one_thread
 
-    student = create_model("gift_convnet_d3", 10, in_chans=in_chans, img_size=8, image_mean=DIGITS_MEAN * in_chans,
-                           image_std=DIGITS_STD * in_chans, id2label={i: str(i) for i in range(10)})
-    args = GIFTConfig(output_dir=str(tmp_path / "run"), loss="ce", soft_label_source="none", max_steps=1,
-                      per_device_train_batch_size=16, save_strategy="no", disable_tqdm=True, use_cpu=True,
-                      report_to=[])
-    trainer = GIFTTrainer(model=student, args=args,
-                          train_dataset=digits["train"].select(range(16)).with_transform(image_transform_for(student)))
+    student = create_model(
+        "gift_convnet_d3",
+        10,
+        in_chans=in_chans,
+        img_size=8,
+        image_mean=DIGITS_MEAN * in_chans,
+        image_std=DIGITS_STD * in_chans,
+        id2label={i: str(i) for i in range(10)},
+    )
+    args = GIFTConfig(
+        output_dir=str(tmp_path / "run"),
+        loss="ce",
+        soft_label_source="none",
+        max_steps=1,
+        per_device_train_batch_size=16,
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        report_to=[],
+    )
+    trainer = GIFTTrainer(
+        model=student,
+        args=args,
+        train_dataset=digits["train"].select(range(16)).with_transform(image_transform_for(student)),
+    )
     with one_thread():
         trainer.train()
     trainer.save_model(str(tmp_path / "student"))

@@ -6,20 +6,24 @@ import math
 
 import pytest
 import torch
+from recipe_helpers import one_thread
 from transformers import TrainerCallback
 
 from gift_hf import GIFTConfig, create_model, protocol_config, train_student
-from gift_hf.engine.config import DSA_STRATEGY, PROTOCOLS
 from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
-from recipe_helpers import one_thread
+from gift_hf.engine.config import DSA_STRATEGY, PROTOCOLS
 
 
 def test_defaults_are_the_gift_student_protocol():
     c = GIFTConfig(output_dir="unused")
     assert (c.optim.value, c.learning_rate, c.weight_decay, c.max_grad_norm) == ("adamw_torch", 1e-3, 1e-4, 0.0)
     assert (c.lr_scheduler_type.value, c.lr_milestones, c.lr_decay) == ("constant", [2 / 3, 5 / 6], 0.2)
-    assert c.decay_all_parameters and (c.loss, c.gamma, c.smoothing, c.soft_label_source) == ("gift", 0.1, 0.1,
-                                                                                               "teacher")
+    assert c.decay_all_parameters and (c.loss, c.gamma, c.smoothing, c.soft_label_source) == (
+        "gift",
+        0.1,
+        0.1,
+        "teacher",
+    )
 
 
 def test_gift_protocol():
@@ -37,8 +41,12 @@ def test_label_paper_protocol():
     p = protocol_config("label_paper", output_dir="unused")
     assert (p.optim.value, p.optim_args, p.learning_rate, p.weight_decay) == ("sgd", "momentum=0.9", 0.01, 5e-4)
     assert (p.lr_milestones, p.lr_decay, p.train_batch_size_for(40)) == ([0.5], 0.1, 256)
-    assert (p.soft_label_source, p.soft_label_kind, p.loss, p.label_source) == ("dataset", "probabilities",
-                                                                                 "soft_ce", "dataset")
+    assert (p.soft_label_source, p.soft_label_kind, p.loss, p.label_source) == (
+        "dataset",
+        "probabilities",
+        "soft_ce",
+        "dataset",
+    )
     assert (p.num_students, p.best_of) == (5, 1)
     assert (p.augmentation, p.augmentation_mode, p.factor_crop) == (DSA_STRATEGY, "single", 1)  # MTT's DSA
     assert p.replace(loss="ce").label_source == "none"  # hard labels need no soft labels
@@ -48,15 +56,16 @@ def test_recipes_hold_the_protocols():
     """recipes/gift/*.yaml, recipes/label_paper/*.yaml and recipes/rded/*.yaml train their students with PROTOCOLS'
     values."""
     import yaml
-
     from recipe_helpers import REPO
 
     # The protocol's own exception: batch 100 on Tiny-ImageNet whatever the IPC, and RDED's patch-shuffle
     # factor 1 there (2 on ImageNet-1K). GIFT on ImageNet-1K with ResNet-18: 300 epochs and factor crop 2.
     # DD-Ranking on the embedded digits: 300 epochs, a budget that runs in minutes on a CPU.
-    dataset_specific = {"tiny_imagenet.yaml": {"batch_sizes", "patch_shuffle_factor"},
-                        "imagenet1k_resnet18.yaml": {"num_train_epochs", "factor_crop"},
-                        "digits_convnet3.yaml": {"num_train_epochs"}}
+    dataset_specific = {
+        "tiny_imagenet.yaml": {"batch_sizes", "patch_shuffle_factor"},
+        "imagenet1k_resnet18.yaml": {"num_train_epochs", "factor_crop"},
+        "digits_convnet3.yaml": {"num_train_epochs"},
+    }
     for name, protocol in PROTOCOLS.items():
         recipes = sorted((REPO / "recipes" / name).glob("*.yaml"))
         assert recipes, name
@@ -65,7 +74,9 @@ def test_recipes_hold_the_protocols():
             for key, value in protocol.items():
                 if key in recipe and key not in dataset_specific.get(path.name, ()):
                     assert recipe[key] == pytest.approx(value) if isinstance(value, float) else recipe[key] == value, (
-                        path.name, key)
+                        path.name,
+                        key,
+                    )
 
 
 @pytest.mark.parametrize(
@@ -114,23 +125,45 @@ class LearningRates(TrainerCallback):
     "changes, expected",
     [
         ({}, [1e-3] * 8 + [2e-4] * 2 + [4e-5] * 2),  # GIFT: ×0.2 at epochs 4 and 5 of 6
-        ({"lr_milestones": [0.5], "lr_decay": 0.1, "optim": "sgd", "optim_args": "momentum=0.9",
-          "learning_rate": 0.01}, [0.01] * 6 + [0.001] * 6),  # label paper: ×0.1 at half
+        (
+            {
+                "lr_milestones": [0.5],
+                "lr_decay": 0.1,
+                "optim": "sgd",
+                "optim_args": "momentum=0.9",
+                "learning_rate": 0.01,
+            },
+            [0.01] * 6 + [0.001] * 6,
+        ),  # label paper: ×0.1 at half
         ({"lr_decay": 1.0, "lr_scheduler_type": "linear"}, [1e-3 * (12 - i) / 12 for i in range(12)]),
     ],
     ids=["gift", "label_paper", "linear"],
 )
 def test_trainer_steps_the_learning_rate(tmp_path, digits, changes, expected):
     """A real GIFTTrainer run of 6 epochs × 2 steps records the learning rate of every step."""
-    train = digits["train"].select(range(20)).with_transform(ImageTransform(channels=1, mean=DIGITS_MEAN,
-                                                                            std=DIGITS_STD))
+    train = (
+        digits["train"].select(range(20)).with_transform(ImageTransform(channels=1, mean=DIGITS_MEAN, std=DIGITS_STD))
+    )
     rates = LearningRates()
-    config = GIFTConfig(output_dir=str(tmp_path), loss="ce", soft_label_source="none", num_train_epochs=6,
-                        per_device_train_batch_size=10, save_strategy="no", logging_strategy="no",
-                        disable_tqdm=True, use_cpu=True, **changes)
+    config = GIFTConfig(
+        output_dir=str(tmp_path),
+        loss="ce",
+        soft_label_source="none",
+        num_train_epochs=6,
+        per_device_train_batch_size=10,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        **changes,
+    )
     with one_thread():
-        result = train_student(config, lambda: create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8),
-                               train, callbacks=[rates])
+        result = train_student(
+            config,
+            lambda: create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8),
+            train,
+            callbacks=[rates],
+        )
     assert result.steps == 12 and rates.lrs == pytest.approx(expected)
 
 
@@ -140,8 +173,9 @@ def test_weight_decay_on_every_parameter_or_the_trainers_rule(tmp_path, digits):
     model = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8)
     n = len(list(model.parameters()))
     for every, decayed in ((True, n), (False, None)):
-        config = GIFTConfig(output_dir=str(tmp_path), decay_all_parameters=every, use_cpu=True, loss="ce",
-                            soft_label_source="none")
+        config = GIFTConfig(
+            output_dir=str(tmp_path), decay_all_parameters=every, use_cpu=True, loss="ce", soft_label_source="none"
+        )
         trainer = GIFTTrainer(model=model, args=config)
         groups = trainer.create_optimizer().param_groups
         counts = {g["weight_decay"]: len(g["params"]) for g in groups}
@@ -175,13 +209,28 @@ def test_an_optimizer_optim_cannot_name(tmp_path, digits):
             seen.append((optimizer, [dict(g) for g in optimizer.param_groups]))  # before the schedule steps
 
     changes, optimizer = optimizer_settings("adam", 2e-3)
-    train = digits["train"].select(range(10)).with_transform(ImageTransform(channels=1, mean=DIGITS_MEAN,
-                                                                            std=DIGITS_STD))
-    config = GIFTConfig(output_dir=str(tmp_path), loss="ce", soft_label_source="none", max_steps=1,
-                        per_device_train_batch_size=10, save_strategy="no", disable_tqdm=True, use_cpu=True, **changes)
+    train = (
+        digits["train"].select(range(10)).with_transform(ImageTransform(channels=1, mean=DIGITS_MEAN, std=DIGITS_STD))
+    )
+    config = GIFTConfig(
+        output_dir=str(tmp_path),
+        loss="ce",
+        soft_label_source="none",
+        max_steps=1,
+        per_device_train_batch_size=10,
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        **changes,
+    )
     with one_thread():
-        train_student(config, create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8), train,
-                      callbacks=[Optimizer()], optimizer_cls_and_kwargs=optimizer)
+        train_student(
+            config,
+            create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8),
+            train,
+            callbacks=[Optimizer()],
+            optimizer_cls_and_kwargs=optimizer,
+        )
     optimizer, groups = seen[0]
     assert type(getattr(optimizer, "optimizer", optimizer)) is torch.optim.Adam  # accelerate wraps it
     assert (groups[0]["lr"], groups[0]["weight_decay"], groups[1]["params"]) == (2e-3, 1e-4, [])

@@ -5,9 +5,9 @@ import io
 import numpy as np
 import pytest
 import torch
+from distilled_helpers import png_bytes
 from PIL import Image as PILImage
 
-from distilled_helpers import png_bytes
 from gift_hf import load_distilled
 from gift_hf.data.convert import convert, from_image_folder, from_tensor_file
 
@@ -60,26 +60,42 @@ def test_float_images_in_unit_range_can_be_stored_as_8_bit(tmp_path):
 
 def test_tensor_file_needing_arbitrary_unpickling_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"data": torch.zeros(1, 1, 2, 2), "label": torch.tensor([0]), "extra": Payload(str(marker))},
-               tmp_path / "evil.pt")
+    torch.save(
+        {"data": torch.zeros(1, 1, 2, 2), "label": torch.tensor([0]), "extra": Payload(str(marker))},
+        tmp_path / "evil.pt",
+    )
     assert not marker.exists()
-    with pytest.raises(ValueError, match=r"tensor file '.*evil.pt': refused to load because it needs arbitrary Python "
-                                         r"objects unpickled \(it references .*open; torch.load\(weights_only=True\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"tensor file '.*evil.pt': refused to load because it needs arbitrary Python "
+        r"objects unpickled \(it references .*open; torch.load\(weights_only=True\)",
+    ):
         from_tensor_file(tmp_path / "evil.pt")
     assert not marker.exists()  # the payload never ran
 
 
-@pytest.mark.parametrize("payload, message", [
-    ({"data": torch.zeros(3, 1, 2, 2)}, r"has keys \['data'\] but no 'label'; expected \{'data': N×C×H×W"),
-    ({"data": torch.zeros(3, 2, 2), "label": torch.zeros(3, dtype=torch.long)},
-     r"'data' in .*: got \(3, 2, 2\); expected a tensor of shape \(N, C, H, W\)"),
-    ({"data": torch.zeros(3, 1, 2, 2), "label": torch.zeros(2, dtype=torch.long)},
-     r"'label' in .* has 2 rows but 'data' has 3; expected one label per image"),
-    ({"data": torch.zeros(0, 1, 2, 2), "label": torch.zeros(0, dtype=torch.long)},
-     r"'data' in .* has 0 images; expected at least one"),
-    ({"data": torch.zeros(2, 1, 2, 2), "label": torch.tensor([0.5, 1.0])},
-     r"'label' in .* holds non-integer values \[0.5, 1.0\]; expected class ids"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"data": torch.zeros(3, 1, 2, 2)}, r"has keys \['data'\] but no 'label'; expected \{'data': N×C×H×W"),
+        (
+            {"data": torch.zeros(3, 2, 2), "label": torch.zeros(3, dtype=torch.long)},
+            r"'data' in .*: got \(3, 2, 2\); expected a tensor of shape \(N, C, H, W\)",
+        ),
+        (
+            {"data": torch.zeros(3, 1, 2, 2), "label": torch.zeros(2, dtype=torch.long)},
+            r"'label' in .* has 2 rows but 'data' has 3; expected one label per image",
+        ),
+        (
+            {"data": torch.zeros(0, 1, 2, 2), "label": torch.zeros(0, dtype=torch.long)},
+            r"'data' in .* has 0 images; expected at least one",
+        ),
+        (
+            {"data": torch.zeros(2, 1, 2, 2), "label": torch.tensor([0.5, 1.0])},
+            r"'label' in .* holds non-integer values \[0.5, 1.0\]; expected class ids",
+        ),
+    ],
+)
 def test_bad_tensor_files_are_refused(tmp_path, payload, message):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=message):
@@ -129,16 +145,23 @@ def test_image_folder_keeps_bytes_and_names_classes_by_folder(tmp_path):
 
     raw = train.cast_column("image", Image(decode=False))
     stored = [(train.features["label"].int2str(r["label"]), r["image"]["path"], r["image"]["bytes"]) for r in raw]
-    assert [(c, p) for c, p, _ in stored] == [("n01440764", "class_0.png"), ("n01440764", "class_1.jpg"),
-                                             ("n01443537", "class_0.png"), ("n01443537", "class_1.jpg")]
+    assert [(c, p) for c, p, _ in stored] == [
+        ("n01440764", "class_0.png"),
+        ("n01440764", "class_1.jpg"),
+        ("n01443537", "class_0.png"),
+        ("n01443537", "class_1.jpg"),
+    ]
     assert all(data == written[(c, p)] for c, p, data in stored)  # JPEGs stay JPEGs, byte for byte
     assert (info.ipc, info.num_classes, info.image_size, info.method) == (2, 2, [6, 6], "rded")
 
 
 def test_corrupt_image_file_in_folder_is_named(tmp_path):
     make_folder(tmp_path / "syn", corrupt=True)
-    with pytest.raises(ValueError, match=r"image file '.*n01443537/broken.png' cannot be decoded .*expected a valid "
-                                         "image"):
+    with pytest.raises(
+        ValueError,
+        match=r"image file '.*n01443537/broken.png' cannot be decoded .*expected a valid "
+        "image",
+    ):
         from_image_folder(tmp_path / "syn")
     with pytest.raises(FileNotFoundError, match=r"image folder '.*nowhere' not found; expected one sub-folder per"):
         from_image_folder(tmp_path / "nowhere")
@@ -154,8 +177,11 @@ def test_symlinks_out_of_the_input_folder_are_refused(tmp_path):
     private.mkdir()
     (private / "secret.png").write_bytes(png_bytes(np.zeros((6, 6), np.uint8)))
     (tmp_path / "syn" / "n09999999").symlink_to(private, target_is_directory=True)  # a class folder
-    with pytest.raises(ValueError, match=r"'.*syn/n09999999' is a symbolic link to '.*private', outside the input "
-                                         r"folder; refused"):
+    with pytest.raises(
+        ValueError,
+        match=r"'.*syn/n09999999' is a symbolic link to '.*private', outside the input "
+        r"folder; refused",
+    ):
         convert(tmp_path / "syn", tmp_path / "set")
     (tmp_path / "syn" / "n09999999").unlink()
     (tmp_path / "syn" / "n01440764" / "zz.png").symlink_to(private / "secret.png")  # one image file
@@ -172,12 +198,17 @@ def test_symlinks_out_of_the_input_folder_are_refused(tmp_path):
 def test_channels_last_float_tensor_is_refused_not_saved_sideways(tmp_path):
     torch.save({"data": torch.rand(4, 16, 16, 3), "label": torch.tensor([0, 1, 0, 1])}, tmp_path / "nhwc.pt")
     for fmt in ("auto", "image", "pixel_values"):
-        with pytest.raises(ValueError, match=r"has shape \(4, 16, 16, 3\), which is channels-last \(N, H, W, C\) with "
-                                             r"C=3; expected channels-first \(N, C, H, W\): save "
-                                             r"data.permute\(0, 3, 1, 2\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"has shape \(4, 16, 16, 3\), which is channels-last \(N, H, W, C\) with "
+            r"C=3; expected channels-first \(N, C, H, W\): save "
+            r"data.permute\(0, 3, 1, 2\)",
+        ):
             from_tensor_file(tmp_path / "nhwc.pt", image_format=fmt)
-    torch.save({"data": torch.rand(4, 16, 16, 3).permute(0, 3, 1, 2), "label": torch.tensor([0, 1, 0, 1])},
-               tmp_path / "nchw.pt")
+    torch.save(
+        {"data": torch.rand(4, 16, 16, 3).permute(0, 3, 1, 2), "label": torch.tensor([0, 1, 0, 1])},
+        tmp_path / "nchw.pt",
+    )
     _, info = from_tensor_file(tmp_path / "nchw.pt")
     assert info.image_size == [16, 16]
 
@@ -186,8 +217,11 @@ def test_convert_into_its_own_input_is_refused(tmp_path):
     make_folder(tmp_path / "syn")
     before = sorted(str(p) for p in (tmp_path / "syn").rglob("*"))
     for output in (tmp_path / "syn", tmp_path):  # the input itself, or a folder holding it
-        with pytest.raises(ValueError, match=r"output_dir '.*' holds the input '.*syn'; writing the dataset there "
-                                             r"would replace the input"):
+        with pytest.raises(
+            ValueError,
+            match=r"output_dir '.*' holds the input '.*syn'; writing the dataset there "
+            r"would replace the input",
+        ):
             convert(tmp_path / "syn", output, overwrite=True)
     assert sorted(str(p) for p in (tmp_path / "syn").rglob("*")) == before
     torch.save({"data": torch.rand(2, 1, 4, 4), "label": torch.tensor([0, 1])}, tmp_path / "syn" / "t.pt")

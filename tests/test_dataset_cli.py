@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from distilled_helpers import digits_teacher
 from hub_double import RecordingHub
+
 from gift_hf import load_distilled
 from gift_hf.cli import main
 from gift_hf.scripts import convert as convert_cmd
@@ -17,8 +17,12 @@ from gift_hf.scripts import distill as distill_cmd
 from gift_hf.scripts import push as push_cmd
 from gift_hf.scripts import relabel as relabel_cmd
 
-COMMANDS = {"distill": distill_cmd.DistillArguments, "relabel": relabel_cmd.RelabelArguments,
-            "convert": convert_cmd.ConvertArguments, "push": push_cmd.PushArguments}
+COMMANDS = {
+    "distill": distill_cmd.DistillArguments,
+    "relabel": relabel_cmd.RelabelArguments,
+    "convert": convert_cmd.ConvertArguments,
+    "push": push_cmd.PushArguments,
+}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -47,13 +51,38 @@ def test_distill_random_then_relabel_top_k(tmp_path, capsys):
     teacher = digits_teacher(seed=2)
     teacher.save_pretrained(tmp_path / "teacher")
     labelled = tmp_path / "labelled"
-    assert main(["relabel", "--dataset", str(subset), "--teacher", str(tmp_path / "teacher"), "--temperature", "2",
-                 "--topk", "3", "--dtype", "float16", "--output_dir", str(labelled), "--progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "relabel",
+                "--dataset",
+                str(subset),
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--temperature",
+                "2",
+                "--topk",
+                "3",
+                "--dtype",
+                "float16",
+                "--output_dir",
+                str(labelled),
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     ds2, info2 = load_distilled(labelled, cache_dir=str(tmp_path / "cache"))
     assert card_license(labelled) == "bsd-3-clause"  # kept from the input set's card
     train = ds2["train"]
     assert (info2.method, info2.ipc, info2.topk, info2.temperature, info2.soft_label_kind) == (
-        "random", 2, 3, 2.0, "probabilities")
+        "random",
+        2,
+        3,
+        2.0,
+        "probabilities",
+    )
     with torch.no_grad():
         from distilled_helpers import digits_pixels
 
@@ -74,8 +103,25 @@ def test_distill_random_then_relabel_top_k(tmp_path, capsys):
 def test_distill_difficulty(tmp_path, capsys):
     digits_teacher(seed=1).save_pretrained(tmp_path / "teacher")
     out = tmp_path / "hard"
-    assert main(["distill", "difficulty", "--teacher", str(tmp_path / "teacher"), "--ipc", "1", "--band_low", "0.9",
-                 "--band_high", "1.0", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "difficulty",
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--ipc",
+                "1",
+                "--band_low",
+                "0.9",
+                "--band_high",
+                "1.0",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert len(ds["train"]) == 10 and info.method == "difficulty" and info.extra["band"] == [0.9, 1.0]
     capsys.readouterr()
@@ -89,9 +135,32 @@ def test_convert_and_push(tmp_path, capsys, monkeypatch):
     soft = torch.randn(4, 3)
     torch.save({"data": torch.rand(4, 3, 4, 4), "label": soft}, tmp_path / "syn.pt")
     out = tmp_path / "converted"
-    assert main(["convert", "--input", str(tmp_path / "syn.pt"), "--output_dir", str(out), "--class_names", "a", "b",
-                 "c", "--method", "mtt", "--image_mean", "0.5", "0.5", "0.5", "--image_std", "0.25", "0.25",
-                 "0.25"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--input",
+                str(tmp_path / "syn.pt"),
+                "--output_dir",
+                str(out),
+                "--class_names",
+                "a",
+                "b",
+                "c",
+                "--method",
+                "mtt",
+                "--image_mean",
+                "0.5",
+                "0.5",
+                "0.5",
+                "--image_std",
+                "0.25",
+                "0.25",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     ds, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert ds["train"].features["label"].names == ["a", "b", "c"]
     np.testing.assert_array_equal(np.asarray(ds["train"]["soft_label"], dtype=np.float32), soft.numpy())

@@ -78,8 +78,10 @@ def test_mean_and_population_std():
         (lambda: improvement_over_random(0.5, 1.5), "random_soft: got 1.5"),
         (lambda: label_robust_score(0.1, 0.1, lrs_lambda=2.0), "lrs_lambda: got 2.0"),
         (lambda: protocol_config("ddranking", soft_label_source="X"), "soft_label_source: got 'X'"),
-        (lambda: DDRankingArguments().check(protocol_config("ddranking", loss="ce")),
-         "loss: got 'ce'; expected the soft-label students' loss"),
+        (
+            lambda: DDRankingArguments().check(protocol_config("ddranking", loss="ce")),
+            "loss: got 'ce'; expected the soft-label students' loss",
+        ),
         (lambda: DDRankingArguments(seeds=[0, 0]), "seeds: got \\[0, 0\\]"),
         (lambda: DDRankingArguments().check(protocol_config("ddranking", augmentation="none")), "compute_ars"),
         (lambda: DDRankingArguments(full_data_epochs=0), "full_data_epochs: got 0"),
@@ -95,8 +97,16 @@ def test_bad_input_is_named(call, match):
 def teacher_dir(tmp_path_factory):
     """A real (untrained) ConvNet-D3 teacher saved in Hub layout: the pipeline, not its accuracy, is tested."""
     torch.manual_seed(0)
-    teacher = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8, image_mean=DIGITS_MEAN,
-                           image_std=DIGITS_STD, id2label={i: str(i) for i in range(10)})
+    teacher = create_model(
+        "gift_convnet_d3",
+        10,
+        in_chans=1,
+        img_size=8,
+        width=8,
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        id2label={i: str(i) for i in range(10)},
+    )
     path = tmp_path_factory.mktemp("ddranking") / "teacher"
     teacher.save_pretrained(path)
     return str(path)
@@ -104,14 +114,49 @@ def teacher_dir(tmp_path_factory):
 
 def _tiny_argv(teacher_dir, output_dir, *extra, full_data_epochs="2"):
     return [
-        "--config", "recipes/ddranking/cifar10_convnet3.yaml",  # the real recipe, shrunk by overrides
-        "--dataset_name", "digits", "--image_column", "image", "--test_rows", "120",
-        "--image_mean", str(DIGITS_MEAN[0]), "--image_std", str(DIGITS_STD[0]),
-        "--teacher_model_name_or_path", teacher_dir, "--output_dir", str(output_dir),
-        "--student_model_kwargs", '{"width": 8}', "--ipc", "2",
-        "--learning_rates", "0.01", "0.05", "--seeds", "0", "1", "--num_train_epochs", "4",
-        "--per_device_train_batch_size", "10", "--eval_every_epochs", "2", "--use_cpu", "true", "--full_data_epochs", full_data_epochs, "--full_data_step_size", "1", "--full_data_batch_size", "256",
-        "--progress", "false", *extra,
+        "--config",
+        "recipes/ddranking/cifar10_convnet3.yaml",  # the real recipe, shrunk by overrides
+        "--dataset_name",
+        "digits",
+        "--image_column",
+        "image",
+        "--test_rows",
+        "120",
+        "--image_mean",
+        str(DIGITS_MEAN[0]),
+        "--image_std",
+        str(DIGITS_STD[0]),
+        "--teacher_model_name_or_path",
+        teacher_dir,
+        "--output_dir",
+        str(output_dir),
+        "--student_model_kwargs",
+        '{"width": 8}',
+        "--ipc",
+        "2",
+        "--learning_rates",
+        "0.01",
+        "0.05",
+        "--seeds",
+        "0",
+        "1",
+        "--num_train_epochs",
+        "4",
+        "--per_device_train_batch_size",
+        "10",
+        "--eval_every_epochs",
+        "2",
+        "--use_cpu",
+        "true",
+        "--full_data_epochs",
+        full_data_epochs,
+        "--full_data_step_size",
+        "1",
+        "--full_data_batch_size",
+        "256",
+        "--progress",
+        "false",
+        *extra,
     ]
 
 
@@ -124,8 +169,13 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
     saved = json.loads((tmp_path / "random" / "results.json").read_text())
     # 2 rounds × 2 rates × 5 cells (distilled hard/soft/soft without aug., random soft/soft without aug.)
     assert len(saved["cells"]) == 20 and saved["settings"]["ipc"] == 2
-    assert {c["cell"] for c in saved["cells"]} == {"distilled_hard", "distilled_soft", "distilled_soft_noaug",
-                                                   "random_soft", "random_soft_noaug"}
+    assert {c["cell"] for c in saved["cells"]} == {
+        "distilled_hard",
+        "distilled_soft",
+        "distilled_soft_noaug",
+        "random_soft",
+        "random_soft_noaug",
+    }
     # each round's scores follow from its cell accuracies
     full = saved["full_data"]["accuracy"]
     for row in saved["summary"]:
@@ -135,8 +185,9 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
         with_gap, without_gap = row["ior"], row["distilled_soft_noaug"] - row["random_soft_noaug"]
         assert row["ars"] == pytest.approx(augmentation_robust_score(with_gap, without_gap))
         # and the cell accuracy is the best over the rates of that round's students
-        hard = [c["best_accuracy"] for c in saved["cells"]
-                if c["cell"] == "distilled_hard" and c["seed"] == row["seed"]]
+        hard = [
+            c["best_accuracy"] for c in saved["cells"] if c["cell"] == "distilled_hard" and c["seed"] == row["seed"]
+        ]
         assert row["distilled_hard"] == max(hard) and len(hard) == 2
     assert saved["scores"]["lrs_mean"] == pytest.approx(sum(r["lrs"] for r in saved["summary"]) / 2)
     assert "Label-robust score LRS" in (tmp_path / "random" / "results.md").read_text()
@@ -147,15 +198,27 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
 
     # A second distilled set of the same dataset (difficulty-selected) reuses the cached full-data cell.
     stamp = os.path.getmtime(cache)
-    second = main(_tiny_argv(teacher_dir, tmp_path / "difficulty", "--distilled", "difficulty",
-                             "--cache_dir", str(tmp_path / "random")))
+    second = main(
+        _tiny_argv(
+            teacher_dir, tmp_path / "difficulty", "--distilled", "difficulty", "--cache_dir", str(tmp_path / "random")
+        )
+    )
     assert second.full_data["cached"] is True and second.full_data["path"] == cache
     assert second.full_data["accuracy"] == first.full_data["accuracy"] and os.path.getmtime(cache) == stamp
     assert not (tmp_path / "difficulty" / "full_data_cache").exists()
 
     # Another full-data recipe is another cell.
-    third = main(_tiny_argv(teacher_dir, tmp_path / "longer", "--cache_dir", str(tmp_path / "random"),
-                            "--compute_ars", "false", full_data_epochs="3"))
+    third = main(
+        _tiny_argv(
+            teacher_dir,
+            tmp_path / "longer",
+            "--cache_dir",
+            str(tmp_path / "random"),
+            "--compute_ars",
+            "false",
+            full_data_epochs="3",
+        )
+    )
     assert third.full_data["cached"] is False and third.full_data["path"] != cache
     assert "ars_mean" not in third.scores and len(third.students) == 12  # 2 rounds × 2 rates × 3 cells
 
@@ -163,6 +226,11 @@ def test_command_end_to_end_on_digits_writes_results_and_reuses_the_full_data_ce
 def test_unbalanced_distilled_set_is_refused(digits, teacher_dir):
     distilled = digits["train"].select(range(15))
     with pytest.raises(ValueError, match="class counts .* differ"):
-        ddranking_scores(distilled, digits["train"], digits["test"], teacher_dir,
-                         config=protocol_config("ddranking", num_train_epochs=1, use_cpu=True),
-                         student_model_kwargs={"width": 8})
+        ddranking_scores(
+            distilled,
+            digits["train"],
+            digits["test"],
+            teacher_dir,
+            config=protocol_config("ddranking", num_train_epochs=1, use_cpu=True),
+            student_model_kwargs={"width": 8},
+        )

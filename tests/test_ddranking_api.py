@@ -23,18 +23,28 @@ from gift_hf.models.modeling import image_transform_for
 def setup():
     data = load_digits_dataset()
     torch.manual_seed(0)
-    teacher = create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8, image_mean=DIGITS_MEAN,
-                           image_std=DIGITS_STD).eval()
+    teacher = create_model(
+        "gift_convnet_d3", 10, in_chans=1, img_size=8, width=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD
+    ).eval()
     transform = image_transform_for(teacher)
     # the distilled "images": 2 real images per class, normalised as the students' input, ordered by class
     labels = data["train"]["label"]
     rows = [i for c in range(10) for i in [j for j, y in enumerate(labels) if y == c][:2]]
     images = torch.stack(transform({"image": data["train"].select(rows)["image"]})["pixel_values"])
-    tiny = dict(args=DDRankingArguments(learning_rates=[0.01], seeds=[0], compute_ars=False, full_data_epochs=1,
-                                        full_data_step_size=1, full_data_batch_size=256),
-                student_config=protocol_config("ddranking", num_train_epochs=2, per_device_train_batch_size=10,
-                                               eval_every_epochs=1, use_cpu=True),
-                student_model_kwargs={"width": 8})
+    tiny = dict(
+        args=DDRankingArguments(
+            learning_rates=[0.01],
+            seeds=[0],
+            compute_ars=False,
+            full_data_epochs=1,
+            full_data_step_size=1,
+            full_data_batch_size=256,
+        ),
+        student_config=protocol_config(
+            "ddranking", num_train_epochs=2, per_device_train_batch_size=10, eval_every_epochs=1, use_cpu=True
+        ),
+        student_model_kwargs={"width": 8},
+    )
     real_train = data["train"].select(range(200))
     return data, teacher, transform, images, tiny, real_train
 
@@ -47,12 +57,15 @@ def test_tensor_dataset_is_in_ddranking_class_order():
     assert ds["soft_label"][2] == [0.0, 1.0, 0.0]
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: tensor_dataset(torch.zeros(3, 4, 4), 3), r"image_tensor: got \(3, 4, 4\); expected a tensor of shape"),
-    (lambda: tensor_dataset(torch.zeros(5, 1, 2, 2), 3), "image_tensor: got 5 images for 3 classes"),
-    (lambda: tensor_dataset(torch.full((3, 1, 2, 2), math.nan), 3), "image_tensor: contains NaN"),
-    (lambda: tensor_dataset(torch.zeros(3, 1, 2, 2), 3, torch.zeros(3, 4)), r"soft_labels: got \(3, 4\); expected"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: tensor_dataset(torch.zeros(3, 4, 4), 3), r"image_tensor: got \(3, 4, 4\); expected a tensor of shape"),
+        (lambda: tensor_dataset(torch.zeros(5, 1, 2, 2), 3), "image_tensor: got 5 images for 3 classes"),
+        (lambda: tensor_dataset(torch.full((3, 1, 2, 2), math.nan), 3), "image_tensor: contains NaN"),
+        (lambda: tensor_dataset(torch.zeros(3, 1, 2, 2), 3, torch.zeros(3, 4)), r"soft_labels: got \(3, 4\); expected"),
+    ],
+)
 def test_bad_tensors_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -69,8 +82,12 @@ def test_config_errors_are_named(setup):
     scorer = LabelRobustScoreSoft(DDRankingConfig(real_train, data["test"], teacher=teacher, **tiny))
     with pytest.raises(ValueError, match="syn_lr: got -1"):
         scorer.compute_metrics(images, syn_lr=-1)
-    online = DDRankingConfig(real_train, data["test"], teacher=teacher,
-                             student_config=protocol_config("ddranking", soft_label_source="teacher"))
+    online = DDRankingConfig(
+        real_train,
+        data["test"],
+        teacher=teacher,
+        student_config=protocol_config("ddranking", soft_label_source="teacher"),
+    )
     with pytest.raises(ValueError, match="soft_labels: given, but student_config.soft_label_source is 'teacher'"):
         LabelRobustScoreSoft(online).compute_metrics(images, soft_labels=torch.zeros(20, 10))
     with pytest.raises(ValueError, match="soft_labels: the hard-label score trains on hard labels only"):
@@ -79,25 +96,31 @@ def test_config_errors_are_named(setup):
 
 def test_soft_score_of_a_tensor_matches_its_cells(setup, tmp_path):
     data, teacher, transform, images, tiny, real_train = setup
-    scorer = LabelRobustScoreSoft(DDRankingConfig(real_train, data["test"].select(range(100)), teacher=teacher,
-                                                  cache_dir=str(tmp_path), **tiny))
+    scorer = LabelRobustScoreSoft(
+        DDRankingConfig(real_train, data["test"].select(range(100)), teacher=teacher, cache_dir=str(tmp_path), **tiny)
+    )
     out = scorer.compute_metrics(images, syn_lr=0.05)
-    assert set(out) == {f"{m}_{s}" for m in ("hard_label_recovery", "improvement_over_random", "label_robust_score")
-                        for s in ("mean", "std")}
+    assert set(out) == {
+        f"{m}_{s}"
+        for m in ("hard_label_recovery", "improvement_over_random", "label_robust_score")
+        for s in ("mean", "std")
+    }
     (row,) = scorer.result.rounds
     assert scorer.result.settings["ipc"] == 2
     assert out["hard_label_recovery_mean"] == pytest.approx(row["full_data_hard"] - row["distilled_hard"])
     assert out["improvement_over_random_mean"] == pytest.approx(row["distilled_soft"] - row["random_soft"])
     assert out["label_robust_score_mean"] == pytest.approx(
-        label_robust_score(out["hard_label_recovery_mean"], out["improvement_over_random_mean"]))
+        label_robust_score(out["hard_label_recovery_mean"], out["improvement_over_random_mean"])
+    )
     assert 0 <= out["label_robust_score_mean"] <= 1 and out["label_robust_score_std"] == 0.0  # one round
     assert row["distilled_soft_lr"] == 0.05  # syn_lr: the distilled set's soft-label students use it
 
 
 def test_soft_score_uses_the_sets_own_soft_labels(setup, tmp_path, monkeypatch):
     data, teacher, transform, images, tiny, real_train = setup
-    config = DDRankingConfig(real_train, data["test"].select(range(100)), teacher=teacher, cache_dir=str(tmp_path),
-                             **tiny)
+    config = DDRankingConfig(
+        real_train, data["test"].select(range(100)), teacher=teacher, cache_dir=str(tmp_path), **tiny
+    )
     own = torch.eye(10).repeat_interleave(2, 0) * 5  # one-hot-like logits: not the teacher's
     import gift_hf.evaluation.ddranking as ddranking
 
@@ -116,8 +139,14 @@ def test_soft_score_uses_the_sets_own_soft_labels(setup, tmp_path, monkeypatch):
 
 def test_hard_score_needs_no_teacher(setup, tmp_path):
     data, teacher, transform, images, tiny, real_train = setup
-    config = DDRankingConfig(real_train, data["test"].select(range(100)), student_arch="gift_convnet_d3",
-                             transform=transform, cache_dir=str(tmp_path), **tiny)
+    config = DDRankingConfig(
+        real_train,
+        data["test"].select(range(100)),
+        student_arch="gift_convnet_d3",
+        transform=transform,
+        cache_dir=str(tmp_path),
+        **tiny,
+    )
     scorer = LabelRobustScoreHard(config)
     out = scorer.compute_metrics(images)
     (row,) = scorer.result.rounds

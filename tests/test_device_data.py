@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value, load_dataset
+from host_reads import count_host_reads
 from PIL import Image as PILImage
 
-from host_reads import count_host_reads
-
 from gift_hf import GIFTConfig, GIFTTrainer
-from gift_hf.data.images import ImageTransform, ResizeCenterCropTransform
 from gift_hf.data.device import (
     DeviceBatchSampler,
     DeviceDataLoader,
@@ -24,6 +22,7 @@ from gift_hf.data.device import (
     device_resident,
     fits_on_device,
 )
+from gift_hf.data.images import ImageTransform, ResizeCenterCropTransform
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -31,8 +30,10 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def write_hub_dataset(root, n=40, size=20, classes=4, soft=True, sizes=None, seed=0):
     """A real image dataset in the Hub layout (PNG bytes in a parquet shard), loaded back with load_dataset."""
     rng = np.random.default_rng(seed)
-    images = [PILImage.fromarray(rng.integers(0, 256, ((sizes or {}).get(i, size),) * 2 + (3,), dtype=np.uint8))
-              for i in range(n)]
+    images = [
+        PILImage.fromarray(rng.integers(0, 256, ((sizes or {}).get(i, size),) * 2 + (3,), dtype=np.uint8))
+        for i in range(n)
+    ]
     columns = {"image": images, "label": [i % classes for i in range(n)]}
     features = {"image": Image(), "label": ClassLabel(num_classes=classes)}
     if soft:
@@ -74,8 +75,9 @@ def test_validation_transform_matches_torchvision_resize_and_center_crop(tmp_pat
     hub = write_hub_dataset(tmp_path / "val", n=3, size=80, soft=False, sizes={1: 70})
     transform = ResizeCenterCropTransform(image_size=64, channels=3, mean=MEAN, std=STD)
     assert transform.resize_size == 72 and ResizeCenterCropTransform(image_size=224).resize_size == 256
-    reference = transforms.Compose([transforms.Resize(72), transforms.CenterCrop(64), transforms.ToTensor(),
-                                    transforms.Normalize(MEAN, STD)])
+    reference = transforms.Compose(
+        [transforms.Resize(72), transforms.CenterCrop(64), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
     ours = transformed_rows(hub, transform, [0, 1, 2])
     expected = torch.stack([reference(hub[i]["image"].convert("RGB")) for i in range(3)])
     assert ours.shape == (3, 3, 64, 64)
@@ -116,8 +118,13 @@ def test_bad_rows_are_named(tmp_path):
     hub = write_hub_dataset(tmp_path / "b", n=8, classes=4)
     with pytest.raises(ValueError, match=r"column 'label': row 3 has label 3; expected a class id in \[0, 2\]"):
         decode_dataset(hub, ImageTransform(), cache_dir=str(tmp_path / "c"), num_classes=3)
-    broken = Dataset.from_dict({"pixel_values": np.zeros((3, 1, 2, 2), np.float32).tolist(), "label": [0, 1, 0],
-                                "soft_label": [[0.0, 1.0], [np.nan, 0.0], [1.0, 0.0]]})
+    broken = Dataset.from_dict(
+        {
+            "pixel_values": np.zeros((3, 1, 2, 2), np.float32).tolist(),
+            "label": [0, 1, 0],
+            "soft_label": [[0.0, 1.0], [np.nan, 0.0], [1.0, 0.0]],
+        }
+    )
     with pytest.raises(ValueError, match=r"column 'soft_label', row 1: entry 0 is nan; expected finite values"):
         decode_dataset(broken, ImageTransform(channels=1), cache_dir=str(tmp_path / "c"), num_classes=2)
 
@@ -170,12 +177,23 @@ def test_trainer_resume_on_the_device_resident_set_is_exact(tmp_path, tiny_model
 
     def run(name, resume=None):
         torch.manual_seed(0)
-        args = GIFTConfig(output_dir=str(tmp_path / name), use_cpu=True, per_device_train_batch_size=5,
-                          max_steps=8, save_strategy="steps", save_steps=3, logging_strategy="no", disable_tqdm=True,
-                          loss="ce", soft_label_source="none", learning_rate=1e-2, seed=0, report_to="none")
+        args = GIFTConfig(
+            output_dir=str(tmp_path / name),
+            use_cpu=True,
+            per_device_train_batch_size=5,
+            max_steps=8,
+            save_strategy="steps",
+            save_steps=3,
+            logging_strategy="no",
+            disable_tqdm=True,
+            loss="ce",
+            soft_label_source="none",
+            learning_rate=1e-2,
+            seed=0,
+            report_to="none",
+        )
         model = tiny_model()
-        model.register_forward_hook(lambda m, a, k, o: seen.append((name, k["pixel_values"].clone())),
-                                    with_kwargs=True)
+        model.register_forward_hook(lambda m, a, k, o: seen.append((name, k["pixel_values"].clone())), with_kwargs=True)
         trainer = GIFTTrainer(model=model, args=args, train_dataset=hub.with_transform(transform))
         assert isinstance(trainer.get_train_dataloader(), DeviceDataLoader)  # the default (device_resident="auto")
         trainer.train(resume_from_checkpoint=resume)
@@ -208,14 +226,18 @@ def test_fits_and_the_logged_choice(tmp_path, hub, caplog):
     rows = torch.tensor([3, 0, 39, 7])
     assert torch.equal(per_batch.batch(rows)["pixel_values"], data.batch(rows)["pixel_values"])
     assert lines[1].startswith("DataLoader path: workers=4, persistent (0.0 MiB of decoded images > 0% of the ")
-    assert dataloader_kwargs("cuda", 4) == {"dataloader_num_workers": 4, "dataloader_pin_memory": True,
-                                            "dataloader_persistent_workers": True}
+    assert dataloader_kwargs("cuda", 4) == {
+        "dataloader_num_workers": 4,
+        "dataloader_pin_memory": True,
+        "dataloader_persistent_workers": True,
+    }
     assert dataloader_kwargs("cpu", 0)["dataloader_persistent_workers"] is False
 
 
 def test_gathering_batches_reads_nothing_back_to_the_host(tmp_path, hub, monkeypatch):
-    data = DeviceImageSet.from_dataset(hub, ImageTransform(channels=3, mean=MEAN, std=STD), "cpu",
-                                       cache_dir=str(tmp_path / "cache"), num_classes=4)
+    data = DeviceImageSet.from_dataset(
+        hub, ImageTransform(channels=3, mean=MEAN, std=STD), "cpu", cache_dir=str(tmp_path / "cache"), num_classes=4
+    )
     loader = DeviceDataLoader(data, DeviceBatchSampler(len(data), 8, seed=0, rank=1, world_size=2))
     counts = count_host_reads(monkeypatch)
     batches = list(loader) + list(loader)  # two epochs: the permutations, their shards and every gather

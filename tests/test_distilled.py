@@ -9,15 +9,26 @@ import numpy as np
 import pytest
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
-
 from distilled_helpers import NAMES, pixel_dataset, png_bytes, rgb_dataset
 from hub_double import RecordingHub
+
 from gift_hf import DistilledInfo, load_distilled, push_distilled, save_distilled, validate_distilled
 
-INFO = DistilledInfo(source_dataset="toy", method="random", ipc=2, teacher_id="teachers/convnet",
-                     teacher_checkpoint="checkpoint-40", teacher_epoch=4, teacher_architecture="gift_convnet_d3",
-                     soft_label_kind="probabilities", temperature=4.0, image_mean=[0.5, 0.4, 0.3],
-                     image_std=[0.2, 0.2, 0.2], seed=7, extra={"note": "test"})
+INFO = DistilledInfo(
+    source_dataset="toy",
+    method="random",
+    ipc=2,
+    teacher_id="teachers/convnet",
+    teacher_checkpoint="checkpoint-40",
+    teacher_epoch=4,
+    teacher_architecture="gift_convnet_d3",
+    soft_label_kind="probabilities",
+    temperature=4.0,
+    image_mean=[0.5, 0.4, 0.3],
+    image_std=[0.2, 0.2, 0.2],
+    seed=7,
+    extra={"note": "test"},
+)
 
 
 def card_yaml(path: Path) -> dict:
@@ -34,15 +45,18 @@ def test_round_trip_images_dense_fp16_labels_and_card(tmp_path):
     ds = rgb_dataset(dtype="float16")
     out = save_distilled(ds, tmp_path / "set", INFO, license="cc-by-4.0", tags=["toy"])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "README.md", "data/train-00000-of-00001.parquet"]
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+    ]
 
     # plain `datasets.load_dataset` reads the directory, features included
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
     assert loaded.features == ds.features
     assert loaded["label"] == ds["label"]
     assert image_bytes(loaded) == image_bytes(ds)  # pixels are the same PNG bytes
-    np.testing.assert_array_equal(np.asarray(loaded["soft_label"], dtype=np.float16),
-                                  np.asarray(ds["soft_label"], dtype=np.float16))
+    np.testing.assert_array_equal(
+        np.asarray(loaded["soft_label"], dtype=np.float16), np.asarray(ds["soft_label"], dtype=np.float16)
+    )
 
     meta = card_yaml(out)
     assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
@@ -64,15 +78,20 @@ def test_round_trip_images_dense_fp16_labels_and_card(tmp_path):
 def test_round_trip_pixel_values_topk_splits_and_shards(tmp_path):
     train = pixel_dataset(n=6)
     topk = rgb_dataset(n=6, soft="topk", k=2)
-    train = train.add_column("soft_label_topk_values", topk["soft_label_topk_values"],
-                             feature=topk.features["soft_label_topk_values"])
-    train = train.add_column("soft_label_topk_indices", topk["soft_label_topk_indices"],
-                             feature=topk.features["soft_label_topk_indices"])
+    train = train.add_column(
+        "soft_label_topk_values", topk["soft_label_topk_values"], feature=topk.features["soft_label_topk_values"]
+    )
+    train = train.add_column(
+        "soft_label_topk_indices", topk["soft_label_topk_indices"], feature=topk.features["soft_label_topk_indices"]
+    )
     dd = DatasetDict({"train": train, "test": train.select([0, 1])})
     info = DistilledInfo(method="mtt", soft_label_kind="probabilities")
     out = save_distilled(dd, tmp_path / "set", info, num_shards={"train": 2})
     assert sorted(p.name for p in (out / "data").iterdir()) == [
-        "test-00000-of-00001.parquet", "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     loaded, got = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert got.topk == 2 and got.num_classes == 3 and got.image_size == [8, 8]
     for split in ("train", "test"):
@@ -107,27 +126,44 @@ def _with_entry(ds, column, row, col, value, feature):
 
 DENSE = List(Value("float32"), length=3)
 BAD = {
-    "width": (lambda: _with(rgb_dataset(), "soft_label", np.ones((6, 5), "float32"), List(Value("float32"), length=5)),
-              r"column 'soft_label' \(split 'train'\) has width 5; expected 3, the number of classes"),
-    "nan": (lambda: _with_entry(rgb_dataset(), "soft_label", 3, 1, np.nan, DENSE),
-            r"column 'soft_label' \(split 'train'\), row 3: entry 1 is nan; expected finite values"),
-    "inf": (lambda: _with_entry(rgb_dataset(), "soft_label", 2, 0, np.inf, DENSE),
-            r"column 'soft_label' \(split 'train'\), row 2: entry 0 is inf; expected finite values"),
-    "no_label": (lambda: rgb_dataset().remove_columns(["label"]),
-                 r"split 'train' has no 'label' column; it has columns \['image', 'soft_label'\]; expected a "
-                 "ClassLabel"),
-    "no_image": (lambda: rgb_dataset().remove_columns(["image"]),
-                 r"split 'train' has no image column: expected 'image' .* or 'pixel_values' .*; it has columns"),
-    "label_not_classlabel": (lambda: rgb_dataset().cast_column("label", Value("int64")),
-                             r"column 'label' \(split 'train'\) has feature Value\('int64'\); expected a "
-                             "ClassLabel"),
+    "width": (
+        lambda: _with(rgb_dataset(), "soft_label", np.ones((6, 5), "float32"), List(Value("float32"), length=5)),
+        r"column 'soft_label' \(split 'train'\) has width 5; expected 3, the number of classes",
+    ),
+    "nan": (
+        lambda: _with_entry(rgb_dataset(), "soft_label", 3, 1, np.nan, DENSE),
+        r"column 'soft_label' \(split 'train'\), row 3: entry 1 is nan; expected finite values",
+    ),
+    "inf": (
+        lambda: _with_entry(rgb_dataset(), "soft_label", 2, 0, np.inf, DENSE),
+        r"column 'soft_label' \(split 'train'\), row 2: entry 0 is inf; expected finite values",
+    ),
+    "no_label": (
+        lambda: rgb_dataset().remove_columns(["label"]),
+        r"split 'train' has no 'label' column; it has columns \['image', 'soft_label'\]; expected a "
+        "ClassLabel",
+    ),
+    "no_image": (
+        lambda: rgb_dataset().remove_columns(["image"]),
+        r"split 'train' has no image column: expected 'image' .* or 'pixel_values' .*; it has columns",
+    ),
+    "label_not_classlabel": (
+        lambda: rgb_dataset().cast_column("label", Value("int64")),
+        r"column 'label' \(split 'train'\) has feature Value\('int64'\); expected a "
+        "ClassLabel",
+    ),
     "empty": (lambda: rgb_dataset().select([]), r"split 'train' is empty \(0 rows\); expected at least one row"),
-    "topk_index": (lambda: _with_entry(rgb_dataset(soft="topk", k=2), "soft_label_topk_indices", 4, 1, 7,
-                                       List(Value("int16"), length=2)),
-                   r"column 'soft_label_topk_indices' \(split 'train'\), row 4: has class index 7; expected "
-                   r"indices in \[0, 2\]"),
-    "topk_half": (lambda: rgb_dataset(soft="topk", k=2).remove_columns(["soft_label_topk_indices"]),
-                  r"has 'soft_label_topk_values' but no 'soft_label_topk_indices' column; expected both"),
+    "topk_index": (
+        lambda: _with_entry(
+            rgb_dataset(soft="topk", k=2), "soft_label_topk_indices", 4, 1, 7, List(Value("int16"), length=2)
+        ),
+        r"column 'soft_label_topk_indices' \(split 'train'\), row 4: has class index 7; expected "
+        r"indices in \[0, 2\]",
+    ),
+    "topk_half": (
+        lambda: rgb_dataset(soft="topk", k=2).remove_columns(["soft_label_topk_indices"]),
+        r"has 'soft_label_topk_values' but no 'soft_label_topk_indices' column; expected both",
+    ),
 }
 
 
@@ -155,8 +191,11 @@ def test_corrupt_image_bytes_are_refused(tmp_path):
     images = [{"bytes": b, "path": None} for b in image_bytes(ds)]
     images[2] = {"bytes": b"\x89PNG\r\n\x1a\n not really a png", "path": None}
     ds = ds.remove_columns(["image"]).add_column("image", images, feature=Image())
-    with pytest.raises(ValueError, match=r"column 'image' \(split 'train'\), row 2: cannot decode the image bytes "
-                                         r".*expected an encoded image"):
+    with pytest.raises(
+        ValueError,
+        match=r"column 'image' \(split 'train'\), row 2: cannot decode the image bytes "
+        r".*expected an encoded image",
+    ):
         save_distilled(ds, tmp_path / "set", DistilledInfo(soft_label_kind="probabilities"))
 
 
@@ -165,8 +204,11 @@ def test_corrupt_parquet_bytes_are_named(tmp_path):
     shard = out / "data" / "train-00000-of-00001.parquet"
     data = shard.read_bytes()
     shard.write_bytes(data[:100] + b"garbage" * 10)
-    with pytest.raises(ValueError, match=r"shard 'data/train-00000-of-00001.parquet' of .* is not a readable parquet "
-                                         r"file .*expected parquet written by save_distilled"):
+    with pytest.raises(
+        ValueError,
+        match=r"shard 'data/train-00000-of-00001.parquet' of .* is not a readable parquet "
+        r"file .*expected parquet written by save_distilled",
+    ):
         load_distilled(out, cache_dir=str(tmp_path / "cache"))
     (out / "README.md").unlink()
     with pytest.raises(ValueError, match=r"has no README.md; expected a directory written by save_distilled"):
@@ -217,16 +259,20 @@ def folder_files(root: Path) -> dict[str, bytes]:
 def test_push_publishes_exactly_the_folder_save_distilled_writes(tmp_path, hub, capsys):
     """push_to_hub + DatasetCard leave the repo file for file as save_distilled's folder."""
     ds = DatasetDict({"train": rgb_dataset(n=6, dtype="float16"), "test": rgb_dataset(n=3, dtype="float16")})
-    result = push_distilled(ds, "me/toy-distilled", INFO, private=True, token="hf_secret_token",
-                            commit_message="add toy", license="mit")
+    result = push_distilled(
+        ds, "me/toy-distilled", INFO, private=True, token="hf_secret_token", commit_message="add toy", license="mit"
+    )
     assert result.commit_url.startswith("https://huggingface.co/me/toy-distilled/commit/")
     assert hub.private == {"me/toy-distilled": True}
     assert [c["message"] for c in hub.commits] == ["add toy", "Dataset card with the gift_hf provenance"]
     assert set(hub.tokens) == {"hf_secret_token"}
 
     local = save_distilled(ds, tmp_path / "local", INFO, license="mit", repo_id="me/toy-distilled")
-    assert sorted(folder_files(local)) == ["README.md", "data/test-00000-of-00001.parquet",
-                                           "data/train-00000-of-00001.parquet"]
+    assert sorted(folder_files(local)) == [
+        "README.md",
+        "data/test-00000-of-00001.parquet",
+        "data/train-00000-of-00001.parquet",
+    ]
     assert hub.files("me/toy-distilled") == folder_files(local)  # same paths, same bytes
     # and datasets reads the published files back
     (tmp_path / "mirror").mkdir()
@@ -287,8 +333,9 @@ def test_image_paths_are_embedded_in_the_shards(tmp_path):
         path = folder / f"{i}.png"
         path.write_bytes(png_bytes(np.full((4, 4), 40 * i, np.uint8)))
         paths.append(str(path))
-    ds = Dataset.from_dict({"image": paths, "label": [0, 1, 2]},
-                           features=Features({"image": Image(), "label": ClassLabel(names=NAMES)}))
+    ds = Dataset.from_dict(
+        {"image": paths, "label": [0, 1, 2]}, features=Features({"image": Image(), "label": ClassLabel(names=NAMES)})
+    )
     out = save_distilled(ds, tmp_path / "set")
     shutil.rmtree(folder)
     loaded, _ = load_distilled(out, cache_dir=str(tmp_path / "cache"))
@@ -304,8 +351,10 @@ def test_the_cards_training_snippet_runs(tmp_path):
     code = re.search(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S).group(1)
     code = code.replace('load_distilled("me/toy")', f"load_distilled({str(out)!r}, cache_dir={str(tmp_path / 'c')!r})")
     code = code.replace('output_dir="student"', f"output_dir={str(tmp_path / 'student')!r}, max_steps=2, use_cpu=True")
-    code = code.replace("GIFTTrainer(model=model, args=args, train_dataset=train).train()",
-                        "trainer = GIFTTrainer(model=model, args=args, train_dataset=train)\ntrainer.train()")
+    code = code.replace(
+        "GIFTTrainer(model=model, args=args, train_dataset=train).train()",
+        "trainer = GIFTTrainer(model=model, args=args, train_dataset=train)\ntrainer.train()",
+    )
     assert "max_steps=2" in code and "trainer.train()" in code and "image_transform_for(model)" in code
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)

@@ -9,17 +9,17 @@ rows from the padding the distributed sampler adds (540 test rows, not divisible
 """
 
 import json
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, RECIPE, free_port, subprocess_env, train_teacher
 from transformers import AutoModelForImageClassification
 
-from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.data.images import DataArguments, build_image_transform, load_image_dataset
-from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, RECIPE, free_port, subprocess_env, train_teacher
+from gift_hf.engine.checkpoints import list_checkpoints
 
 STEPS, BATCH = 12, 16
 
@@ -30,13 +30,39 @@ def ddp_run(tmp_path_factory):
     teacher = train_teacher(root / "teacher")
     out = root / "student"
     cmd = [
-        str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CPU_2PROC_CONFIG),
+        "--main_process_port",
+        str(free_port()),
         *RECIPE,
-        "--output_dir", str(out), "--teacher_model_name_or_path", str(teacher), "--loss", "gift",
-        "--max_steps", str(STEPS), "--per_device_train_batch_size", str(BATCH),
-        "--per_device_eval_batch_size", str(BATCH), "--learning_rate", "1e-3", "--seed", "0",
-        "--record_shard_indices", "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000",
-        "--save_strategy", "steps", "--save_steps", str(STEPS // 2),
+        "--output_dir",
+        str(out),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--loss",
+        "gift",
+        "--max_steps",
+        str(STEPS),
+        "--per_device_train_batch_size",
+        str(BATCH),
+        "--per_device_eval_batch_size",
+        str(BATCH),
+        "--learning_rate",
+        "1e-3",
+        "--seed",
+        "0",
+        "--record_shard_indices",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1000",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(STEPS // 2),
     ]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     log = proc.stdout + proc.stderr
@@ -93,12 +119,40 @@ def test_two_processes_train_on_the_device_resident_set(tmp_path):
     out = tmp_path / "student"
     steps, batch = 6, 16
     cmd = [
-        str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CPU_2PROC_CONFIG),
+        "--main_process_port",
+        str(free_port()),
         *RECIPE,
-        "--output_dir", str(out), "--loss", "ce", "--soft_label_source", "none", "--max_steps", str(steps),
-        "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", str(batch), "--seed", "0",
-        "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000", "--save_strategy", "steps",
-        "--save_steps", str(steps), "--log_level", "info", "--log_level_replica", "info",
+        "--output_dir",
+        str(out),
+        "--loss",
+        "ce",
+        "--soft_label_source",
+        "none",
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        str(batch),
+        "--per_device_eval_batch_size",
+        str(batch),
+        "--seed",
+        "0",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1000",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(steps),
+        "--log_level",
+        "info",
+        "--log_level_replica",
+        "info",
     ]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     log = proc.stdout + proc.stderr
@@ -115,8 +169,16 @@ def test_two_processes_train_on_the_device_resident_set(tmp_path):
 def test_students_trained_together_in_two_processes(tmp_path):
     """A population of 3 students in a real 2-process DDP run (the rded protocol): every rank holds the same
     students after training (their gradients were averaged over both ranks' shards), evaluated over both ranks."""
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
-           str(Path(__file__).with_name("population_ddp.py")), str(tmp_path)]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CPU_2PROC_CONFIG),
+        "--main_process_port",
+        str(free_port()),
+        str(Path(__file__).with_name("population_ddp.py")),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

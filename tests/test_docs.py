@@ -13,12 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 
 
-@pytest.mark.skipif(not MKDOCS.exists() and shutil.which("mkdocs") is None,
-                    reason="mkdocs (the docs extra) is not installed")
+@pytest.mark.skipif(
+    not MKDOCS.exists() and shutil.which("mkdocs") is None, reason="mkdocs (the docs extra) is not installed"
+)
 def test_docs_build_strict(tmp_path):
     mkdocs = str(MKDOCS) if MKDOCS.exists() else shutil.which("mkdocs")
-    done = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     site = tmp_path / "site"
     for page in ("evaluation", "results", "api"):

@@ -41,8 +41,9 @@ def one_line_error(err: str, command: str) -> str:
 
 
 def tiny_teacher(path: Path, num_classes: int = 10, in_chans: int = 1) -> str:
-    create_model("gift_convnet_d3", num_classes=num_classes, in_chans=in_chans, img_size=8,
-                 width=4).save_pretrained(path)
+    create_model("gift_convnet_d3", num_classes=num_classes, in_chans=in_chans, img_size=8, width=4).save_pretrained(
+        path
+    )
     return str(path)
 
 
@@ -68,8 +69,10 @@ def test_a_command_never_overwrites_results_it_did_not_write(tmp_path, capsys):
         assert str(out / "results.") in line
         assert {name: (out / name).read_text() for name in mine} == mine  # untouched
     # --overwrite_output_dir lets the command past the check (here it stops at the 5-class teacher)
-    assert main(["ddranking", "--teacher_model_name_or_path", teacher, "--output_dir", str(out),
-                 "--overwrite_output_dir"]) == 2
+    assert (
+        main(["ddranking", "--teacher_model_name_or_path", teacher, "--output_dir", str(out), "--overwrite_output_dir"])
+        == 2
+    )
     assert "has 5 classes" in one_line_error(capsys.readouterr().err, "ddranking")
 
 
@@ -131,8 +134,9 @@ def test_a_corrupt_decode_cache_file_is_rebuilt_with_one_warning(tmp_path, digit
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
-def test_a_full_disk_while_writing_the_cache_names_the_file_and_the_space(tmp_path, digits, digits_transform,
-                                                                          monkeypatch):
+def test_a_full_disk_while_writing_the_cache_names_the_file_and_the_space(
+    tmp_path, digits, digits_transform, monkeypatch
+):
     import gift_hf.data.device as device
 
     def full_disk(tensors, filename, metadata=None):  # the fault: the disk fills up mid-write
@@ -160,8 +164,11 @@ def test_a_corrupt_model_or_optimizer_file_in_a_checkpoint_is_named(tmp_path):
     for name in ("optimizer.pt", "model.safetensors"):
         blob = (checkpoint / name).read_bytes()
         (checkpoint / name).write_bytes(blob[: len(blob) // 2])
-        with pytest.raises(ValueError, match=rf"checkpoint file {checkpoint / name} is corrupt or truncated .*; "
-                                             rf"delete the folder {checkpoint} and resume from an earlier checkpoint"):
+        with pytest.raises(
+            ValueError,
+            match=rf"checkpoint file {checkpoint / name} is corrupt or truncated .*; "
+            rf"delete the folder {checkpoint} and resume from an earlier checkpoint",
+        ):
             check_saved_files(checkpoint)
     # the same check names the file when a saved teacher is loaded
     from gift_hf.models.modeling import load_teacher
@@ -188,12 +195,18 @@ def test_a_decompression_bomb_or_truncated_png_is_named_with_its_row(tmp_path, d
 
     good = png(np.full((8, 8), 7, dtype=np.uint8))
     features = Features({"image": Image(), "label": ClassLabel(names=["a", "b"])})
-    rows = {"image": [{"bytes": good, "path": None}] * 2 + [{"bytes": png(np.zeros((64, 64), np.uint8)),
-                                                              "path": "big.png"}], "label": [0, 1, 0]}
+    rows = {
+        "image": [{"bytes": good, "path": None}] * 2
+        + [{"bytes": png(np.zeros((64, 64), np.uint8)), "path": "big.png"}],
+        "label": [0, 1, 0],
+    }
     data = Dataset.from_dict(rows, features=features)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 64×64 = 4096 > 2 × 1000: Pillow refuses it
-    with pytest.raises(ValueError, match=r"column 'image', row 2 \(big\.png\): the image is larger than Pillow's "
-                                         r"decompression-bomb limit \(1000 pixels"):
+    with pytest.raises(
+        ValueError,
+        match=r"column 'image', row 2 \(big\.png\): the image is larger than Pillow's "
+        r"decompression-bomb limit \(1000 pixels",
+    ):
         decode_dataset(data, digits_transform)
     rows["image"][2] = {"bytes": good[:40], "path": "cut.png"}
     with pytest.raises(ValueError, match=r"row 2 \(cut\.png\): the image file is truncated or corrupt"):
@@ -206,8 +219,9 @@ def test_a_path_looking_dataset_name_is_not_found_never_a_hub_lookup(tmp_path, c
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing").mkdir()
     teacher = tiny_teacher(tmp_path / "teacher")
-    assert main(["ddranking", "--dataset_name", name, "--teacher_model_name_or_path", teacher,
-                 "--output_dir", "out"]) == 2
+    assert (
+        main(["ddranking", "--dataset_name", name, "--teacher_model_name_or_path", teacher, "--output_dir", "out"]) == 2
+    )
     line = one_line_error(capsys.readouterr().err, "ddranking")
     assert line.startswith(f"gift-hf ddranking: error: dataset_name {name!r} not found: no such local file")
     assert "Hub" not in line.split("expected")[0] and not (tmp_path / "out" / "results.md").exists()
@@ -225,8 +239,24 @@ def test_a_teacher_of_another_number_of_classes_is_refused_naming_both(tmp_path,
 def test_pushing_offline_is_one_line_and_never_prints_a_token(tmp_path, capsys):
     torch.save({"data": torch.rand(4, 3, 4, 4), "label": torch.randn(4, 3)}, tmp_path / "syn.pt")
     out = tmp_path / "converted"
-    assert main(["convert", "--input", str(tmp_path / "syn.pt"), "--output_dir", str(out), "--class_names", "a", "b",
-                 "c", "--method", "mtt"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--input",
+                str(tmp_path / "syn.pt"),
+                "--output_dir",
+                str(out),
+                "--class_names",
+                "a",
+                "b",
+                "c",
+                "--method",
+                "mtt",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     for wrong in (["--repo_id", "me/x", "--commit_message", TOKEN], ["--repo_id", TOKEN]):  # a token, wrong option
         assert main(["push", "--dataset_dir", str(out), *wrong]) == 2
@@ -235,9 +265,31 @@ def test_pushing_offline_is_one_line_and_never_prints_a_token(tmp_path, capsys):
 
 
 def test_train_with_push_to_hub_offline_is_one_line(tmp_path, capsys):
-    code = main(["train", "--push_to_hub", "--hub_model_id", "me/student", "--hub_token", TOKEN, "--max_steps", "1",
-                 "--output_dir", str(tmp_path / "out"), "--use_cpu", "--loss", "ce", "--soft_label_source", "none",
-                 "--save_strategy", "no", "--eval_split", "", "--disable_tqdm", "true"])
+    code = main(
+        [
+            "train",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/student",
+            "--hub_token",
+            TOKEN,
+            "--max_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--use_cpu",
+            "--loss",
+            "ce",
+            "--soft_label_source",
+            "none",
+            "--save_strategy",
+            "no",
+            "--eval_split",
+            "",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert code == 2
     assert "the Hub could not be used (" in one_line_error(capsys.readouterr().err, "train")
 
@@ -269,7 +321,13 @@ def test_an_exploding_yaml_anchor_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_help_into_a_closed_pipe_is_quiet():
-    proc = subprocess.run(f"{sys.executable} -m gift_hf.cli train --help | head -1", shell=True, capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        f"{sys.executable} -m gift_hf.cli train --help | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.stdout.startswith("usage: gift-hf train")
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr

@@ -10,10 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from experiment_helpers import small_digits, teacher_run
+from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, free_port, one_thread, subprocess_env
+
 from gift_hf import cli
 from gift_hf.data.distilled import save_distilled
+from gift_hf.data.selection import build_random_distilled
 from gift_hf.engine.config import protocol_config
 from gift_hf.studies import (
     Cell,
@@ -35,8 +37,6 @@ from gift_hf.studies import (
 )
 from gift_hf.studies.common import Study
 from gift_hf.studies.random_baseline import gap_statistics
-from gift_hf.data.selection import build_random_distilled
-from recipe_helpers import ACCELERATE, CPU_2PROC_CONFIG, free_port, one_thread, subprocess_env
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # one student per cell, two epochs, no augmentation: the tests check the machinery, not accuracy
@@ -45,8 +45,9 @@ TINY = dict(num_train_epochs=2, num_students=1, best_of=1, augmentation="none")
 
 def tiny(protocol: str, output_dir, teacher: str | None = None, **changes):
     """The protocol at the tests' size, writing into ``output_dir``."""
-    return protocol_config(protocol, output_dir=str(output_dir), teacher_model_name_or_path=teacher,
-                           **{**TINY, **changes})
+    return protocol_config(
+        protocol, output_dir=str(output_dir), teacher_model_name_or_path=teacher, **{**TINY, **changes}
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,8 +90,11 @@ def test_run_cells_resumes_and_respects_the_fingerprint(tmp_path):
     cells = [Cell({"x": x}, seed) for x in (1, 2) for seed in (0, 1)]
     records, stats = run_cells(cells, run_one, str(tmp_path), "fp-a")
     assert (stats.trained, stats.reused, len(calls)) == (4, 0, 4)
-    assert [r["key"] for r in records] == [c.key for c in cells] == ["x=1,seed=0", "x=1,seed=1", "x=2,seed=0",
-                                                                   "x=2,seed=1"]
+    assert (
+        [r["key"] for r in records]
+        == [c.key for c in cells]
+        == ["x=1,seed=0", "x=1,seed=1", "x=2,seed=0", "x=2,seed=1"]
+    )
     # a grown grid trains only the new cells
     records, stats = run_cells(cells + [Cell({"x": 3}, 0)], run_one, str(tmp_path), "fp-a")
     assert (stats.trained, stats.reused, calls[-1]) == (1, 4, "x=3,seed=0")
@@ -167,13 +171,17 @@ def test_loss_benchmark_table_spread_and_resume(teacher, data, tmp_path):
 
 def test_cross_architecture_grid(teacher, data, tmp_path):
     args = CrossArchitectureArguments(
-        teachers=[teacher], student_archs=["gift_convnet_d3", "test_efficientnet_gn"],
-        arch_model_kwargs=json.dumps({"gift_convnet_d3": {"width": 16, "norm": "batchnorm"}}), ipc=1,
+        teachers=[teacher],
+        student_archs=["gift_convnet_d3", "test_efficientnet_gn"],
+        arch_model_kwargs=json.dumps({"gift_convnet_d3": {"width": 16, "norm": "batchnorm"}}),
+        ipc=1,
     )
     result = run_cross_architecture(args, config=tiny("gift", tmp_path), data=data)
     check_outputs(result, "cross_architecture.png", 2)
     assert {(r["teacher"], r["student"]) for r in result.summary} == {
-        (Path(teacher).name, "gift_convnet_d3"), (Path(teacher).name, "test_efficientnet_gn")}
+        (Path(teacher).name, "gift_convnet_d3"),
+        (Path(teacher).name, "test_efficientnet_gn"),
+    }
     assert all(r["teacher_arch"] == "gift_convnet_d3" for r in result.summary)
     assert result.table.splitlines()[0] == "| teacher (arch) | student=gift_convnet_d3 | student=test_efficientnet_gn |"
 
@@ -248,9 +256,15 @@ def test_each_process_trains_only_its_own_seeds_of_a_setting_together(teacher, d
     records = run_label_swap(args, config=config, data=data).records  # merges, trains nothing again
     trained = {(r["params"]["swap"], r["seed"]): (r["rank"], r["metrics"]["students_together"]) for r in records}
     assert trained == {
-        ("none", 0): (0, 2), ("none", 1): (1, 1), ("none", 2): (0, 2),
-        (1, 0): (1, 2), (1, 1): (0, 1), (1, 2): (1, 2),
-        ("hard", 0): (0, 2), ("hard", 1): (1, 1), ("hard", 2): (0, 2),
+        ("none", 0): (0, 2),
+        ("none", 1): (1, 1),
+        ("none", 2): (0, 2),
+        (1, 0): (1, 2),
+        (1, 1): (0, 1),
+        (1, 2): (1, 2),
+        ("hard", 0): (0, 2),
+        ("hard", 1): (1, 1),
+        ("hard", 2): (0, 2),
     }
 
 
@@ -306,9 +320,19 @@ def test_evaluate_command_from_a_yaml_file(teacher, tmp_path, capsys):
     assert payload["cells"][0]["seed"] == 3
 
 
-@pytest.mark.parametrize("name", ["evaluate", "loss-benchmark", "cross-architecture", "expert-epochs",
-                                  "temperature-grid", "label-swap", "data-knowledge-scaling",
-                                  "improvement-over-random"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evaluate",
+        "loss-benchmark",
+        "cross-architecture",
+        "expert-epochs",
+        "temperature-grid",
+        "label-swap",
+        "data-knowledge-scaling",
+        "improvement-over-random",
+    ],
+)
 def test_commands_list_their_options(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([name, "--help"])
@@ -320,14 +344,40 @@ def test_commands_list_their_options(name, capsys):
 def test_cells_are_shared_between_two_accelerate_processes(teacher, tmp_path):
     out = tmp_path / "sweep"
     command = [
-        str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC_CONFIG), "--main_process_port", str(free_port()),
-        "-m", "gift_hf.scripts.loss_benchmark", "--output_dir", str(out), "--teacher_model_name_or_path",
-        teacher, "--losses", "ce", "gift", "--optimizers", "adamw", "--ipc", "1", "--num_students", "1",
-        "--num_train_epochs", "1", "--best_of", "1", "--augmentation", "none", "--max_eval_samples", "60",
-        "--merge_timeout", "300",
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CPU_2PROC_CONFIG),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "gift_hf.scripts.loss_benchmark",
+        "--output_dir",
+        str(out),
+        "--teacher_model_name_or_path",
+        teacher,
+        "--losses",
+        "ce",
+        "gift",
+        "--optimizers",
+        "adamw",
+        "--ipc",
+        "1",
+        "--num_students",
+        "1",
+        "--num_train_epochs",
+        "1",
+        "--best_of",
+        "1",
+        "--augmentation",
+        "none",
+        "--max_eval_samples",
+        "60",
+        "--merge_timeout",
+        "300",
     ]
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[done.stderr.find("Traceback"):][:4000]
+    assert done.returncode == 0, done.stderr[done.stderr.find("Traceback") :][:4000]
     payload = json.loads((out / "results.json").read_text())
     ranks = [c["rank"] for c in payload["cells"]]
     assert sorted(ranks) == [0, 1]  # each process trained one of the two students
@@ -337,17 +387,20 @@ def test_cells_are_shared_between_two_accelerate_processes(teacher, tmp_path):
 def test_a_study_trains_stored_labels_as_the_card_says(teacher, data, tmp_path):
     """A set whose card says logits is refused under a protocol that stores probabilities, and
     trained as logits when the protocol leaves the kind to the card."""
-    from gift_hf.studies.evaluate import EvaluateArguments
-    from gift_hf.models.modeling import load_teacher
     from gift_hf.data.relabel import relabel
+    from gift_hf.models.modeling import load_teacher
+    from gift_hf.studies.evaluate import EvaluateArguments
 
     subset, info = build_random_distilled(data["train"], 1, seed=7, source_dataset="digits")
     labelled, info = relabel(subset, load_teacher(teacher), info=info, output="logits", progress=False)
     save_distilled(labelled, tmp_path / "set", info)
     args = EvaluateArguments(distilled=str(tmp_path / "set"))
     study = Study("evaluate", args, None, tiny("label_paper", tmp_path / "out"), data)
-    with pytest.raises(ValueError, match=r"soft_label_kind: got 'probabilities' but the dataset card of .* says the "
-                                         r"stored soft labels are 'logits'"):
+    with pytest.raises(
+        ValueError,
+        match=r"soft_label_kind: got 'probabilities' but the dataset card of .* says the "
+        r"stored soft labels are 'logits'",
+    ):
         study.load_distilled(args.distilled)
     study = Study("evaluate", args, None, tiny("label_paper", tmp_path / "out", soft_label_kind=None), data)
     study.load_distilled(args.distilled)

@@ -130,8 +130,12 @@ def test_factor_two_gives_a_quadrant_resized_or_the_whole_image():
     assert augmenter.sample(x.shape).ops == ("factorcrop",)
     out, _, _ = augmenter(x)
     candidates = {"whole": x[0]}
-    for name, rows, cols in (("top-left", slice(0, 4), slice(0, 4)), ("top-right", slice(0, 4), slice(4, 8)),
-                             ("bottom-left", slice(4, 8), slice(0, 4)), ("bottom-right", slice(4, 8), slice(4, 8))):
+    for name, rows, cols in (
+        ("top-left", slice(0, 4), slice(0, 4)),
+        ("top-right", slice(0, 4), slice(4, 8)),
+        ("bottom-left", slice(4, 8), slice(0, 4)),
+        ("bottom-right", slice(4, 8), slice(4, 8)),
+    ):
         quadrant = x[:1, :, rows, cols]
         candidates[name] = F.interpolate(quadrant, size=(8, 8), mode="bilinear", align_corners=False)[0]
     counts = Counter()

@@ -33,10 +33,26 @@ def test_bf16_autocast_training_of_a_student_on_cuda(tmp_path, digits, digits_tr
     train, test = digits["train"].select(range(256)), digits["test"].select(range(100))
     train.set_transform(digits_transform)
     test.set_transform(digits_transform)
-    args = GIFTConfig(output_dir=str(tmp_path), bf16=True, loss="gift", max_steps=8, per_device_train_batch_size=32,
-                      learning_rate=1e-3, seed=0, save_strategy="no", logging_steps=1, disable_tqdm=True)
-    trainer = RecordingTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train,
-                               eval_dataset=test, compute_metrics=build_compute_metrics(10))
+    args = GIFTConfig(
+        output_dir=str(tmp_path),
+        bf16=True,
+        loss="gift",
+        max_steps=8,
+        per_device_train_batch_size=32,
+        learning_rate=1e-3,
+        seed=0,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = RecordingTrainer(
+        model=student,
+        args=args,
+        teacher_model=teacher,
+        train_dataset=train,
+        eval_dataset=test,
+        compute_metrics=build_compute_metrics(10),
+    )
     trainer.loss_dtypes = []
     before = [p.detach().clone() for p in student.parameters()]
     trainer.train()
@@ -83,19 +99,29 @@ def test_students_trained_together_on_cuda_equal_separate_runs(tmp_path, digits,
     teacher = build().eval()
     train = digits["train"].select(range(60)).with_transform(digits_transform)
     test = digits["test"].select(range(100)).with_transform(digits_transform)
-    config = protocol_config("gift", output_dir=str(tmp_path), num_train_epochs=3, batch_sizes=None,
-                             per_device_train_batch_size=20, best_of=1, save_strategy="no", logging_strategy="no",
-                             report_to="none", disable_tqdm=True)
-    together = train_students(config, build, train, test, seeds=[0, 1, 2], teacher=teacher, forward=forward,
-                              quiet=True)
+    config = protocol_config(
+        "gift",
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        batch_sizes=None,
+        per_device_train_batch_size=20,
+        best_of=1,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    together = train_students(config, build, train, test, seeds=[0, 1, 2], teacher=teacher, forward=forward, quiet=True)
     images = torch.stack(test[:100]["pixel_values"]).cuda()
     for result in together:
-        alone = train_student(config.replace(seed=result.seed, data_seed=result.seed), build, train, test,
-                              teacher=teacher, quiet=True)
+        alone = train_student(
+            config.replace(seed=result.seed, data_seed=result.seed), build, train, test, teacher=teacher, quiet=True
+        )
         assert next(result.model.parameters()).is_cuda
         with torch.no_grad():
             a, b = result.model.eval()(pixel_values=images).logits, alone.model.eval()(pixel_values=images).logits
         assert (a - b).abs().max().item() < 1e-4  # cuDNN's kernels may differ by batch shape
-    bf16 = train_students(config.replace(bf16=True), build, train, test, seeds=[0, 1, 2], teacher=teacher,
-                          forward=forward, quiet=True)
+    bf16 = train_students(
+        config.replace(bf16=True), build, train, test, seeds=[0, 1, 2], teacher=teacher, forward=forward, quiet=True
+    )
     assert all(r.failure is None and r.accuracy > 0.1 for r in bf16)

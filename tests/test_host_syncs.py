@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
+from host_reads import HostReadCounter, count_host_reads
 from PIL import Image as PILImage
 from transformers import TrainerCallback
 
-from host_reads import HostReadCounter, count_host_reads
-
 from gift_hf import GIFTConfig, GIFTTrainer
-from gift_hf.data.images import ImageTransform
 from gift_hf.data.device import DeviceDataLoader
+from gift_hf.data.images import ImageTransform
 
 
 def image_set(n=48, size=8, classes=4, seed=0):
@@ -29,8 +28,13 @@ def image_set(n=48, size=8, classes=4, seed=0):
         "label": [i % classes for i in range(n)],
         "soft_label": rng.standard_normal((n, classes)).astype(np.float32).tolist(),
     }
-    features = Features({"image": Image(), "label": ClassLabel(num_classes=classes),
-                         "soft_label": List(Value("float32"), length=classes)})
+    features = Features(
+        {
+            "image": Image(),
+            "label": ClassLabel(num_classes=classes),
+            "soft_label": List(Value("float32"), length=classes),
+        }
+    )
     return Dataset.from_dict(columns, features=features)
 
 
@@ -51,22 +55,43 @@ class StepReads(TrainerCallback):
         self.start, self.step = now, state.global_step + 1
 
 
-@pytest.mark.parametrize("settings", [
-    dict(loss="gift", soft_label_source="teacher", augmentation="color_crop_cutout_flip_scale_rotate", mix="both"),
-    dict(loss="kl", soft_label_source="teacher", augmentation="patchshuffle_resizedcrop_flip",
-         augmentation_mode="all", mix="cutmix"),
-    dict(loss="gift", soft_label_source="dataset", augmentation="flip_crop", mix="mixup", max_grad_norm=1.0),
-], ids=["gift-dsa-mix", "rded", "stored-labels-clipped"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(loss="gift", soft_label_source="teacher", augmentation="color_crop_cutout_flip_scale_rotate", mix="both"),
+        dict(
+            loss="kl",
+            soft_label_source="teacher",
+            augmentation="patchshuffle_resizedcrop_flip",
+            augmentation_mode="all",
+            mix="cutmix",
+        ),
+        dict(loss="gift", soft_label_source="dataset", augmentation="flip_crop", mix="mixup", max_grad_norm=1.0),
+    ],
+    ids=["gift-dsa-mix", "rded", "stored-labels-clipped"],
+)
 def test_training_steps_read_nothing_back_except_logging_steps(tmp_path, tiny_model, monkeypatch, settings):
     transform = ImageTransform(channels=1, mean=(0.5,), std=(0.5,))
     train = image_set().with_transform(transform)
-    args = GIFTConfig(output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=4, max_steps=9,
-                      logging_steps=4, save_strategy="no", eval_strategy="no", disable_tqdm=True, report_to="none",
-                      lr_scheduler_type="cosine", lr_milestones=[], lr_decay=1.0,
-                      # Unfused AdamW reads its step counters with .item(): tensors it keeps on the
-                      # host on a GPU too (not capturable), so no device sync there, but the same
-                      # reads as a sync here on the CPU. The fused kernel reads them itself.
-                      optim="adamw_torch_fused", **settings)
+    args = GIFTConfig(
+        output_dir=str(tmp_path / "run"),
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        max_steps=9,
+        logging_steps=4,
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        report_to="none",
+        lr_scheduler_type="cosine",
+        lr_milestones=[],
+        lr_decay=1.0,
+        # Unfused AdamW reads its step counters with .item(): tensors it keeps on the
+        # host on a GPU too (not capturable), so no device sync there, but the same
+        # reads as a sync here on the CPU. The fused kernel reads them itself.
+        optim="adamw_torch_fused",
+        **settings,
+    )
     counts = count_host_reads(monkeypatch)
     dispatch = HostReadCounter()
     reads = StepReads(counts, dispatch)
@@ -94,5 +119,10 @@ def test_the_counter_sees_every_kind_of_read(monkeypatch):
         if torch.isnan(x).any():  # an implicit bool
             pass
     assert dispatch.count >= 5
-    assert {k: v for k, v in counts.items() if v} == {"item": 1, "__bool__": 2, "__int__": 1, "__float__": 1,
-                                                      "tolist": 1}
+    assert {k: v for k, v in counts.items() if v} == {
+        "item": 1,
+        "__bool__": 2,
+        "__int__": 1,
+        "__float__": 1,
+        "tolist": 1,
+    }

@@ -15,7 +15,9 @@ def loaded_after(statement: str) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("statement", ["import gift_hf", "import gift_hf.engine.losses", "from gift_hf import get_loss"])
+@pytest.mark.parametrize(
+    "statement", ["import gift_hf", "import gift_hf.engine.losses", "from gift_hf import get_loss"]
+)
 def test_the_loss_zoo_loads_no_heavy_library(statement):
     assert loaded_after(statement) == []
 
@@ -43,12 +45,16 @@ def run_fresh(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("imports", ["import gift_hf\nimport timm", "import timm\nimport gift_hf",
-                                     "import gift_hf\nfrom timm import create_model"])
+@pytest.mark.parametrize(
+    "imports",
+    ["import gift_hf\nimport timm", "import timm\nimport gift_hf", "import gift_hf\nfrom timm import create_model"],
+)
 def test_import_gift_hf_registers_the_architectures_in_timm_whenever_timm_loads(imports):
-    code = (f"{imports}\nimport json, timm\n"
-            "net = timm.create_model('gift_convnet_d3', num_classes=10, in_chans=1, img_size=8)\n"
-            "print(json.dumps([timm.list_models('gift_*'), net.head.out_features, type(timm.__loader__).__name__]))")
+    code = (
+        f"{imports}\nimport json, timm\n"
+        "net = timm.create_model('gift_convnet_d3', num_classes=10, in_chans=1, img_size=8)\n"
+        "print(json.dumps([timm.list_models('gift_*'), net.head.out_features, type(timm.__loader__).__name__]))"
+    )
     done = run_fresh(code)
     assert done.returncode == 0, done.stderr[-3000:]
     names, classes, loader = json.loads(done.stdout.strip().splitlines()[-1])
@@ -58,8 +64,10 @@ def test_import_gift_hf_registers_the_architectures_in_timm_whenever_timm_loads(
 
 def test_without_gift_hf_timm_does_not_know_the_architectures():
     # the control: the registration above is gift_hf's doing
-    done = run_fresh("import timm\nprint(timm.list_models('gift_*'))\n"
-                     "timm.create_model('gift_convnet_d3', num_classes=10, in_chans=1, img_size=8)")
+    done = run_fresh(
+        "import timm\nprint(timm.list_models('gift_*'))\n"
+        "timm.create_model('gift_convnet_d3', num_classes=10, in_chans=1, img_size=8)"
+    )
     assert done.stdout.strip() == "[]" and "Unknown model (gift_convnet_d3)" in done.stderr
 
 
@@ -71,11 +79,13 @@ def test_a_saved_convnet_student_loads_with_auto_classes_after_import_gift_hf(tm
     pixels = torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8)
     with torch.no_grad():
         expected = student(pixel_values=pixels).logits[0].tolist()
-    code = ("import gift_hf, json, torch\nfrom transformers import AutoModelForImageClassification\n"
-            f"model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'student')!r}).eval()\n"
-            "with torch.no_grad():\n"
-            "    logits = model(pixel_values=torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8)).logits[0]\n"
-            "print(json.dumps(logits.tolist()))")
+    code = (
+        "import gift_hf, json, torch\nfrom transformers import AutoModelForImageClassification\n"
+        f"model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'student')!r}).eval()\n"
+        "with torch.no_grad():\n"
+        "    logits = model(pixel_values=torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8)).logits[0]\n"
+        "print(json.dumps(logits.tolist()))"
+    )
     done = run_fresh(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx(expected, abs=1e-5)

@@ -20,14 +20,23 @@ print(json.dumps({"result": result, "left": sorted(k for k in os.environ if k in
 
 def run(**env):
     clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE")}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env={**clean, **env}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_a_launched_process_gets_its_rank_and_leaves_the_job():
-    got = run(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-              MASTER_PORT="29500", ACCELERATE_USE_FSDP="true", CUDA_VISIBLE_DEVICES="4,5")
+    got = run(
+        RANK="1",
+        WORLD_SIZE="2",
+        LOCAL_RANK="1",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT="29500",
+        ACCELERATE_USE_FSDP="true",
+        CUDA_VISIBLE_DEVICES="4,5",
+    )
     assert got == {"result": [1, 2], "left": [], "cuda": "5"}
 
 

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-
-from gift_hf import LOSSES, get_loss, refine_soft_labels
 from host_reads import forbid_host_reads
 
+from gift_hf import LOSSES, get_loss, refine_soft_labels
 from gift_hf.engine.losses import check_class_ids, check_finite, smooth_labels
 
 Z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])  # student logits

@@ -39,8 +39,9 @@ def test_bad_references():
 
 
 def predictions(logits, labels):
-    return type("EvalPrediction", (), {"predictions": np.asarray(logits, dtype=np.float32),
-                                       "label_ids": np.asarray(labels)})()
+    return type(
+        "EvalPrediction", (), {"predictions": np.asarray(logits, dtype=np.float32), "label_ids": np.asarray(labels)}
+    )()
 
 
 def test_nan_logits_score_zero():
@@ -64,8 +65,9 @@ def test_ties_and_non_finite_rows_count_as_wrong_by_hand():
         [9.0, np.nan, 0.0, 0.0],  # NaN somewhere, even off the true class: wrong at every k
     ]
     got = load_metric("topk_accuracy").compute(predictions=logits, references=[0, 1, 2, 1, 0], k=[1, 2, 3, 4])
-    assert got == pytest.approx({"accuracy": 1 / 5, "top2_accuracy": 2 / 5, "top3_accuracy": 3 / 5,
-                                 "top4_accuracy": 3 / 5})
+    assert got == pytest.approx(
+        {"accuracy": 1 / 5, "top2_accuracy": 2 / 5, "top3_accuracy": 3 / 5, "top4_accuracy": 3 / 5}
+    )
 
 
 def test_best_of_k_never_picks_a_non_finite_evaluation():

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from recipe_helpers import one_thread
 
 from gift_hf import LOSSES, GIFTConfig, GIFTTrainer, create_model, get_loss
-from recipe_helpers import one_thread
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -58,9 +58,18 @@ def _train(tmp_path, digits, digits_transform, bf16: bool) -> tuple[DtypeRecordi
     train.set_transform(digits_transform)
     test.set_transform(digits_transform)
     args = GIFTConfig(
-        output_dir=str(tmp_path / ("bf16" if bf16 else "fp32")), bf16=bf16, use_cpu=True, loss="gift",
-        max_steps=12, per_device_train_batch_size=16, per_device_eval_batch_size=50, learning_rate=1e-3,
-        seed=0, save_strategy="no", logging_steps=1, disable_tqdm=True,
+        output_dir=str(tmp_path / ("bf16" if bf16 else "fp32")),
+        bf16=bf16,
+        use_cpu=True,
+        loss="gift",
+        max_steps=12,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=50,
+        learning_rate=1e-3,
+        seed=0,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
     )
     trainer = DtypeRecordingTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=train, eval_dataset=test

@@ -2,23 +2,31 @@
 
 import torch
 import yaml
+from hub_double import RecordingHub
 from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
 
 from gift_hf import GIFTConfig, GIFTTrainer, create_model, image_transform_for, protocol_config
-from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
 from gift_hf.data.distilled import DistilledInfo
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
 from gift_hf.evaluation.metrics import build_compute_metrics
 from gift_hf.hub.model_card import ModelCardCallback, build_model_card, save_model_card
-from hub_double import RecordingHub
 
 INFO = DistilledInfo(source_dataset="digits", method="random", ipc=2, seed=0)
 
 
 def student():
     torch.manual_seed(0)
-    return create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8, image_mean=DIGITS_MEAN,
-                        image_std=DIGITS_STD, width=8, id2label={i: str(i) for i in range(10)})
+    return create_model(
+        "gift_convnet_d3",
+        num_classes=10,
+        in_chans=1,
+        img_size=8,
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        width=8,
+        id2label={i: str(i) for i in range(10)},
+    )
 
 
 def metadata(text: str) -> dict:
@@ -27,13 +35,27 @@ def metadata(text: str) -> dict:
 
 
 def test_card_records_the_whole_story(tmp_path):
-    args = GIFTConfig(output_dir=str(tmp_path), loss="gift", gamma=0.2, smoothing=0.05, seed=3,
-                      teacher_model_name_or_path="me/digits-teacher", augmentation="flip")
+    args = GIFTConfig(
+        output_dir=str(tmp_path),
+        loss="gift",
+        gamma=0.2,
+        smoothing=0.05,
+        seed=3,
+        teacher_model_name_or_path="me/digits-teacher",
+        augmentation="flip",
+    )
     card = build_model_card(
-        student(), args, dataset="me/digits-ipc2", distilled_info=INFO, dataset_fingerprint="abc123",
-        protocol=protocol_config("gift", num_train_epochs=5), eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8,
-                                                               "eval_runtime": 1.5, "epoch": 3.0},
-        eval_split="test", license="bsd-3-clause", repo_id="me/student", tags=["digits"],
+        student(),
+        args,
+        dataset="me/digits-ipc2",
+        distilled_info=INFO,
+        dataset_fingerprint="abc123",
+        protocol=protocol_config("gift", num_train_epochs=5),
+        eval_results={"eval_accuracy": 0.75, "eval_loss": 0.8, "eval_runtime": 1.5, "epoch": 3.0},
+        eval_split="test",
+        license="bsd-3-clause",
+        repo_id="me/student",
+        tags=["digits"],
     )
     meta = metadata(str(card))
     assert meta["license"] == "bsd-3-clause" and meta["library_name"] == "transformers"
@@ -41,8 +63,12 @@ def test_card_records_the_whole_story(tmp_path):
     assert {"dataset-distillation", "gift_hf", "gift", "gift_convnet_d3", "digits"} <= set(meta["tags"])
     story = meta["gift_hf"]
     assert story["architecture"] == "gift_convnet_d3" and story["model_kwargs"] == {"width": 8}
-    assert story["input"] == {"in_chans": 1, "img_size": 8, "image_mean": [DIGITS_MEAN[0]],
-                              "image_std": [DIGITS_STD[0]]}
+    assert story["input"] == {
+        "in_chans": 1,
+        "img_size": 8,
+        "image_mean": [DIGITS_MEAN[0]],
+        "image_std": [DIGITS_STD[0]],
+    }
     assert (story["dataset"], story["dataset_fingerprint"], story["ipc"]) == ("me/digits-ipc2", "abc123", 2)
     assert story["teacher"] == "me/digits-teacher" and story["seed"] == 3
     assert story["loss"] == "gift" and story["loss_params"] == {"gamma": 0.2, "smoothing": 0.05}
@@ -89,18 +115,34 @@ def train(tmp_path, digits, callbacks=(), teacher=None, **config):
     train_set = digits["train"].select(range(16)).with_transform(transform)
     test_set = digits["test"].select(range(16)).with_transform(transform)
     config = {"loss": "ce", "soft_label_source": "none", **config}
-    args = GIFTConfig(output_dir=str(tmp_path / "run"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
-                      disable_tqdm=True, report_to="none", seed=5, **config)
-    trainer = GIFTTrainer(model=student(), args=args, teacher_model=teacher, train_dataset=train_set,
-                            eval_dataset=test_set, compute_metrics=build_compute_metrics(10), callbacks=list(callbacks))
+    args = GIFTConfig(
+        output_dir=str(tmp_path / "run"),
+        use_cpu=True,
+        max_steps=2,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+        report_to="none",
+        seed=5,
+        **config,
+    )
+    trainer = GIFTTrainer(
+        model=student(),
+        args=args,
+        teacher_model=teacher,
+        train_dataset=train_set,
+        eval_dataset=test_set,
+        compute_metrics=build_compute_metrics(10),
+        callbacks=list(callbacks),
+    )
     trainer.train()
     return trainer, train_set
 
 
 def test_the_callback_writes_a_card_into_every_checkpoint(tmp_path, digits):
     callback = ModelCardCallback(dataset="me/digits-ipc2", distilled_info=INFO, license="bsd-3-clause")
-    trainer, train_set = train(tmp_path, digits, callbacks=[callback], save_strategy="steps", save_steps=1,
-                               eval_strategy="steps", eval_steps=1)
+    trainer, train_set = train(
+        tmp_path, digits, callbacks=[callback], save_strategy="steps", save_steps=1, eval_strategy="steps", eval_steps=1
+    )
     for step in (1, 2):
         meta = metadata((tmp_path / "run" / f"checkpoint-{step}" / "README.md").read_text())
         assert meta["gift_hf"]["dataset_fingerprint"] == train_set._fingerprint
@@ -122,8 +164,10 @@ def test_the_protocol_is_named_after_the_preset_it_keeps():
     from gift_hf.engine.config import PROTOCOLS
 
     story = metadata(str(build_model_card(student(), protocol="label_paper")))["gift_hf"]
-    assert story["protocol"] == {"name": "label_paper", **{k: v for k, v in PROTOCOLS["label_paper"].items()
-                                                            if k != "seed"}}
+    assert story["protocol"] == {
+        "name": "label_paper",
+        **{k: v for k, v in PROTOCOLS["label_paper"].items() if k != "seed"},
+    }
     kept = protocol_config("label_paper", num_train_epochs=7, seed=4)
     assert metadata(str(build_model_card(student(), protocol=kept)))["gift_hf"]["protocol"]["name"] == "label_paper"
     changed = protocol_config("label_paper", learning_rate=0.5)
@@ -131,8 +175,9 @@ def test_the_protocol_is_named_after_the_preset_it_keeps():
     # per-dataset settings of a protocol (its ImageNet-1K factor crop, a fixed batch size) keep its name
     scaled = protocol_config("gift", factor_crop=2, batch_sizes=None, per_device_train_batch_size=100)
     story = metadata(str(build_model_card(student(), protocol=scaled)))["gift_hf"]
-    assert story["protocol"]["name"] == "gift" and "- **Protocol:** `gift`" in str(build_model_card(student(),
-                                                                                                   protocol=scaled))
+    assert story["protocol"]["name"] == "gift" and "- **Protocol:** `gift`" in str(
+        build_model_card(student(), protocol=scaled)
+    )
 
 
 def test_a_teacher_given_as_an_instance_is_named(tmp_path, digits):
@@ -153,8 +198,7 @@ def test_the_readme_flow_card_reads_what_the_trainer_knows(tmp_path, digits):
     the evaluation data and split from the dataset's info, and the license from it (scikit-learn's)."""
     teacher = student()
     teacher.save_pretrained(tmp_path / "my-teacher")
-    trainer, _ = train(tmp_path, digits, teacher=str(tmp_path / "my-teacher"), loss="gift",
-                       soft_label_source="teacher")
+    trainer, _ = train(tmp_path, digits, teacher=str(tmp_path / "my-teacher"), loss="gift", soft_label_source="teacher")
     trainer.evaluate()
     trainer.save_model(str(tmp_path / "final"))
     text = (tmp_path / "final" / "README.md").read_text()
@@ -170,23 +214,40 @@ def test_the_readme_flow_card_reads_what_the_trainer_knows(tmp_path, digits):
 def test_a_plain_split_is_the_dataset_and_the_method_is_cited():
     plain = str(build_model_card(student(), dataset="digits"))
     assert "trained by gift_hf on the dataset `digits`" in plain and "**Training dataset:** `digits`" in plain
-    rded = str(build_model_card(student(), dataset="me/imagenet-rded-ipc10",
-                                distilled_info=DistilledInfo(source_dataset="imagenet-1k", method="rded", ipc=10)))
+    rded = str(
+        build_model_card(
+            student(),
+            dataset="me/imagenet-rded-ipc10",
+            distilled_info=DistilledInfo(source_dataset="imagenet-1k", method="rded", ipc=10),
+        )
+    )
     assert "the distilled dataset `me/imagenet-rded-ipc10`" in rded
     assert "@inproceedings{sun2024rded" in rded and "On the Diversity and Realism of Distilled Dataset" in rded
     sre2l = str(build_model_card(student(), distilled_info=DistilledInfo(method="SRe2L", ipc=50)))
     assert "Squeeze, Recover and Relabel" in sre2l and "sun2024rded" not in sre2l
     # a CE-trained student's eval loss needs no note
-    ce = str(build_model_card(student(), GIFTConfig(output_dir="x", loss="ce", soft_label_source="none"),
-                              eval_results={"eval_loss": 0.3, "eval_accuracy": 0.9}))
+    ce = str(
+        build_model_card(
+            student(),
+            GIFTConfig(output_dir="x", loss="ce", soft_label_source="none"),
+            eval_results={"eval_loss": 0.3, "eval_accuracy": 0.9},
+        )
+    )
     assert "The eval loss is" not in ce and "| accuracy | 90.00% | unknown |" in ce
 
 
 def test_push_to_hub_uploads_a_student_anyone_can_load(tmp_path, digits, monkeypatch):
     hub = RecordingHub().install(monkeypatch)
     callback = ModelCardCallback(dataset="me/digits-ipc2", distilled_info=INFO, license="bsd-3-clause")
-    trainer, _ = train(tmp_path, digits, callbacks=[callback], save_strategy="no",
-                       push_to_hub=True, hub_model_id="me/student", hub_token="hf_student_token")
+    trainer, _ = train(
+        tmp_path,
+        digits,
+        callbacks=[callback],
+        save_strategy="no",
+        push_to_hub=True,
+        hub_model_id="me/student",
+        hub_token="hf_student_token",
+    )
     trainer.evaluate()
     trainer.push_to_hub()
     files = hub.files("me/student")

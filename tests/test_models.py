@@ -18,8 +18,8 @@ from transformers import (
 )
 
 from gift_hf import GIFTClassifier, create_model, image_transform_for, load_teacher, model_spec
-from gift_hf.models.convnet import ConvNet
 from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, ImageTransform
+from gift_hf.models.convnet import ConvNet
 from gift_hf.models.modeling import teacher_logits, to_timm_wrapper
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gift_timm_v0_1"
@@ -89,9 +89,16 @@ def test_channel_and_size_mismatch_are_clear_errors():
 
 
 def test_save_and_reload_with_the_preprocessing(tmp_path):
-    model = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8,
-                         id2label={i: f"d{i}" for i in range(10)}, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
-                         width=8)
+    model = create_model(
+        "gift_convnet_d3",
+        num_classes=10,
+        in_chans=1,
+        img_size=8,
+        id2label={i: f"d{i}" for i in range(10)},
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        width=8,
+    )
     model.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "config.json").read_text())
@@ -107,9 +114,14 @@ def test_save_and_reload_with_the_preprocessing(tmp_path):
     # the one place the preprocessing is read from: stated once at create_model
     expected = ImageTransform(image_size=8, channels=1, mean=DIGITS_MEAN, std=DIGITS_STD)
     assert image_transform_for(tmp_path) == image_transform_for(model) == expected
-    assert model_spec(tmp_path) == {"arch": "gift_convnet_d3", "in_chans": 1, "img_size": 8,
-                                    "image_mean": [DIGITS_MEAN[0]], "image_std": [DIGITS_STD[0]],
-                                    "model_kwargs": {"width": 8}}
+    assert model_spec(tmp_path) == {
+        "arch": "gift_convnet_d3",
+        "in_chans": 1,
+        "img_size": 8,
+        "image_mean": [DIGITS_MEAN[0]],
+        "image_std": [DIGITS_STD[0]],
+        "model_kwargs": {"width": 8},
+    }
     processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert processor.data_config["mean"] == DIGITS_MEAN and processor.data_config["input_size"] == (1, 8, 8)
 
@@ -118,8 +130,15 @@ def test_stock_timm_student_classifies_without_gift_hf(tmp_path, digits):
     """A student on a stock timm architecture: AutoModel + pipeline in a process that cannot import gift_hf."""
     images, _ = digit_images(digits)
     mean, std = DIGITS_MEAN * 3, DIGITS_STD * 3
-    model = create_model("resnet10t", num_classes=10, in_chans=3, img_size=16, image_mean=mean, image_std=std,
-                         id2label={i: str(i) for i in range(10)})
+    model = create_model(
+        "resnet10t",
+        num_classes=10,
+        in_chans=3,
+        img_size=16,
+        image_mean=mean,
+        image_std=std,
+        id2label={i: str(i) for i in range(10)},
+    )
     model.save_pretrained(tmp_path / "student")
     for i, image in enumerate(images):
         image.save(tmp_path / f"digit{i}.png")
@@ -137,8 +156,9 @@ print(json.dumps({{"model": type(model).__name__, "gift_hf": [m for m in sys.mod
                   "predictions": classify(images)}}))
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["model"] == "TimmWrapperForImageClassification"

@@ -56,6 +56,9 @@ def test_no_private_name_is_imported_across_modules():
     for path in (ROOT / "gift_hf").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("gift_hf")):
-                offenders += [f"{path.relative_to(ROOT)}: {alias.name}" for alias in node.names
-                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
     assert not offenders, offenders

@@ -21,18 +21,23 @@ def write(tmp_path, text: str):
 
 
 def test_command_line_overrides_the_recipe(tmp_path):
-    recipe = write(tmp_path, "loss: kl\ntemperature: 4\nlearning_rate: 0.01\nlr_milestones: [0.5]\n"
-                             "student_model_kwargs: {width: 16, norm: batchnorm}\nimage_mean: [0.5]\n"
-                             "output_dir: from_file\nzca: true\n")
+    recipe = write(
+        tmp_path,
+        "loss: kl\ntemperature: 4\nlearning_rate: 0.01\nlr_milestones: [0.5]\n"
+        "student_model_kwargs: {width: 16, norm: batchnorm}\nimage_mean: [0.5]\n"
+        "output_dir: from_file\nzca: true\n",
+    )
     model, data, config = parser().parse_args_and_config(
-        ["--config", recipe, "--learning_rate", "0.05", "--output_dir", "from_cli"])
+        ["--config", recipe, "--learning_rate", "0.05", "--output_dir", "from_cli"]
+    )
     assert (config.loss, config.temperature, config.lr_milestones, config.zca) == ("kl", 4.0, [0.5], True)
     assert (config.learning_rate, config.output_dir) == (0.05, "from_cli")  # the command line wins
     assert model.student_model_kwargs == {"width": 16, "norm": "batchnorm"}  # a YAML mapping
     assert data.image_mean == [0.5]
     # an empty list (no command-line form) and null are taken as they are
-    _, _, steps_off = parser().parse_args_and_config(["--config", write(tmp_path, "lr_milestones: []\nbatch_sizes: null\n"),
-                                                      "--output_dir", "x"])
+    _, _, steps_off = parser().parse_args_and_config(
+        ["--config", write(tmp_path, "lr_milestones: []\nbatch_sizes: null\n"), "--output_dir", "x"]
+    )
     assert (steps_off.lr_milestones, steps_off.batch_sizes) == ([], None)
     # the same options with no recipe: the defaults
     _, _, plain = parser().parse_args_and_config(["--output_dir", "x"])
@@ -41,8 +46,15 @@ def test_command_line_overrides_the_recipe(tmp_path):
 
 def test_dict_options_from_json_on_the_command_line():
     model, _, config = parser().parse_args_and_config(
-        ["--student_model_kwargs", '{"width": 8}', "--teacher_model_init_kwargs", '{"num_classes": 10}',
-         "--output_dir", "x"])
+        [
+            "--student_model_kwargs",
+            '{"width": 8}',
+            "--teacher_model_init_kwargs",
+            '{"num_classes": 10}',
+            "--output_dir",
+            "x",
+        ]
+    )
     assert model.student_model_kwargs == {"width": 8}
     assert config.teacher_model_init_kwargs == {"num_classes": 10}
     with pytest.raises(ValueError, match=r"student_model_kwargs: got '\{width: 8\}'; expected a JSON object"):
@@ -81,8 +93,9 @@ def test_every_recipe_parses_with_its_command():
     """Each YAML recipe names its command on its first line and parses without an error."""
     import importlib
 
-    from gift_hf.cli import COMMANDS
     from recipe_helpers import REPO
+
+    from gift_hf.cli import COMMANDS
 
     recipes = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
     assert len(recipes) >= 10

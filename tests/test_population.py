@@ -17,8 +17,9 @@ SEEDS = [0, 1, 2]
 
 
 def build():
-    return create_model("gift_convnet_d3", 10, in_chans=1, img_size=8, width=8, image_mean=DIGITS_MEAN,
-                        image_std=DIGITS_STD)
+    return create_model(
+        "gift_convnet_d3", 10, in_chans=1, img_size=8, width=8, image_mean=DIGITS_MEAN, image_std=DIGITS_STD
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,19 @@ def teacher():
 
 
 def _config(protocol: str, tmp_path, **changes):
-    values = dict(num_train_epochs=4, per_device_train_batch_size=10, batch_sizes=None, best_of=2,
-                  eval_every_epochs=0, output_dir=str(tmp_path), use_cpu=True, save_strategy="no",
-                  logging_strategy="no", report_to="none", disable_tqdm=True)
+    values = dict(
+        num_train_epochs=4,
+        per_device_train_batch_size=10,
+        batch_sizes=None,
+        best_of=2,
+        eval_every_epochs=0,
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
     if protocol == "label_paper":  # stored soft labels are a column; here: the teacher online, same SGD protocol
         values.update(soft_label_source="teacher", soft_label_kind=None, per_device_train_batch_size=10)
     values.update(changes)
@@ -74,8 +85,10 @@ def test_three_students_together_equal_three_separate_trainer_runs(protocol, for
     train, test = sets
     config = _config(protocol, tmp_path)
     together = train_students(config, build, train, test, seeds=SEEDS, teacher=teacher, forward=forward, quiet=True)
-    separate = [train_student(config.replace(seed=s, data_seed=s), build, train, test, teacher=teacher, quiet=True)
-                for s in SEEDS]
+    separate = [
+        train_student(config.replace(seed=s, data_seed=s), build, train, test, teacher=teacher, quiet=True)
+        for s in SEEDS
+    ]
     assert together[0].metrics["students_together"] == 3
     _assert_same(together, separate, torch.stack(test[:60]["pixel_values"]), forward)
     # the students really differ (their own init, order and draws)
@@ -85,13 +98,26 @@ def test_three_students_together_equal_three_separate_trainer_runs(protocol, for
 @pytest.mark.parametrize("forward", ["vmap", "loop"])
 def test_both_forwards_warmup_max_steps_and_per_student_learning_rates(forward, sets, teacher, tmp_path):
     train, test = sets
-    config = _config("gift", tmp_path, max_steps=7, warmup_steps=2, lr_scheduler_type="linear",
-                     lr_milestones=[], lr_decay=1.0, best_of=1)
+    config = _config(
+        "gift",
+        tmp_path,
+        max_steps=7,
+        warmup_steps=2,
+        lr_scheduler_type="linear",
+        lr_milestones=[],
+        lr_decay=1.0,
+        best_of=1,
+    )
     rates = [1e-3, 3e-3, 1e-2]
-    together = train_students(config, build, train, test, seeds=SEEDS, learning_rates=rates, teacher=teacher,
-                              forward=forward, quiet=True)
-    separate = [train_student(config.replace(seed=s, data_seed=s, learning_rate=lr), build, train, test,
-                              teacher=teacher, quiet=True) for s, lr in zip(SEEDS, rates)]
+    together = train_students(
+        config, build, train, test, seeds=SEEDS, learning_rates=rates, teacher=teacher, forward=forward, quiet=True
+    )
+    separate = [
+        train_student(
+            config.replace(seed=s, data_seed=s, learning_rate=lr), build, train, test, teacher=teacher, quiet=True
+        )
+        for s, lr in zip(SEEDS, rates)
+    ]
     images = torch.stack(test[:60]["pixel_values"])
     for a, b in zip(together, separate):
         assert a.steps == b.steps == 7
@@ -102,8 +128,10 @@ def test_gradient_accumulation_trains_students_together(sets, teacher, tmp_path)
     train, test = sets
     config = _config("gift", tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=5, best_of=1)
     together = train_students(config, build, train, test, seeds=[3, 4], teacher=teacher, quiet=True)
-    separate = [train_student(config.replace(seed=s, data_seed=s), build, train, test, teacher=teacher, quiet=True)
-                for s in (3, 4)]
+    separate = [
+        train_student(config.replace(seed=s, data_seed=s), build, train, test, teacher=teacher, quiet=True)
+        for s in (3, 4)
+    ]
     images = torch.stack(test[:60]["pixel_values"])
     for a, b in zip(together, separate):
         assert (_logits(a.model, images) - _logits(b.model, images)).abs().max().item() < 1e-5
@@ -119,8 +147,9 @@ def test_bf16_students_train_together(sets, teacher, tmp_path):
 def test_a_diverged_student_fails_alone(sets, teacher, tmp_path):
     train, test = sets
     config = _config("label_paper", tmp_path, best_of=1, num_train_epochs=3)
-    results = train_students(config, build, train, test, seeds=SEEDS, learning_rates=[0.01, 1e12, 0.01],
-                             teacher=teacher, quiet=True)
+    results = train_students(
+        config, build, train, test, seeds=SEEDS, learning_rates=[0.01, 1e12, 0.01], teacher=teacher, quiet=True
+    )
     assert results[1].failure is not None and "diverged at step" in results[1].failure
     assert results[1].accuracy is None
     assert results[0].failure is None and results[2].failure is None
@@ -150,8 +179,9 @@ def test_dropout_students_train_together_with_the_loop_forward(sets, teacher, tm
     train, test = sets
 
     def dropout_student():
-        return create_model("resnet10t", 10, in_chans=1, img_size=8, drop_rate=0.2, image_mean=DIGITS_MEAN,
-                            image_std=DIGITS_STD)
+        return create_model(
+            "resnet10t", 10, in_chans=1, img_size=8, drop_rate=0.2, image_mean=DIGITS_MEAN, image_std=DIGITS_STD
+        )
 
     population = StudentPopulation.build(dropout_student, [0, 1])
     assert population.forward_mode_for(torch.zeros(2, 4, 1, 8, 8)) == "loop"

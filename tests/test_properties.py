@@ -22,8 +22,13 @@ from PIL import Image as PILImage
 
 from gift_hf.data.images import ImageTransform, open_image
 
-SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 TRIED: dict[str, int] = {}
 
 
@@ -61,13 +66,31 @@ def _parse(make_parser, argv: list[str]) -> str:
     return "ok"
 
 
-YAML_TEXT = st.text(alphabet=string.ascii_letters[:6] + string.digits[:4] + " :-[]{}&*!|>#'\",.\n\t?%@`_",
-                    max_size=120)
-OPTION_NAMES = st.sampled_from(["learning_rate", "max_steps", "loss", "seed", "augmentation", "temperature",
-                                "dataset_name", "per_device_train_batch_size", "hub_tokn", "lr_milestones",
-                                "student_model_kwargs", "no_such_option", "bf16", "label_smoothing"])
+YAML_TEXT = st.text(alphabet=string.ascii_letters[:6] + string.digits[:4] + " :-[]{}&*!|>#'\",.\n\t?%@`_", max_size=120)
+OPTION_NAMES = st.sampled_from(
+    [
+        "learning_rate",
+        "max_steps",
+        "loss",
+        "seed",
+        "augmentation",
+        "temperature",
+        "dataset_name",
+        "per_device_train_batch_size",
+        "hub_tokn",
+        "lr_milestones",
+        "student_model_kwargs",
+        "no_such_option",
+        "bf16",
+        "label_smoothing",
+    ]
+)
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12)
     | st.dates(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4) | st.dates(), inner, max_size=3),
     max_leaves=6,
@@ -95,9 +118,16 @@ def test_any_recipe_mapping_is_parsed_or_one_clear_error(tmp_path_factory, train
 
 
 @SETTINGS
-@given(argv=st.lists(st.one_of(OPTION_NAMES.map(lambda name: f"--{name}"), st.text(max_size=8),
-                               st.sampled_from(["--config", "--", "-", "--learning_rate=", "nan", "1e400", "-5"])),
-                     max_size=6))
+@given(
+    argv=st.lists(
+        st.one_of(
+            OPTION_NAMES.map(lambda name: f"--{name}"),
+            st.text(max_size=8),
+            st.sampled_from(["--config", "--", "-", "--learning_rate=", "nan", "1e400", "-5"]),
+        ),
+        max_size=6,
+    )
+)
 def test_any_command_line_is_parsed_or_one_clear_error(train_parser, argv):
     TRIED["command lines"] = TRIED.get("command lines", 0) + 1
     _parse(train_parser, argv)

@@ -5,17 +5,24 @@ import re
 
 import pytest
 import yaml
+from recipe_helpers import REPO, one_thread
 
 from gift_hf import GIFTConfig
-from gift_hf.studies.report import summarize
 from gift_hf.studies.quickstart import QUICKSTART_DEFAULTS, QuickstartArguments, format_table, run_quickstart
-from recipe_helpers import REPO, one_thread
+from gift_hf.studies.report import summarize
 
 
 def test_quickstart_reduced(tmp_path, capfd):
     args = QuickstartArguments(ipc=2, losses=["ce", "kl", "gift"], teacher_epochs=6)
-    config = GIFTConfig(**{**QUICKSTART_DEFAULTS, "output_dir": str(tmp_path / "qs"), "num_students": 2,
-                           "num_train_epochs": 150, "per_device_train_batch_size": 20})
+    config = GIFTConfig(
+        **{
+            **QUICKSTART_DEFAULTS,
+            "output_dir": str(tmp_path / "qs"),
+            "num_students": 2,
+            "num_train_epochs": 150,
+            "per_device_train_batch_size": 20,
+        }
+    )
     with one_thread():
         results = run_quickstart(args, config)
     # One display: the job's bar, a line per step and per student, then the table; none of the Trainer's
@@ -27,7 +34,8 @@ def test_quickstart_reduced(tmp_path, capfd):
     assert "***** train metrics *****" not in console and "Writing model shards" not in console
     assert [line.strip() for line in lines if "seed" in line and "%" in line][:2] == [
         f"ce       seed 0: {100 * results['records'][0]['accuracy']:.2f}%",
-        f"ce       seed 1: {100 * results['records'][1]['accuracy']:.2f}%"]
+        f"ce       seed 1: {100 * results['records'][1]['accuracy']:.2f}%",
+    ]
     assert "quickstart: 100%" in console  # the bar reached its end (teacher + 3 losses × 2 seeds)
     summary = {row["loss"]: row for row in results["summary"]}
     assert results["teacher_accuracy"] > 90  # percentages, like every summary
@@ -51,8 +59,11 @@ def test_quickstart_reduced(tmp_path, capfd):
 
 
 def test_summary_and_table_by_hand():
-    records = [{"params": {"loss": "ce"}, "seed": 0, "accuracy": 0.5}, {"params": {"loss": "ce"}, "seed": 1,
-               "accuracy": 0.7}, {"params": {"loss": "gift"}, "seed": 0, "accuracy": 0.9}]
+    records = [
+        {"params": {"loss": "ce"}, "seed": 0, "accuracy": 0.5},
+        {"params": {"loss": "ce"}, "seed": 1, "accuracy": 0.7},
+        {"params": {"loss": "gift"}, "seed": 0, "accuracy": 0.9},
+    ]
     summary = summarize(records, ["loss"])
     assert (summary[0]["mean"], summary[0]["std"], summary[0]["n"]) == pytest.approx((60.0, 14.142136, 2))
     assert (summary[1]["mean"], summary[1]["std"], summary[1]["n"]) == (90.0, 0.0, 1)
@@ -78,4 +89,5 @@ def test_recipe_holds_the_quickstart_defaults():
     assert args == default_args
     for key in recipe:
         assert getattr(config, key, getattr(args, key, None)) == getattr(
-            default_config, key, getattr(default_args, key, None)), key
+            default_config, key, getattr(default_args, key, None)
+        ), key

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from host_reads import count_host_reads
 
 from gift_hf.data.augment import DSA_OPS, RDED_STRATEGY, BatchAugmenter, DSAParams, parse_strategy, resized_crop
@@ -132,8 +131,9 @@ def test_cutmix_lambda_is_the_box_area_by_hand():
     box_h, box_w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
     assert int(pasted.sum()) == box_h * box_w  # one rectangle
     lam = 1 - box_h * box_w / (h * w)
-    assert math.isclose(float(mixed[0, 0]), lam, rel_tol=1e-6) and math.isclose(float(mixed[0, 3]), 1 - lam,
-                                                                                  rel_tol=1e-6)
+    assert math.isclose(float(mixed[0, 0]), lam, rel_tol=1e-6) and math.isclose(
+        float(mixed[0, 3]), 1 - lam, rel_tol=1e-6
+    )
 
 
 def test_state_survives_a_json_round_trip():

@@ -65,10 +65,14 @@ def test_stitching_puts_patch_k_at_row_k_div_factor_column_k_mod_factor():
 
 
 def test_select_keeps_each_images_best_crop_then_the_lowest_images():
-    scores = torch.tensor([[3.0, 0.5, 2.0],   # image 0: best crop 1 (0.5)
-                           [0.9, 0.1, 0.1],   # image 1: best crop 1 (0.1, the first of a tie)
-                           [4.0, 5.0, 0.3],   # image 2: best crop 2 (0.3)
-                           [0.2, 9.0, 9.0]])  # image 3: best crop 0 (0.2)
+    scores = torch.tensor(
+        [
+            [3.0, 0.5, 2.0],  # image 0: best crop 1 (0.5)
+            [0.9, 0.1, 0.1],  # image 1: best crop 1 (0.1, the first of a tie)
+            [4.0, 5.0, 0.3],  # image 2: best crop 2 (0.3)
+            [0.2, 9.0, 9.0],
+        ]
+    )  # image 3: best crop 0 (0.2)
     images, crops = select_crops(scores, 3)
     assert images.tolist() == [1, 3, 2] and crops.tolist() == [1, 0, 2]
     with pytest.raises(ValueError, match=r"keep: got 5; expected 1 <= keep <= 4"):
@@ -84,8 +88,9 @@ def test_boxes_follow_random_resized_crop():
     assert area.min() > 0.2 and area.max() < 0.56 and (w / h).min() >= 0.45 and (w / h).max() <= 2.2
     # whole-image crops when scale and ratio allow nothing else; same generator state, same boxes
     assert (random_resized_boxes(np.random.default_rng(1), 4, 6, 6, (1, 1), (1, 1)) == [0, 0, 6, 6]).all()
-    assert np.array_equal(random_resized_boxes(np.random.default_rng(3), 9, 8, 8),
-                          random_resized_boxes(np.random.default_rng(3), 9, 8, 8))
+    assert np.array_equal(
+        random_resized_boxes(np.random.default_rng(3), 9, 8, 8), random_resized_boxes(np.random.default_rng(3), 9, 8, 8)
+    )
 
 
 def test_scoring_keeps_the_lowest_cross_entropy_crops():
@@ -97,14 +102,16 @@ def test_scoring_keeps_the_lowest_cross_entropy_crops():
     assert torch.allclose(score_crops(crops, 0, [teacher], [GRAY]), torch.nn.functional.softplus(-8 * m), atol=1e-6)
     assert torch.allclose(score_crops(crops, 1, [teacher], [GRAY]), torch.nn.functional.softplus(8 * m), atol=1e-6)
 
-    ds, info = build_rded_distilled(gray_dataset(values), teacher, 2, transform=GRAY, image_size=4,
-                                    crops_per_image=3, progress=False)
+    ds, info = build_rded_distilled(
+        gray_dataset(values), teacher, 2, transform=GRAY, image_size=4, crops_per_image=3, progress=False
+    )
     means = [float(np.asarray(img).mean()) for img in ds["image"]]
     # class 0 keeps its two brightest images, class 1 its two darkest, best first
     assert means == [250, 200, 10, 30] and ds["label"] == [0, 0, 1, 1]
     # factor 2: the four best of each class in the quadrants, in rank order
-    ds2, info2 = build_rded_distilled(gray_dataset(values), teacher, 1, factor=2, transform=GRAY, image_size=4,
-                                      crops_per_image=2, progress=False)
+    ds2, info2 = build_rded_distilled(
+        gray_dataset(values), teacher, 1, factor=2, transform=GRAY, image_size=4, crops_per_image=2, progress=False
+    )
     assert np.asarray(ds2[0]["image"]).tolist() == [[250, 250, 200, 200]] * 2 + [[120, 120, 90, 90]] * 2
     assert np.asarray(ds2[1]["image"]).tolist() == [[10, 10, 30, 30]] * 2 + [[70, 70, 160, 160]] * 2
     assert (info.method, info.extra["factor"], info2.extra["factor"], info.seed) == ("rded", 1, 2, 0)
@@ -114,10 +121,10 @@ def test_scoring_keeps_the_lowest_cross_entropy_crops():
     half = np.zeros((8, 8), dtype=np.uint8)
     half[:, :4] = 255
     features = Features({"image": Image(), "label": ClassLabel(names=["bright", "dark"])})
-    halves = Dataset.from_dict({"image": [PILImage.fromarray(half, mode="L")] * 2, "label": [0, 1]},
-                               features=features)
-    ds3, _ = build_rded_distilled(halves, teacher, 1, transform=GRAY, image_size=8, crops_per_image=16,
-                                  scale=(0.1, 0.3), progress=False)
+    halves = Dataset.from_dict({"image": [PILImage.fromarray(half, mode="L")] * 2, "label": [0, 1]}, features=features)
+    ds3, _ = build_rded_distilled(
+        halves, teacher, 1, transform=GRAY, image_size=8, crops_per_image=16, scale=(0.1, 0.3), progress=False
+    )
     bright, dark = (float(np.asarray(img).mean()) for img in ds3["image"])
     assert bright > 200 and dark < 55  # the whole image's mean is 127.5
 
@@ -167,8 +174,15 @@ def _trained_digits_teacher(digits, seed: int = 0):
     from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD
 
     torch.manual_seed(seed)
-    teacher = create_model("gift_convnet_d3", num_classes=10, in_chans=1, img_size=8, image_mean=DIGITS_MEAN,
-                           image_std=DIGITS_STD, width=16)
+    teacher = create_model(
+        "gift_convnet_d3",
+        num_classes=10,
+        in_chans=1,
+        img_size=8,
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        width=16,
+    )
     x, y = digits_pixels(digits["train"]), torch.tensor(digits["train"]["label"])
     optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
     for _ in range(20):
@@ -188,8 +202,30 @@ def test_cli_rded_on_digits(digits, tmp_path, capsys):
     out = tmp_path / "rded"
     # crop scale 1: every crop is the whole image, and every image of a class is a candidate (300 > class
     # size), so RDED keeps exactly the 2 real images of each class with the lowest teacher CE
-    assert main(["distill", "rded", "--teacher", str(tmp_path / "teacher"), "--ipc", "2", "--crops_per_image", "2",
-                 "--crop_scale", "1", "1", "--seed", "1", "--batch_size", "64", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "rded",
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--ipc",
+                "2",
+                "--crops_per_image",
+                "2",
+                "--crop_scale",
+                "1",
+                "1",
+                "--seed",
+                "1",
+                "--batch_size",
+                "64",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "saved 20 images (rded, IPC 2, factor 1)" in capsys.readouterr().out
     ds, info = load_distilled(out, cache_dir=str(tmp_path / "cache"))
     assert len(ds["train"]) == 20 and info.method == "rded" and info.seed == 1 and info.extra["factor"] == 1
@@ -198,31 +234,84 @@ def test_cli_rded_on_digits(digits, tmp_path, capsys):
     train = digits["train"]
     labels = np.asarray(train["label"])
     with torch.no_grad():
-        ce = torch.nn.functional.cross_entropy(teacher(pixel_values=digits_pixels(train)).logits,
-                                               torch.as_tensor(labels), reduction="none").numpy()
+        ce = torch.nn.functional.cross_entropy(
+            teacher(pixel_values=digits_pixels(train)).logits, torch.as_tensor(labels), reduction="none"
+        ).numpy()
     real = np.stack([np.asarray(img) for img in train["image"]])
     kept = np.stack([np.asarray(img) for img in ds["train"]["image"]])
     for cls in range(10):
         best = np.flatnonzero(labels == cls)[np.argsort(ce[labels == cls])[:2]]
-        assert {r.tobytes() for r in real[best]} == {k.tobytes() for k in kept[2 * cls:2 * cls + 2]}, cls
+        assert {r.tobytes() for r in real[best]} == {k.tobytes() for k in kept[2 * cls : 2 * cls + 2]}, cls
     assert ds["train"]["label"] == sorted(list(range(10)) * 2)
 
     out2 = tmp_path / "rded2"
-    assert main(["distill", "--method", "rded", "--teacher", str(tmp_path / "teacher"), "--ipc", "1", "--factor", "2",
-                 "--candidates_per_class", "8", "--crops_per_image", "2", "--output_dir", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--method",
+                "rded",
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--ipc",
+                "1",
+                "--factor",
+                "2",
+                "--candidates_per_class",
+                "8",
+                "--crops_per_image",
+                "2",
+                "--output_dir",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     ds2, info2 = load_distilled(out2, cache_dir=str(tmp_path / "cache"))
     assert len(ds2["train"]) == 10 and info2.extra["factor"] == 2 and ds2["train"][0]["image"].size == (8, 8)
 
     capsys.readouterr()
     assert main(["distill", "rded", "--output_dir", str(tmp_path / "x")]) == 2
     assert "error: teacher: got None; method 'rded' needs --teacher" in capsys.readouterr().err
-    assert main(["distill", "rded", "--teacher", str(tmp_path / "teacher"), "--factor", "3", "--image_size", "8",
-                 "--output_dir", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "distill",
+                "rded",
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--factor",
+                "3",
+                "--image_size",
+                "8",
+                "--output_dir",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "error: image_size: got 8; expected a positive multiple of factor 3" in capsys.readouterr().err
-    assert main(["distill", "rded", "--teacher", str(tmp_path / "teacher"), "--ipc", "40", "--factor", "2",
-                 "--output_dir", str(tmp_path / "x")]) == 2
-    assert re.search(r"error: ipc: class \d has \d+ images but factor²·ipc = 2²·40 = 160 distinct images are needed",
-                     capsys.readouterr().err)
+    assert (
+        main(
+            [
+                "distill",
+                "rded",
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--ipc",
+                "40",
+                "--factor",
+                "2",
+                "--output_dir",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert re.search(
+        r"error: ipc: class \d has \d+ images but factor²·ipc = 2²·40 = 160 distinct images are needed",
+        capsys.readouterr().err,
+    )
     assert not (tmp_path / "x").exists()
 
 

@@ -10,15 +10,14 @@ import torch
 import torchvision
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
+from recipe_helpers import REPO
 from safetensors.torch import save_file
 
-from recipe_helpers import REPO
-
 from gift_hf import GIFTConfig, cli, save_distilled
-from gift_hf.engine.config import protocol_config
 from gift_hf.data.images import ImageTransform
-from gift_hf.models.modeling import load_teacher, num_classes_of, teacher_logits
+from gift_hf.engine.config import protocol_config
 from gift_hf.engine.training import train_student
+from gift_hf.models.modeling import load_teacher, num_classes_of, teacher_logits
 
 
 def test_batch_size_rule_by_ipc_and_classes(tmp_path):
@@ -33,14 +32,17 @@ def test_batch_size_rule_by_ipc_and_classes(tmp_path):
     assert (rded.eval_every_epochs, rded.eval_start_fraction, rded.eval_transform) == (10, 0.8, "resize_center_crop")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"batch_size_rule": "classes"}, r"batch_size_rule: got 'classes'; expected one of \('images', 'ipc'\)"),
-    ({"eval_every_epochs": -1}, r"eval_every_epochs: got -1; expected an integer >= 0"),
-    ({"eval_every_epochs": 10, "best_of": 4}, r"eval_every_epochs: got 10 with best_of=4"),
-    ({"eval_start_fraction": 1.0}, r"eval_start_fraction: got 1.0; expected a fraction in \[0, 1\)"),
-    ({"eval_transform": "crop"}, r"eval_transform: got 'crop'; expected one of"),
-    ({"device_resident": "yes"}, r"device_resident: got 'yes'; expected one of \('auto', 'always', 'never'\)"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"batch_size_rule": "classes"}, r"batch_size_rule: got 'classes'; expected one of \('images', 'ipc'\)"),
+        ({"eval_every_epochs": -1}, r"eval_every_epochs: got -1; expected an integer >= 0"),
+        ({"eval_every_epochs": 10, "best_of": 4}, r"eval_every_epochs: got 10 with best_of=4"),
+        ({"eval_start_fraction": 1.0}, r"eval_start_fraction: got 1.0; expected a fraction in \[0, 1\)"),
+        ({"eval_transform": "crop"}, r"eval_transform: got 'crop'; expected one of"),
+        ({"device_resident": "yes"}, r"device_resident: got 'yes'; expected one of \('auto', 'always', 'never'\)"),
+    ],
+)
 def test_bad_protocol_fields_are_named(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         GIFTConfig(output_dir=str(tmp_path), **changes)
@@ -49,9 +51,19 @@ def test_bad_protocol_fields_are_named(tmp_path, changes, message):
 def test_evaluations_every_n_epochs_in_the_last_part(tmp_path, digits, digits_transform, tiny_model):
     train = digits["train"].select(range(8)).with_transform(digits_transform)
     test = digits["test"].select(range(20)).with_transform(digits_transform)
-    config = GIFTConfig(output_dir=str(tmp_path), use_cpu=True, loss="ce", soft_label_source="none",
-                        num_train_epochs=10, per_device_train_batch_size=8, eval_every_epochs=2,
-                        eval_start_fraction=0.5, logging_strategy="no", save_strategy="no", disable_tqdm=True)
+    config = GIFTConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        loss="ce",
+        soft_label_source="none",
+        num_train_epochs=10,
+        per_device_train_batch_size=8,
+        eval_every_epochs=2,
+        eval_start_fraction=0.5,
+        logging_strategy="no",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     evaluated = []
 
     class Steps(__import__("transformers").TrainerCallback):
@@ -97,8 +109,9 @@ def test_a_pickled_object_is_not_loaded(tmp_path):
 # --------------------------------------------------------------------- end to end
 def image_split(n, classes, size, seed):
     rng = np.random.default_rng(seed)
-    images = [PILImage.fromarray(rng.integers(0, 256, (size + 8 * (i % 2), size, 3), dtype=np.uint8))
-              for i in range(n)]  # some not square: the validation resize keeps the aspect ratio
+    images = [
+        PILImage.fromarray(rng.integers(0, 256, (size + 8 * (i % 2), size, 3), dtype=np.uint8)) for i in range(n)
+    ]  # some not square: the validation resize keeps the aspect ratio
     features = Features({"image": Image(), "label": ClassLabel(names=[f"n{c:08d}" for c in range(classes)])})
     return Dataset.from_dict({"image": images, "label": [i % classes for i in range(n)]}, features=features)
 
@@ -117,14 +130,40 @@ def test_gift_hf_evaluate_with_the_tiny_imagenet_recipe(tmp_path, capsys, caplog
     teacher = tmp_path / "teacher.pth"
     torch.save(torchvision.models.mobilenet_v3_small(num_classes=classes).state_dict(), teacher)
 
-    argv = ["evaluate", "--config", str(REPO / "recipes" / "rded" / "tiny_imagenet.yaml"),
-            "--dataset_name", str(real), "--distilled", str(tmp_path / "set"),
-            "--teacher_model_name_or_path", str(teacher),
-            "--teacher_model_init_kwargs", json.dumps({"arch": "mobilenet_v3_small"}),
-            "--student_arch", "gift_convnet_d3", "--student_model_kwargs", json.dumps({"width": 8}),
-            "--num_train_epochs", "4", "--eval_every_epochs", "1", "--eval_start_fraction", "0.5",
-            "--per_device_train_batch_size", "50", "--per_device_eval_batch_size", "50",
-            "--num_students", "1", "--loss", "gift", "--use_cpu", "--output_dir", str(tmp_path / "out")]
+    argv = [
+        "evaluate",
+        "--config",
+        str(REPO / "recipes" / "rded" / "tiny_imagenet.yaml"),
+        "--dataset_name",
+        str(real),
+        "--distilled",
+        str(tmp_path / "set"),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--teacher_model_init_kwargs",
+        json.dumps({"arch": "mobilenet_v3_small"}),
+        "--student_arch",
+        "gift_convnet_d3",
+        "--student_model_kwargs",
+        json.dumps({"width": 8}),
+        "--num_train_epochs",
+        "4",
+        "--eval_every_epochs",
+        "1",
+        "--eval_start_fraction",
+        "0.5",
+        "--per_device_train_batch_size",
+        "50",
+        "--per_device_eval_batch_size",
+        "50",
+        "--num_students",
+        "1",
+        "--loss",
+        "gift",
+        "--use_cpu",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     with caplog.at_level(logging.INFO, logger="gift_hf.data.device"):
         assert cli.main(argv) == 0
     assert "cells: 1 (1 trained now" in capsys.readouterr().out
@@ -133,8 +172,11 @@ def test_gift_hf_evaluate_with_the_tiny_imagenet_recipe(tmp_path, capsys, caplog
     assert cell["steps"] == 16 and cell["batch_size"] == 50 and len(cell["accuracies"]) == 2
     assert cell["accuracy"] == max(cell["accuracies"])
     settings = json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["config"]
-    assert (settings["loss"], settings["augmentation"], settings["mix"]) == ("gift", "patchshuffle_resizedcrop_flip",
-                                                                              "cutmix")
+    assert (settings["loss"], settings["augmentation"], settings["mix"]) == (
+        "gift",
+        "patchshuffle_resizedcrop_flip",
+        "cutmix",
+    )
     # both sets were gathered on the device: 200 training images, 100 validation images (resized, centre-cropped)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device-resident")]
     assert any(line.startswith("device-resident: 200 images") for line in lines)
@@ -177,4 +219,7 @@ def test_the_commands_of_the_imagenet_page_parse_with_the_real_scripts():
         if name == "evaluate":
             config = values[-1]
             assert (config.eval_every_epochs, config.eval_transform, config.num_train_epochs) == (
-                10, "resize_center_crop", 300)
+                10,
+                "resize_center_crop",
+                300,
+            )

@@ -36,9 +36,13 @@ def test_recipe_values_build_a_config_with_the_rded_pipeline(recipe, tmp_path):
 def test_schedule_is_the_half_cosine_of_the_protocol(recipe):
     epochs, steps_per_epoch = 300, 4
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=recipe["learning_rate"])
-    scheduler = get_scheduler(recipe["lr_scheduler_type"], optimizer, num_warmup_steps=recipe["warmup_steps"],
-                              num_training_steps=epochs * steps_per_epoch,
-                              scheduler_specific_kwargs=recipe["lr_scheduler_kwargs"])
+    scheduler = get_scheduler(
+        recipe["lr_scheduler_type"],
+        optimizer,
+        num_warmup_steps=recipe["warmup_steps"],
+        num_training_steps=epochs * steps_per_epoch,
+        scheduler_specific_kwargs=recipe["lr_scheduler_kwargs"],
+    )
     rates = []
     for _ in range(epochs * steps_per_epoch):
         rates.append(optimizer.param_groups[0]["lr"])

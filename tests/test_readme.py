@@ -8,7 +8,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def readme_example() -> str:
     text = README.read_text()
-    section = text[text.index("## Train a student in Python"):]
+    section = text[text.index("## Train a student in Python") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from distilled_helpers import digits_pixels, digits_teacher
+
 from gift_hf import keep_topk, load_distilled, load_teacher, model_spec, relabel, save_distilled
 from gift_hf.data.images import DIGITS_MEAN, densify_topk
 from gift_hf.data.relabel import resolve_expert_checkpoint
-
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,9 @@ def test_ensemble_averages_logits_before_the_softmax(split, tmp_path):
     second.save_pretrained(tmp_path / "second")  # a saved directory works as well as an instance
     ds, info = relabel(split, [first, str(tmp_path / "second")], temperature=2.0, progress=False)
     average = (by_hand(first, split) + by_hand(second, split)) / 2
-    np.testing.assert_allclose(np.asarray(ds["soft_label"]), torch.softmax(average / 2.0, 1).numpy(), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(ds["soft_label"]), torch.softmax(average / 2.0, 1).numpy(), rtol=1e-5, atol=1e-7
+    )
     assert info.teacher_id == ["TimmWrapperForImageClassification", str(tmp_path / "second")]
 
 
@@ -84,6 +84,7 @@ def test_relabel_replaces_previous_soft_labels_in_every_split(digits):
 
 def test_synthetic_float_pixel_values_are_fed_as_stored():
     from distilled_helpers import pixel_dataset
+
     from gift_hf import create_model
 
     ds = pixel_dataset(n=6)  # already-normalised float images: no transform is applied
@@ -98,17 +99,26 @@ def test_synthetic_float_pixel_values_are_fed_as_stored():
 
 def test_relabel_errors(split):
     teacher = digits_teacher()
-    with pytest.raises(ValueError, match=r"temperature: got 4.0 with output='logits'; a temperature applies to "
-                                         r"output='probabilities'"):
+    with pytest.raises(
+        ValueError,
+        match=r"temperature: got 4.0 with output='logits'; a temperature applies to "
+        r"output='probabilities'",
+    ):
         relabel(split, teacher, output="logits", temperature=4.0)
     with pytest.raises(ValueError, match=r"topk: got 11; expected 1 <= k <= 10 \(the number of classes\)"):
         relabel(split, teacher, topk=11)
-    with pytest.raises(ValueError, match=r"teacher 'TimmWrapperForImageClassification' has 10 classes but column 'label' has 3; "
-                                         "expected the same label set"):
+    with pytest.raises(
+        ValueError,
+        match=r"teacher 'TimmWrapperForImageClassification' has 10 classes but column 'label' has 3; "
+        "expected the same label set",
+    ):
         from datasets import ClassLabel
 
-        relabel(split.filter(lambda r: r["label"] < 3).cast_column("label", ClassLabel(names=["0", "1", "2"])),
-                teacher, progress=False)
+        relabel(
+            split.filter(lambda r: r["label"] < 3).cast_column("label", ClassLabel(names=["0", "1", "2"])),
+            teacher,
+            progress=False,
+        )
     with pytest.raises(ValueError, match=r"dtype: got 'bfloat16'; expected one of \('float32', 'float16'\)"):
         relabel(split, teacher, dtype="bfloat16")
     with pytest.raises(ValueError, match=r"expert_epoch needs teachers given as Trainer output directories"):
@@ -121,10 +131,25 @@ def teacher_run(tmp_path_factory):
     from gift_hf.scripts import train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "run"
-    rows = train_teacher.main([
-        "--output_dir", str(out), "--max_train_samples", "64", "--max_eval_samples", "50", "--num_train_epochs", "2",
-        "--per_device_train_batch_size", "32", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
-    ])
+    rows = train_teacher.main(
+        [
+            "--output_dir",
+            str(out),
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "50",
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "32",
+            "--use_cpu",
+            "--disable_tqdm",
+            "true",
+            "--seed",
+            "0",
+        ]
+    )
     return out, rows
 
 
@@ -148,6 +173,9 @@ def test_expert_epoch_uses_that_checkpoint(teacher_run, split):
     np.testing.assert_allclose(np.asarray(ds["soft_label"]), early.numpy(), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(early, late)
     assert (info.teacher_epoch, info.teacher_checkpoint, info.teacher_id) == (1.0, "checkpoint-2", str(out))
-    with pytest.raises(ValueError, match=r"expert_epoch=3: no checkpoint of that epoch in '.*run'; expected one of the "
-                                         r"saved epochs: 1 \(checkpoint-2\), 2 \(checkpoint-4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expert_epoch=3: no checkpoint of that epoch in '.*run'; expected one of the "
+        r"saved epochs: 1 \(checkpoint-2\), 2 \(checkpoint-4\)",
+    ):
         relabel(split, str(out), expert_epoch=3)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from distilled_helpers import rgb_dataset
 from PIL import Image as PILImage
 
-from distilled_helpers import rgb_dataset
 from gift_hf import DistilledInfo, load_distilled, save_distilled
 from gift_hf.data.distilled import (
     check_local_path,
@@ -39,8 +39,11 @@ def test_overwrite_refuses_a_project_folder(tmp_path, monkeypatch):
     (project / "src" / "main.py").write_text("print('my code')")
     (project / "README.md").write_text("# my project\n")
     monkeypatch.chdir(project)
-    with pytest.raises(FileExistsError, match=r"overwrite only replaces a dataset written by gift_hf .* it holds "
-                                              r"'src', which save_distilled does not write; nothing was changed"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"overwrite only replaces a dataset written by gift_hf .* it holds "
+        r"'src', which save_distilled does not write; nothing was changed",
+    ):
         save_distilled(rgb_dataset(n=3), ".", INFO, overwrite=True)  # `gift-hf distill ... --output_dir .`
     assert (project / "src" / "main.py").read_text() == "print('my code')"
     assert sorted(os.listdir(tmp_path)) == ["project"]  # no staging folder left behind
@@ -110,8 +113,13 @@ d.save_distilled(rgb_dataset(n=3), target, d.DistilledInfo(soft_label_kind="prob
 
 def killed_save(mode: str, target: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    proc = subprocess.run([sys.executable, "-c", KILLER.format(tests=str(TESTS)), mode, str(target)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER.format(tests=str(TESTS)), mode, str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
@@ -170,8 +178,11 @@ def test_staging_folders_of_a_live_process_are_left_alone(tmp_path):
 
 # ------------------------------------------------------------------ soft-label kind
 def test_saving_soft_labels_without_a_kind_is_refused_at_save_time(tmp_path):
-    with pytest.raises(ValueError, match=r"info.soft_label_kind: the dataset has soft-label columns \('soft_label'\) "
-                                         r"but no kind was given; pass info=DistilledInfo\(soft_label_kind="):
+    with pytest.raises(
+        ValueError,
+        match=r"info.soft_label_kind: the dataset has soft-label columns \('soft_label'\) "
+        r"but no kind was given; pass info=DistilledInfo\(soft_label_kind=",
+    ):
         save_distilled(rgb_dataset(n=3), tmp_path / "set")
     with pytest.raises(ValueError, match=r"'soft_label_topk_values', 'soft_label_topk_indices'\) but no kind"):
         save_distilled(rgb_dataset(n=3, soft="topk"), tmp_path / "set", DistilledInfo(method="random"))
@@ -184,8 +195,11 @@ def test_a_card_without_the_kind_is_named_with_the_fix(tmp_path):
     target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
     readme = target / "README.md"
     readme.write_text(readme.read_text().replace("  soft_label_kind: probabilities\n", ""))
-    with pytest.raises(ValueError, match=r"README.md of .*set': the data has soft-label columns \('soft_label'\) but "
-                                         r"the card's 'gift_hf' block records no soft_label_kind; add "):
+    with pytest.raises(
+        ValueError,
+        match=r"README.md of .*set': the data has soft-label columns \('soft_label'\) but "
+        r"the card's 'gift_hf' block records no soft_label_kind; add ",
+    ):
         load_distilled(target, cache_dir=str(tmp_path / "cache"))
 
 
@@ -195,8 +209,11 @@ def test_the_cards_kind_is_what_training_uses_and_a_contradiction_is_an_error(tm
     assert info.soft_label_kind == "probabilities" and info.temperature == 4.0
     assert resolve_soft_label_kind(info) == "probabilities"
     assert resolve_soft_label_kind(info, "probabilities") == "probabilities"
-    with pytest.raises(ValueError, match=r"soft_label_kind: got 'logits' but the dataset card says the stored soft "
-                                         r"labels are 'probabilities' at temperature 4; drop --soft_label_kind"):
+    with pytest.raises(
+        ValueError,
+        match=r"soft_label_kind: got 'logits' but the dataset card says the stored soft "
+        r"labels are 'probabilities' at temperature 4; drop --soft_label_kind",
+    ):
         resolve_soft_label_kind(info, "logits")
     with pytest.raises(ValueError, match=r"records no soft_label_kind; pass --soft_label_kind"):
         resolve_soft_label_kind(DistilledInfo())
@@ -212,8 +229,11 @@ def test_a_missing_local_dataset_is_not_found_never_a_hub_error(tmp_path, monkey
         with pytest.raises(FileNotFoundError, match="not found"):
             read_distilled_info(path)
     # a name that may be a Hub id: offline, the error still says "not found" and no local folder exists
-    with pytest.raises(ValueError, match=r"dataset 'nobody/nothing' not found: there is no local directory of that "
-                                         r"name, and the Hub dataset 'nobody/nothing' could not be read"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'nobody/nothing' not found: there is no local directory of that "
+        r"name, and the Hub dataset 'nobody/nothing' could not be read",
+    ):
         load_distilled("nobody/nothing")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ValueError, match=r"dataset 'file.txt' is a file; expected a directory"):
@@ -226,12 +246,12 @@ def test_a_missing_local_dataset_is_not_found_never_a_hub_error(tmp_path, monkey
 # ------------------------------------------------------------------ images
 def test_a_saved_set_with_undecodable_image_bytes_is_named_at_load_not_mid_training(tmp_path):
     from datasets import ClassLabel, Dataset, Features, Image
-
     from distilled_helpers import NAMES, png_bytes
 
     images = [{"bytes": png_bytes(np.zeros((4, 4), np.uint8)), "path": None}, {"bytes": b"not a png", "path": None}]
-    ds = Dataset.from_dict({"image": images, "label": [0, 1]},
-                           features=Features({"image": Image(), "label": ClassLabel(names=NAMES)}))
+    ds = Dataset.from_dict(
+        {"image": images, "label": [0, 1]}, features=Features({"image": Image(), "label": ClassLabel(names=NAMES)})
+    )
     target = save_distilled(ds, tmp_path / "set", check_images=False)  # written by a tool that did not check
     with pytest.raises(ValueError, match=r"column 'image' \(split 'train'\), row 1: cannot decode the image bytes"):
         load_distilled(target, cache_dir=str(tmp_path / "cache"))
@@ -241,15 +261,16 @@ def test_a_saved_set_with_undecodable_image_bytes_is_named_at_load_not_mid_train
 
 def test_images_of_mixed_modes_are_converted_to_the_models_channels(tmp_path):
     from datasets import ClassLabel, Dataset, Features, Image
-
     from distilled_helpers import NAMES, png_bytes
+
     from gift_hf import ImageTransform, SoftLabelCollator
 
     gray = np.full((4, 4), 200, np.uint8)
     rgb = np.stack([gray, gray // 2, gray // 4], axis=-1)
     images = [{"bytes": png_bytes(gray), "path": None}, {"bytes": png_bytes(rgb), "path": None}]
-    ds = Dataset.from_dict({"image": images, "label": [0, 1]},
-                           features=Features({"image": Image(), "label": ClassLabel(names=NAMES)}))
+    ds = Dataset.from_dict(
+        {"image": images, "label": [0, 1]}, features=Features({"image": Image(), "label": ClassLabel(names=NAMES)})
+    )
     target = save_distilled(ds, tmp_path / "set")
     train = load_distilled(target, cache_dir=str(tmp_path / "cache"))[0]["train"]
     train.set_transform(ImageTransform(channels=3, mean=(0.0,), std=(1.0,)))
@@ -291,8 +312,10 @@ def test_cli_distill_into_the_current_project_with_overwrite_is_refused(tmp_path
     (project / "images" / "cat").mkdir(parents=True)
     PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(project / "images" / "cat" / "0.png")
     assert main(["convert", "--input", "images", "--output_dir", "images", "--overwrite"]) == 2
-    assert ("gift-hf convert: error: output_dir 'images' holds the input 'images'; writing the dataset there would "
-            "replace the input") in capsys.readouterr().err
+    assert (
+        "gift-hf convert: error: output_dir 'images' holds the input 'images'; writing the dataset there would "
+        "replace the input"
+    ) in capsys.readouterr().err
     assert (project / "images" / "cat" / "0.png").is_file()
     # another input into that image folder: refused by the save's own check (not a gift_hf dataset)
     (project / "more" / "dog").mkdir(parents=True)
@@ -310,12 +333,19 @@ def test_wrong_typed_card_values_name_the_card_field(tmp_path):
     target = save_distilled(rgb_dataset(n=3), tmp_path / "set", INFO)
     readme = target / "README.md"
     text = readme.read_text()
-    for line, message in (("  image_size:\n  - 4\n  - 4\n", r"DistilledInfo.image_size: got \['a', 'b'\]; expected a "
-                                                               r"list of numbers"),
-                          ("  temperature: 4.0\n", r"DistilledInfo.temperature: got 'hot'; expected a positive")):
+    for line, message in (
+        (
+            "  image_size:\n  - 4\n  - 4\n",
+            r"DistilledInfo.image_size: got \['a', 'b'\]; expected a "
+            r"list of numbers",
+        ),
+        ("  temperature: 4.0\n", r"DistilledInfo.temperature: got 'hot'; expected a positive"),
+    ):
         assert line in text
-        bad = {"  image_size:\n  - 4\n  - 4\n": "  image_size:\n  - a\n  - b\n",
-               "  temperature: 4.0\n": "  temperature: hot\n"}[line]
+        bad = {
+            "  image_size:\n  - 4\n  - 4\n": "  image_size:\n  - a\n  - b\n",
+            "  temperature: 4.0\n": "  temperature: hot\n",
+        }[line]
         readme.write_text(text.replace(line, bad))
         with pytest.raises(ValueError, match=r"README.md: the card's 'gift_hf' block is invalid: " + message):
             load_distilled(target, cache_dir=str(tmp_path / "cache"))
@@ -327,8 +357,11 @@ def test_string_labels_in_selection_name_the_column_and_the_fix():
     from gift_hf import build_random_distilled
 
     ds = Dataset.from_dict({"image": [None] * 4, "label": ["cat", "dog", "cat", "dog"]})
-    with pytest.raises(ValueError, match=r"column 'label' \(label_column\) holds <U3 values \(row 0: 'cat'\); expected "
-                                         r"integer class ids \(cast it to a ClassLabel"):
+    with pytest.raises(
+        ValueError,
+        match=r"column 'label' \(label_column\) holds <U3 values \(row 0: 'cat'\); expected "
+        r"integer class ids \(cast it to a ClassLabel",
+    ):
         build_random_distilled(ds, 1)
     with pytest.raises(ValueError, match=r"column 'label' \(label_column\), row 1: class id -1; expected class ids"):
         build_random_distilled(Dataset.from_dict({"label": [0, -1]}), 1)
@@ -355,8 +388,9 @@ def test_the_reliability_counts_match_the_matrix():
     import re
 
     text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
-    outcomes = [line.strip().strip("|").split("|")[3].strip() for line in text.splitlines()
-                if re.match(r"\| \d+ \|", line)]
+    outcomes = [
+        line.strip().strip("|").split("|")[3].strip() for line in text.splitlines() if re.match(r"\| \d+ \|", line)
+    ]
     stated = re.search(r"of the (\d+) cases below, (\d+) end in a clear error and (\d+)\s+in a correct result", text)
     assert stated, "the page states the counts"
     assert [int(g) for g in stated.groups()] == [len(outcomes), outcomes.count("error"), outcomes.count("correct")]

@@ -69,8 +69,10 @@ def test_digit_pairs_do_not_leak_test_digits_into_training(pairs):
     digits = load_digits_dataset()
     train_digits = {image.tobytes() for image in _arrays(digits["train"])}
     test_digits = {image.tobytes() for image in _arrays(digits["test"])}
-    halves = {split: {h.tobytes() for image in _arrays(pairs[split]) for h in (image[4:12, :8], image[4:12, 8:])}
-              for split in ("train", "test")}
+    halves = {
+        split: {h.tobytes() for image in _arrays(pairs[split]) for h in (image[4:12, :8], image[4:12, 8:])}
+        for split in ("train", "test")
+    }
     assert halves["train"] <= train_digits and halves["test"] <= test_digits
     # no digit image of a test pair is also a training digit (nor one used by a training pair)
     assert not halves["test"] & train_digits and not halves["test"] & halves["train"]
@@ -126,8 +128,9 @@ def test_make_results_ci_size_end_to_end(tmp_path):
     for page in PAGES:
         shutil.copy(REPO / "docs" / page, docs / page)
     result = run_results("ci", str(tmp_path / "out"), str(docs), repo=str(REPO))
-    assert {(source, ipc) for source, ipc in result["summaries"]} == {(s, i) for s in ("random", "rded")
-                                                                       for i in (1, 2)}
+    assert {(source, ipc) for source, ipc in result["summaries"]} == {
+        (s, i) for s in ("random", "rded") for i in (1, 2)
+    }
     for page in PAGES:
         text = (docs / page).read_text()
         assert "(run `make results`)" not in text and "a smoke run" in text

@@ -15,21 +15,45 @@ import time
 
 import pytest
 import torch
+from recipe_helpers import RECIPE, load_recipe, one_thread, subprocess_env, train_teacher
 from safetensors.torch import load_file
 
 from gift_hf.engine.checkpoints import CHECKPOINT_MARKER, last_checkpoint
-from recipe_helpers import RECIPE, load_recipe, one_thread, subprocess_env, train_teacher
 
 MAX_STEPS, SAVE_STEPS = 40, 8
 
 
 def recipe_args(output_dir, teacher) -> list[str]:
     return [
-        "--output_dir", str(output_dir), "--teacher_model_name_or_path", str(teacher), "--loss", "gift",
-        "--max_steps", str(MAX_STEPS), "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS),
-        "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--learning_rate", "1e-3",
-        "--augmentation", "color_crop_cutout_flip_scale_rotate", "--mix", "cutmix", "--seed", "0",
-        "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1000",
+        "--output_dir",
+        str(output_dir),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--loss",
+        "gift",
+        "--max_steps",
+        str(MAX_STEPS),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(SAVE_STEPS),
+        "--per_device_train_batch_size",
+        "16",
+        "--per_device_eval_batch_size",
+        "64",
+        "--learning_rate",
+        "1e-3",
+        "--augmentation",
+        "color_crop_cutout_flip_scale_rotate",
+        "--mix",
+        "cutmix",
+        "--seed",
+        "0",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1000",
     ]
 
 
@@ -42,7 +66,10 @@ def kill_after_first_checkpoint(output_dir, teacher) -> str:
     """Start the recipe in a subprocess; SIGKILL it as soon as a complete checkpoint exists."""
     proc = subprocess.Popen(
         [sys.executable, *RECIPE, *recipe_args(output_dir, teacher)],
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 300
     try:

@@ -44,9 +44,19 @@ class KillAt(TrainerCallback):
 
 def config(output_dir, **kwargs):
     base = dict(
-        output_dir=str(output_dir), use_cpu=True, per_device_train_batch_size=8, max_steps=4,
-        learning_rate=1e-2, save_strategy="steps", save_steps=1, logging_strategy="no", disable_tqdm=True,
-        seed=0, loss="ce", soft_label_source="none", report_to="none",
+        output_dir=str(output_dir),
+        use_cpu=True,
+        per_device_train_batch_size=8,
+        max_steps=4,
+        learning_rate=1e-2,
+        save_strategy="steps",
+        save_steps=1,
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        loss="ce",
+        soft_label_source="none",
+        report_to="none",
     )
     base.update(kwargs)
     return GIFTConfig(**base)
@@ -59,8 +69,9 @@ def train(digits, digits_transform):
 
 def make_trainer(tiny_model, train, output_dir, callbacks=(), **kwargs):
     torch.manual_seed(0)
-    return GIFTTrainer(model=tiny_model(), args=config(output_dir, **kwargs), train_dataset=train,
-                       callbacks=list(callbacks))
+    return GIFTTrainer(
+        model=tiny_model(), args=config(output_dir, **kwargs), train_dataset=train, callbacks=list(callbacks)
+    )
 
 
 def steps(output_dir, **kwargs):
@@ -81,8 +92,12 @@ def test_a_checkpoint_is_complete_only_once_every_process_has_saved(tmp_path, ti
     # resuming from the incomplete folder by name is refused, and allowed only when forced
     with pytest.raises(ValueError, match=r"not a complete gift_hf checkpoint.*resume_force"):
         make_trainer(tiny_model, train, run).train(resume_from_checkpoint=str(run / "checkpoint-3"))
-    assert make_trainer(tiny_model, train, run, resume_force=True).train(
-        resume_from_checkpoint=str(run / "checkpoint-3")).global_step == 4
+    assert (
+        make_trainer(tiny_model, train, run, resume_force=True)
+        .train(resume_from_checkpoint=str(run / "checkpoint-3"))
+        .global_step
+        == 4
+    )
 
 
 def test_rotation_never_deletes_the_only_complete_checkpoint(tmp_path, tiny_model, train):
@@ -104,13 +119,16 @@ def test_rotation_never_deletes_the_only_complete_checkpoint(tmp_path, tiny_mode
 
 
 # ---------------------------------------------------------------------------- identity
-@pytest.mark.parametrize("change, field", [
-    (dict(loss="kl", soft_label_source="dataset"), "loss"),
-    (dict(seed=1), "seed"),
-    (dict(learning_rate=5e-2), "learning_rate"),
-    (dict(lr_scheduler_type="cosine"), "lr_scheduler_type"),
-    (dict(max_steps=6), "max_steps"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (dict(loss="kl", soft_label_source="dataset"), "loss"),
+        (dict(seed=1), "seed"),
+        (dict(learning_rate=5e-2), "learning_rate"),
+        (dict(lr_scheduler_type="cosine"), "lr_scheduler_type"),
+        (dict(max_steps=6), "max_steps"),
+    ],
+)
 def test_resuming_another_runs_checkpoint_is_refused_unless_forced(tmp_path, tiny_model, train, change, field):
     run = tmp_path / "run"
     make_trainer(tiny_model, train, run, max_steps=2).train()
@@ -119,8 +137,12 @@ def test_resuming_another_runs_checkpoint_is_refused_unless_forced(tmp_path, tin
     with pytest.raises(ValueError, match=rf"different run \(.*{field}: checkpoint .*this run"):
         make_trainer(tiny_model, train, run, **other).train(resume_from_checkpoint=checkpoint)
     if field == "max_steps":  # forced: it goes on from the checkpoint
-        assert make_trainer(tiny_model, train, run, resume_force=True, **other).train(
-            resume_from_checkpoint=checkpoint).global_step == 6
+        assert (
+            make_trainer(tiny_model, train, run, resume_force=True, **other)
+            .train(resume_from_checkpoint=checkpoint)
+            .global_step
+            == 6
+        )
 
 
 def test_resuming_on_another_dataset_is_refused(tmp_path, tiny_model, train, digits, digits_transform):
@@ -159,8 +181,12 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_after_it(tmp_pa
 def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, tiny_model, train):
     """compute_loss (teacher, loss, divergence flag, loss sums) under a guard that fails on any host read."""
     teacher = tiny_model()
-    trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path / "run", loss="gift", soft_label_source="teacher"),
-                          teacher_model=teacher, train_dataset=train)
+    trainer = GIFTTrainer(
+        model=tiny_model(),
+        args=config(tmp_path / "run", loss="gift", soft_label_source="teacher"),
+        teacher_model=teacher,
+        train_dataset=train,
+    )
     batch = trainer.data_collator([train[i] for i in range(8)])
     trainer.model.train()
     with forbid_host_reads():
@@ -175,8 +201,12 @@ def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, tiny_mod
 
 def test_the_divergence_guard_names_the_first_bad_step_across_folds(tmp_path, tiny_model, train):
     """The guard's sums, folded every 3 micro-batches, against hand computation."""
-    trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path / "run", loss="kl", soft_label_source="teacher"),
-                          teacher_model=tiny_model(), train_dataset=train)
+    trainer = GIFTTrainer(
+        model=tiny_model(),
+        args=config(tmp_path / "run", loss="kl", soft_label_source="teacher"),
+        teacher_model=tiny_model(),
+        train_dataset=train,
+    )
     monitor = trainer.monitor
     monitor.FOLD_EVERY = 3
     logits, targets = torch.ones(2, 10), torch.full((2, 10), 0.5)
@@ -190,8 +220,11 @@ def test_the_divergence_guard_names_the_first_bad_step_across_folds(tmp_path, ti
         bad_logits[0, 0] = math.inf if step >= 9 else 1.0
         bad_targets = targets if step < 11 else torch.full((2, 10), math.nan)
         monitor.record(torch.tensor([1.0, 1.0]), bad_logits, bad_targets, step)
-    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step 9: the student's logits became "
-                                                    r"non-finite \(NaN or inf\)\. Nothing from step 9 on"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"^training diverged at step 9: the student's logits became "
+        r"non-finite \(NaN or inf\)\. Nothing from step 9 on",
+    ):
         monitor.check()
 
 

@@ -18,8 +18,16 @@ from gift_hf.models.modeling import model_spec, to_rgb_student
 
 def gray_student(arch, **kwargs):
     torch.manual_seed(0)
-    model = create_model(arch, 10, in_chans=1, img_size=16, image_mean=DIGITS_MEAN, image_std=DIGITS_STD,
-                         id2label={i: f"digit {i}" for i in range(10)}, **kwargs)
+    model = create_model(
+        arch,
+        10,
+        in_chans=1,
+        img_size=16,
+        image_mean=DIGITS_MEAN,
+        image_std=DIGITS_STD,
+        id2label={i: f"digit {i}" for i in range(10)},
+        **kwargs,
+    )
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode is really tested
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -48,7 +56,7 @@ def test_the_rgb_copy_computes_the_same_logits_on_gray_images(arch, kwargs):
     key = next(k for k, v in rgb.timm_model.state_dict().items() if v.dim() == 4 and v.shape[1] == 3)
     w1, w3 = gray.timm_model.state_dict()[key], rgb.timm_model.state_dict()[key]
     for c in range(3):
-        torch.testing.assert_close(w3[:, c:c + 1], w1 / 3)
+        torch.testing.assert_close(w3[:, c : c + 1], w1 / 3)
 
 
 def test_only_grayscale_students_convert():
@@ -74,8 +82,14 @@ def test_pipeline_serves_the_rgb_copy_of_a_resnet10t_student_without_gift_hf(tmp
     to_rgb_student(gray).save_pretrained(tmp_path / "rgb")
     pixels = np.random.default_rng(1).integers(0, 256, (16, 16), dtype=np.uint8)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", PIPELINE, str(tmp_path / "rgb"), json.dumps(pixels.tolist())],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PIPELINE, str(tmp_path / "rgb"), json.dumps(pixels.tolist())],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["gift_hf"] is False

@@ -6,9 +6,9 @@ import logging
 import pickle
 
 import pytest
+from recipe_helpers import load_recipe, one_thread
 
 from gift_hf import GIFTConfig, load_teacher
-from recipe_helpers import load_recipe, one_thread
 
 TOKEN = "hf_NeverPrintThisToken0123456789"
 
@@ -19,11 +19,18 @@ def remote_code_teacher(tmp_path):
     folder = tmp_path / "remote_teacher"
     folder.mkdir()
     marker = tmp_path / "remote_code_ran"
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "remote_net",
-        "num_labels": 10,
-        "auto_map": {"AutoConfig": "remote.RemoteConfig", "AutoModelForImageClassification": "remote.RemoteModel"},
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "remote_net",
+                "num_labels": 10,
+                "auto_map": {
+                    "AutoConfig": "remote.RemoteConfig",
+                    "AutoModelForImageClassification": "remote.RemoteModel",
+                },
+            }
+        )
+    )
     (folder / "remote.py").write_text(
         f"open({str(marker)!r}, 'w').write('ran')\n"
         "from transformers import PretrainedConfig, PreTrainedModel\n"
@@ -57,10 +64,27 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
     out = tmp_path / "out"
     caplog.set_level(logging.INFO)
     with one_thread():
-        load_recipe().main([
-            "--output_dir", str(out), "--hub_token", TOKEN, "--loss", "ce", "--soft_label_source", "none",
-            "--max_steps", "2", "--save_steps", "2", "--eval_split", "", "--use_cpu", "--disable_tqdm", "true",
-        ])
+        load_recipe().main(
+            [
+                "--output_dir",
+                str(out),
+                "--hub_token",
+                TOKEN,
+                "--loss",
+                "ce",
+                "--soft_label_source",
+                "none",
+                "--max_steps",
+                "2",
+                "--save_steps",
+                "2",
+                "--eval_split",
+                "",
+                "--use_cpu",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
     captured = capsys.readouterr()
     assert "training arguments:" in caplog.text  # the arguments were logged...
     assert TOKEN not in caplog.text + captured.out + captured.err  # ...without the token
@@ -70,13 +94,16 @@ def test_recipe_never_logs_or_saves_the_token(tmp_path, caplog, capsys):
         assert TOKEN.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("argv", [
-    ["--hub_tokn", TOKEN],  # a mistyped option: "arguments are not used" lists what was given
-    [f"--hub-tokn={TOKEN}"],
-    ["--hub_token", TOKEN, "stray_value"],
-    ["--push_to_hub", TOKEN],  # the token given to the wrong option: argparse prints the bad value
-    ["--max_steps", TOKEN],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--hub_tokn", TOKEN],  # a mistyped option: "arguments are not used" lists what was given
+        [f"--hub-tokn={TOKEN}"],
+        ["--hub_token", TOKEN, "stray_value"],
+        ["--push_to_hub", TOKEN],  # the token given to the wrong option: argparse prints the bad value
+        ["--max_steps", TOKEN],
+    ],
+)
 def test_a_mistyped_flag_never_prints_the_token(argv, capsys):
     from gift_hf.parser import GIFTParser
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
-
 from distilled_helpers import digits_pixels, digits_teacher
+
 from gift_hf import build_difficulty_distilled, build_random_distilled
 from gift_hf.data.selection import teacher_cross_entropy
 
@@ -34,14 +34,19 @@ def test_ipc_larger_than_a_class_is_refused(digits):
     small = digits["train"].select(range(40))
     counts = np.bincount(small["label"], minlength=10)
     cls = int(np.argmin(counts))
-    with pytest.raises(ValueError, match=rf"ipc: class {cls} \('{cls}'\) has {counts[cls]} images but ipc=50 were "
-                                         rf"requested; expected ipc <= {counts.min()}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"ipc: class {cls} \('{cls}'\) has {counts[cls]} images but ipc=50 were "
+        rf"requested; expected ipc <= {counts.min()}",
+    ):
         build_random_distilled(small, ipc=50)
 
 
 def test_a_class_with_no_rows_is_refused_and_other_bad_input():
-    ds = Dataset.from_dict({"x": [0, 1, 2, 3], "target": [0, 0, 2, 2]},
-                           features=Features({"x": Value("int64"), "target": ClassLabel(names=["a", "b", "c"])}))
+    ds = Dataset.from_dict(
+        {"x": [0, 1, 2, 3], "target": [0, 0, 2, 2]},
+        features=Features({"x": Value("int64"), "target": ClassLabel(names=["a", "b", "c"])}),
+    )
     with pytest.raises(ValueError, match=r"ipc: class 1 \('b'\) has 0 images but ipc=1 were requested"):
         build_random_distilled(ds, ipc=1, label_column="target")
     with pytest.raises(ValueError, match=r"ipc: got 0; expected a positive integer"):
@@ -53,8 +58,10 @@ def test_a_class_with_no_rows_is_refused_and_other_bad_input():
 
 
 def test_label_column_is_renamed_to_label():
-    ds = Dataset.from_dict({"x": [0, 1, 2, 3], "target": [0, 1, 0, 1]},
-                           features=Features({"x": Value("int64"), "target": ClassLabel(names=["a", "b"])}))
+    ds = Dataset.from_dict(
+        {"x": [0, 1, 2, 3], "target": [0, 1, 0, 1]},
+        features=Features({"x": Value("int64"), "target": ClassLabel(names=["a", "b"])}),
+    )
     subset, _ = build_random_distilled(ds, ipc=1, label_column="target", seed=0)
     assert subset.column_names == ["x", "label"] and sorted(subset["label"]) == [0, 1]
 
@@ -88,6 +95,9 @@ def test_difficulty_band_errors(digits):
     teacher = digits_teacher()
     with pytest.raises(ValueError, match=r"band: got \(0.5, 0.2\); expected \(low, high\) with 0 <= low < high <= 1"):
         build_difficulty_distilled(split, 1, teacher, band=(0.5, 0.2))
-    with pytest.raises(ValueError, match=r"band: class \d+ has \d images in quantile band \(0.0, 0.05\) .* but ipc=5 "
-                                         r"were requested; expected a wider band or a smaller ipc"):
+    with pytest.raises(
+        ValueError,
+        match=r"band: class \d+ has \d images in quantile band \(0.0, 0.05\) .* but ipc=5 "
+        r"were requested; expected a wider band or a smaller ipc",
+    ):
         build_difficulty_distilled(split, 5, teacher, band=(0.0, 0.05), progress=False)

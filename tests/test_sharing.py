@@ -34,9 +34,13 @@ def test_the_papers_evaluation_recipes_are_named_after_their_protocol():
     from gift_hf.hub.model_card import _protocol_record
     from gift_hf.scripts.evaluate import make_parser
 
-    expected = {"recipes/gift/evaluate.yaml": "gift", "recipes/gift/imagenet1k_resnet18.yaml": "gift",
-                "recipes/label_paper/evaluate.yaml": "label_paper", "recipes/rded/imagenet1k.yaml": "rded",
-                "recipes/rded/tiny_imagenet.yaml": "rded"}
+    expected = {
+        "recipes/gift/evaluate.yaml": "gift",
+        "recipes/gift/imagenet1k_resnet18.yaml": "gift",
+        "recipes/label_paper/evaluate.yaml": "label_paper",
+        "recipes/rded/imagenet1k.yaml": "rded",
+        "recipes/rded/tiny_imagenet.yaml": "rded",
+    }
     for recipe, name in expected.items():
         parsed = make_parser().parse_args_and_config(["--config", recipe, "--distilled", "x", "--output_dir", "out"])
         config = next(p for p in parsed if isinstance(p, GIFTConfig))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from distilled_helpers import digits_teacher
+
 from gift_hf import (
     GIFTConfig,
     GIFTTrainer,
@@ -34,17 +34,29 @@ def stored(digits, tmp_path_factory):
     teacher = digits_teacher(seed=5)
     dense, dense_info = relabel(subset, teacher, info=info, temperature=4.0, progress=False)
     sparse, sparse_info = relabel(subset, teacher, info=info, temperature=4.0, topk=3, progress=False)
-    dirs = {"dense": save_distilled(dense, root / "dense", dense_info),
-            "topk": save_distilled(sparse, root / "topk", sparse_info)}
+    dirs = {
+        "dense": save_distilled(dense, root / "dense", dense_info),
+        "topk": save_distilled(sparse, root / "topk", sparse_info),
+    }
     return root, dirs, torch.tensor(dense["soft_label"])
 
 
 def trainer_for(root, path, digits_transform, tiny_model, **overrides):
     ds, info = load_distilled(path, cache_dir=str(root / "cache"))
     train = ds["train"].with_transform(digits_transform)
-    options = dict(output_dir=str(root / "run"), loss="gift", use_cpu=True, per_device_train_batch_size=10,
-                   max_steps=4, learning_rate=1e-2, save_strategy="no", logging_strategy="no", disable_tqdm=True,
-                   seed=0, **info.training_kwargs())
+    options = dict(
+        output_dir=str(root / "run"),
+        loss="gift",
+        use_cpu=True,
+        per_device_train_batch_size=10,
+        max_steps=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        **info.training_kwargs(),
+    )
     args = GIFTConfig(**{**options, **overrides})
     torch.manual_seed(0)
     student = tiny_model()
@@ -107,10 +119,26 @@ def test_the_train_script_takes_the_kind_from_the_dataset_card(stored, caplog):
 
     root, dirs, _ = stored
     recipe = load_recipe()
-    argv = ["--dataset_name", str(dirs["dense"]), "--eval_split", "", "--soft_label_source", "dataset",
-            "--loss", "kl", "--max_steps", "1", "--per_device_train_batch_size", "10", *QUIET]
-    with pytest.raises(ValueError, match=r"soft_label_kind: got 'logits' but the dataset card of .* says the stored "
-                                         r"soft labels are 'probabilities' at temperature 4; drop --soft_label_kind"):
+    argv = [
+        "--dataset_name",
+        str(dirs["dense"]),
+        "--eval_split",
+        "",
+        "--soft_label_source",
+        "dataset",
+        "--loss",
+        "kl",
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "10",
+        *QUIET,
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"soft_label_kind: got 'logits' but the dataset card of .* says the stored "
+        r"soft labels are 'probabilities' at temperature 4; drop --soft_label_kind",
+    ):
         recipe.main([*argv, "--soft_label_kind", "logits", "--output_dir", str(root / "refused")])
     assert not (root / "refused").exists()
     with one_thread(), caplog.at_level(logging.INFO, logger="gift_hf"):

@@ -9,9 +9,16 @@ from gift_hf.evaluation.metrics import build_compute_metrics
 
 def config(tmp_path, **kwargs):
     base = dict(
-        output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=16,
-        per_device_eval_batch_size=64, max_steps=4, learning_rate=1e-3, save_strategy="no",
-        logging_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / "run"),
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=64,
+        max_steps=4,
+        learning_rate=1e-3,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     base.update(kwargs)
     return GIFTConfig(**base)
@@ -30,8 +37,14 @@ def test_train_with_online_teacher_checkpoint_and_evaluate(tmp_path, small, tiny
     before = {k: v.clone() for k, v in student.state_dict().items()}
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     args = config(tmp_path, loss="gift", save_strategy="steps", save_steps=4)
-    trainer = GIFTTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train,
-                          eval_dataset=test, compute_metrics=build_compute_metrics(10))
+    trainer = GIFTTrainer(
+        model=student,
+        args=args,
+        teacher_model=teacher,
+        train_dataset=train,
+        eval_dataset=test,
+        compute_metrics=build_compute_metrics(10),
+    )
     # the teacher is frozen, in eval mode and not wrapped for training
     assert trainer.teacher_model is teacher and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -76,16 +89,23 @@ def test_accumulation_without_a_label_column_is_a_clear_error(tmp_path, digits, 
     stored = rows.add_column("soft_label", soft.tolist()).remove_columns("label").with_transform(digits_transform)
     args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8)
     assert GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train().global_step == 1
-    args = config(tmp_path, loss="kl", soft_label_source="dataset", max_steps=1, per_device_train_batch_size=8,
-                  gradient_accumulation_steps=2)
+    args = config(
+        tmp_path,
+        loss="kl",
+        soft_label_source="dataset",
+        max_steps=1,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+    )
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2 needs a label column"):
         GIFTTrainer(model=tiny_model(), args=args, train_dataset=stored).train()
 
 
 def test_stored_soft_labels_missing_is_a_clear_error(tmp_path, small, tiny_model):
     train, _ = small
-    trainer = GIFTTrainer(model=tiny_model(), args=config(tmp_path, loss="kl", soft_label_source="dataset"),
-                          train_dataset=train)
+    trainer = GIFTTrainer(
+        model=tiny_model(), args=config(tmp_path, loss="kl", soft_label_source="dataset"), train_dataset=train
+    )
     with pytest.raises(KeyError, match="'soft_label' column"):
         trainer.train()
 
@@ -102,9 +122,17 @@ def test_gradient_accumulation_honours_num_items_in_batch(tmp_path, digits, digi
     for batch, accum in ((24, 1), (16, 2)):
         torch.manual_seed(0)
         student = tiny_model()
-        args = config(tmp_path / f"{batch}", loss="gift", per_device_train_batch_size=batch,
-                      gradient_accumulation_steps=accum, max_steps=1, optim="sgd", learning_rate=0.5,
-                      lr_scheduler_type="constant", data_seed=0)
+        args = config(
+            tmp_path / f"{batch}",
+            loss="gift",
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accum,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            data_seed=0,
+        )
         GIFTTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train).train()
         results.append(student.state_dict())
     # float32 summation order (threads, batch split) moves weights by a few 1e-6; weighting the
@@ -157,7 +185,11 @@ def test_the_public_trainer_hooks_gift_hf_relies_on():
     assert "num_items_in_batch" in inspect.signature(Trainer.compute_loss).parameters
     assert list(inspect.signature(Trainer.training_step).parameters)[:3] == ["self", "model", "inputs"]
     assert list(inspect.signature(Trainer.prediction_step).parameters)[:4] == [
-        "self", "model", "inputs", "prediction_loss_only"]
+        "self",
+        "model",
+        "inputs",
+        "prediction_loss_only",
+    ]
     assert list(inspect.signature(Trainer.save_model).parameters)[:2] == ["self", "output_dir"]
     assert "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__
     overridden = {name for name in vars(GIFTTrainer) if name.startswith("_") and not name.startswith("__")}

@@ -122,8 +122,10 @@ def label_entropy_stats(
         probs = torch.softmax(tensor / temperature, dim=1)
     elif kind == "probabilities":
         if (tensor < 0).any():
-            raise ValueError("soft has negative entries but kind='probabilities'; expected values >= 0 "
-                             "(pass kind='logits' for logits)")
+            raise ValueError(
+                "soft has negative entries but kind='probabilities'; expected values >= 0 "
+                "(pass kind='logits' for logits)"
+            )
         sums = tensor.sum(1, keepdim=True)
         if (sums <= 0).any():
             row = int(torch.nonzero(sums.squeeze(1) <= 0)[0])
@@ -150,8 +152,9 @@ def label_entropy_stats(
     return stats
 
 
-def map_soft_labels(dataset: Any, fn: Callable[..., Any], *, column: str = "soft_label", pass_labels: bool = False,
-                    **kwargs: Any) -> Any:
+def map_soft_labels(
+    dataset: Any, fn: Callable[..., Any], *, column: str = "soft_label", pass_labels: bool = False, **kwargs: Any
+) -> Any:
     """Apply an ablation to a dataset's dense soft-label column (all rows at once).
 
     ``fn(soft, **kwargs)`` gets the ``(N, C)`` matrix (``labels=`` too with ``pass_labels``)
@@ -164,13 +167,16 @@ def map_soft_labels(dataset: Any, fn: Callable[..., Any], *, column: str = "soft
     from datasets import Dataset, DatasetDict
 
     if isinstance(dataset, DatasetDict):
-        return DatasetDict({name: map_soft_labels(ds, fn, column=column, pass_labels=pass_labels, **kwargs)
-                            for name, ds in dataset.items()})
+        return DatasetDict(
+            {
+                name: map_soft_labels(ds, fn, column=column, pass_labels=pass_labels, **kwargs)
+                for name, ds in dataset.items()
+            }
+        )
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset: expected a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
     if column not in dataset.column_names:
-        raise ValueError(f"dataset has no {column!r} column (dense soft labels); it has columns "
-                         f"{dataset.column_names}")
+        raise ValueError(f"dataset has no {column!r} column (dense soft labels); it has columns {dataset.column_names}")
     from gift_hf.data.distilled import quiet_datasets
     from gift_hf.data.relabel import fixed_size_list
 

@@ -212,8 +212,7 @@ def _take(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return x.gather(3, cols[:, None, None, :].expand(b, c, x.shape[2], cols.shape[1]))
 
 
-def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor,
-                 size: tuple[int, int]) -> Tensor:
+def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor, size: tuple[int, int]) -> Tensor:
     """Crop box ``(top, left, height, width)`` of each image, resized bilinearly to ``size``.
 
     Per-image boxes as ``(B,)`` tensors on ``x``'s device. The result equals
@@ -361,9 +360,15 @@ class BatchAugmenter:
         self.calls += 1
         # The host generator is re-seeded by setting its PCG64 state (state and odd increment
         # from the seed), far cheaper than building a new one through a SeedSequence.
-        self._host_bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0, "state": {
-            "state": _splitmix64(seed) << 64 | _splitmix64(seed ^ _MASK64),
-            "inc": (_splitmix64(seed + 1) << 64 | _splitmix64(seed + 2)) | 1}}
+        self._host_bits.state = {
+            "bit_generator": "PCG64",
+            "has_uint32": 0,
+            "uinteger": 0,
+            "state": {
+                "state": _splitmix64(seed) << 64 | _splitmix64(seed ^ _MASK64),
+                "inc": (_splitmix64(seed + 1) << 64 | _splitmix64(seed + 2)) | 1,
+            },
+        }
         generator = self._generators.get(device)
         if generator is None:
             generator = self._generators[device] = torch.Generator(device=device)
@@ -404,21 +409,18 @@ class BatchAugmenter:
     def _draw_rotate(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         return {"u": self._rand(b, device=device, dtype=dtype)}
 
-    def _draw_patchshuffle(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
-                           ) -> dict[str, Tensor]:
+    def _draw_patchshuffle(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         f = self.params.shuffle_factor
         if h % f or w % f:
             raise ValueError(f"patchshuffle: image size {h}×{w} is not a multiple of shuffle_factor={f}")
         cols = self._rand(b, f, device=device, dtype=dtype)  # the column strips are drawn first
         return {"cols": cols, "rows": self._rand(b, f, device=device, dtype=dtype)}
 
-    def _draw_resizedcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
-                          ) -> dict[str, Tensor]:
+    def _draw_resizedcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         # float32 whatever the images: torchvision draws the box in float
         return {"u": self._rand(4, b, 10, device=device).movedim(1, 0)}
 
-    def _draw_factorcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
-                         ) -> dict[str, Tensor]:
+    def _draw_factorcrop(self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         # The boxes are computed here, so applying them needs no factor (augment_stacked
         # applies one augmenter's op to the draws of several).
         f = self.factor_crop
@@ -426,8 +428,13 @@ class BatchAugmenter:
         cell = self._randint(0, f * f, (b,), device)  # else one of the f × f cells, uniformly
         row, col = cell // f, cell % f
         top, left = row * h // f, col * w // f
-        return {"whole": whole.view(b, 1, 1, 1), "top": top, "left": left,
-                "height": (row + 1) * h // f - top, "width": (col + 1) * w // f - left}
+        return {
+            "whole": whole.view(b, 1, 1, 1),
+            "top": top,
+            "left": left,
+            "height": (row + 1) * h // f - top,
+            "width": (col + 1) * w // f - left,
+        }
 
     def _draw_mix(self, b: int, h: int, w: int) -> tuple[bool, float, tuple[int, int, int, int] | None] | None:
         """``(cutmix, λ, box)`` of a mixed batch (``λ`` = the area kept for CutMix), None if it is not mixed."""
@@ -555,8 +562,13 @@ class BatchAugmenter:
         cy, cx = int(self.host_rng.integers(0, h)), int(self.host_rng.integers(0, w))
         return (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w))
 
-    def _mix(self, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None,
-             mix: tuple[bool, float, tuple[int, int, int, int] | None]):
+    def _mix(
+        self,
+        x: Tensor,
+        labels: Tensor | None,
+        soft_labels: Tensor | None,
+        mix: tuple[bool, float, tuple[int, int, int, int] | None],
+    ):
         b = x.shape[0]
         n = b - b % 2  # image i is paired with n-1-i; an odd last image stays unmixed
         cutmix, lam, box = mix
@@ -582,8 +594,9 @@ class BatchAugmenter:
         return x, labels, soft_labels
 
     # ----------------------------------------------------------------------------- call
-    def sample(self, shape: Sequence[int], device: str | torch.device | None = None,
-               dtype: torch.dtype = torch.float32) -> AugmentationDraw:
+    def sample(
+        self, shape: Sequence[int], device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> AugmentationDraw:
         """Draw the parameters of the next batch of ``shape`` ``(B, C, H, W)``, touching no pixels.
 
         Advances the augmenter as a call does: ``apply(x, sample(x.shape, x.device))`` is
@@ -610,7 +623,10 @@ class BatchAugmenter:
         return AugmentationDraw(ops, params, self._draw_mix(b, h, w) if self.mix != "none" else None)
 
     def apply(
-        self, pixel_values: Tensor, draw: AugmentationDraw, labels: Tensor | None = None,
+        self,
+        pixel_values: Tensor,
+        draw: AugmentationDraw,
+        labels: Tensor | None = None,
         soft_labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Apply the draws of :meth:`sample` to a batch (the pixels, then the labels if it is mixed)."""
@@ -684,8 +700,12 @@ def augment_stacked(
         for (ops, _), members in groups.items():
             xs = (x if whole else x[members]).flatten(0, 1)
             for j, op in enumerate(ops):
-                params = {name: torch.cat([draws[m].params[j][name] for m in members]) if len(members) > 1
-                          else draws[members[0]].params[j][name] for name in draws[members[0]].params[j]}
+                params = {
+                    name: torch.cat([draws[m].params[j][name] for m in members])
+                    if len(members) > 1
+                    else draws[members[0]].params[j][name]
+                    for name in draws[members[0]].params[j]
+                }
                 xs = augmenters[members[0]]._apply_op(op, xs, params)
             if whole:
                 out = xs.view(x.shape)
@@ -700,7 +720,10 @@ def augment_stacked(
 
 
 def _mix_stacked(
-    mixer: BatchAugmenter, x: Tensor, labels: Tensor | None, soft_labels: Tensor | None,
+    mixer: BatchAugmenter,
+    x: Tensor,
+    labels: Tensor | None,
+    soft_labels: Tensor | None,
     mixes: Sequence[tuple[bool, float, tuple[int, int, int, int] | None] | None],
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:meth:`BatchAugmenter._mix` of K batches at once, each with its own ``(cutmix, λ, box)`` (None: unmixed)."""
@@ -717,8 +740,9 @@ def _mix_stacked(
             box[i, :, :, top:bottom, left:right] = True
     shape = (k, 1, 1, 1, 1)
     head, partner = x[:, :n], x[:, :n].flip(1)
-    blend = head * torch.tensor(keep, dtype=x.dtype).view(shape).to(x.device) + \
-        partner * torch.tensor(take, dtype=x.dtype).view(shape).to(x.device)
+    blend = head * torch.tensor(keep, dtype=x.dtype).view(shape).to(x.device) + partner * torch.tensor(
+        take, dtype=x.dtype
+    ).view(shape).to(x.device)
     mixed = torch.where(box.to(x.device), partner, blend)
     x = torch.cat([mixed, x[:, n:]], dim=1) if n < b else mixed
     lam = [1.0 if m is None else m[1] for m in mixes]

@@ -128,8 +128,14 @@ def _column(plain: Dataset, name: str) -> np.ndarray:
     return np.asarray(plain.with_format("numpy", columns=[name])[name])
 
 
-def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column: str, soft_label_column: str,
-              soft_label_kind: str | None = None, topk: bool = False) -> None:
+def _validate(
+    decoded: dict[str, Tensor],
+    num_classes: int | None,
+    label_column: str,
+    soft_label_column: str,
+    soft_label_kind: str | None = None,
+    topk: bool = False,
+) -> None:
     """Checks the stored labels once, at load, so that the training step never has to."""
     n = decoded["pixel_values"].shape[0]
     labels = decoded.get("labels")
@@ -142,8 +148,10 @@ def _validate(decoded: dict[str, Tensor], num_classes: int | None, label_column:
             bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
             if bad.numel():
                 row = int(bad[0])
-                raise ValueError(f"column {label_column!r}: row {row} has label {int(labels[row])}; "
-                                 f"expected a class id in [0, {num_classes - 1}]")
+                raise ValueError(
+                    f"column {label_column!r}: row {row} has label {int(labels[row])}; "
+                    f"expected a class id in [0, {num_classes - 1}]"
+                )
     soft = decoded.get("soft_labels")
     if soft is not None:
         if soft.dim() != 2 or soft.shape[0] != n:  # the width is the shared check's
@@ -159,8 +167,12 @@ def _read_decode_cache(path: str) -> dict[str, Tensor] | None:
     try:
         return load_file(path)
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError …)
-        logger.warning("decode cache %s is unreadable (%s: %s); decoding the dataset again and rewriting it",
-                       path, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        logger.warning(
+            "decode cache %s is unreadable (%s: %s); decoding the dataset again and rewriting it",
+            path,
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+        )
         return None
 
 
@@ -195,8 +207,9 @@ def decode_dataset(
     present = cached and os.path.isfile(path)
     decoded = _read_decode_cache(path) if present else None
     if decoded is not None:
-        decoded = _trusted_cache(path, decoded, _decode_key(dataset, transform, label_column, soft_label_column),
-                                 len(dataset))
+        decoded = _trusted_cache(
+            path, decoded, _decode_key(dataset, transform, label_column, soft_label_column), len(dataset)
+        )
     if decoded is None:
         plain = dataset.with_format(None)  # drop any set_transform: decode from the stored columns
         columns = set(plain.column_names)
@@ -205,8 +218,10 @@ def decode_dataset(
         elif "pixel_values" in columns:
             decoded = {"pixel_values": torch.from_numpy(_column(plain, "pixel_values").astype(np.float32))}
         else:
-            raise KeyError(f"dataset has neither the image column {transform.image_column!r} nor 'pixel_values' "
-                           f"(columns: {sorted(columns)})")
+            raise KeyError(
+                f"dataset has neither the image column {transform.image_column!r} nor 'pixel_values' "
+                f"(columns: {sorted(columns)})"
+            )
         if label_column in columns:
             decoded["labels"] = torch.from_numpy(_column(plain, label_column).astype(np.int64))
         topk_values, topk_indices = f"{soft_label_column}_topk_values", f"{soft_label_column}_topk_indices"
@@ -226,8 +241,12 @@ def decode_dataset(
             metadata = {"gift_hf_decoded": json.dumps(key, sort_keys=True)}
             # the owned writer: a full disk is one error naming the file and the bytes needed
             # an unreadable cache file at this key is replaced (its warning said so)
-            write_output(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=present or None,
-                         size_hint=sum(t.numel() * t.element_size() for t in tensors.values()))
+            write_output(
+                path,
+                lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                overwrite=present or None,
+                size_hint=sum(t.numel() * t.element_size() for t in tensors.values()),
+            )
     columns = dataset.column_names
     topk = soft_label_column not in columns and f"{soft_label_column}_topk_values" in columns
     _validate(decoded, num_classes, label_column, soft_label_column, soft_label_kind, topk)
@@ -242,19 +261,27 @@ def _trusted_cache(path: str, decoded: dict[str, Tensor], key: dict, num_rows: i
     with safe_open(path, framework="pt") as f:
         stored = (f.metadata() or {}).get("gift_hf_decoded")
     if stored != json.dumps(key, sort_keys=True):
-        logger.warning("decode cache %s was written for another dataset, transform or columns (its stored key "
-                       "differs); decoding the dataset again and rewriting it", path)
+        logger.warning(
+            "decode cache %s was written for another dataset, transform or columns (its stored key "
+            "differs); decoding the dataset again and rewriting it",
+            path,
+        )
         return None
     rows = {name: int(t.shape[0]) if t.dim() else 0 for name, t in decoded.items()}
     if "pixel_values" not in decoded or any(n != num_rows for n in rows.values()):
-        logger.warning("decode cache %s holds %s rows but the dataset has %d; decoding the dataset again and "
-                       "rewriting it", path, rows, num_rows)
+        logger.warning(
+            "decode cache %s holds %s rows but the dataset has %d; decoding the dataset again and rewriting it",
+            path,
+            rows,
+            num_rows,
+        )
         return None
     return decoded
 
 
-def estimate_nbytes(dataset: Dataset, transform: ImageTransform, soft_label_column: str = "soft_label",
-                    float_images: bool = False) -> int:
+def estimate_nbytes(
+    dataset: Dataset, transform: ImageTransform, soft_label_column: str = "soft_label", float_images: bool = False
+) -> int:
     """Bytes the decoded set takes (images + labels + soft labels), from its first row only;
     ``float_images``: with the images normalised once into float32 (4 bytes per value)."""
     n = len(dataset)
@@ -363,10 +390,18 @@ class DeviceImageSet(torch.utils.data.Dataset):
         soft_label_kind: str | None = None,
     ) -> "DeviceImageSet":
         """:func:`decode_dataset` (cached) placed on ``device``, normalised like ``transform``."""
-        decoded = decode_dataset(dataset, transform, cache_dir, label_column, soft_label_column, num_classes,
-                                 soft_label_kind=soft_label_kind)
-        return cls(decoded["pixel_values"], decoded.get("labels"), decoded.get("soft_labels"),
-                   transform.mean, transform.std, device, normalize)
+        decoded = decode_dataset(
+            dataset, transform, cache_dir, label_column, soft_label_column, num_classes, soft_label_kind=soft_label_kind
+        )
+        return cls(
+            decoded["pixel_values"],
+            decoded.get("labels"),
+            decoded.get("soft_labels"),
+            transform.mean,
+            transform.std,
+            device,
+            normalize,
+        )
 
     def __len__(self) -> int:
         return self.pixel_values.shape[0]
@@ -444,8 +479,9 @@ class DeviceBatchSampler:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank/world_size: got rank {rank} of {world_size}; expected 0 <= rank < world_size")
         if drop_last and num_samples // world_size < batch_size:
-            raise ValueError(f"drop_last with {num_samples} rows over {world_size} rank(s) leaves no full batch of "
-                             f"{batch_size}")
+            raise ValueError(
+                f"drop_last with {num_samples} rows over {world_size} rank(s) leaves no full batch of {batch_size}"
+            )
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
         self.seed = int(seed) if isinstance(seed, int) else [int(x) for x in seed]
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
@@ -577,15 +613,34 @@ def device_resident(
         kwargs = dataloader_kwargs(device, num_workers)
         logger.info(
             "DataLoader path: workers=%d%s%s (%s of decoded images > %.0f%% of the %s free on %s)",
-            num_workers, ", pinned" if kwargs["dataloader_pin_memory"] else "",
+            num_workers,
+            ", pinned" if kwargs["dataloader_pin_memory"] else "",
             ", persistent" if kwargs["dataloader_persistent_workers"] else "",
-            _mib(needed), 100 * max_fraction, _mib(_available_bytes(device)), device,
+            _mib(needed),
+            100 * max_fraction,
+            _mib(_available_bytes(device)),
+            device,
         )
         return None
-    normalize = fits_on_device(estimate_nbytes(dataset, transform, soft_label_column, float_images=True), device,
-                               max_fraction)
-    data = DeviceImageSet.from_dataset(dataset, transform, device, cache_dir, label_column, soft_label_column,
-                                       num_classes, normalize, soft_label_kind=soft_label_kind)
-    logger.info("device-resident: %s images, %s on %s (%s)", f"{len(data):,}", _mib(data.nbytes), device,
-                "normalised once, float32" if data.pixel_values.is_floating_point() else "uint8, normalised per batch")
+    normalize = fits_on_device(
+        estimate_nbytes(dataset, transform, soft_label_column, float_images=True), device, max_fraction
+    )
+    data = DeviceImageSet.from_dataset(
+        dataset,
+        transform,
+        device,
+        cache_dir,
+        label_column,
+        soft_label_column,
+        num_classes,
+        normalize,
+        soft_label_kind=soft_label_kind,
+    )
+    logger.info(
+        "device-resident: %s images, %s on %s (%s)",
+        f"{len(data):,}",
+        _mib(data.nbytes),
+        device,
+        "normalised once, float32" if data.pixel_values.is_floating_point() else "uint8, normalised per batch",
+    )
     return data

@@ -85,12 +85,18 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> DatasetDict:
 
     def split(idx: np.ndarray, name: str) -> Dataset:
         # builder_name and split name the data where it is reported (model cards, results)
-        info = DatasetInfo(description="scikit-learn's digits (8×8 grayscale, 10 classes)", license=DIGITS_LICENSE,
-                           features=features, builder_name="digits",
-                           homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
+        info = DatasetInfo(
+            description="scikit-learn's digits (8×8 grayscale, 10 classes)",
+            license=DIGITS_LICENSE,
+            features=features,
+            builder_name="digits",
+            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
+        )
         return Dataset.from_dict(
             {"image": [PILImage.fromarray(pixels[i], mode="L") for i in idx], "label": digits.target[idx].tolist()},
-            features=features, info=info, split=name,
+            features=features,
+            info=info,
+            split=name,
         )
 
     return DatasetDict({"train": split(idx_train, "train"), "test": split(idx_test, "test")})
@@ -128,14 +134,26 @@ def load_digit_pairs_dataset(train_per_class: int = 30, test_per_class: int = 10
         for i, label in enumerate(labels):
             left, right = rng.choice(rows_of[label // 10]), rng.choice(rows_of[label % 10])
             canvas[i, 4:12, :8], canvas[i, 4:12, 8:] = pixels[left], pixels[right]
-        info = DatasetInfo(description="digit pairs from scikit-learn's digits (16×16 grayscale, 100 classes)",
-                           license=DIGITS_LICENSE, features=features, builder_name="digit_pairs",
-                           homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset")
-        return Dataset.from_dict({"image": [PILImage.fromarray(c, mode="L") for c in canvas],
-                                  "label": labels.tolist()}, features=features, info=info, split=name)
+        info = DatasetInfo(
+            description="digit pairs from scikit-learn's digits (16×16 grayscale, 100 classes)",
+            license=DIGITS_LICENSE,
+            features=features,
+            builder_name="digit_pairs",
+            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
+        )
+        return Dataset.from_dict(
+            {"image": [PILImage.fromarray(c, mode="L") for c in canvas], "label": labels.tolist()},
+            features=features,
+            info=info,
+            split=name,
+        )
 
-    return DatasetDict({"train": split(digits["train"], train_per_class, "train", 0),
-                        "test": split(digits["test"], test_per_class, "test", 1)})
+    return DatasetDict(
+        {
+            "train": split(digits["train"], train_per_class, "train", 0),
+            "test": split(digits["test"], test_per_class, "test", 1),
+        }
+    )
 
 
 #: Datasets that ship with gift_hf, accepted by name wherever a dataset name is: loader, mean, std.
@@ -199,13 +217,16 @@ def open_image(value: Any, where: str = "image") -> Any:
             image = value
         image.load()  # PIL opens lazily: decode now, so a truncated file fails here, named
     except PILImage.DecompressionBombError as err:
-        raise ValueError(f"{label}: the image is larger than Pillow's decompression-bomb limit "
-                         f"({PILImage.MAX_IMAGE_PIXELS} pixels; {err}); if the file is trusted, raise "
-                         "PIL.Image.MAX_IMAGE_PIXELS, else remove it") from None
+        raise ValueError(
+            f"{label}: the image is larger than Pillow's decompression-bomb limit "
+            f"({PILImage.MAX_IMAGE_PIXELS} pixels; {err}); if the file is trusted, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS, else remove it"
+        ) from None
     except Exception as err:  # PIL's decoders raise OSError, SyntaxError, struct.error, ValueError …
         first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(" <_io.")[0]
-        raise ValueError(f"{label}: the image file is truncated or corrupt ({type(err).__name__}: {first}); "
-                         "replace or remove it") from None
+        raise ValueError(
+            f"{label}: the image file is truncated or corrupt ({type(err).__name__}: {first}); replace or remove it"
+        ) from None
     return image
 
 
@@ -231,8 +252,12 @@ def convert_image_mode(image: Any, target: str) -> tuple[Any, tuple[str, str] | 
             if (values % 257).any():
                 lost = (mode, "16-bit values rounded to 8 bits (value / 257)")
             values = np.rint(values / 257.0)
-        elif not (np.isfinite(values).all() and values.min(initial=0) >= 0 and values.max(initial=0) <= 255
-                  and (values == np.rint(values)).all()):
+        elif not (
+            np.isfinite(values).all()
+            and values.min(initial=0) >= 0
+            and values.max(initial=0) <= 255
+            and (values == np.rint(values)).all()
+        ):
             finite = values[np.isfinite(values)] if mode == "F" else values
             low, high = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
             raise ValueError(
@@ -257,8 +282,9 @@ def convert_image_mode(image: Any, target: str) -> tuple[Any, tuple[str, str] | 
         try:
             image = image.convert(target)
         except (ValueError, OSError) as err:
-            raise ValueError(f"image: mode {mode!r} cannot be converted to {target} ({err}); expected 8-bit "
-                             "images (L, RGB, P, …)") from None
+            raise ValueError(
+                f"image: mode {mode!r} cannot be converted to {target} ({err}); expected 8-bit images (L, RGB, P, …)"
+            ) from None
     return image, lost
 
 
@@ -299,8 +325,12 @@ class ImageTransform:
             warned = self.__dict__.setdefault("_warned_modes", set())
             if lost[0] not in warned:
                 warned.add(lost[0])
-                logger.warning("images of mode %s converted to %s lose information: %s (said once per dataset)",
-                               lost[0], target, lost[1])
+                logger.warning(
+                    "images of mode %s converted to %s lose information: %s (said once per dataset)",
+                    lost[0],
+                    target,
+                    lost[1],
+                )
         return image
 
     def decode(self, image: Any) -> np.ndarray:
@@ -361,9 +391,11 @@ class SoftLabelCollator:
         pixels = [torch.as_tensor(r["pixel_values"]) for r in rows]
         odd = next((i for i, p in enumerate(pixels) if p.shape != pixels[0].shape), None)
         if odd is not None:
-            raise ValueError(f"pixel_values: row {odd} of the batch has shape {tuple(pixels[odd].shape)} but row 0 has "
-                             f"{tuple(pixels[0].shape)}; the images of the dataset differ in size, expected one size. "
-                             "Resize them with ImageTransform(image_size=...) (--image_size in the recipes)")
+            raise ValueError(
+                f"pixel_values: row {odd} of the batch has shape {tuple(pixels[odd].shape)} but row 0 has "
+                f"{tuple(pixels[0].shape)}; the images of the dataset differ in size, expected one size. "
+                "Resize them with ImageTransform(image_size=...) (--image_size in the recipes)"
+            )
         batch = {"pixel_values": torch.stack(pixels)}
         # Values are checked here, on the host, so the training step never has to read them back.
         if self.label_column in first:
@@ -372,8 +404,13 @@ class SoftLabelCollator:
                 check_class_ids(f"column {self.label_column!r}", batch["labels"], self.num_classes)
         if self.soft_label_column in first:
             soft = np.stack([np.asarray(r[self.soft_label_column], dtype=np.float32) for r in rows])
-            check_soft_labels(soft, self.soft_label_kind, num_classes=self.num_classes,
-                              column=self.soft_label_column, row_word="batch row")
+            check_soft_labels(
+                soft,
+                self.soft_label_kind,
+                num_classes=self.num_classes,
+                column=self.soft_label_column,
+                row_word="batch row",
+            )
             batch["soft_labels"] = torch.from_numpy(soft)
         topk_values, topk_indices = f"{self.soft_label_column}_topk_values", f"{self.soft_label_column}_topk_indices"
         if topk_values in first and topk_indices in first:
@@ -408,9 +445,11 @@ class DataArguments:
 
     dataset_name: Optional[str] = field(
         default=None,
-        metadata={"help": "A Hub dataset id or a local directory in the Hub layout, read with "
-                  "datasets.load_dataset, or an embedded dataset: 'digits' (the default, gift_hf.load_digits_dataset) "
-                  "or 'digit_pairs' (gift_hf.load_digit_pairs_dataset)."},
+        metadata={
+            "help": "A Hub dataset id or a local directory in the Hub layout, read with "
+            "datasets.load_dataset, or an embedded dataset: 'digits' (the default, gift_hf.load_digits_dataset) "
+            "or 'digit_pairs' (gift_hf.load_digit_pairs_dataset)."
+        },
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Configuration name of the dataset."})
     dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -428,8 +467,10 @@ class DataArguments:
         default=None, metadata={"help": "Convert images to 1 (grayscale) or 3 (RGB) channels. Default: as stored."}
     )
     image_mean: Optional[list[float]] = field(
-        default=None, metadata={"help": "Per-channel normalisation mean (default: the statistics of an "
-                                "embedded dataset, 0.5 otherwise)."}
+        default=None,
+        metadata={
+            "help": "Per-channel normalisation mean (default: the statistics of an embedded dataset, 0.5 otherwise)."
+        },
     )
     image_std: Optional[list[float]] = field(
         default=None, metadata={"help": "Per-channel normalisation std (default: as image_mean)."}
@@ -440,8 +481,10 @@ class DataArguments:
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
     record_shard_indices: bool = field(
         default=False,
-        metadata={"help": "Write the training row indices each process received to "
-                  "output_dir/shard_indices/rank<N>.json (checks data-parallel sharding)."},
+        metadata={
+            "help": "Write the training row indices each process received to "
+            "output_dir/shard_indices/rank<N>.json (checks data-parallel sharding)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -498,8 +541,15 @@ def check_stored_soft_labels(split: Dataset, args: DataArguments, kind: str | No
     chunk = 1 << 16  # rows read at a time: a large relabelled set is never held whole
     for start in range(0, len(plain), chunk):
         part = plain.select(range(start, min(len(plain), start + chunk)))
-        check_soft_labels(column_matrix(part, column, args.train_split), kind, num_classes=num_classes,
-                          column=column, where=f" (split {args.train_split!r})", topk=topk, first_row=start)
+        check_soft_labels(
+            column_matrix(part, column, args.train_split),
+            kind,
+            num_classes=num_classes,
+            column=column,
+            where=f" (split {args.train_split!r})",
+            topk=topk,
+            first_row=start,
+        )
 
 
 def _unreadable_data_file(folder: str) -> tuple[str, BaseException] | None:
@@ -541,8 +591,13 @@ def local_cache_dir(path: str | os.PathLike) -> str:
     return os.path.join(str(config.HF_DATASETS_CACHE), "gift_hf", "local", digest)
 
 
-def open_dataset(name: str, option: str = "dataset_name", config_name: str | None = None,
-                 split: str | None = None, revision: str | None = None) -> Any:
+def open_dataset(
+    name: str,
+    option: str = "dataset_name",
+    config_name: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+) -> Any:
     """``datasets.load_dataset(name, config_name, split=…, revision=…)``: the one place gift_hf
     opens a real dataset, with its errors restated as one line naming ``option``.
 
@@ -573,15 +628,22 @@ def open_dataset(name: str, option: str = "dataset_name", config_name: str | Non
             raise
         path, cause = bad
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ValueError(f"{option}: data file {path} of {name!r} is corrupt or truncated ({type(cause).__name__}: "
-                         f"{first}); restore it, or write the dataset again") from err
+        raise ValueError(
+            f"{option}: data file {path} of {name!r} is corrupt or truncated ({type(cause).__name__}: "
+            f"{first}); restore it, or write the dataset again"
+        ) from err
 
 
 def _load_split(args: DataArguments, option: str, split_name: str) -> Dataset:
     """One split of ``args.dataset_name``, with datasets' errors restated for the option."""
     try:
-        split = open_dataset(args.dataset_name, "dataset_name", args.dataset_config_name, split=split_name,
-                             revision=args.dataset_revision)
+        split = open_dataset(
+            args.dataset_name,
+            "dataset_name",
+            args.dataset_config_name,
+            split=split_name,
+            revision=args.dataset_revision,
+        )
     except ValueError as err:
         message = str(err)
         if "corresponds to no data" in message:  # an empty parquet shard
@@ -694,12 +756,15 @@ class ShardRecordingCollator:
         return write_output_text(path, json.dumps(self.indices))
 
 
-def default_collator(args: DataArguments, num_classes: int, record: bool = False,
-                     soft_label_kind: str | None = None) -> Any:
+def default_collator(
+    args: DataArguments, num_classes: int, record: bool = False, soft_label_kind: str | None = None
+) -> Any:
     """The ``SoftLabelCollator`` for these columns (checking soft labels of ``soft_label_kind``),
     wrapped to record shards if asked."""
     collator = SoftLabelCollator(
-        label_column=args.label_column, soft_label_column=args.soft_label_column, num_classes=num_classes,
+        label_column=args.label_column,
+        soft_label_column=args.soft_label_column,
+        num_classes=num_classes,
         soft_label_kind=soft_label_kind,
     )
     return ShardRecordingCollator(collator) if record else collator
@@ -786,6 +851,11 @@ def eval_transform_for(transform: ImageTransform, kind: str = "resize") -> Image
     if kind == "resize_center_crop":
         if transform.image_size is None:
             raise ValueError("eval_transform: 'resize_center_crop' needs the input size; set image_size")
-        return ResizeCenterCropTransform(image_size=transform.image_size, channels=transform.channels,
-                                         mean=transform.mean, std=transform.std, image_column=transform.image_column)
+        return ResizeCenterCropTransform(
+            image_size=transform.image_size,
+            channels=transform.channels,
+            mean=transform.mean,
+            std=transform.std,
+            image_column=transform.image_column,
+        )
     raise ValueError(f"eval_transform: got {kind!r}; expected 'resize' or 'resize_center_crop'")

@@ -84,20 +84,24 @@ def random_resized_boxes(
     first = fits.argmax(axis=1)  # 0 when none fits
     rows = np.arange(count)
     in_ratio = width / height
-    fw, fh = ((width, round(width / r_low)) if in_ratio < r_low
-              else (round(height * r_high), height) if in_ratio > r_high else (width, height))
+    fw, fh = (
+        (width, round(width / r_low))
+        if in_ratio < r_low
+        else (round(height * r_high), height)
+        if in_ratio > r_high
+        else (width, height)
+    )
     fallback = np.array([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=np.float64)
     boxes = np.stack([top[rows, first], left[rows, first], ch[rows, first], cw[rows, first]], axis=1)
     return np.where(fits.any(axis=1)[:, None], boxes, fallback).astype(np.int64)
 
 
-def _crop_group(images: torch.Tensor, owner: np.ndarray, boxes: np.ndarray, size: int,
-                batch_size: int) -> torch.Tensor:
+def _crop_group(images: torch.Tensor, owner: np.ndarray, boxes: np.ndarray, size: int, batch_size: int) -> torch.Tensor:
     """uint8 crops ``(M, C, size, size)``: box ``boxes[m]`` of ``images[owner[m]]``, bilinear, in chunks."""
     out = []
     for start in range(0, len(owner), batch_size):
-        idx = torch.as_tensor(owner[start:start + batch_size], device=images.device)
-        box = torch.as_tensor(boxes[start:start + batch_size], device=images.device)
+        idx = torch.as_tensor(owner[start : start + batch_size], device=images.device)
+        box = torch.as_tensor(boxes[start : start + batch_size], device=images.device)
         crops = resized_crop(images[idx].float(), box[:, 0], box[:, 1], box[:, 2], box[:, 3], (size, size))
         out.append(crops.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
@@ -118,7 +122,7 @@ def score_crops(
     """
     scores = []
     for start in range(0, crops.shape[0], batch_size):
-        x = crops[start:start + batch_size].float() / 255.0
+        x = crops[start : start + batch_size].float() / 255.0
         total = None
         for model, transform in zip(teachers, transforms):
             mean = torch.tensor(transform.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
@@ -164,8 +168,8 @@ def stitch_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
         return patches
     cell_h, cell_w = height // factor, width // factor
     small = F.interpolate(patches.float(), size=(cell_h, cell_w), mode="area")
-    small = small.reshape(n // factor ** 2, factor, factor, channels, cell_h, cell_w)  # image, row, column
-    stitched = small.permute(0, 3, 1, 4, 2, 5).reshape(n // factor ** 2, channels, height, width)
+    small = small.reshape(n // factor**2, factor, factor, channels, cell_h, cell_w)  # image, row, column
+    stitched = small.permute(0, 3, 1, 4, 2, 5).reshape(n // factor**2, channels, height, width)
     return stitched.round().clamp(0, 255).to(patches.dtype) if patches.dtype == torch.uint8 else stitched
 
 
@@ -176,16 +180,20 @@ def _teacher_transforms(teachers: list, transform: ImageTransform | None) -> lis
     out = []
     for source, model, _ in teachers:
         if getattr(model, "config", None) is None:
-            raise ValueError(f"teacher {describe_teacher(model, source)[0]!r} records no input (channels, size, "
-                             "normalisation); expected a gift_hf/transformers classifier, or pass transform= (an "
-                             "ImageTransform) and image_size=")
+            raise ValueError(
+                f"teacher {describe_teacher(model, source)[0]!r} records no input (channels, size, "
+                "normalisation); expected a gift_hf/transformers classifier, or pass transform= (an "
+                "ImageTransform) and image_size="
+            )
         out.append(image_transform_for(model))
     first = out[0]
     for (source, model, _), other in zip(teachers[1:], out[1:]):
         if (other.channels, other.image_size) != (first.channels, first.image_size):
-            raise ValueError(f"teacher {describe_teacher(model, source)[0]!r} takes {other.channels}-channel "
-                             f"{other.image_size}px images but teacher 1 takes {first.channels}-channel "
-                             f"{first.image_size}px; an ensemble needs one input")
+            raise ValueError(
+                f"teacher {describe_teacher(model, source)[0]!r} takes {other.channels}-channel "
+                f"{other.image_size}px images but teacher 1 takes {first.channels}-channel "
+                f"{first.image_size}px; an ensemble needs one input"
+            )
     return out
 
 
@@ -251,28 +259,36 @@ def build_rded_distilled(
         raise ValueError(f"seed: got {seed!r}; expected a non-negative integer")
     per_class = factor * factor * ipc
     if candidates_per_class < per_class:
-        raise ValueError(f"candidates_per_class: got {candidates_per_class}; expected at least factor²·ipc = "
-                         f"{per_class} (one crop of each kept image)")
+        raise ValueError(
+            f"candidates_per_class: got {candidates_per_class}; expected at least factor²·ipc = "
+            f"{per_class} (one crop of each kept image)"
+        )
     ds = pick_split(dataset, split)
     if image_column not in ds.column_names or not isinstance(ds.features[image_column], Image):
-        raise ValueError(f"image_column: got {image_column!r}; expected a column of images (an Image feature) "
-                         f"among {ds.column_names}")
+        raise ValueError(
+            f"image_column: got {image_column!r}; expected a column of images (an Image feature) "
+            f"among {ds.column_names}"
+        )
     labels, num_classes = selection_labels(ds, label_column, ipc)
     counts = np.bincount(labels, minlength=num_classes)
     if counts.min() < per_class:
         cls = int(np.argmin(counts))
-        raise ValueError(f"ipc: class {cls} has {int(counts[cls])} images but factor²·ipc = {factor}²·{ipc} = "
-                         f"{per_class} distinct images are needed; expected a smaller ipc or factor")
+        raise ValueError(
+            f"ipc: class {cls} has {int(counts[cls])} images but factor²·ipc = {factor}²·{ipc} = "
+            f"{per_class} distinct images are needed; expected a smaller ipc or factor"
+        )
     teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
     transforms = _teacher_transforms(teachers, transform)
     size = image_size if image_size is not None else transforms[0].image_size
     if size is None:
-        raise ValueError("image_size: got None and the teacher records no input size; expected the side of the "
-                         "distilled images")
+        raise ValueError(
+            "image_size: got None and the teacher records no input size; expected the side of the distilled images"
+        )
     size = _positive_int("image_size", size)
     if size % factor:
-        raise ValueError(f"factor: got {factor}; expected a divisor of image_size {size} (each patch is "
-                         "image_size / factor pixels)")
+        raise ValueError(
+            f"factor: got {factor}; expected a divisor of image_size {size} (each patch is image_size / factor pixels)"
+        )
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     decode = ImageTransform(image_size=None, channels=transforms[0].channels, image_column=image_column)
     models = [model for _, model, _ in teachers]
@@ -287,10 +303,11 @@ def build_rded_distilled(
             rows = np.flatnonzero(labels == cls)
             rows = np.sort(rng.choice(rows, size=min(candidates_per_class, len(rows)), replace=False))
             arrays = [decode.decode(img) for img in ds.select(rows.tolist()).with_format(None)[image_column]]
-            crops = torch.empty(len(rows) * crops_per_image, decode.channels, size, size, dtype=torch.uint8,
-                                device=dev)
-            boxes = {i: random_resized_boxes(rng, crops_per_image, a.shape[0], a.shape[1], scale, ratio)
-                     for i, a in enumerate(arrays)}
+            crops = torch.empty(len(rows) * crops_per_image, decode.channels, size, size, dtype=torch.uint8, device=dev)
+            boxes = {
+                i: random_resized_boxes(rng, crops_per_image, a.shape[0], a.shape[1], scale, ratio)
+                for i, a in enumerate(arrays)
+            }
             # images of one size are cropped together (stacked), whatever the mix of sizes
             for shape in sorted({a.shape for a in arrays}):
                 members = [i for i, a in enumerate(arrays) if a.shape == shape]
@@ -316,19 +333,32 @@ def build_rded_distilled(
     names = feature.names if isinstance(feature, ClassLabel) else [str(i) for i in range(num_classes)]
     features = Features({"image": Image(), LABEL_COLUMN: ClassLabel(names=names)})
     # the source's license travels to the card, as with the real-image selections
-    out = Dataset.from_dict({"image": pictures, LABEL_COLUMN: labels_out}, features=features,
-                            info=DatasetInfo(description="RDED selection (gift_hf)", license=ds.info.license,
-                                             features=features))
+    out = Dataset.from_dict(
+        {"image": pictures, LABEL_COLUMN: labels_out},
+        features=features,
+        info=DatasetInfo(description="RDED selection (gift_hf)", license=ds.info.license, features=features),
+    )
     ids = [describe_teacher(model, source) for source, model, _ in teachers]
     info = DistilledInfo(
-        source_dataset=source_dataset, method="rded", ipc=ipc, seed=int(seed), num_classes=num_classes,
+        source_dataset=source_dataset,
+        method="rded",
+        ipc=ipc,
+        seed=int(seed),
+        num_classes=num_classes,
         image_size=[size, size],
         # the normalisation the crops were scored with, for students trained on them
-        image_mean=list(transforms[0].mean), image_std=list(transforms[0].std),
-        extra={"factor": factor, "selection_teacher": ids[0][0] if len(ids) == 1 else [i for i, _ in ids],
-               "selection_teacher_architecture": ids[0][1], "candidates_per_class": candidates_per_class,
-               "crops_per_image": crops_per_image, "crop_scale": list(scale), "crop_ratio": list(ratio),
-               "scored_by": "teacher cross-entropy on the class (lowest kept)",
-               **({"selection_expert_epoch": float(expert_epoch)} if expert_epoch is not None else {})},
+        image_mean=list(transforms[0].mean),
+        image_std=list(transforms[0].std),
+        extra={
+            "factor": factor,
+            "selection_teacher": ids[0][0] if len(ids) == 1 else [i for i, _ in ids],
+            "selection_teacher_architecture": ids[0][1],
+            "candidates_per_class": candidates_per_class,
+            "crops_per_image": crops_per_image,
+            "crop_scale": list(scale),
+            "crop_ratio": list(ratio),
+            "scored_by": "teacher cross-entropy on the class (lowest kept)",
+            **({"selection_expert_epoch": float(expert_epoch)} if expert_epoch is not None else {}),
+        },
     )
     return out, info

@@ -19,7 +19,6 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, List, Value
 from torch import nn
 
-from gift_hf.data.images import SoftLabelCollator
 from gift_hf.data.distilled import (
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -30,6 +29,7 @@ from gift_hf.data.distilled import (
     DistilledInfo,
     quiet_datasets,
 )
+from gift_hf.data.images import SoftLabelCollator
 from gift_hf.data.soft_labels import check_soft_labels
 from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.models.modeling import image_transform_for, load_teacher, model_spec, num_classes_of, teacher_logits
@@ -63,13 +63,17 @@ def resolve_expert_checkpoint(run_dir: str | os.PathLike, epoch: float) -> Path:
     for checkpoint in list_checkpoints(run_dir):
         found.setdefault(checkpoint.epoch, Path(checkpoint.path))
     if not found:
-        raise ValueError(f"expert_epoch={epoch}: {os.fspath(run_dir)!r} has no complete checkpoint-* folder; expected "
-                         "a teacher run trained by gift_hf with save_strategy='epoch' (gift-hf train-teacher)")
+        raise ValueError(
+            f"expert_epoch={epoch}: {os.fspath(run_dir)!r} has no complete checkpoint-* folder; expected "
+            "a teacher run trained by gift_hf with save_strategy='epoch' (gift-hf train-teacher)"
+        )
     match = found.get(round(float(epoch), 6))
     if match is None:
         available = ", ".join(f"{e:g} ({p.name})" for e, p in sorted(found.items()))
-        raise ValueError(f"expert_epoch={epoch}: no checkpoint of that epoch in {os.fspath(run_dir)!r}; expected one "
-                         f"of the saved epochs: {available}")
+        raise ValueError(
+            f"expert_epoch={epoch}: no checkpoint of that epoch in {os.fspath(run_dir)!r}; expected one "
+            f"of the saved epochs: {available}"
+        )
     return match
 
 
@@ -96,15 +100,19 @@ def resolve_teachers(
         checkpoint = None
         if isinstance(source, nn.Module):
             if expert_epoch is not None:
-                raise ValueError("expert_epoch needs teachers given as Trainer output directories, not model "
-                                 f"instances (got {type(source).__name__})")
+                raise ValueError(
+                    "expert_epoch needs teachers given as Trainer output directories, not model "
+                    f"instances (got {type(source).__name__})"
+                )
             out.append((source, source, None))
             continue
         path = source
         if expert_epoch is not None:
             if not os.path.isdir(source):
-                raise ValueError(f"expert_epoch={expert_epoch}: teacher {os.fspath(source)!r} is not a directory; "
-                                 "expected a Trainer output_dir with checkpoint-* folders")
+                raise ValueError(
+                    f"expert_epoch={expert_epoch}: teacher {os.fspath(source)!r} is not a directory; "
+                    "expected a Trainer output_dir with checkpoint-* folders"
+                )
             path = resolve_expert_checkpoint(source, expert_epoch)
             checkpoint = path.name
         out.append((source, load_teacher(path, **(teacher_kwargs or {})), checkpoint))
@@ -123,8 +131,10 @@ def _image_column(dataset: Dataset) -> str:
         return IMAGE_COLUMN
     if PIXEL_COLUMN in dataset.column_names:
         return PIXEL_COLUMN
-    raise ValueError(f"dataset has no image column: expected {IMAGE_COLUMN!r} or {PIXEL_COLUMN!r}; it has "
-                     f"columns {dataset.column_names}")
+    raise ValueError(
+        f"dataset has no image column: expected {IMAGE_COLUMN!r} or {PIXEL_COLUMN!r}; it has "
+        f"columns {dataset.column_names}"
+    )
 
 
 @torch.no_grad()
@@ -142,8 +152,9 @@ def _logits_of(
 
     column = _image_column(dataset)
     rows = dataset.select_columns([column]).with_transform(transform)
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=SoftLabelCollator())
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=SoftLabelCollator()
+    )
     first_param = next(iter(model.parameters()), None)
     original_device = first_param.device if first_param is not None else None
     was_training = model.training
@@ -170,14 +181,22 @@ def _logits_of(
 def _input_mismatch(model: nn.Module, who: str, column: str, shape: tuple[int, ...], err: Exception) -> str:
     spec = model_spec(model) if getattr(model, "config", None) is not None else {}
     channels, size = spec.get("in_chans"), spec.get("img_size")
-    expects = ", ".join(part for part in (f"{channels} channels" if channels else "",
-                                          f"{size}×{size} pixels" if isinstance(size, int) else "") if part)
+    expects = ", ".join(
+        part
+        for part in (
+            f"{channels} channels" if channels else "",
+            f"{size}×{size} pixels" if isinstance(size, int) else "",
+        )
+        if part
+    )
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return (f"{who}: cannot take the images of column {column!r}: a batch of shape {shape} (batch, channels, height, "
-            f"width) failed ({reason}); expected images the teacher accepts"
-            + (f" ({expects})" if expects else "")
-            + ". Stored float pixel_values are fed as they are: relabel images made for this teacher, or pass a "
-            "transform that produces its input")
+    return (
+        f"{who}: cannot take the images of column {column!r}: a batch of shape {shape} (batch, channels, height, "
+        f"width) failed ({reason}); expected images the teacher accepts"
+        + (f" ({expects})" if expects else "")
+        + ". Stored float pixel_values are fed as they are: relabel images made for this teacher, or pass a "
+        "transform that produces its input"
+    )
 
 
 def compute_teacher_logits(
@@ -198,8 +217,15 @@ def compute_teacher_logits(
     output_dir with ``expert_epoch``), a Hub id, or a list of these (an ensemble: logits
     averaged). ``transform`` defaults to :func:`~gift_hf.models.modeling.image_transform_for` of each teacher.
     """
-    return ensemble_logits(dataset, resolve_teachers(teacher, expert_epoch, teacher_kwargs), batch_size=batch_size,
-                            device=device, transform=transform, progress=progress, num_workers=num_workers)
+    return ensemble_logits(
+        dataset,
+        resolve_teachers(teacher, expert_epoch, teacher_kwargs),
+        batch_size=batch_size,
+        device=device,
+        transform=transform,
+        progress=progress,
+        num_workers=num_workers,
+    )
 
 
 def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progress, num_workers) -> torch.Tensor:
@@ -215,11 +241,21 @@ def ensemble_logits(dataset, teachers, *, batch_size, device, transform, progres
     total = None
     for i, (source, model, _) in enumerate(teachers):
         fn = transform or image_transform_for(model)
-        logits = _logits_of(model, dataset, fn, batch_size, device, progress,
-                            f"teacher {i + 1}/{len(teachers)} ({describe_teacher(model, source)[0]})", num_workers)
+        logits = _logits_of(
+            model,
+            dataset,
+            fn,
+            batch_size,
+            device,
+            progress,
+            f"teacher {i + 1}/{len(teachers)} ({describe_teacher(model, source)[0]})",
+            num_workers,
+        )
         if total is not None and logits.shape != total.shape:
-            raise ValueError(f"teacher {i + 1} ({describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
-                             f"classes but teacher 1 outputs {total.shape[1]}; an ensemble needs one label set")
+            raise ValueError(
+                f"teacher {i + 1} ({describe_teacher(model, source)[0]}) outputs {logits.shape[1]} "
+                f"classes but teacher 1 outputs {total.shape[1]}; an ensemble needs one label set"
+            )
         total = logits if total is None else total + logits
     return total / len(teachers)
 
@@ -252,20 +288,27 @@ def add_soft_labels(ds: Dataset, soft: torch.Tensor, topk: int | None = None, dt
         raise ValueError(f"dtype: got {dtype!r}; expected one of {SOFT_DTYPES}")
     soft = torch.as_tensor(soft).detach().float().cpu()
     if soft.dim() != 2 or soft.shape[0] != len(ds):
-        raise ValueError(f"soft labels have shape {tuple(soft.shape)}; expected ({len(ds)}, C), one row per row of "
-                         "the dataset")
-    ds = ds.remove_columns([c for c in (SOFT_LABEL_COLUMN, TOPK_VALUES_COLUMN, TOPK_INDICES_COLUMN)
-                            if c in ds.column_names])
+        raise ValueError(
+            f"soft labels have shape {tuple(soft.shape)}; expected ({len(ds)}, C), one row per row of the dataset"
+        )
+    ds = ds.remove_columns(
+        [c for c in (SOFT_LABEL_COLUMN, TOPK_VALUES_COLUMN, TOPK_INDICES_COLUMN) if c in ds.column_names]
+    )
     num_classes = soft.shape[1]
     if topk is None:
-        return ds.add_column(SOFT_LABEL_COLUMN, fixed_size_list(soft.numpy(), dtype),
-                             feature=List(Value(dtype), length=num_classes))
+        return ds.add_column(
+            SOFT_LABEL_COLUMN, fixed_size_list(soft.numpy(), dtype), feature=List(Value(dtype), length=num_classes)
+        )
     values, indices = topk_sparsify(soft, topk)
     index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
-    ds = ds.add_column(TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype),
-                       feature=List(Value(dtype), length=topk))
-    return ds.add_column(TOPK_INDICES_COLUMN, fixed_size_list(indices.numpy(), index_dtype),
-                         feature=List(Value(index_dtype), length=topk))
+    ds = ds.add_column(
+        TOPK_VALUES_COLUMN, fixed_size_list(values.numpy(), dtype), feature=List(Value(dtype), length=topk)
+    )
+    return ds.add_column(
+        TOPK_INDICES_COLUMN,
+        fixed_size_list(indices.numpy(), index_dtype),
+        feature=List(Value(index_dtype), length=topk),
+    )
 
 
 def relabel(
@@ -303,7 +346,8 @@ def relabel(
             as Trainer output directories; see :func:`resolve_expert_checkpoint`).
         batch_size, device, num_workers: inference settings (device: CUDA when available).
         dtype: ``"float32"`` or ``"float16"`` storage of the soft labels.
-        transform: images → ``pixel_values``; default :func:`~gift_hf.models.modeling.image_transform_for` of the teacher.
+        transform: images → ``pixel_values``; default: the teacher's
+            :func:`~gift_hf.models.modeling.image_transform_for`.
         progress: show a progress bar.
         teacher_kwargs: keyword arguments for :func:`gift_hf.load_teacher`.
 
@@ -315,8 +359,10 @@ def relabel(
     if dtype not in SOFT_DTYPES:
         raise ValueError(f"dtype: got {dtype!r}; expected one of {SOFT_DTYPES}")
     if output == "logits" and temperature not in (None, 1, 1.0):
-        raise ValueError(f"temperature: got {temperature} with output='logits'; a temperature applies to "
-                         "output='probabilities' (softmax(logits / T)); losses apply their own")
+        raise ValueError(
+            f"temperature: got {temperature} with output='logits'; a temperature applies to "
+            "output='probabilities' (softmax(logits / T)); losses apply their own"
+        )
     if output == "probabilities":
         temperature = 1.0 if temperature is None else float(temperature)
         if not (np.isfinite(temperature) and temperature > 0):
@@ -329,25 +375,38 @@ def relabel(
             raise TypeError(f"dataset: expected a datasets.Dataset or DatasetDict, got {type(ds).__name__}")
         label = ds.features.get(LABEL_COLUMN)
         if not isinstance(label, ClassLabel):
-            raise ValueError(f"column {LABEL_COLUMN!r} (split {name!r}) has feature {label}; expected a ClassLabel "
-                             "(the teacher's classes must be named)")
+            raise ValueError(
+                f"column {LABEL_COLUMN!r} (split {name!r}) has feature {label}; expected a ClassLabel "
+                "(the teacher's classes must be named)"
+            )
     teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
     num_classes = next(iter(splits.values())).features[LABEL_COLUMN].num_classes
     for source, model, _ in teachers:
         teacher_classes = num_classes_of(model)
         if teacher_classes is not None and teacher_classes != num_classes:
-            raise ValueError(f"teacher {describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
-                             f"column {LABEL_COLUMN!r} has {num_classes}; expected the same label set")
+            raise ValueError(
+                f"teacher {describe_teacher(model, source)[0]!r} has {teacher_classes} classes but "
+                f"column {LABEL_COLUMN!r} has {num_classes}; expected the same label set"
+            )
     if topk is not None and topk > num_classes:
         raise ValueError(f"topk: got {topk}; expected 1 <= k <= {num_classes} (the number of classes)")
 
     out: dict[str, Dataset] = {}
     for name, ds in splits.items():
-        logits = ensemble_logits(ds.with_format(None), teachers, batch_size=batch_size, device=device,
-                                  transform=transform, progress=progress, num_workers=num_workers)
+        logits = ensemble_logits(
+            ds.with_format(None),
+            teachers,
+            batch_size=batch_size,
+            device=device,
+            transform=transform,
+            progress=progress,
+            num_workers=num_workers,
+        )
         if logits.shape[1] != num_classes:
-            raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {LABEL_COLUMN!r} has "
-                             f"{num_classes}; expected the same label set")
+            raise ValueError(
+                f"teacher outputs {logits.shape[1]} classes but column {LABEL_COLUMN!r} has "
+                f"{num_classes}; expected the same label set"
+            )
         soft = torch.softmax(logits / temperature, dim=1) if output == "probabilities" else logits
         # the check every reader of the stored labels runs: a teacher's NaN is named here, not at training
         check_soft_labels(soft, output, num_classes=num_classes, where=f" (split {name!r}, the teacher's output)")

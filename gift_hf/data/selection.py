@@ -15,11 +15,17 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from gift_hf.data.images import class_balanced_indices
 from gift_hf.data.distilled import LABEL_COLUMN, DistilledInfo
+from gift_hf.data.images import class_balanced_indices
 from gift_hf.data.relabel import TeacherLike, describe_teacher, ensemble_logits, resolve_teachers
 
-__all__ = ["build_difficulty_distilled", "build_random_distilled", "pick_split", "selection_labels", "teacher_cross_entropy"]
+__all__ = [
+    "build_difficulty_distilled",
+    "build_random_distilled",
+    "pick_split",
+    "selection_labels",
+    "teacher_cross_entropy",
+]
 
 
 def pick_split(dataset: Dataset | DatasetDict, split: str) -> Dataset:
@@ -43,21 +49,26 @@ def selection_labels(ds: Dataset, label_column: str, ipc: int) -> tuple[np.ndarr
         raise ValueError(f"dataset has no {label_column!r} column (label_column); it has columns {ds.column_names}")
     labels = np.asarray(ds.with_format(None)[label_column])
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"column {label_column!r} (label_column) holds {labels.dtype} values (row 0: "
-                         f"{labels[0].item()!r}); expected integer class ids (cast it to a ClassLabel: "
-                         "ds.class_encode_column(...))")
+        raise ValueError(
+            f"column {label_column!r} (label_column) holds {labels.dtype} values (row 0: "
+            f"{labels[0].item()!r}); expected integer class ids (cast it to a ClassLabel: "
+            "ds.class_encode_column(...))"
+        )
     if labels.min() < 0:
         row = int(np.argmin(labels))
-        raise ValueError(f"column {label_column!r} (label_column), row {row}: class id {int(labels[row])}; expected "
-                         "class ids >= 0")
+        raise ValueError(
+            f"column {label_column!r} (label_column), row {row}: class id {int(labels[row])}; expected class ids >= 0"
+        )
     feature = ds.features[label_column]
     num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(labels.max()) + 1
     counts = np.bincount(labels, minlength=num_classes)
     if counts.min() < ipc:
         cls = int(np.argmin(counts))  # the smallest class bounds ipc
         name = f" ({feature.int2str(cls)!r})" if isinstance(feature, ClassLabel) else ""
-        raise ValueError(f"ipc: class {cls}{name} has {int(counts[cls])} images but ipc={ipc} were requested; "
-                         f"expected ipc <= {int(counts.min())}, the smallest class size")
+        raise ValueError(
+            f"ipc: class {cls}{name} has {int(counts[cls])} images but ipc={ipc} were requested; "
+            f"expected ipc <= {int(counts.min())}, the smallest class size"
+        )
     return labels, num_classes
 
 
@@ -108,12 +119,15 @@ def teacher_cross_entropy(
 ) -> np.ndarray:
     """Per-row cross-entropy of the teacher (ensemble: of its averaged logits) on the true label."""
     teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
-    logits = ensemble_logits(dataset, teachers, batch_size=batch_size, device=device, transform=transform,
-                              progress=progress, num_workers=0)
+    logits = ensemble_logits(
+        dataset, teachers, batch_size=batch_size, device=device, transform=transform, progress=progress, num_workers=0
+    )
     labels = torch.as_tensor(np.asarray(dataset.with_format(None)[label_column]), dtype=torch.long)
     if int(labels.max()) >= logits.shape[1]:
-        raise ValueError(f"column {label_column!r} has class id {int(labels.max())} but the teacher outputs "
-                         f"{logits.shape[1]} classes; expected the same label set")
+        raise ValueError(
+            f"column {label_column!r} has class id {int(labels.max())} but the teacher outputs "
+            f"{logits.shape[1]} classes; expected the same label set"
+        )
     return torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
 
 
@@ -150,11 +164,14 @@ def build_difficulty_distilled(
     ds = pick_split(dataset, split)
     labels, num_classes = selection_labels(ds, label_column, ipc)
     teachers = resolve_teachers(teacher, expert_epoch, teacher_kwargs)
-    logits = ensemble_logits(ds, teachers, batch_size=batch_size, device=device, transform=transform,
-                              progress=progress, num_workers=0)
+    logits = ensemble_logits(
+        ds, teachers, batch_size=batch_size, device=device, transform=transform, progress=progress, num_workers=0
+    )
     if logits.shape[1] != num_classes:
-        raise ValueError(f"teacher outputs {logits.shape[1]} classes but column {label_column!r} has {num_classes}; "
-                         "expected the same label set")
+        raise ValueError(
+            f"teacher outputs {logits.shape[1]} classes but column {label_column!r} has {num_classes}; "
+            "expected the same label set"
+        )
     ce = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels, dtype=torch.long), reduction="none").numpy()
     rng = np.random.default_rng(seed)
     picked: list[int] = []
@@ -164,15 +181,24 @@ def build_difficulty_distilled(
         start, stop = math.floor(low * len(ranked)), math.ceil(high * len(ranked))
         candidates = ranked[start:stop]
         if len(candidates) < ipc:
-            raise ValueError(f"band: class {cls} has {len(candidates)} images in quantile band {(low, high)} "
-                             f"(of {len(ranked)}) but ipc={ipc} were requested; expected a wider band or a "
-                             "smaller ipc")
+            raise ValueError(
+                f"band: class {cls} has {len(candidates)} images in quantile band {(low, high)} "
+                f"(of {len(ranked)}) but ipc={ipc} were requested; expected a wider band or a "
+                "smaller ipc"
+            )
         picked.extend(rng.choice(candidates, size=ipc, replace=False).tolist())
     ids = [describe_teacher(model, source)[0] for source, model, _ in teachers]
     info = DistilledInfo(
-        source_dataset=source_dataset, method="difficulty", ipc=ipc, seed=seed, num_classes=num_classes,
-        extra={"band": [low, high], "ranked_by": "teacher cross-entropy (easiest first)",
-               "selection_teacher": ids[0] if len(ids) == 1 else ids,
-               **({"selection_expert_epoch": float(expert_epoch)} if expert_epoch is not None else {})},
+        source_dataset=source_dataset,
+        method="difficulty",
+        ipc=ipc,
+        seed=seed,
+        num_classes=num_classes,
+        extra={
+            "band": [low, high],
+            "ranked_by": "teacher cross-entropy (easiest first)",
+            "selection_teacher": ids[0] if len(ids) == 1 else ids,
+            **({"selection_expert_epoch": float(expert_epoch)} if expert_epoch is not None else {}),
+        },
     )
     return _as_schema(ds.select(sorted(picked)), label_column), info

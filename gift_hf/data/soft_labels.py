@@ -56,41 +56,59 @@ def check_soft_labels(
     if values.ndim != 2:
         raise ValueError(f"column {column!r}{where}: got shape {tuple(values.shape)}; expected (rows, classes)")
     if num_classes is not None and not topk and values.shape[1] != num_classes:
-        raise ValueError(f"column {column!r}{where} has width {values.shape[1]}; expected {num_classes}, the "
-                         "number of classes")
+        raise ValueError(
+            f"column {column!r}{where} has width {values.shape[1]}; expected {num_classes}, the number of classes"
+        )
     # float64 sums, a chunk at a time: the extra memory stays small for a large relabelled set
     for start in range(0, len(values), _CHUNK_ROWS):
-        _check_rows(values[start:start + _CHUNK_ROWS].astype(np.float64), kind, column, where, row_word, topk,
-                    first_row + start)
+        _check_rows(
+            values[start : start + _CHUNK_ROWS].astype(np.float64),
+            kind,
+            column,
+            where,
+            row_word,
+            topk,
+            first_row + start,
+        )
 
 
 _CHUNK_ROWS = 1 << 14
 
 
-def _check_rows(matrix: np.ndarray, kind: str | None, column: str, where: str, row_word: str, topk: bool,
-                first_row: int) -> None:
+def _check_rows(
+    matrix: np.ndarray, kind: str | None, column: str, where: str, row_word: str, topk: bool, first_row: int
+) -> None:
     """:func:`check_soft_labels` on one float64 chunk whose first row is ``first_row``."""
     finite = np.isfinite(matrix)
     if not finite.all():
         row, col = (int(i[0]) for i in np.nonzero(~finite))
-        raise ValueError(f"column {column!r}{where}, {row_word} {first_row + row}: entry {col} is "
-                         f"{matrix[row, col]}; expected finite values (no NaN/inf)")
+        raise ValueError(
+            f"column {column!r}{where}, {row_word} {first_row + row}: entry {col} is "
+            f"{matrix[row, col]}; expected finite values (no NaN/inf)"
+        )
     if kind != "probabilities" or matrix.size == 0:
         return
     negative = (matrix < 0).any(axis=1)
     if negative.any():
         row = int(np.flatnonzero(negative)[0])
         col = int(np.flatnonzero(matrix[row] < 0)[0])
-        raise ValueError(f"column {column!r}{where}, {row_word} {first_row + row}: has negative entries but "
-                         f"soft_label_kind is 'probabilities' (entry {col} is {matrix[row, col]:.6g}); expected "
-                         "values >= 0")
+        raise ValueError(
+            f"column {column!r}{where}, {row_word} {first_row + row}: has negative entries but "
+            f"soft_label_kind is 'probabilities' (entry {col} is {matrix[row, col]:.6g}); expected "
+            "values >= 0"
+        )
     sums = matrix.sum(axis=1)
     tol = PROBABILITY_SUM_TOLERANCE
     bad = (sums <= 0) | (sums > 1 + tol) if topk else np.abs(sums - 1) > tol
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         what = "is all zero" if sums[row] == 0 else f"sums to {sums[row]:.6g}"
-        expected = (f"the k kept entries to sum to more than 0 and at most 1 (within {tol:g})" if topk
-                    else f"each row to sum to 1 (within {tol:g})")
-        raise ValueError(f"column {column!r}{where}, {row_word} {first_row + row}: {what} but soft_label_kind is "
-                         f"'probabilities'; expected {expected}")
+        expected = (
+            f"the k kept entries to sum to more than 0 and at most 1 (within {tol:g})"
+            if topk
+            else f"each row to sum to 1 (within {tol:g})"
+        )
+        raise ValueError(
+            f"column {column!r}{where}, {row_word} {first_row + row}: {what} but soft_label_kind is "
+            f"'probabilities'; expected {expected}"
+        )

@@ -81,26 +81,34 @@ class GIFTConfig(TrainingArguments):
     )
     optim: Union[OptimizerNames, str] = field(
         default="adamw_torch",
-        metadata={"help": "Optimizer (TrainingArguments names: adamw_torch, sgd, rmsprop, adagrad, …). SGD momentum "
-                  "is given as optim_args, e.g. 'momentum=0.9'."},
+        metadata={
+            "help": "Optimizer (TrainingArguments names: adamw_torch, sgd, rmsprop, adagrad, …). SGD momentum "
+            "is given as optim_args, e.g. 'momentum=0.9'."
+        },
     )
     lr_scheduler_type: Union[SchedulerType, str] = field(
         default="constant",
-        metadata={"help": "Base learning-rate schedule (TrainingArguments names); lr_milestones multiplies it. "
-                  "'constant' with the default milestones is the papers' MultiStepLR."},
+        metadata={
+            "help": "Base learning-rate schedule (TrainingArguments names); lr_milestones multiplies it. "
+            "'constant' with the default milestones is the papers' MultiStepLR."
+        },
     )
     lr_milestones: list[float] = field(
         default_factory=lambda: [2 / 3, 5 / 6],
-        metadata={"help": "Fractions of training at which the learning rate is multiplied by lr_decay (GIFT: 2/3 "
-                  "and 5/6; rounded to whole epochs when training is epoch-based)."},
+        metadata={
+            "help": "Fractions of training at which the learning rate is multiplied by lr_decay (GIFT: 2/3 "
+            "and 5/6; rounded to whole epochs when training is epoch-based)."
+        },
     )
     lr_decay: float = field(
         default=0.2, metadata={"help": "Factor applied at each of lr_milestones (GIFT: 0.2; 1 turns the steps off)."}
     )
     decay_all_parameters: bool = field(
         default=True,
-        metadata={"help": "Apply weight_decay to every parameter, as the papers' reference code does; false: the "
-                  "Trainer's rule, which exempts biases and normalisation weights."},
+        metadata={
+            "help": "Apply weight_decay to every parameter, as the papers' reference code does; false: the "
+            "Trainer's rule, which exempts biases and normalisation weights."
+        },
     )
     logging_steps: float = field(default=50, metadata={"help": "Log every N optimizer steps."})
     overwrite_output_dir: bool = field(
@@ -123,8 +131,10 @@ class GIFTConfig(TrainingArguments):
     )
     temperature: Optional[float] = field(
         default=None,
-        metadata={"help": "Softmax temperature of `kl`, `soft_ce`, `soft_ce_ce` and `hf_kd` (default: 20 for kl as "
-                  "in the reference evaluation, 1 for soft_ce, 5 for hf_kd as in the HF guide)."},
+        metadata={
+            "help": "Softmax temperature of `kl`, `soft_ce`, `soft_ce_ce` and `hf_kd` (default: 20 for kl as "
+            "in the reference evaluation, 1 for soft_ce, 5 for hf_kd as in the HF guide)."
+        },
     )
     kl_t_squared: bool = field(
         default=False,
@@ -136,25 +146,33 @@ class GIFTConfig(TrainingArguments):
     )
     kd_lambda: Optional[float] = field(
         default=None,
-        metadata={"help": "`hf_kd` (the Hugging Face distillation guide's loss λ·T²·KL + (1 − λ)·CE): λ, the weight of "
-                  "the KL term (default: the guide's 0.5; its temperature defaults to the guide's 5)."},
+        metadata={
+            "help": "`hf_kd` (the Hugging Face distillation guide's loss λ·T²·KL + (1 − λ)·CE): λ, the weight of "
+            "the KL term (default: the guide's 0.5; its temperature defaults to the guide's 5)."
+        },
     )
     # ---- soft labels
     soft_label_source: str = field(
         default="teacher",
-        metadata={"help": "Where soft labels come from: 'teacher' (run the frozen teacher on each augmented batch), "
-                  "'dataset' (a stored soft-label column), or 'none' (hard labels only; loss must be 'ce')."},
+        metadata={
+            "help": "Where soft labels come from: 'teacher' (run the frozen teacher on each augmented batch), "
+            "'dataset' (a stored soft-label column), or 'none' (hard labels only; loss must be 'ce')."
+        },
     )
     soft_label_kind: Optional[str] = field(
         default=None,
-        metadata={"help": "What stored soft labels hold: 'logits' or 'probabilities' (converted with log(p) so "
-                  "softmax recovers them). Default: what the gift_hf dataset card records ('logits' for a dataset "
-                  "without one); a kind that contradicts the card is refused. Relabelling stores this kind."},
+        metadata={
+            "help": "What stored soft labels hold: 'logits' or 'probabilities' (converted with log(p) so "
+            "softmax recovers them). Default: what the gift_hf dataset card records ('logits' for a dataset "
+            "without one); a kind that contradicts the card is refused. Relabelling stores this kind."
+        },
     )
     teacher_model_name_or_path: Optional[str] = field(
         default=None,
-        metadata={"help": "Teacher: a directory saved by save_pretrained, a Hub image-classification model id, "
-                  "or a timm architecture name (then pass num_classes in teacher_model_init_kwargs)."},
+        metadata={
+            "help": "Teacher: a directory saved by save_pretrained, a Hub image-classification model id, "
+            "or a timm architecture name (then pass num_classes in teacher_model_init_kwargs)."
+        },
     )
     teacher_model_init_kwargs: dict | str | None = field(
         default=None,
@@ -167,33 +185,43 @@ class GIFTConfig(TrainingArguments):
     # ---- augmentation (applied on the batch's device, before student and teacher see it)
     augmentation: str = field(
         default="none",
-        metadata={"help": "DSA batch augmentation: 'none', or ops from color, crop, cutout, flip, scale, rotate "
-                  "joined by '_' (the reference: 'color_crop_cutout_flip_scale_rotate'); see docs/augmentation.md."},
+        metadata={
+            "help": "DSA batch augmentation: 'none', or ops from color, crop, cutout, flip, scale, rotate "
+            "joined by '_' (the reference: 'color_crop_cutout_flip_scale_rotate'); see docs/augmentation.md."
+        },
     )
     augmentation_mode: str = field(
         default="single",
-        metadata={"help": "'single': one DSA op drawn per batch, parameters drawn per image (MTT's reference "
-                  "evaluation, the label paper's); 'all': every op of `augmentation` in turn; 'gift': GIFT's "
-                  "evaluator, every batch flip, color, ONE of crop/scale/rotate drawn per batch, cutout, all with "
-                  "per-image parameters (DSA ops only)."},
+        metadata={
+            "help": "'single': one DSA op drawn per batch, parameters drawn per image (MTT's reference "
+            "evaluation, the label paper's); 'all': every op of `augmentation` in turn; 'gift': GIFT's "
+            "evaluator, every batch flip, color, ONE of crop/scale/rotate drawn per batch, cutout, all with "
+            "per-image parameters (DSA ops only)."
+        },
     )
     factor_crop: int = field(
         default=1,
-        metadata={"help": "GIFT's per-image factor crop before the batch augmentation: 1 keeps images whole (all "
-                  "sets); 2 (ImageNet-1K with ResNet-18) takes one of the 4 quadrants with probability 3/4, "
-                  "resized bilinearly to the full size. Unrelated to RDED's patch-shuffle factor."},
+        metadata={
+            "help": "GIFT's per-image factor crop before the batch augmentation: 1 keeps images whole (all "
+            "sets); 2 (ImageNet-1K with ResNet-18) takes one of the 4 quadrants with probability 3/4, "
+            "resized bilinearly to the full size. Unrelated to RDED's patch-shuffle factor."
+        },
     )
     patch_shuffle_factor: int = field(
         default=2,
-        metadata={"help": "RDED's patch-shuffle factor, read by the RDED ops (`patchshuffle`, `resizedcrop`): "
-                  "images cut into factor × factor strips shuffled per image, and RandomResizedCrop of (1/factor, 1) "
-                  "of the area. RDED's scripts: 2 on ImageNet-1K, 1 on Tiny-ImageNet and CIFAR. Unrelated to GIFT's "
-                  "factor_crop."},
+        metadata={
+            "help": "RDED's patch-shuffle factor, read by the RDED ops (`patchshuffle`, `resizedcrop`): "
+            "images cut into factor × factor strips shuffled per image, and RandomResizedCrop of (1/factor, 1) "
+            "of the area. RDED's scripts: 2 on ImageNet-1K, 1 on Tiny-ImageNet and CIFAR. Unrelated to GIFT's "
+            "factor_crop."
+        },
     )
     mix: str = field(
         default="none",
-        metadata={"help": "Batch mixing after DSA: 'none', 'mixup', 'cutmix' or 'both' (CutMix or MixUp, 1/2 each). "
-                  "Hard labels become mixed one-hot targets; stored soft labels are mixed with the same λ."},
+        metadata={
+            "help": "Batch mixing after DSA: 'none', 'mixup', 'cutmix' or 'both' (CutMix or MixUp, 1/2 each). "
+            "Hard labels become mixed one-hot targets; stored soft labels are mixed with the same λ."
+        },
     )
     mix_prob: float = field(
         default=1.0,
@@ -205,8 +233,10 @@ class GIFTConfig(TrainingArguments):
     )
     zca: bool = field(
         default=False,
-        metadata={"help": "ZCA-whiten every batch (training, teacher input, evaluation). Fitted on the training "
-                  "set unless `zca_path` is given; saved as zca.safetensors with the model."},
+        metadata={
+            "help": "ZCA-whiten every batch (training, teacher input, evaluation). Fitted on the training "
+            "set unless `zca_path` is given; saved as zca.safetensors with the model."
+        },
     )
     zca_epsilon: float = field(
         default=0.1,
@@ -214,75 +244,101 @@ class GIFTConfig(TrainingArguments):
     )
     zca_path: Optional[str] = field(
         default=None,
-        metadata={"help": "A run directory (or zca.safetensors file) to load the ZCA from instead of fitting it; "
-                  "use it to evaluate a saved run, or to reuse a ZCA fitted on the full real training set."},
+        metadata={
+            "help": "A run directory (or zca.safetensors file) to load the ZCA from instead of fitting it; "
+            "use it to evaluate a saved run, or to reuse a ZCA fitted on the full real training set."
+        },
     )
     # ---- resuming
     resume_force: bool = field(
         default=False,
-        metadata={"help": "Resume even from a checkpoint of a different run (another loss, seed, dataset or "
-                  "schedule) or one without gift_hf's completeness marker. Off: such a resume is refused."},
+        metadata={
+            "help": "Resume even from a checkpoint of a different run (another loss, seed, dataset or "
+            "schedule) or one without gift_hf's completeness marker. Off: such a resume is refused."
+        },
     )
     # ---- evaluation protocol (what TrainingArguments has no field for)
     batch_size_thresholds: list[int] = field(
         default_factory=lambda: [10, 500, 20000],
-        metadata={"help": "Batch-size rule: a training set of at most thresholds[i] images trains with "
-                  "batch_sizes[i] (GIFT protocol: 10, 500, 20000)."},
+        metadata={
+            "help": "Batch-size rule: a training set of at most thresholds[i] images trains with "
+            "batch_sizes[i] (GIFT protocol: 10, 500, 20000)."
+        },
     )
     batch_sizes: Optional[list[int]] = field(
         default=None,
-        metadata={"help": "Batch-size rule: per-device batch sizes, one per threshold and one for larger sets "
-                  "(GIFT protocol: 10 50 100 200). Unset: per_device_train_batch_size."},
+        metadata={
+            "help": "Batch-size rule: per-device batch sizes, one per threshold and one for larger sets "
+            "(GIFT protocol: 10 50 100 200). Unset: per_device_train_batch_size."
+        },
     )
     num_students: int = field(
         default=1,
-        metadata={"help": "Students an evaluation trains, with seeds seed, seed + 1, …; reported as mean ± std "
-                  "(GIFT protocol: 3, label paper: 5)."},
+        metadata={
+            "help": "Students an evaluation trains, with seeds seed, seed + 1, …; reported as mean ± std "
+            "(GIFT protocol: 3, label paper: 5)."
+        },
     )
     best_of: int = field(
         default=1,
-        metadata={"help": "Evaluations per student, evenly spaced over training (the last at its end); the best "
-                  "is reported (GIFT protocol: 4; 1 = final accuracy)."},
+        metadata={
+            "help": "Evaluations per student, evenly spaced over training (the last at its end); the best "
+            "is reported (GIFT protocol: 4; 1 = final accuracy)."
+        },
     )
     label_temperature: float = field(
         default=1.0,
-        metadata={"help": "T of soft labels stored as probabilities by relabelling, softmax(logits / T) (the label "
-                  "paper's temperature)."},
+        metadata={
+            "help": "T of soft labels stored as probabilities by relabelling, softmax(logits / T) (the label "
+            "paper's temperature)."
+        },
     )
     batch_size_rule: str = field(
         default="images",
-        metadata={"help": "What batch_size_thresholds count: 'images', the set's size (GIFT protocol), or 'ipc', "
-                  "images per class, with batch_sizes doubled for 100 classes or more (RDED/SRe2L protocol)."},
+        metadata={
+            "help": "What batch_size_thresholds count: 'images', the set's size (GIFT protocol), or 'ipc', "
+            "images per class, with batch_sizes doubled for 100 classes or more (RDED/SRe2L protocol)."
+        },
     )
     eval_every_epochs: int = field(
         default=0,
-        metadata={"help": "Evaluate every N epochs (and at the end), reporting the best (RDED protocol: 10); 0: "
-                  "best_of spaces the evaluations instead."},
+        metadata={
+            "help": "Evaluate every N epochs (and at the end), reporting the best (RDED protocol: 10); 0: "
+            "best_of spaces the evaluations instead."
+        },
     )
     eval_start_fraction: float = field(
         default=0.0,
-        metadata={"help": "With eval_every_epochs: evaluate only after this fraction of the epochs (RDED protocol: "
-                  "0.8: the last fifth)."},
+        metadata={
+            "help": "With eval_every_epochs: evaluate only after this fraction of the epochs (RDED protocol: "
+            "0.8: the last fifth)."
+        },
     )
     eval_transform: str = field(
         default="resize",
-        metadata={"help": "How evaluation images are prepared: 'resize' (to the student's size, as training) or "
-                  "'resize_center_crop' (shorter side to 8/7 of the size, then the centre crop: the RDED/SRe2L "
-                  "validation transform)."},
+        metadata={
+            "help": "How evaluation images are prepared: 'resize' (to the student's size, as training) or "
+            "'resize_center_crop' (shorter side to 8/7 of the size, then the centre crop: the RDED/SRe2L "
+            "validation transform)."
+        },
     )
     # ---- data path
     device_resident: str = field(
         default="auto",
-        metadata={"help": "Keep the decoded training set (and the evaluation split) on the training device: 'auto' "
-                  "when it fits in half of the free memory, else the DataLoader path with workers, pinned memory "
-                  "and persistent workers; 'always'; 'never' (the DataLoader as configured)."},
+        metadata={
+            "help": "Keep the decoded training set (and the evaluation split) on the training device: 'auto' "
+            "when it fits in half of the free memory, else the DataLoader path with workers, pinned memory "
+            "and persistent workers; 'always'; 'never' (the DataLoader as configured)."
+        },
     )
     # ---- defaults changed from TrainingArguments
     logging_nan_inf_filter: bool = field(
         default=False,
-        metadata={"help": "Trainer's per-step NaN/inf filter of the logged loss. Off: it reads the loss back to the "
-                  "host every step; gift_hf's divergence check (an on-device flag read at logging steps) stops a "
-                  "diverged run instead."},
+        metadata={
+            "help": "Trainer's per-step NaN/inf filter of the logged loss. Off: it reads the loss back to the "
+            "host every step; gift_hf's divergence check (an on-device flag read at logging steps) stops a "
+            "diverged run instead."
+        },
     )
     remove_unused_columns: bool = field(
         default=False,
@@ -315,8 +371,10 @@ class GIFTConfig(TrainingArguments):
         if self.soft_label_source not in SOFT_LABEL_SOURCES:
             raise ValueError(f"soft_label_source: got {self.soft_label_source!r}; expected one of {SOFT_LABEL_SOURCES}")
         if self.soft_label_kind not in (None, "logits", "probabilities"):
-            raise ValueError(f"soft_label_kind: got {self.soft_label_kind!r}; expected 'logits', 'probabilities' "
-                             "or unset (the dataset card's kind)")
+            raise ValueError(
+                f"soft_label_kind: got {self.soft_label_kind!r}; expected 'logits', 'probabilities' "
+                "or unset (the dataset card's kind)"
+            )
         if self.soft_label_source == "none" and LOSSES[self.loss].needs_teacher:
             raise ValueError(f"loss {self.loss!r} needs soft labels but soft_label_source is 'none'")
         # local import: augment imports torch-heavy kornia and timm
@@ -324,10 +382,15 @@ class GIFTConfig(TrainingArguments):
 
         check_mode(parse_strategy(self.augmentation), self.augmentation_mode)
         check_factor_crop(self.factor_crop)
-        if isinstance(self.patch_shuffle_factor, bool) or not isinstance(self.patch_shuffle_factor, int) \
-                or self.patch_shuffle_factor < 1:
-            raise ValueError(f"patch_shuffle_factor: got {self.patch_shuffle_factor!r}; expected an integer >= 1 "
-                             "(RDED: 2 on ImageNet-1K, 1 on Tiny-ImageNet)")
+        if (
+            isinstance(self.patch_shuffle_factor, bool)
+            or not isinstance(self.patch_shuffle_factor, int)
+            or self.patch_shuffle_factor < 1
+        ):
+            raise ValueError(
+                f"patch_shuffle_factor: got {self.patch_shuffle_factor!r}; expected an integer >= 1 "
+                "(RDED: 2 on ImageNet-1K, 1 on Tiny-ImageNet)"
+            )
         if self.mix not in MIX_MODES:
             raise ValueError(f"mix: got {self.mix!r}; expected one of {MIX_MODES}")
         if not 0 <= self.mix_prob <= 1:
@@ -349,8 +412,11 @@ class GIFTConfig(TrainingArguments):
 
     def _check_training_budget(self) -> None:
         """Refuse, naming the field, what TrainingArguments accepts and fails on later."""
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
             raise ValueError(f"learning_rate: got {self.learning_rate}; expected a finite number > 0")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             value = getattr(self, name)
@@ -360,7 +426,8 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"weight_decay: got {self.weight_decay}; expected a finite number >= 0")
         if self.max_steps == 0 or (self.max_steps < 0 and not self.num_train_epochs > 0):
             raise ValueError(
-                f"num_train_epochs/max_steps: got num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}; "
+                f"num_train_epochs/max_steps: got num_train_epochs={self.num_train_epochs}, "
+                f"max_steps={self.max_steps}; "
                 "nothing would be trained. Expected num_train_epochs > 0 (with max_steps -1) or max_steps > 0"
             )
         self.lr_milestones = [float(m) for m in self.lr_milestones]
@@ -388,12 +455,17 @@ class GIFTConfig(TrainingArguments):
             raise ValueError(f"label_temperature: got {self.label_temperature}; expected a positive number")
         if self.batch_size_rule not in BATCH_SIZE_RULES:
             raise ValueError(f"batch_size_rule: got {self.batch_size_rule!r}; expected one of {BATCH_SIZE_RULES}")
-        if isinstance(self.eval_every_epochs, bool) or not isinstance(self.eval_every_epochs, int) \
-                or self.eval_every_epochs < 0:
+        if (
+            isinstance(self.eval_every_epochs, bool)
+            or not isinstance(self.eval_every_epochs, int)
+            or self.eval_every_epochs < 0
+        ):
             raise ValueError(f"eval_every_epochs: got {self.eval_every_epochs!r}; expected an integer >= 0")
         if self.eval_every_epochs and self.best_of > 1:
-            raise ValueError(f"eval_every_epochs: got {self.eval_every_epochs} with best_of={self.best_of}; both "
-                             "schedule the evaluations, expected one of them (set best_of to 1)")
+            raise ValueError(
+                f"eval_every_epochs: got {self.eval_every_epochs} with best_of={self.best_of}; both "
+                "schedule the evaluations, expected one of them (set best_of to 1)"
+            )
         if not 0 <= self.eval_start_fraction < 1:
             raise ValueError(f"eval_start_fraction: got {self.eval_start_fraction}; expected a fraction in [0, 1)")
         if self.eval_transform not in EVAL_TRANSFORMS:
@@ -445,14 +517,34 @@ class GIFTConfig(TrainingArguments):
 
     #: TrainingArguments fields a trained model depends on (see :meth:`training_settings`).
     _TRAINING_FIELDS = (
-        "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "num_train_epochs", "max_steps",
-        "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
-        "gradient_accumulation_steps", "bf16", "fp16", "label_smoothing_factor",
+        "optim_args",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "num_train_epochs",
+        "max_steps",
+        "lr_scheduler_kwargs",
+        "warmup_steps",
+        "warmup_ratio",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "bf16",
+        "fp16",
+        "label_smoothing_factor",
     )
     #: GIFTConfig fields that say where or how a run is kept, not what it trains.
-    _NOT_TRAINING_FIELDS = ("logging_steps", "overwrite_output_dir", "resume_force", "num_students",
-                            "remove_unused_columns", "report_to", "trust_remote_code", "zca_path",
-                            "logging_nan_inf_filter", "device_resident")
+    _NOT_TRAINING_FIELDS = (
+        "logging_steps",
+        "overwrite_output_dir",
+        "resume_force",
+        "num_students",
+        "remove_unused_columns",
+        "report_to",
+        "trust_remote_code",
+        "zca_path",
+        "logging_nan_inf_filter",
+        "device_resident",
+    )
 
     def changed_settings(self) -> str:
         """``name=value`` of every field that differs from its default (tokens never shown), for one
@@ -464,8 +556,10 @@ class GIFTConfig(TrainingArguments):
             if not f.init or f.name.endswith("_token"):
                 continue
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            value, default = getattr(getattr(self, f.name), "value", getattr(self, f.name)), getattr(default, "value",
-                                                                                                      default)
+            value, default = (
+                getattr(getattr(self, f.name), "value", getattr(self, f.name)),
+                getattr(default, "value", default),
+            )
             if not isinstance(value, simple) or value == default:
                 continue
             if (not value and not default) or (default is None and value == "none"):  # unset, normalised
@@ -476,8 +570,11 @@ class GIFTConfig(TrainingArguments):
     def training_settings(self) -> dict[str, Any]:
         """The values a trained model depends on (not where it is saved or logged, nor the seed):
         what fingerprints of results hash."""
-        own = [f.name for f in dataclasses.fields(GIFTConfig) if f.name not in TrainingArguments.__dataclass_fields__
-               or f.name in GIFTConfig.__annotations__]
+        own = [
+            f.name
+            for f in dataclasses.fields(GIFTConfig)
+            if f.name not in TrainingArguments.__dataclass_fields__ or f.name in GIFTConfig.__annotations__
+        ]
         names = [n for n in own if n not in self._NOT_TRAINING_FIELDS] + list(self._TRAINING_FIELDS)
         values = {}
         for name in names:

@@ -40,9 +40,7 @@ Tensor = torch.Tensor
 # collator, stored soft labels at load) and non-finite results by the trainer's monitor.
 def _check_student_and_labels(student_logits: Tensor, labels: Tensor | None) -> None:
     if student_logits.dim() != 2:
-        raise ValueError(
-            f"student_logits must have shape (batch, num_classes), got {tuple(student_logits.shape)}"
-        )
+        raise ValueError(f"student_logits must have shape (batch, num_classes), got {tuple(student_logits.shape)}")
     if labels is None:
         return
     batch, num_classes = student_logits.shape
@@ -129,9 +127,7 @@ def refine_soft_labels(
         the convex form ``(1 − w)·t̂ + w·ŝ`` with ``w = gamma / (1 + gamma)``.
     """
     if teacher_logits.dim() != 2 or teacher_logits.shape[-1] != num_classes:
-        raise ValueError(
-            f"teacher_logits must have shape (batch, {num_classes}), got {tuple(teacher_logits.shape)}"
-        )
+        raise ValueError(f"teacher_logits must have shape (batch, {num_classes}), got {tuple(teacher_logits.shape)}")
     t_hat = F.normalize(teacher_logits.float(), dim=-1)
     s_hat = F.normalize(smooth_labels(labels, num_classes, smoothing), dim=-1)
     return t_hat + gamma * s_hat

@@ -53,8 +53,11 @@ def batch_norm_layers(model: nn.Module) -> list[str]:
 
 
 def _has_random_layers(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules()
-            if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)) and m.p > 0]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)) and m.p > 0
+    ]
 
 
 class StudentPopulation(nn.Module):
@@ -84,8 +87,9 @@ class StudentPopulation(nn.Module):
             raise ValueError(f"seeds: got {len(seeds)} for {len(students)} students; expected one seed per student")
         if learning_rates is not None:
             if len(learning_rates) != len(students):
-                raise ValueError(f"learning_rates: got {len(learning_rates)} for {len(students)} students; expected "
-                                 "one per student")
+                raise ValueError(
+                    f"learning_rates: got {len(learning_rates)} for {len(students)} students; expected one per student"
+                )
             bad = [lr for lr in learning_rates if not (float(lr) > 0 and float(lr) < float("inf"))]
             if bad:
                 raise ValueError(f"learning_rates: got {bad[0]!r}; expected positive finite numbers")
@@ -134,8 +138,10 @@ class StudentPopulation(nn.Module):
         if batch_norm_layers(first) or _has_random_layers(first):
             if self.forward_mode == "vmap":
                 what = (batch_norm_layers(first) or _has_random_layers(first))[0]
-                raise ValueError(f"forward: got 'vmap' but the students have {what!r} (batch norm or dropout), "
-                                 "which vmap cannot run per student; expected 'loop' or 'auto'")
+                raise ValueError(
+                    f"forward: got 'vmap' but the students have {what!r} (batch norm or dropout), "
+                    "which vmap cannot run per student; expected 'loop' or 'auto'"
+                )
             return "loop"
         if self.forward_mode != "auto":
             return self.forward_mode
@@ -156,11 +162,16 @@ class StudentPopulation(nn.Module):
         shared = pixel_values.dim() == 4
         k = len(self.students)
         if not shared and pixel_values.shape[0] != k:
-            raise ValueError(f"pixel_values: got shape {tuple(pixel_values.shape)}; expected ({k}, B, C, H, W) or "
-                             "(B, C, H, W)")
+            raise ValueError(
+                f"pixel_values: got shape {tuple(pixel_values.shape)}; expected ({k}, B, C, H, W) or (B, C, H, W)"
+            )
         if self.forward_mode_for(pixel_values) == "loop":
-            logits = torch.stack([s(pixel_values=pixel_values if shared else pixel_values[i]).logits
-                                  for i, s in enumerate(self.students)])
+            logits = torch.stack(
+                [
+                    s(pixel_values=pixel_values if shared else pixel_values[i]).logits
+                    for i, s in enumerate(self.students)
+                ]
+            )
             return ImageClassifierOutput(logits=logits)
         base = self._base[0]
         base.train(self.training)

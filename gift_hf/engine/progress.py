@@ -26,14 +26,22 @@ _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} {unit} [{el
 
 
 @contextlib.contextmanager
-def job_progress(total: float, desc: str, unit: str = "students", enabled: bool = True,
-                 position: int | None = None) -> Iterator[Any]:
+def job_progress(
+    total: float, desc: str, unit: str = "students", enabled: bool = True, position: int | None = None
+) -> Iterator[Any]:
     """A bar over ``total`` students (fractions as their steps pass), active for the trainings inside;
     ``position``: the line of this process's bar under ``accelerate launch``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, bar_format=_BAR_FORMAT, disable=not enabled, dynamic_ncols=True,
-               position=position)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        bar_format=_BAR_FORMAT,
+        disable=not enabled,
+        dynamic_ncols=True,
+        position=position,
+    )
     token = _ACTIVE.set(bar)
     try:
         yield bar

@@ -74,7 +74,7 @@ def per_sample_loss(loss_fn: Loss, logits: Tensor, targets: Tensor | None, label
     if len(lead) == 1:
         return loss_fn(logits, targets, labels, reduction="none")
     n = math.prod(lead)
-    flat_labels = labels.reshape(n, *labels.shape[len(lead):]) if labels is not None else None
+    flat_labels = labels.reshape(n, *labels.shape[len(lead) :]) if labels is not None else None
     flat_targets = targets.reshape(n, c) if targets is not None else None
     return loss_fn(logits.reshape(n, c), flat_targets, flat_labels, reduction="none").reshape(lead)
 

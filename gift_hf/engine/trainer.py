@@ -25,6 +25,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from gift_hf.data.augment import ZCA, BatchAugmenter, build_augmenter, fit_zca
+from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
+from gift_hf.data.images import ImageTransform, SoftLabelCollator, preprocessing_identity
 from gift_hf.engine.checkpoints import (
     CHECKPOINT_MARKER,
     RUN_FILE,
@@ -37,13 +39,11 @@ from gift_hf.engine.checkpoints import (
     write_json,
 )
 from gift_hf.engine.config import GIFTConfig
-from gift_hf.data.images import ImageTransform, SoftLabelCollator, preprocessing_identity
-from gift_hf.data.device import DeviceBatchSampler, DeviceDataLoader, DeviceImageSet, dataloader_kwargs, device_resident
 from gift_hf.engine.losses import Loss, get_loss
-from gift_hf.hub.model_card import ModelCardCallback, save_model_card
-from gift_hf.models.modeling import load_teacher, num_classes_of
 from gift_hf.engine.population import StudentPopulation
 from gift_hf.engine.step import StepOutput, training_step
+from gift_hf.hub.model_card import ModelCardCallback, save_model_card
+from gift_hf.models.modeling import load_teacher, num_classes_of
 
 __all__ = ["GIFTTrainer", "PopulationDataLoader", "TrainingDivergedError", "population_refusal"]
 
@@ -98,8 +98,11 @@ class _RunMonitor(TrainerCallback):
         # Four small kernels and no host read: a NaN or inf anywhere makes its float32 sum
         # non-finite (finite values overflow it only far past divergence).
         target_sum = targets.detach().sum(dtype=torch.float32) if targets is not None else self._zero
-        self.pending.append(torch.stack([target_sum, logits.detach().sum(dtype=torch.float32),
-                                         per_sample.detach().sum(dtype=torch.float32)]))
+        self.pending.append(
+            torch.stack(
+                [target_sum, logits.detach().sum(dtype=torch.float32), per_sample.detach().sum(dtype=torch.float32)]
+            )
+        )
         self.pending_steps.append(step)
         self.count += per_sample.numel()
         if len(self.pending) >= self.FOLD_EVERY:
@@ -148,8 +151,9 @@ class _RunMonitor(TrainerCallback):
         if not bad:
             return
         step = min(first for first, _ in bad)
-        names = " and ".join(name for i, name in enumerate(self.WHAT)
-                             if any(flags[i] for first, flags in bad if first == step))
+        names = " and ".join(
+            name for i, name in enumerate(self.WHAT) if any(flags[i] for first, flags in bad if first == step)
+        )
         raise TrainingDivergedError(
             f"training diverged at step {step}: {names} became non-finite (NaN or inf). Nothing from step {step} on "
             f"was logged, evaluated or saved. Lower learning_rate (now {self.trainer.args.learning_rate:g}), check "
@@ -198,17 +202,23 @@ class _CheckpointCallback(TrainerCallback):
     def write_run_file(self, args) -> None:
         """From here on `last` means this run's checkpoints (:data:`~gift_hf.engine.checkpoints.RUN_FILE`)."""
         os.makedirs(args.output_dir, exist_ok=True)
-        write_json(os.path.join(args.output_dir, RUN_FILE),
-                   {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()})
+        write_json(
+            os.path.join(args.output_dir, RUN_FILE), {"run_id": self.trainer.run_id, "run": self.trainer.run_identity()}
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         # Once training starts (every process is set up by then; another may still be checking
         # that output_dir is empty), and only where an earlier run left checkpoints `last` could
         # pick. Otherwise it waits for the first checkpoint, so a run refused on bad input
         # leaves a new output_dir untouched.
-        if args.should_save and os.path.isdir(args.output_dir) and (
+        if (
+            args.should_save
+            and os.path.isdir(args.output_dir)
+            and (
                 os.path.exists(os.path.join(args.output_dir, RUN_FILE))
-                or any(name.startswith("checkpoint-") for name in os.listdir(args.output_dir))):
+                or any(name.startswith("checkpoint-") for name in os.listdir(args.output_dir))
+            )
+        ):
             self.write_run_file(args)
 
     def on_save(self, args, state, control, **kwargs):
@@ -222,8 +232,13 @@ class _CheckpointCallback(TrainerCallback):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         write_json(
             os.path.join(folder, CHECKPOINT_MARKER),
-            {"run_id": trainer.run_id, "run": trainer.run_identity(), "step": state.global_step,
-             "train_loss_sum": loss_sum, "train_loss_count": count},
+            {
+                "run_id": trainer.run_id,
+                "run": trainer.run_identity(),
+                "step": state.global_step,
+                "train_loss_sum": loss_sum,
+                "train_loss_count": count,
+            },
         )
         if trainer.save_total_limit is not None:
             self.rotate(args.output_dir, state.global_step, state.best_model_checkpoint)
@@ -231,7 +246,7 @@ class _CheckpointCallback(TrainerCallback):
     def rotate(self, output_dir: str, step: int, best: str | None) -> None:
         """Keep the newest ``save_total_limit`` complete checkpoints of this run (and the best one)."""
         complete = [c for c in list_checkpoints(output_dir, run_id=self.trainer.run_id) if c.step <= step]
-        keep = {c.path for c in complete[-max(self.trainer.save_total_limit, 1):]}
+        keep = {c.path for c in complete[-max(self.trainer.save_total_limit, 1) :]}
         if best is not None:
             keep.add(os.path.join(output_dir, os.path.basename(os.path.normpath(best))))
         oldest_kept = min(c.step for c in complete if c.path in keep)
@@ -239,7 +254,7 @@ class _CheckpointCallback(TrainerCallback):
             path = os.path.join(output_dir, name)
             if not name.startswith("checkpoint-") or path in keep or not os.path.isdir(path):
                 continue
-            suffix = name[len("checkpoint-"):]
+            suffix = name[len("checkpoint-") :]
             if suffix.isdigit() and int(suffix) < oldest_kept:
                 logger.info("Deleting older checkpoint %s (save_total_limit=%d)", path, self.trainer.save_total_limit)
                 shutil.rmtree(path, ignore_errors=True)
@@ -299,7 +314,7 @@ class GIFTTrainer(Trainer):
             )
         for name in ("train_dataset", "eval_dataset"):
             splits = kwargs.get(name)
-            for key, split in (splits.items() if isinstance(splits, dict) else [(None, splits)]):
+            for key, split in splits.items() if isinstance(splits, dict) else [(None, splits)]:
                 if split is not None and hasattr(split, "__len__") and len(split) == 0:
                     label = f"{name}[{key!r}]" if key is not None else name
                     raise ValueError(f"{label} is empty (0 rows); expected at least one example")
@@ -415,18 +430,28 @@ class GIFTTrainer(Trainer):
             reason = f"its rows are collated by {type(collator).__name__}"
         if reason is not None:
             if mode == "always":
-                raise ValueError(f"device_resident: got 'always' but the {role} set cannot be kept on the device: "
-                                 f"{reason}; expected 'auto' or 'never'")
+                raise ValueError(
+                    f"device_resident: got 'always' but the {role} set cannot be kept on the device: "
+                    f"{reason}; expected 'auto' or 'never'"
+                )
             logger.info("%s set: DataLoader path (%s)", role, reason)
             self._device_sets[key] = None
             return None
-        columns = dict(label_column=collator.label_column, soft_label_column=collator.soft_label_column,
-                       num_classes=collator.num_classes, soft_label_kind=collator.soft_label_kind)
+        columns = dict(
+            label_column=collator.label_column,
+            soft_label_column=collator.soft_label_column,
+            num_classes=collator.num_classes,
+            soft_label_kind=collator.soft_label_kind,
+        )
         with self.args.main_process_first(desc=f"decoding the {role} set"):
             if mode == "always":
                 found = DeviceImageSet.from_dataset(dataset, transform, self.args.device, **columns)
-                logger.info("%s set: device-resident (device_resident='always'): %d images on %s", role, len(found),
-                            self.args.device)
+                logger.info(
+                    "%s set: device-resident (device_resident='always'): %d images on %s",
+                    role,
+                    len(found),
+                    self.args.device,
+                )
             else:
                 found = device_resident(dataset, transform, self.args.device, **columns)
         if mode == "auto" and self.args.world_size > 1:
@@ -440,8 +465,11 @@ class GIFTTrainer(Trainer):
         self._device_sets[key] = found
         if found is None and role == "training" and self.args.dataloader_num_workers == 0:
             hint = dataloader_kwargs(self.args.device, min(4, os.cpu_count() or 1))
-            logger.info("%s set: decoded on the fly in this process; set %s to decode in parallel", role,
-                        ", ".join(f"{k}={v}" for k, v in hint.items()))
+            logger.info(
+                "%s set: decoded on the fly in this process; set %s to decode in parallel",
+                role,
+                ", ".join(f"{k}={v}" for k, v in hint.items()),
+            )
         return found
 
     def get_train_dataloader(self):
@@ -460,13 +488,20 @@ class GIFTTrainer(Trainer):
         elif data is None:
             return super().get_train_dataloader()
         sampler = DeviceBatchSampler(
-            len(data) if data is not None else len(self.train_dataset), args.per_device_train_batch_size, seed=seed,
-            rank=args.process_index, world_size=args.world_size, drop_last=args.dataloader_drop_last,
+            len(data) if data is not None else len(self.train_dataset),
+            args.per_device_train_batch_size,
+            seed=seed,
+            rank=args.process_index,
+            world_size=args.world_size,
+            drop_last=args.dataloader_drop_last,
             device=args.device if data is not None else "cpu",
         )
-        if data is None:  # K students' batches through the DataLoader path: K·B rows a step, split again in compute_loss
-            return PopulationDataLoader(self.train_dataset, sampler, self.data_collator, args.dataloader_num_workers,
-                                        args.dataloader_pin_memory)
+        if (
+            data is None
+        ):  # K students' batches through the DataLoader path: K·B rows a step, split again in compute_loss
+            return PopulationDataLoader(
+                self.train_dataset, sampler, self.data_collator, args.dataloader_num_workers, args.dataloader_pin_memory
+            )
         return DeviceDataLoader(data, sampler)
 
     def get_eval_dataloader(self, eval_dataset: Any = None):
@@ -475,15 +510,19 @@ class GIFTTrainer(Trainer):
         Under DDP ``Trainer``'s loader shards the split and drops the rows repeated to even out
         the shards when gathering predictions.
         """
-        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else (
-            eval_dataset if eval_dataset is not None else self.eval_dataset)
+        dataset = (
+            self.eval_dataset[eval_dataset]
+            if isinstance(eval_dataset, str)
+            else (eval_dataset if eval_dataset is not None else self.eval_dataset)
+        )
         if dataset is None or isinstance(dataset, dict) or self.args.world_size > 1:
             return super().get_eval_dataloader(eval_dataset)
         data = self.device_set(dataset, "evaluation")
         if data is None:
             return super().get_eval_dataloader(eval_dataset)
-        sampler = DeviceBatchSampler(len(data), self.args.per_device_eval_batch_size, shuffle=False,
-                                     device=self.args.device)
+        sampler = DeviceBatchSampler(
+            len(data), self.args.per_device_eval_batch_size, shuffle=False, device=self.args.device
+        )
         # Prepared (one process: nothing is resharded) so that gathering the predictions knows
         # the last batch's size and eval_loss weighs every row once.
         return self.accelerator.prepare(DeviceDataLoader(data, sampler))
@@ -493,8 +532,9 @@ class GIFTTrainer(Trainer):
         if self._parameter_count is None:
             model = self.accelerator.unwrap_model(self.model)
             count = getattr(model, "num_parameters", None)
-            self._parameter_count = int(count(exclude_embeddings=True) if callable(count)
-                                        else sum(p.numel() for p in model.parameters()))
+            self._parameter_count = int(
+                count(exclude_embeddings=True) if callable(count) else sum(p.numel() for p in model.parameters())
+            )
         pixel_values = inputs.get("pixel_values")
         return 6 * self._parameter_count * (pixel_values.numel() if pixel_values is not None else 0)
 
@@ -515,15 +555,20 @@ class GIFTTrainer(Trainer):
         info = read_json(os.path.join(checkpoint, CHECKPOINT_MARKER))
         force = self.args.resume_force
         if not info:
-            message = (f"resume_from_checkpoint: {checkpoint!r} is not a complete gift_hf checkpoint (no "
-                       f"{CHECKPOINT_MARKER}: its save was interrupted, or another program wrote it)")
+            message = (
+                f"resume_from_checkpoint: {checkpoint!r} is not a complete gift_hf checkpoint (no "
+                f"{CHECKPOINT_MARKER}: its save was interrupted, or another program wrote it)"
+            )
             if not force:
                 raise ValueError(message + "; resume from a complete one, or set resume_force to use it anyway")
             logger.warning("%s; resuming anyway (resume_force)", message)
             return {}
         stored, current = info.get("run", {}), self.run_identity()
-        differ = {k: (stored.get(k), current.get(k)) for k in sorted(set(stored) | set(current))
-                  if stored.get(k) != current.get(k)}
+        differ = {
+            k: (stored.get(k), current.get(k))
+            for k in sorted(set(stored) | set(current))
+            if stored.get(k) != current.get(k)
+        }
         if differ:
             listing = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in differ.items())
             if not force:
@@ -595,8 +640,9 @@ class GIFTTrainer(Trainer):
         for index, lr in enumerate(population.learning_rates):
             prefix = f"students.{index}."
             named = [(n, p) for n, p in population.named_parameters() if n.startswith(prefix) and p.requires_grad]
-            groups.append({"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay,
-                           "lr": lr})
+            groups.append(
+                {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay, "lr": lr}
+            )
             groups.append({"params": [p for n, p in named if n not in decay], "weight_decay": 0.0, "lr": lr})
         self.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
         return self.optimizer
@@ -621,10 +667,13 @@ class GIFTTrainer(Trainer):
             decay = self.args.lr_decay
             # A new LambdaLR whose factors are the schedule's times the step decays (the first
             # one's factors are read, not changed); it starts from the groups' initial_lr.
-            scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer, [
-                lambda step, base=base: base(step) * decay ** bisect.bisect_right(milestones, step)
-                for base in scheduler.lr_lambdas
-            ])
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                scheduler.optimizer,
+                [
+                    lambda step, base=base: base(step) * decay ** bisect.bisect_right(milestones, step)
+                    for base in scheduler.lr_lambdas
+                ],
+            )
             self.lr_scheduler = scheduler
         return scheduler
 
@@ -668,12 +717,22 @@ class GIFTTrainer(Trainer):
     ) -> None:
         """The student's card (:func:`gift_hf.hub.model_card.save_model_card`) in ``output_dir``;
         ``push_to_hub`` uploads it instead of the generic Trainer card."""
-        save_model_card(self, license=license, tags=tags, model_name=model_name,
-                        dataset=dataset if isinstance(dataset, str) else None)
+        save_model_card(
+            self,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            dataset=dataset if isinstance(dataset, str) else None,
+        )
 
     # ------------------------------------------------------------------------------ loss
-    def _step(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None,
-              soft_labels: torch.Tensor | None) -> StepOutput:
+    def _step(
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None,
+        soft_labels: torch.Tensor | None,
+    ) -> StepOutput:
         """The training step (:func:`gift_hf.engine.step.training_step`) with this run's augmenters,
         loss and soft labels: the teacher's logits of the augmented batch, or the stored ones."""
         online = self.args.soft_label_source == "teacher"
@@ -683,15 +742,25 @@ class GIFTTrainer(Trainer):
                     "soft_label_source='dataset' but the batch has no 'soft_labels': the dataset needs a "
                     "'soft_label' column (or its top-k pair); see gift_hf.data.relabel"
                 )
-            num_classes = num_classes_of(self.population if self.population is not None
-                                         else self.accelerator.unwrap_model(model))
+            num_classes = num_classes_of(
+                self.population if self.population is not None else self.accelerator.unwrap_model(model)
+            )
             if num_classes is not None and soft_labels.shape[-1] != num_classes:
-                raise ValueError(f"soft_labels has shape {tuple(soft_labels.shape)} but the student predicts "
-                                 f"{num_classes} classes (soft-label width {soft_labels.shape[-1]} != number of "
-                                 f"classes {num_classes})")
-        return training_step(model, pixel_values, labels, soft_labels, loss_fn=self.loss_fn,
-                             augmenters=self.augmenters, teacher=self.teacher_model if online else None,
-                             soft_label_kind=self.args.soft_label_kind)
+                raise ValueError(
+                    f"soft_labels has shape {tuple(soft_labels.shape)} but the student predicts "
+                    f"{num_classes} classes (soft-label width {soft_labels.shape[-1]} != number of "
+                    f"classes {num_classes})"
+                )
+        return training_step(
+            model,
+            pixel_values,
+            labels,
+            soft_labels,
+            loss_fn=self.loss_fn,
+            augmenters=self.augmenters,
+            teacher=self.teacher_model if online else None,
+            soft_label_kind=self.args.soft_label_kind,
+        )
 
     def _reduce(self, per_sample: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
         """The loss of a micro-batch as ``Trainer`` expects it when a model takes ``num_items_in_batch``.
@@ -739,10 +808,15 @@ class GIFTTrainer(Trainer):
         loss = self._reduce(per_sample, num_items_in_batch)
         return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
 
-
-    def _population_loss(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None,
-                         soft_labels: torch.Tensor | None, return_outputs: bool,
-                         num_items_in_batch: torch.Tensor | int | None):
+    def _population_loss(
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None,
+        soft_labels: torch.Tensor | None,
+        return_outputs: bool,
+        num_items_in_batch: torch.Tensor | int | None,
+    ):
         """The loss of K students: the sum of each student's mean loss, so each student's
         gradient is that of its own run. Evaluation: every student on the same batch, logits
         returned as ``(B, K, classes)`` (gathered along the batch) and the hard-label CE
@@ -750,8 +824,13 @@ class GIFTTrainer(Trainer):
         k = len(self.population)
         if not model.training:
             logits = model(pixel_values=pixel_values).logits  # (K, B, C)
-            per_sample = self.eval_loss_fn(logits.flatten(0, 1), None, labels.repeat(k) if labels is not None
-                                           else None, reduction="none").view(k, -1).mean(0)
+            per_sample = (
+                self.eval_loss_fn(
+                    logits.flatten(0, 1), None, labels.repeat(k) if labels is not None else None, reduction="none"
+                )
+                .view(k, -1)
+                .mean(0)
+            )
             loss = self._reduce(per_sample, num_items_in_batch)
             logits = logits.transpose(0, 1)
             return (loss, ImageClassifierOutput(loss=loss, logits=logits)) if return_outputs else loss
@@ -798,10 +877,16 @@ class PopulationDataLoader(torch.utils.data.DataLoader):
     indices (a :class:`~gift_hf.data.device.DeviceBatchSampler` with K seeds, on the CPU) read as
     one batch of K·B rows through the collator; ``GIFTTrainer`` splits it into the K batches."""
 
-    def __init__(self, dataset: Any, sampler: DeviceBatchSampler, collate_fn: Any, num_workers: int = 0,
-                 pin_memory: bool = False) -> None:
-        super().__init__(dataset, batch_sampler=_FlatBatches(sampler), collate_fn=collate_fn,
-                         num_workers=num_workers, pin_memory=pin_memory)
+    def __init__(
+        self, dataset: Any, sampler: DeviceBatchSampler, collate_fn: Any, num_workers: int = 0, pin_memory: bool = False
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_sampler=_FlatBatches(sampler),
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.sampler.set_epoch(epoch)
@@ -828,8 +913,10 @@ def population_refusal(args: GIFTConfig) -> str | None:
     gradient accumulation, ZCA, several processes) trains K students together.
     """
     if args.max_grad_norm and args.max_grad_norm > 0:
-        return (f"max_grad_norm={args.max_grad_norm}: gradient clipping scales by the norm of all the students' "
-                "gradients together, so students trained together would not be clipped as separate runs")
+        return (
+            f"max_grad_norm={args.max_grad_norm}: gradient clipping scales by the norm of all the students' "
+            "gradients together, so students trained together would not be clipped as separate runs"
+        )
     return None
 
 

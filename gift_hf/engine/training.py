@@ -2,9 +2,9 @@
 
 Every way gift_hf trains goes through it: the ``gift-hf train`` and ``gift-hf train-teacher``
 scripts (one student, :func:`train_student`), the quickstart (teacher and students),
-:func:`gift_hf.evaluate_distilled`, every cell of the studies and DD-Ranking. It applies the :class:`~gift_hf.GIFTConfig` as given (optimizer,
-schedule, batch-size rule, best-of-k evaluations); start-up checks that refuse bad input
-before anything is written live here too.
+:func:`gift_hf.evaluate_distilled`, every cell of the studies and DD-Ranking. It applies the
+:class:`~gift_hf.GIFTConfig` as given (optimizer, schedule, batch-size rule, best-of-k
+evaluations); start-up checks that refuse bad input before anything is written live here too.
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str | bool], outp
     path = str(resume_from_checkpoint)
     if not os.path.isfile(os.path.join(path, "trainer_state.json")):
         raise FileNotFoundError(
-            f"resume_from_checkpoint: got {path!r}; expected a checkpoint folder holding trainer_state.json "
-            "(or 'last')"
+            f"resume_from_checkpoint: got {path!r}; expected a checkpoint folder holding trainer_state.json (or 'last')"
         )
     return path
 
@@ -129,13 +128,17 @@ def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
     classes = num_classes_of(model)
     saved_classes = len(saved["id2label"]) if isinstance(saved.get("id2label"), dict) else saved.get("num_labels")
     if saved_classes is not None and classes is not None and int(saved_classes) != classes:
-        raise ValueError(f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_classes} classes but this "
-                         f"run's model has {classes}; resume with the checkpoint's settings or start a new run")
+        raise ValueError(
+            f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_classes} classes but this "
+            f"run's model has {classes}; resume with the checkpoint's settings or start a new run"
+        )
     saved_chans = (saved.get("model_args") or {}).get("in_chans")
     chans = model_spec(model).get("in_chans")
     if saved_chans is not None and chans is not None and int(saved_chans) != int(chans):
-        raise ValueError(f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_chans} input channels but "
-                         f"this run's model takes {chans}; resume with the checkpoint's settings or start a new run")
+        raise ValueError(
+            f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_chans} input channels but "
+            f"this run's model takes {chans}; resume with the checkpoint's settings or start a new run"
+        )
 
 
 # ---------------------------------------------------------------------------- training
@@ -160,13 +163,18 @@ class _EvaluateAt(TrainerCallback):
         if self.every_epochs:
             epochs = max(1, math.ceil(state.num_train_epochs))
             per_epoch = math.ceil(total / epochs)
-            self.steps = {e * per_epoch for e in range(self.every_epochs, epochs, self.every_epochs)
-                          if e > self.start_fraction * epochs} - {total}
+            self.steps = {
+                e * per_epoch
+                for e in range(self.every_epochs, epochs, self.every_epochs)
+                if e > self.start_fraction * epochs
+            } - {total}
         else:
             self.steps = {max(1, round(total * j / self.best_of)) for j in range(1, self.best_of)} - {total}
             if len(self.steps) + 1 < self.best_of:
-                logger.warning(f"best_of={self.best_of}: {total} training steps give {len(self.steps) + 1} distinct "
-                               f"evaluation points; each student reports the best of {len(self.steps) + 1}")
+                logger.warning(
+                    f"best_of={self.best_of}: {total} training steps give {len(self.steps) + 1} distinct "
+                    f"evaluation points; each student reports the best of {len(self.steps) + 1}"
+                )
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
@@ -325,8 +333,9 @@ def train_students(
     elif teacher is not None:
         # Loaded here, once, and checked against the student before anything is written;
         # GIFTTrainer takes the instance as it is. (No teacher: GIFTTrainer says it needs one.)
-        teacher = load_teacher(teacher, trust_remote_code=config.trust_remote_code,
-                               **(config.teacher_model_init_kwargs or {}))
+        teacher = load_teacher(
+            teacher, trust_remote_code=config.trust_remote_code, **(config.teacher_model_init_kwargs or {})
+        )
         spec = model_spec(one) if getattr(one, "config", None) is not None else {}
         channels, size = spec.get("in_chans"), spec.get("img_size")
         if channels is not None and size is not None and num_classes is not None:
@@ -359,26 +368,54 @@ def train_students(
             prefix = f"students.{index}." if lr is not None else ""
             mine = [(n, p) for n, p in named if n.startswith(prefix)]
             extra = {"lr": float(lr)} if lr is not None else {}
-            groups += [{"params": [p for n, p in mine if n in decay], "weight_decay": config.weight_decay, **extra},
-                       {"params": [p for n, p in mine if n not in decay], "weight_decay": 0.0, **extra}]
+            groups += [
+                {"params": [p for n, p in mine if n in decay], "weight_decay": config.weight_decay, **extra},
+                {"params": [p for n, p in mine if n not in decay], "weight_decay": 0.0, **extra},
+            ]
         trainer.optimizer = optimizer_cls(groups, **kwargs)
     if trainer.teacher_model is not None:
         # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
-        logger.info(f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's "
-                    "batches")
+        logger.info(
+            f"teacher: {type(trainer.teacher_model).__name__}, frozen, eval mode, relabels this process's batches"
+        )
     if quiet:
         trainer.remove_callback(PrinterCallback)
 
     with contextlib.ExitStack() as stack:
         if quiet:  # no metric blocks, no model-shard bars: the caller manages the output
             stack.enter_context(quiet_saving())
-        return _run(trainer, config, model, train_dataset, eval_dataset, seeds, learning_rates, together, resume,
-                    one, evaluate_at, save, quiet)
+        return _run(
+            trainer,
+            config,
+            model,
+            train_dataset,
+            eval_dataset,
+            seeds,
+            learning_rates,
+            together,
+            resume,
+            one,
+            evaluate_at,
+            save,
+            quiet,
+        )
 
 
-def _run(trainer, config: GIFTConfig, model: nn.Module, train_dataset: Any, eval_dataset: Any, seeds: list[int],
-         learning_rates: Sequence[float] | None, together: bool, resume: str | None, one: nn.Module,
-         evaluate_at: "_EvaluateAt | None", save: bool, quiet: bool) -> list[TrainingResult]:
+def _run(
+    trainer,
+    config: GIFTConfig,
+    model: nn.Module,
+    train_dataset: Any,
+    eval_dataset: Any,
+    seeds: list[int],
+    learning_rates: Sequence[float] | None,
+    together: bool,
+    resume: str | None,
+    one: nn.Module,
+    evaluate_at: "_EvaluateAt | None",
+    save: bool,
+    quiet: bool,
+) -> list[TrainingResult]:
     """Train, evaluate and save a prepared ``GIFTTrainer`` run of :func:`train_students`; its results."""
     from gift_hf.hub.model_card import save_model_card
 
@@ -400,8 +437,9 @@ def _run(trainer, config: GIFTConfig, model: nn.Module, train_dataset: Any, eval
                 trainer.log_metrics("train", train_output.metrics)
             trainer.save_metrics("train", metrics)
             trainer.save_state()
-    accuracies = [list(a) for a in evaluate_at.accuracies] if evaluate_at and evaluate_at.accuracies else \
-        [[] for _ in seeds]
+    accuracies = (
+        [list(a) for a in evaluate_at.accuracies] if evaluate_at and evaluate_at.accuracies else [[] for _ in seeds]
+    )
     if eval_dataset is not None:
         # Predictions are gathered over all ranks; the rows the distributed sampler repeats
         # to even out shards are dropped (gather_for_metrics).
@@ -424,12 +462,21 @@ def _run(trainer, config: GIFTConfig, model: nn.Module, train_dataset: Any, eval
         for index, seed in enumerate(seeds):
             folder = os.path.join(config.output_dir, f"seed-{seed}")
             model.students[index].save_pretrained(folder)
-            own = config.replace(seed=seed, data_seed=seed, learning_rate=float(learning_rates[index]) if
-                                 learning_rates is not None else config.learning_rate)
+            own = config.replace(
+                seed=seed,
+                data_seed=seed,
+                learning_rate=float(learning_rates[index]) if learning_rates is not None else config.learning_rate,
+            )
             suffix = f"_s{index}"
-            scores = {name[:-len(suffix)]: value for name, value in metrics.items() if name.endswith(suffix)}
-            save_model_card(trainer, folder, model=model.students[index], args=own,
-                            eval_results=scores or None, model_name=os.path.basename(folder))
+            scores = {name[: -len(suffix)]: value for name, value in metrics.items() if name.endswith(suffix)}
+            save_model_card(
+                trainer,
+                folder,
+                model=model.students[index],
+                args=own,
+                eval_results=scores or None,
+                model_name=os.path.basename(folder),
+            )
     steps, batch_size = trainer.state.global_step, config.per_device_train_batch_size
     return [
         TrainingResult(
@@ -440,21 +487,31 @@ def _run(trainer, config: GIFTConfig, model: nn.Module, train_dataset: Any, eval
             train_seconds=seconds / len(seeds),
             metrics=metrics,
             model=model.students[index] if together else trainer.model,
-            failure=(f"TrainingDivergedError: training diverged at step {failed[index]}: the loss became non-finite "
-                     f"(NaN or inf); trained together with {len(seeds)} students" if index in failed else None),
+            failure=(
+                f"TrainingDivergedError: training diverged at step {failed[index]}: the loss became non-finite "
+                f"(NaN or inf); trained together with {len(seeds)} students"
+                if index in failed
+                else None
+            ),
         )
         for index, seed in enumerate(seeds)
     ]
 
 
-def train_student(config: GIFTConfig, model: nn.Module | Callable[[], nn.Module], train_dataset: Any = None,
-                  eval_dataset: Any = None, **kwargs: Any) -> TrainingResult:
+def train_student(
+    config: GIFTConfig,
+    model: nn.Module | Callable[[], nn.Module],
+    train_dataset: Any = None,
+    eval_dataset: Any = None,
+    **kwargs: Any,
+) -> TrainingResult:
     """One student: :func:`train_students` with the seed ``config.seed`` (same arguments)."""
     return train_students(config, model, train_dataset, eval_dataset, **kwargs)[0]
 
 
 def student_accuracies(metrics: dict[str, Any], count: int) -> list[float | None]:
-    """Each student's ``accuracy`` in the metrics of an evaluation (``*_accuracy`` for one, ``*_accuracy_s<k>`` for K)."""
+    """Each student's ``accuracy`` in an evaluation's metrics (``*_accuracy`` for one, ``*_accuracy_s<k>`` for K)."""
+
     def find(suffix: str) -> float | None:
         for name, value in metrics.items():
             if name.endswith(suffix) and name.split("_")[0] in ("eval", "test"):

@@ -160,8 +160,10 @@ class DDRankingArguments:
     )
     distilled_learning_rate: Optional[float] = field(
         default=None,
-        metadata={"help": "A fixed learning rate for the distilled set's soft-label students (DD-Ranking's syn_lr); "
-                  "None searches the grid."},
+        metadata={
+            "help": "A fixed learning rate for the distilled set's soft-label students (DD-Ranking's syn_lr); "
+            "None searches the grid."
+        },
     )
     use_aug_for_hard: bool = field(
         default=True, metadata={"help": "Augment the hard-label students (distilled and full data) too."}
@@ -176,8 +178,8 @@ class DDRankingArguments:
     full_data_epochs: int = field(default=200, metadata={"help": "Full-data cell: epochs."})
     full_data_batch_size: int = field(default=512, metadata={"help": "Full-data cell: batch size."})
     full_data_step_size: Optional[int] = field(
-        default=100, metadata={"help": "Full-data cell: epochs between learning-rate decays (×lr_decay); None: "
-                               "no decay."}
+        default=100,
+        metadata={"help": "Full-data cell: epochs between learning-rate decays (×lr_decay); None: no decay."},
     )
     full_data_seeds: list[int] = field(
         default_factory=lambda: [0],
@@ -210,11 +212,15 @@ class DDRankingArguments:
         """Refuse a student configuration DD-Ranking's cells cannot use (one clear line)."""
         if not LOSSES[config.loss].needs_teacher:
             soft = sorted(k for k, v in LOSSES.items() if v.needs_teacher)
-            raise ValueError(f"loss: got {config.loss!r}; expected the soft-label students' loss, one of {soft} "
-                             "(the hard-label cells use 'ce' themselves)")
+            raise ValueError(
+                f"loss: got {config.loss!r}; expected the soft-label students' loss, one of {soft} "
+                "(the hard-label cells use 'ce' themselves)"
+            )
         if self.compute_ars and not parse_strategy(config.augmentation) and config.mix == "none":
-            raise ValueError("compute_ars: the augmentation-robust score compares training with and without "
-                             "augmentation, but augmentation='none' and mix='none'; set one or compute_ars=False")
+            raise ValueError(
+                "compute_ars: the augmentation-robust score compares training with and without "
+                "augmentation, but augmentation='none' and mix='none'; set one or compute_ars=False"
+            )
 
     def student_config(self, config: GIFTConfig, loss: str, augment: bool) -> GIFTConfig:
         """The students of a cell: ``config`` with ``loss`` (``'ce'``: hard labels), with or without augmentation."""
@@ -224,13 +230,19 @@ class DDRankingArguments:
         return config.replace(**changes)
 
     def full_data_config(self, config: GIFTConfig) -> GIFTConfig:
-        """The fixed recipe of the full-data hard-label cell (DD-Ranking: SGD 0.01, 200 epochs, batch 512, ×0.1 at 100)."""
+        """The fixed recipe of the full-data hard-label cell (DD-Ranking: SGD 0.01, 200 epochs, batch 512,
+        ×0.1 at epoch 100)."""
         step = self.full_data_step_size
         milestones = [e / self.full_data_epochs for e in range(step, self.full_data_epochs, step)] if step else []
         return self.student_config(config, "ce", self.use_aug_for_hard).replace(
-            num_train_epochs=self.full_data_epochs, per_device_train_batch_size=self.full_data_batch_size,
-            batch_sizes=None, learning_rate=self.full_data_learning_rate, lr_milestones=milestones,
-            lr_decay=config.lr_decay if milestones else 1.0, optim="sgd", optim_args="momentum=0.9",
+            num_train_epochs=self.full_data_epochs,
+            per_device_train_batch_size=self.full_data_batch_size,
+            batch_sizes=None,
+            learning_rate=self.full_data_learning_rate,
+            lr_milestones=milestones,
+            lr_decay=config.lr_decay if milestones else 1.0,
+            optim="sgd",
+            optim_args="momentum=0.9",
         )
 
 
@@ -245,19 +257,37 @@ def _write_json(path: str, payload: Any) -> None:
 
 def _quiet(config: GIFTConfig, output_dir: str, progress: bool) -> GIFTConfig:
     """A cell's students: nothing saved or logged, the evaluations scheduled by the protocol."""
-    return config.replace(output_dir=output_dir, save_strategy="no", logging_strategy="no", eval_strategy="no",
-                          report_to="none", disable_tqdm=not progress, resume_from_checkpoint=None)
+    return config.replace(
+        output_dir=output_dir,
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=not progress,
+        resume_from_checkpoint=None,
+    )
 
 
-def _student_records(cell: str, round_index: int | None, seeds: Sequence[int], lrs: Sequence[float],
-                     results: Sequence[TrainingResult]) -> list[dict[str, Any]]:
+def _student_records(
+    cell: str, round_index: int | None, seeds: Sequence[int], lrs: Sequence[float], results: Sequence[TrainingResult]
+) -> list[dict[str, Any]]:
     records = []
     for seed, lr, result in zip(seeds, lrs, results):
         best = result.accuracy
-        records.append({"cell": cell, "round": round_index, "seed": seed, "learning_rate": lr,
-                        "accuracies": result.accuracies, "best_accuracy": best if best is not None else math.nan,
-                        "final_accuracy": result.final_accuracy if result.final_accuracy is not None else math.nan,
-                        "failed": result.failure is not None, "failure": result.failure, "steps": result.steps})
+        records.append(
+            {
+                "cell": cell,
+                "round": round_index,
+                "seed": seed,
+                "learning_rate": lr,
+                "accuracies": result.accuracies,
+                "best_accuracy": best if best is not None else math.nan,
+                "final_accuracy": result.final_accuracy if result.final_accuracy is not None else math.nan,
+                "failed": result.failure is not None,
+                "failure": result.failure,
+                "steps": result.steps,
+            }
+        )
     return records
 
 
@@ -288,24 +318,43 @@ def full_data_accuracy(
     """
     recipe = args.full_data_config(config)
     protocol = {"recipe": recipe.training_settings(), "seeds": args.full_data_seeds}
-    data = {"train": real_train._fingerprint, "test": real_test._fingerprint,
-            "transform": dataclasses.asdict(transform)}
+    data = {
+        "train": real_train._fingerprint,
+        "test": real_test._fingerprint,
+        "transform": dataclasses.asdict(transform),
+    }
     key = {"dataset": _json_hash(data), "model": _json_hash(model), "protocol": _json_hash(protocol)}
-    path = os.path.join(cache_dir, FULL_DATA_DIR, f"{key['dataset']}-{key['model']}-{key['protocol']}.json") \
-        if cache_dir else None
+    path = (
+        os.path.join(cache_dir, FULL_DATA_DIR, f"{key['dataset']}-{key['model']}-{key['protocol']}.json")
+        if cache_dir
+        else None
+    )
     if path and os.path.isfile(path):
         with open(path) as f:
             cached = json.load(f)
         return {**cached, "cached": True, "path": path}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
-        results = train_students(_quiet(recipe, tmp, progress), build, real_train.with_transform(transform),
-                                 real_test.with_transform(transform), seeds=args.full_data_seeds, quiet=True)
-    students = _student_records("full_data_hard", None, args.full_data_seeds,
-                                [args.full_data_learning_rate] * len(results), results)
+        results = train_students(
+            _quiet(recipe, tmp, progress),
+            build,
+            real_train.with_transform(transform),
+            real_test.with_transform(transform),
+            seeds=args.full_data_seeds,
+            quiet=True,
+        )
+    students = _student_records(
+        "full_data_hard", None, args.full_data_seeds, [args.full_data_learning_rate] * len(results), results
+    )
     accuracy, _ = mean_and_std([r["best_accuracy"] for r in students])
-    result = {"accuracy": accuracy, "students": students, "key": key, **model, "protocol": protocol,
-              "train_seconds": time.perf_counter() - start}
+    result = {
+        "accuracy": accuracy,
+        "students": students,
+        "key": key,
+        **model,
+        "protocol": protocol,
+        "train_seconds": time.perf_counter() - start,
+    }
     if path:
         _write_json(path, result)
     return {**result, "cached": False, "path": path}
@@ -324,8 +373,13 @@ class DDRankingResult:
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores": self.scores, "rounds": self.rounds, "full_data": self.full_data,
-                "settings": self.settings, "students": self.students}
+        return {
+            "scores": self.scores,
+            "rounds": self.rounds,
+            "full_data": self.full_data,
+            "settings": self.settings,
+            "students": self.students,
+        }
 
 
 CELLS = {
@@ -341,8 +395,10 @@ CELLS = {
 def _ipc_of(labels: Sequence[int], num_classes: int) -> int:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()
     if len(set(counts)) != 1:
-        raise ValueError(f"distilled: class counts {counts} differ; DD-Ranking compares with a random subset of the "
-                         "same images per class, so expected a class-balanced distilled set")
+        raise ValueError(
+            f"distilled: class counts {counts} differ; DD-Ranking compares with a random subset of the "
+            "same images per class, so expected a class-balanced distilled set"
+        )
     return counts[0]
 
 
@@ -410,8 +466,10 @@ def ddranking_scores(
         if soft:
             raise ValueError("teacher: got None; the soft-label scores need a teacher (label_mode='hard' needs none)")
         if transform is None or student_arch is None:
-            raise ValueError("transform, student_arch: without a teacher the hard mode needs both (how images become "
-                             "pixel_values, and the students' architecture)")
+            raise ValueError(
+                "transform, student_arch: without a teacher the hard mode needs both (how images become "
+                "pixel_values, and the students' architecture)"
+            )
         teacher_model = None
     else:
         teacher_model = load_teacher(teacher) if not isinstance(teacher, nn.Module) else teacher.eval()
@@ -428,8 +486,9 @@ def ddranking_scores(
         if len(ds) == 0:
             raise ValueError(f"{name}: is empty (0 rows); expected images to train or evaluate on")
     if label_column != "label":
-        distilled, real_train, real_test = (ds.rename_column(label_column, "label")
-                                            for ds in (distilled, real_train, real_test))
+        distilled, real_train, real_test = (
+            ds.rename_column(label_column, "label") for ds in (distilled, real_train, real_test)
+        )
     feature = real_train.features.get("label")
     train_labels = np.asarray(real_train.with_format(None)["label"])
     syn_labels = np.asarray(distilled.with_format(None)["label"])
@@ -438,20 +497,36 @@ def ddranking_scores(
         raise ValueError(f"distilled: class id {int(syn_labels.max())} but the real data has {num_classes} classes")
     teacher_classes = num_classes_of(teacher_model) if teacher_model is not None else None
     if teacher_classes is not None and teacher_classes != num_classes:  # else a raw reshape error in round one
-        raise ValueError(f"teacher: has {teacher_classes} classes but the real data has {num_classes} (column "
-                         f"{label_column!r}); expected a teacher trained on this dataset's classes")
+        raise ValueError(
+            f"teacher: has {teacher_classes} classes but the real data has {num_classes} (column "
+            f"{label_column!r}); expected a teacher trained on this dataset's classes"
+        )
     ipc = _ipc_of(syn_labels, num_classes)
     cache_dir = cache_dir or output_dir
     model = {"model_name": student_arch, "model_kwargs": student_model_kwargs}
 
     def build() -> nn.Module:
-        return create_model(student_arch, num_classes, in_chans=transform.channels, img_size=transform.image_size,
-                            image_mean=transform.mean, image_std=transform.std, **student_model_kwargs)
+        return create_model(
+            student_arch,
+            num_classes,
+            in_chans=transform.channels,
+            img_size=transform.image_size,
+            image_mean=transform.mean,
+            image_std=transform.std,
+            **student_model_kwargs,
+        )
 
     # One display: every student of every cell (students × steps), an ETA, one line per cell and round.
     syn_lrs = [args.distilled_learning_rate] if args.distilled_learning_rate else args.learning_rates
-    per_round = (len(args.learning_rates) + len(syn_lrs) * (2 if args.compute_ars else 1)
-                 + len(args.learning_rates) * (2 if args.compute_ars else 1)) if soft else 2 * len(args.learning_rates)
+    per_round = (
+        (
+            len(args.learning_rates)
+            + len(syn_lrs) * (2 if args.compute_ars else 1)
+            + len(args.learning_rates) * (2 if args.compute_ars else 1)
+        )
+        if soft
+        else 2 * len(args.learning_rates)
+    )
     planned = len(args.seeds) * per_round + len(args.full_data_seeds)
     with job_progress(planned, "ddranking", enabled=progress) as bar:
         full = full_data_accuracy(real_train, real_test, build, model, transform, args, config, cache_dir=cache_dir)
@@ -474,19 +549,33 @@ def ddranking_scores(
 
         test = real_test.with_transform(eval_transform_for(transform, config.eval_transform))
 
-        def train_cell(cell: str, ds: Dataset, loss: str, augment: bool, seeds: list[int], lrs: list[float],
-                       round_index: int | None) -> None:
+        def train_cell(
+            cell: str,
+            ds: Dataset,
+            loss: str,
+            augment: bool,
+            seeds: list[int],
+            lrs: list[float],
+            round_index: int | None,
+        ) -> None:
             recipe = args.student_config(config, loss, augment)
             if loss == "ce":
                 recipe = recipe.replace(soft_label_source="teacher")  # hard labels: no soft-label column needed
             grid = [(s, lr) for s in seeds for lr in lrs]
             with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
-                results = train_students(_quiet(recipe, tmp, progress), build, ds.with_transform(transform), test,
-                                         seeds=[s for s, _ in grid], learning_rates=[lr for _, lr in grid],
-                                         teacher=teacher_model if loss != "ce" and not stored else None, quiet=True)
+                results = train_students(
+                    _quiet(recipe, tmp, progress),
+                    build,
+                    ds.with_transform(transform),
+                    test,
+                    seeds=[s for s, _ in grid],
+                    learning_rates=[lr for _, lr in grid],
+                    teacher=teacher_model if loss != "ce" and not stored else None,
+                    quiet=True,
+                )
             for i, seed in enumerate(seeds):
                 index = round_index if round_index is not None else args.seeds.index(seed)
-                share = results[i * len(lrs):(i + 1) * len(lrs)]
+                share = results[i * len(lrs) : (i + 1) * len(lrs)]
                 mine = _student_records(cell, index, [seed] * len(lrs), lrs, share)
                 students.extend(mine)
                 acc, lr = best_over_learning_rates({r["learning_rate"]: r["best_accuracy"] for r in mine})
@@ -495,8 +584,15 @@ def ddranking_scores(
                 progress_line(f"{cell}, round {index} (seed {args.seeds[index]}): {_pct(acc)}% (lr {lr})")
 
         # The distilled set is the same training set in every round: all rounds × rates train together.
-        train_cell("distilled_hard", distilled, "ce", args.use_aug_for_hard, args.seeds,
-                   args.learning_rates if soft else syn_lrs, None)
+        train_cell(
+            "distilled_hard",
+            distilled,
+            "ce",
+            args.use_aug_for_hard,
+            args.seeds,
+            args.learning_rates if soft else syn_lrs,
+            None,
+        )
         if soft:
             syn = labelled(distilled)
             train_cell("distilled_soft", syn, config.loss, True, args.seeds, syn_lrs, None)
@@ -506,8 +602,9 @@ def ddranking_scores(
         for r, seed in enumerate(args.seeds):
             rows = class_balanced_indices(train_labels.tolist(), ipc, seed=seed)
             if not soft:
-                train_cell("random_hard", real_train.select(rows), "ce", args.use_aug_for_hard, [seed],
-                           args.learning_rates, r)
+                train_cell(
+                    "random_hard", real_train.select(rows), "ce", args.use_aug_for_hard, [seed], args.learning_rates, r
+                )
                 continue
             rdm = labelled(real_train.select(rows))
             train_cell("random_soft", rdm, config.loss, True, [seed], args.learning_rates, r)
@@ -529,16 +626,27 @@ def ddranking_scores(
         if args.compute_ars:
             with_gap = row["distilled_soft"] - row["random_soft"]
             without_gap = row["distilled_soft_noaug"] - row["random_soft_noaug"]
-            row["ars"] = augmentation_robust_score(with_gap, without_gap, args.ars_lambda) \
-                if not (math.isnan(with_gap) or math.isnan(without_gap)) else math.nan
+            row["ars"] = (
+                augmentation_robust_score(with_gap, without_gap, args.ars_lambda)
+                if not (math.isnan(with_gap) or math.isnan(without_gap))
+                else math.nan
+            )
         rounds.append(row)
     scores: dict[str, float] = {}
     for name in ["hlr", "ior", "lrs"] + (["ars"] if args.compute_ars else []) + list(accuracy):
         scores[f"{name}_mean"], scores[f"{name}_std"] = mean_and_std([row[name] for row in rounds])
     scores["full_data_hard"] = full["accuracy"]
-    settings = {"label_mode": label_mode, "protocol": args.to_dict(), "config": config.training_settings(), "student_arch": student_arch,
-                "student_model_kwargs": student_model_kwargs, "ipc": ipc, "num_classes": num_classes,
-                "num_students": len(students), "transform": dataclasses.asdict(transform)}
+    settings = {
+        "label_mode": label_mode,
+        "protocol": args.to_dict(),
+        "config": config.training_settings(),
+        "student_arch": student_arch,
+        "student_model_kwargs": student_model_kwargs,
+        "ipc": ipc,
+        "num_classes": num_classes,
+        "num_students": len(students),
+        "transform": dataclasses.asdict(transform),
+    }
     result = DDRankingResult(scores, rounds, students, {k: v for k, v in full.items() if k != "students"}, settings)
     if output_dir:
         result.files = write_ddranking_results(result, output_dir)
@@ -555,23 +663,36 @@ def ddranking_markdown(result: DDRankingResult) -> str:
     from gift_hf.studies.report import markdown_table
 
     s = result.scores
-    names = [("hlr", "Hard-label recovery HLR (lower is better)"), ("ior", "Improvement over random IOR"),
-             ("lrs", "Label-robust score LRS"), ("ars", "Augmentation-robust score ARS")]
-    score_rows = [[label, f"{_pct(s[f'{key}_mean'], 2)} ± {_pct(s[f'{key}_std'], 2)}"]
-                  for key, label in names if f"{key}_mean" in s]
+    names = [
+        ("hlr", "Hard-label recovery HLR (lower is better)"),
+        ("ior", "Improvement over random IOR"),
+        ("lrs", "Label-robust score LRS"),
+        ("ars", "Augmentation-robust score ARS"),
+    ]
+    score_rows = [
+        [label, f"{_pct(s[f'{key}_mean'], 2)} ± {_pct(s[f'{key}_std'], 2)}"]
+        for key, label in names
+        if f"{key}_mean" in s
+    ]
     cells = [c for c in CELLS if c in result.rounds[0]]
-    round_rows = [[row["seed"], _pct(row["full_data_hard"])] + [f"{_pct(row[c])} (lr {row[f'{c}_lr']})" for c in cells]
-                  + [_pct(row.get(k), 2) for k in ("hlr", "ior", "lrs", "ars") if k in row] for row in result.rounds]
-    headers = ["seed", "full data, hard"] + [f"{CELLS[c][0]}, {CELLS[c][1]}" for c in cells] + \
-        [k.upper() for k in ("hlr", "ior", "lrs", "ars") if k in result.rounds[0]]
+    round_rows = [
+        [row["seed"], _pct(row["full_data_hard"])]
+        + [f"{_pct(row[c])} (lr {row[f'{c}_lr']})" for c in cells]
+        + [_pct(row.get(k), 2) for k in ("hlr", "ior", "lrs", "ars") if k in row]
+        for row in result.rounds
+    ]
+    headers = (
+        ["seed", "full data, hard"]
+        + [f"{CELLS[c][0]}, {CELLS[c][1]}" for c in cells]
+        + [k.upper() for k in ("hlr", "ior", "lrs", "ars") if k in result.rounds[0]]
+    )
     settings = result.settings
     return (
         f"## DD-Ranking scores ({settings['student_arch']}, IPC {settings['ipc']}, {len(result.rounds)} rounds, "
         f"{settings['num_students']} students + the full-data cell)\n\n"
         + markdown_table(["score", "mean ± std (%)"], score_rows)
         + "\n\nPer round: best test accuracy (%) over the learning-rate grid (best rate in brackets), and "
-        "scores (%).\n\n"
-        + markdown_table(headers, round_rows) + "\n"
+        "scores (%).\n\n" + markdown_table(headers, round_rows) + "\n"
     )
 
 
@@ -579,18 +700,38 @@ def write_ddranking_results(result: DDRankingResult, output_dir: str) -> dict[st
     """``results.json`` (everything), ``results.csv`` (one row per round), ``results.md`` and ``ddranking.png``."""
     from gift_hf.studies.report import bar_plot, write_results
 
-    files = write_results(output_dir, "ddranking", settings=result.settings, records=result.students,
-                          summary=result.rounds, table=ddranking_markdown(result),
-                          extra={"scores": result.scores, "full_data": result.full_data})
-    summary = [{"training set": "full data", "labels": "hard labels", "mean": 100 * result.scores["full_data_hard"],
-                "std": 0.0}]
+    files = write_results(
+        output_dir,
+        "ddranking",
+        settings=result.settings,
+        records=result.students,
+        summary=result.rounds,
+        table=ddranking_markdown(result),
+        extra={"scores": result.scores, "full_data": result.full_data},
+    )
+    summary = [
+        {
+            "training set": "full data",
+            "labels": "hard labels",
+            "mean": 100 * result.scores["full_data_hard"],
+            "std": 0.0,
+        }
+    ]
     for cell, (where, labels) in CELLS.items():
         if f"{cell}_mean" in result.scores:
-            summary.append({"training set": where, "labels": labels, "mean": 100 * result.scores[f"{cell}_mean"],
-                            "std": 100 * result.scores[f"{cell}_std"]})
+            summary.append(
+                {
+                    "training set": where,
+                    "labels": labels,
+                    "mean": 100 * result.scores[f"{cell}_mean"],
+                    "std": 100 * result.scores[f"{cell}_std"],
+                }
+            )
     summary = [row for row in summary if not math.isnan(row["mean"])]
-    title = (f"DD-Ranking: LRS {_pct(result.scores['lrs_mean'])}%"
-             + (f", ARS {_pct(result.scores['ars_mean'])}%" if "ars_mean" in result.scores else "")
-             + f" ({result.settings['student_arch']}, IPC {result.settings['ipc']})")
+    title = (
+        f"DD-Ranking: LRS {_pct(result.scores['lrs_mean'])}%"
+        + (f", ARS {_pct(result.scores['ars_mean'])}%" if "ars_mean" in result.scores else "")
+        + f" ({result.settings['student_arch']}, IPC {result.settings['ipc']})"
+    )
     files["plot"] = bar_plot(summary, "training set", "labels", os.path.join(output_dir, "ddranking.png"), title)
     return files

@@ -47,18 +47,25 @@ class DDRankingConfig:
         metadata={"help": "DD-Ranking's settings: rate grid, rounds, cells (default: DDRankingArguments())."},
     )
     student_config: Optional[GIFTConfig] = field(
-        default=None, metadata={"help": "How every student trains (default: the 'ddranking' protocol, DD-Ranking's "
-                                "CIFAR-10 settings, soft labels stored once)."}
+        default=None,
+        metadata={
+            "help": "How every student trains (default: the 'ddranking' protocol, DD-Ranking's "
+            "CIFAR-10 settings, soft labels stored once)."
+        },
     )
     num_classes: Optional[int] = field(
         default=None, metadata={"help": "Number of classes (default: the real data's ClassLabel)."}
     )
-    student_arch: Optional[str] = field(default=None, metadata={"help": "Students' timm architecture (default: the "
-                                                                         "teacher's)."})
+    student_arch: Optional[str] = field(
+        default=None, metadata={"help": "Students' timm architecture (default: the teacher's)."}
+    )
     student_model_kwargs: Optional[dict] = field(default=None, metadata={"help": "Students' create_model arguments."})
     transform: Optional[ImageTransform] = field(
-        default=None, metadata={"help": "How real images become pixel_values (default: the teacher's input spec); "
-                                "the image tensor must already be in that form."}
+        default=None,
+        metadata={
+            "help": "How real images become pixel_values (default: the teacher's input spec); "
+            "the image tensor must already be in that form."
+        },
     )
     label_column: str = field(default="label", metadata={"help": "Label column of the real data."})
     output_dir: Optional[str] = field(default=None, metadata={"help": "Where the results files are written."})
@@ -71,8 +78,10 @@ class DDRankingConfig:
         if self.num_classes is None:
             feature = self.real_train.features.get(self.label_column)
             if not isinstance(feature, ClassLabel):
-                raise ValueError(f"num_classes: not given and the real data's {self.label_column!r} column is not a "
-                                 "ClassLabel; pass num_classes")
+                raise ValueError(
+                    f"num_classes: not given and the real data's {self.label_column!r} column is not a "
+                    "ClassLabel; pass num_classes"
+                )
             self.num_classes = feature.num_classes
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise ValueError(f"num_classes: got {self.num_classes!r}; expected an integer >= 2")
@@ -88,20 +97,26 @@ def tensor_dataset(image_tensor: torch.Tensor, num_classes: int, soft_labels: to
         raise ValueError(f"image_tensor: got {shape}; expected a tensor of shape (N, channels, height, width)")
     n = image_tensor.shape[0]
     if n == 0 or n % num_classes:
-        raise ValueError(f"image_tensor: got {n} images for {num_classes} classes; expected the same number of "
-                         "images per class, ordered by class (DD-Ranking's layout)")
+        raise ValueError(
+            f"image_tensor: got {n} images for {num_classes} classes; expected the same number of "
+            "images per class, ordered by class (DD-Ranking's layout)"
+        )
     images = image_tensor.detach().to("cpu", torch.float32)
     if not torch.isfinite(images).all():
         raise ValueError("image_tensor: contains NaN/inf values; expected finite pixel values")
     ipc = n // num_classes
     columns: dict[str, Any] = {"pixel_values": images.numpy(), "label": np.repeat(np.arange(num_classes), ipc)}
-    features = {"pixel_values": Array3D(shape=tuple(images.shape[1:]), dtype="float32"),
-                "label": ClassLabel(num_classes=num_classes)}
+    features = {
+        "pixel_values": Array3D(shape=tuple(images.shape[1:]), dtype="float32"),
+        "label": ClassLabel(num_classes=num_classes),
+    }
     if soft_labels is not None:
         if not isinstance(soft_labels, torch.Tensor) or tuple(soft_labels.shape) != (n, num_classes):
             shape = tuple(soft_labels.shape) if isinstance(soft_labels, torch.Tensor) else type(soft_labels).__name__
-            raise ValueError(f"soft_labels: got {shape}; expected a tensor of shape ({n}, {num_classes}), one row "
-                             "of logits per image")
+            raise ValueError(
+                f"soft_labels: got {shape}; expected a tensor of shape ({n}, {num_classes}), one row "
+                "of logits per image"
+            )
         columns["soft_label"] = soft_labels.detach().to("cpu", torch.float32).numpy()
         features["soft_label"] = Sequence(Value("float32"), length=num_classes)
     return Dataset.from_dict(columns, features=Features(features))
@@ -116,27 +131,41 @@ class _LabelRobustScore:
         self.config = config if isinstance(config, DDRankingConfig) else DDRankingConfig(**dict(config))
         self.result: DDRankingResult | None = None  # the last computation, every cell and student
 
-    def _score(self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None, syn_lr: float | None,
-               **extra: Any) -> dict[str, float]:
+    def _score(
+        self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None, syn_lr: float | None, **extra: Any
+    ) -> dict[str, float]:
         config = self.config
         # the label-robust score only: the augmentation-robust score's extra cells are not trained
         args = dataclasses.replace(config.args, compute_ars=False)
         if syn_lr is not None:
-            if isinstance(syn_lr, bool) or not (isinstance(syn_lr, (int, float)) and syn_lr > 0
-                                                and math.isfinite(syn_lr)):
+            if isinstance(syn_lr, bool) or not (
+                isinstance(syn_lr, (int, float)) and syn_lr > 0 and math.isfinite(syn_lr)
+            ):
                 raise ValueError(f"syn_lr: got {syn_lr!r}; expected a positive learning rate")
             args = dataclasses.replace(args, distilled_learning_rate=float(syn_lr))
         distilled = tensor_dataset(image_tensor, config.num_classes, soft_labels)
         self.result = ddranking_scores(
-            distilled, config.real_train, config.real_test, config.teacher, args=args, config=config.student_config,
-            student_arch=config.student_arch, student_model_kwargs=config.student_model_kwargs,
-            transform=config.transform, label_column=config.label_column, output_dir=config.output_dir,
-            cache_dir=config.cache_dir, **extra,
+            distilled,
+            config.real_train,
+            config.real_test,
+            config.teacher,
+            args=args,
+            config=config.student_config,
+            student_arch=config.student_arch,
+            student_model_kwargs=config.student_model_kwargs,
+            transform=config.transform,
+            label_column=config.label_column,
+            output_dir=config.output_dir,
+            cache_dir=config.cache_dir,
+            **extra,
         )
         scores = self.result.scores
         out = {}
-        for ours, theirs in (("hlr", "hard_label_recovery"), ("ior", "improvement_over_random"),
-                             ("lrs", "label_robust_score")):
+        for ours, theirs in (
+            ("hlr", "hard_label_recovery"),
+            ("ior", "improvement_over_random"),
+            ("lrs", "label_robust_score"),
+        ):
             out[f"{theirs}_mean"], out[f"{theirs}_std"] = scores[f"{ours}_mean"], scores[f"{ours}_std"]
         return out
 
@@ -149,17 +178,22 @@ class LabelRobustScoreSoft(_LabelRobustScore):
     teacher's logits on the images; the random subsets are always labelled by the teacher.
     """
 
-    def compute_metrics(self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None = None,
-                        syn_lr: float | None = None) -> dict[str, float]:
+    def compute_metrics(
+        self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None = None, syn_lr: float | None = None
+    ) -> dict[str, float]:
         """Scores of ``image_tensor`` (``(N, C, H, W)``, normalised as the students' input, ordered by
         class): ``{hard_label_recovery, improvement_over_random, label_robust_score}_{mean, std}``."""
         if self.config.teacher is None:
-            raise ValueError("teacher: got None; the soft-label score needs a teacher to label the random subsets "
-                             "(LabelRobustScoreHard needs none)")
+            raise ValueError(
+                "teacher: got None; the soft-label score needs a teacher to label the random subsets "
+                "(LabelRobustScoreHard needs none)"
+            )
         if soft_labels is not None and self.config.student_config.soft_label_source != "dataset":
-            raise ValueError(f"soft_labels: given, but student_config.soft_label_source is "
-                             f"{self.config.student_config.soft_label_source!r}; expected 'dataset' (DD-Ranking's 'S' "
-                             "mode: one stored label per image), or leave soft_labels=None")
+            raise ValueError(
+                f"soft_labels: given, but student_config.soft_label_source is "
+                f"{self.config.student_config.soft_label_source!r}; expected 'dataset' (DD-Ranking's 'S' "
+                "mode: one stored label per image), or leave soft_labels=None"
+            )
         # the set's own labels go in its soft_label column, which ddranking_scores uses instead of the teacher's
         return self._score(image_tensor, soft_labels, syn_lr)
 
@@ -170,12 +204,15 @@ class LabelRobustScoreHard(_LabelRobustScore):
 
     label_mode = "hard"
 
-    def compute_metrics(self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None = None,
-                        syn_lr: float | None = None) -> dict[str, float]:
+    def compute_metrics(
+        self, image_tensor: torch.Tensor, soft_labels: torch.Tensor | None = None, syn_lr: float | None = None
+    ) -> dict[str, float]:
         """Scores of ``image_tensor`` with hard labels (``soft_labels`` is refused: the hard mode uses none)."""
         if soft_labels is not None:
-            raise ValueError("soft_labels: the hard-label score trains on hard labels only; use "
-                             "LabelRobustScoreSoft for a set's soft labels")
+            raise ValueError(
+                "soft_labels: the hard-label score trains on hard labels only; use "
+                "LabelRobustScoreSoft for a set's soft labels"
+            )
         if self.config.teacher is None and self.config.transform is None:
             raise ValueError("transform: got None and no teacher; the hard mode needs the real images' transform")
         if self.config.teacher is None and self.config.student_arch is None:

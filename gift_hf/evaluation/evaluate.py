@@ -42,13 +42,13 @@ from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
+from gift_hf.data.images import ImageTransform, eval_transform_for
 from gift_hf.engine.config import DSA_STRATEGY, GIFTConfig, protocol_config
 from gift_hf.engine.losses import check_class_ids
 from gift_hf.engine.progress import job_progress, progress_line
-from gift_hf.data.images import ImageTransform, eval_transform_for
-from gift_hf.models.modeling import create_model, load_teacher, model_spec, num_classes_of
 from gift_hf.engine.trainer import TrainingDivergedError
 from gift_hf.engine.training import TrainingResult, train_students
+from gift_hf.models.modeling import create_model, load_teacher, model_spec, num_classes_of
 
 __all__ = [
     "DSA_STRATEGY",
@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 # ---------------------------------------------------------------------------- students
 @dataclass
@@ -219,11 +220,16 @@ def train_on_distilled(
     num_classes = _check_training_set(distilled, test_dataset, config, label_column, num_classes)
     transform = student.transform(image_column)
     seeds = list(seeds)
-    reporters = [r for r in ([config.report_to] if isinstance(config.report_to, str) else config.report_to or [])
-                 if r not in ("none", "all")]
+    reporters = [
+        r
+        for r in ([config.report_to] if isinstance(config.report_to, str) else config.report_to or [])
+        if r not in ("none", "all")
+    ]
     if reporters:
-        logger.warning(f"report_to={reporters} is ignored here: an evaluation's students train in a temporary "
-                       "folder with logging off; train one student with `gift-hf train` to log it")
+        logger.warning(
+            f"report_to={reporters} is ignored here: an evaluation's students train in a temporary "
+            "folder with logging off; train one student with `gift-hf train` to log it"
+        )
     with tempfile.TemporaryDirectory(prefix="gift_hf_students_") as tmp:
         cell = config.replace(
             output_dir=tmp,
@@ -252,8 +258,9 @@ def train_on_distilled(
             return [failed_student(seed, config, err) for seed in seeds]
 
 
-def _check_training_set(distilled: Dataset, test_dataset: Dataset, config: GIFTConfig, label_column: str,
-                        num_classes: int | None) -> int:
+def _check_training_set(
+    distilled: Dataset, test_dataset: Dataset, config: GIFTConfig, label_column: str, num_classes: int | None
+) -> int:
     """Refuse a training set the students cannot train on; its number of classes."""
     if len(distilled) == 0:
         raise ValueError("distilled dataset is empty")
@@ -272,15 +279,23 @@ def _check_training_set(distilled: Dataset, test_dataset: Dataset, config: GIFTC
     if config.label_source == "dataset" and "soft_label" in distilled.column_names:
         width = len(plain[0]["soft_label"])
         if width != num_classes:
-            raise ValueError(f"distilled dataset column 'soft_label': rows of width {width} but the labels have "
-                             f"{num_classes} classes; expected one soft-label entry per class")
+            raise ValueError(
+                f"distilled dataset column 'soft_label': rows of width {width} but the labels have "
+                f"{num_classes} classes; expected one soft-label entry per class"
+            )
     return num_classes
 
 
 def failed_student(seed: int, config: GIFTConfig, error: Exception) -> TrainingResult:
     """The record of a student whose training diverged: no accuracy, the error kept."""
-    return TrainingResult(seed=seed, accuracies=[], steps=0, batch_size=config.per_device_train_batch_size,
-                          train_seconds=0.0, failure=f"{type(error).__name__}: {error}")
+    return TrainingResult(
+        seed=seed,
+        accuracies=[],
+        steps=0,
+        batch_size=config.per_device_train_batch_size,
+        train_seconds=0.0,
+        failure=f"{type(error).__name__}: {error}",
+    )
 
 
 def has_soft_labels(dataset: Dataset, column: str = "soft_label") -> bool:
@@ -363,13 +378,24 @@ def evaluate_distilled(
         raise ValueError(f"teacher predicts {teacher_classes} classes but num_classes={num_classes}")
     if config.label_source == "dataset" and not has_soft_labels(distilled):
         if teacher_model is None:
-            raise ValueError("soft_label_source='dataset' but the distilled set has no soft labels and no teacher "
-                             "was given to compute them")
+            raise ValueError(
+                "soft_label_source='dataset' but the distilled set has no soft labels and no teacher "
+                "was given to compute them"
+            )
         distilled = relabel_for(distilled, teacher_model, config)
     with job_progress(config.num_students, "students", enabled=progress):
-        results = train_on_distilled(distilled, test_dataset, config, config.seeds(), student, teacher_model,
-                                     num_classes=num_classes, image_column=image_column, label_column=label_column,
-                                     callbacks=trainer_callbacks)
+        results = train_on_distilled(
+            distilled,
+            test_dataset,
+            config,
+            config.seeds(),
+            student,
+            teacher_model,
+            num_classes=num_classes,
+            image_column=image_column,
+            label_column=label_column,
+            callbacks=trainer_callbacks,
+        )
         for result in results:
             if progress:
                 shown = f"{100 * result.accuracy:.2f}%" if result.accuracy is not None else "failed"

@@ -29,25 +29,59 @@ from gift_hf.data.distilled import DistilledInfo
 from gift_hf.files import write_output_text
 from gift_hf.models.modeling import model_spec
 
-__all__ = ["CITATIONS", "ModelCardCallback", "build_model_card", "dataset_reference", "public_name", "save_model_card",
-           "write_model_card"]
+__all__ = [
+    "CITATIONS",
+    "ModelCardCallback",
+    "build_model_card",
+    "dataset_reference",
+    "public_name",
+    "save_model_card",
+    "write_model_card",
+]
 
 CARD_KEY = "gift_hf"
 DEFAULT_TAGS = ("dataset-distillation", "gift_hf", "image-classification")
 # Trainer metrics that describe speed, not the model.
 _NOT_SCORES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 # TrainingArguments fields a reader needs to reproduce the training.
-_TRAINING_FIELDS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                    "learning_rate", "weight_decay", "optim", "lr_scheduler_type", "warmup_steps",
-                    "soft_label_source", "soft_label_kind", "augmentation", "augmentation_mode", "factor_crop",
-                    "patch_shuffle_factor", "mix",
-                    "mix_prob", "mix_beta", "zca", "zca_epsilon", "bf16", "fp16")
+_TRAINING_FIELDS = (
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "weight_decay",
+    "optim",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "soft_label_source",
+    "soft_label_kind",
+    "augmentation",
+    "augmentation_mode",
+    "factor_crop",
+    "patch_shuffle_factor",
+    "mix",
+    "mix_prob",
+    "mix_beta",
+    "zca",
+    "zca_epsilon",
+    "bf16",
+    "fp16",
+)
 
 
 # Protocol fields that are per-dataset settings of one protocol (the papers scale them with the
 # set), so a run that changes only these still follows the named protocol.
-_PER_DATASET_FIELDS = ("num_train_epochs", "seed", "factor_crop", "patch_shuffle_factor", "batch_size_rule",
-                       "batch_size_thresholds", "batch_sizes", "per_device_train_batch_size")
+_PER_DATASET_FIELDS = (
+    "num_train_epochs",
+    "seed",
+    "factor_crop",
+    "patch_shuffle_factor",
+    "batch_size_rule",
+    "batch_size_thresholds",
+    "batch_sizes",
+    "per_device_train_batch_size",
+)
 
 # BibTeX of the works a student's training rests on; the method's only when the set records it.
 CITATIONS = {
@@ -149,9 +183,14 @@ def _protocol_record(protocol: Any) -> dict[str, Any] | None:
         return _plain(getattr(protocol, name))
 
     fields = sorted({k for preset in PROTOCOLS.values() for k in preset} - {"seed"} | {"max_steps"})
-    name = next((n for n, preset in PROTOCOLS.items()
-                 if all(value(k) == _plain(v) for k, v in preset.items() if k not in _PER_DATASET_FIELDS)),
-                "custom")
+    name = next(
+        (
+            n
+            for n, preset in PROTOCOLS.items()
+            if all(value(k) == _plain(v) for k, v in preset.items() if k not in _PER_DATASET_FIELDS)
+        ),
+        "custom",
+    )
     return {"name": name, **{k: value(k) for k in fields}}
 
 
@@ -212,8 +251,11 @@ def build_model_card(
     distilled = distilled_info is not None  # a set with a gift_hf card, not a plain (real) split
     info = distilled_info or DistilledInfo()
     loss_name, loss_params = _loss(args)
-    teacher = teacher or getattr(args, "teacher_model_name_or_path", None) or (
-        info.teacher_id if isinstance(info.teacher_id, str) else None)
+    teacher = (
+        teacher
+        or getattr(args, "teacher_model_name_or_path", None)
+        or (info.teacher_id if isinstance(info.teacher_id, str) else None)
+    )
     if loss_name is not None and getattr(args, "soft_label_source", None) == "none":
         teacher = None
     protocol_record = _protocol_record(protocol if protocol is not None else args)
@@ -233,9 +275,16 @@ def build_model_card(
     dataset_path, dataset = dataset, public_name(dataset)
     evaluated_on = public_name(eval_dataset or info.source_dataset or dataset) or "unknown"
     results = [
-        EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=evaluated_on,
-                   dataset_name=evaluated_on, dataset_split=eval_split or None, metric_type=name, metric_value=value,
-                   metric_name=name.replace("_", " ").capitalize())
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=evaluated_on,
+            dataset_name=evaluated_on,
+            dataset_split=eval_split or None,
+            metric_type=name,
+            metric_value=value,
+            metric_name=name.replace("_", " ").capitalize(),
+        )
         for name, value in scores.items()
     ]
     training = {name: _plain(getattr(args, name)) for name in _TRAINING_FIELDS if hasattr(args, name)}
@@ -272,44 +321,55 @@ def build_model_card(
     setattr(card_data, CARD_KEY, _plain(record))
     kind = "the distilled dataset" if distilled else "the dataset"
     where = f"{evaluated_on} ({eval_split})" if eval_split else evaluated_on
-    body = "\n".join([
-        f"# {model_name}",
-        "",
-        f"A `{spec['arch']}` image classifier trained by gift_hf on "
-        + (f"{kind} `{dataset}`" if dataset else "a dataset that was not recorded")
-        + (f" ({info.ipc} images per class)" if info.ipc else "")
-        + (f" with the `{loss_name}` loss" if loss_name else "") + ".",
-        "",
-        "## Use it",
-        "",
-        _usage_snippet(spec, repo_id),
-        "",
-        "## How it was trained",
-        "",
-        *_describe(record, info, distilled),
-        "",
-        "## Evaluation",
-        "",
-        *(["| metric | value | data |", "| --- | --- | --- |"]
-          + [f"| {name} | {_show_score(name, value)} | {where} |" for name, value in scores.items()]
-          if scores else ["Not evaluated yet."]),
-        *([""] + [_EVAL_LOSS_NOTE.format(loss=loss_name)] if "loss" in scores and loss_name not in (None, "ce")
-          else []),
-        "",
-        *_intended_use(distilled),
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        "\n\n".join(CITATIONS[k] for k in ("gift", "label_paper", _method_citation(info.method)) if k),
-        "```",
-        "",
-    ])
+    body = "\n".join(
+        [
+            f"# {model_name}",
+            "",
+            f"A `{spec['arch']}` image classifier trained by gift_hf on "
+            + (f"{kind} `{dataset}`" if dataset else "a dataset that was not recorded")
+            + (f" ({info.ipc} images per class)" if info.ipc else "")
+            + (f" with the `{loss_name}` loss" if loss_name else "")
+            + ".",
+            "",
+            "## Use it",
+            "",
+            _usage_snippet(spec, repo_id),
+            "",
+            "## How it was trained",
+            "",
+            *_describe(record, info, distilled),
+            "",
+            "## Evaluation",
+            "",
+            *(
+                ["| metric | value | data |", "| --- | --- | --- |"]
+                + [f"| {name} | {_show_score(name, value)} | {where} |" for name, value in scores.items()]
+                if scores
+                else ["Not evaluated yet."]
+            ),
+            *(
+                [""] + [_EVAL_LOSS_NOTE.format(loss=loss_name)]
+                if "loss" in scores and loss_name not in (None, "ce")
+                else []
+            ),
+            "",
+            *_intended_use(distilled),
+            "",
+            "## Citation",
+            "",
+            "```bibtex",
+            "\n\n".join(CITATIONS[k] for k in ("gift", "label_paper", _method_citation(info.method)) if k),
+            "```",
+            "",
+        ]
+    )
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
-_EVAL_LOSS_NOTE = ("The eval loss is the hard-label cross-entropy; a student trained with `{loss}` (not CE) "
-                  "does not calibrate its logits for it, so that loss can be high while the accuracy is high.")
+_EVAL_LOSS_NOTE = (
+    "The eval loss is the hard-label cross-entropy; a student trained with `{loss}` (not CE) "
+    "does not calibrate its logits for it, so that loss can be high while the accuracy is high."
+)
 
 
 def _show_score(name: str, value: float) -> str:
@@ -328,8 +388,7 @@ def _intended_use(distilled: bool) -> list[str]:
         "",
         "## Limitations",
         "",
-        *([f"- Trained on {data}: expect lower accuracy than a model trained on the full data."] if distilled
-          else []),
+        *([f"- Trained on {data}: expect lower accuracy than a model trained on the full data."] if distilled else []),
         "- Check it on your own data before relying on it.",
         "- It inherits the biases of its training images and of its teacher's labels.",
         "- It knows only its label set; images of other classes still get one of those labels.",
@@ -356,12 +415,12 @@ def _usage_snippet(spec: dict[str, Any], repo_id: str | None) -> str:
         "from transformers import AutoModelForImageClassification\n"
         "from gift_hf import image_transform_for\n\n"
         f'model = AutoModelForImageClassification.from_pretrained("{where}").eval()\n'
-        "pixels = image_transform_for(model)({\"image\": [Image.open(\"image.png\")]})[\"pixel_values\"]\n"
+        'pixels = image_transform_for(model)({"image": [Image.open("image.png")]})["pixel_values"]\n'
         "with torch.no_grad():\n"
         "    label = model(pixel_values=torch.stack(pixels)).logits.argmax(-1).item()\n"
         "print(model.config.id2label[label])\n"
         "```\n\n"
-        "For `pipeline(\"image-classification\")`, which feeds RGB images, save an exactly equivalent "
+        'For `pipeline("image-classification")`, which feeds RGB images, save an exactly equivalent '
         "3-channel copy with `gift_hf.models.modeling.to_rgb_student(model).save_pretrained(...)`."
     )
 
@@ -381,8 +440,11 @@ def _describe(record: dict[str, Any], info: DistilledInfo, distilled: bool = Tru
         + (f" (from {info.source_dataset}, method {info.method})" if info.source_dataset else ""),
         f"- **Teacher:** {show(record.get('teacher'))}",
         f"- **Loss:** {show(record.get('loss'))}"
-        + (" with " + ", ".join(f"{k}={v}" for k, v in record["loss_params"].items()) if record.get("loss_params")
-           else ""),
+        + (
+            " with " + ", ".join(f"{k}={v}" for k, v in record["loss_params"].items())
+            if record.get("loss_params")
+            else ""
+        ),
         f"- **Protocol:** {show((protocol or {}).get('name'))}",
         f"- **Seed:** {show(record.get('seed'))}",
     ]
@@ -431,9 +493,13 @@ class ModelCardCallback(TrainerCallback):
 
     def card(self, model: nn.Module, args: Any, **overrides: Any) -> Any:
         name, split, eval_license = self.eval_reference
-        kwargs = {"dataset_fingerprint": self.fingerprint, "eval_results": self.metrics or None,
-                  "default_license": self.train_license or eval_license,
-                  **self.card_kwargs, **{k: v for k, v in overrides.items() if v is not None}}
+        kwargs = {
+            "dataset_fingerprint": self.fingerprint,
+            "eval_results": self.metrics or None,
+            "default_license": self.train_license or eval_license,
+            **self.card_kwargs,
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
         if kwargs.get("eval_dataset") is None and name is not None:
             kwargs["eval_dataset"], kwargs["eval_split"] = name, kwargs.get("eval_split") or split
         return build_model_card(model, args, **kwargs)
@@ -469,8 +535,12 @@ def save_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, *
     if overrides.get("model_name") is None and overrides.get("repo_id") is None:
         overrides["model_name"] = Path(output_dir).name
     teacher = getattr(trainer, "teacher_model", None)
-    if teacher is not None and "teacher" not in callback.card_kwargs and overrides.get("teacher") is None \
-            and not getattr(trainer.args, "teacher_model_name_or_path", None):
+    if (
+        teacher is not None
+        and "teacher" not in callback.card_kwargs
+        and overrides.get("teacher") is None
+        and not getattr(trainer.args, "teacher_model_name_or_path", None)
+    ):
         # a teacher given as an instance: name it by where it was loaded from, else its architecture
         teacher = trainer.accelerator.unwrap_model(teacher)
         path = getattr(getattr(teacher, "config", None), "_name_or_path", None)

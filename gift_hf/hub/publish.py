@@ -50,8 +50,10 @@ def push_distilled(
         if isinstance(dataset, (str, os.PathLike)):
             folder = Path(dataset)
             if info is not None:
-                raise ValueError("info: a saved directory carries its own DistilledInfo in README.md; pass "
-                                 "info=None (or the dataset object instead of the directory)")
+                raise ValueError(
+                    "info: a saved directory carries its own DistilledInfo in README.md; pass "
+                    "info=None (or the dataset object instead of the directory)"
+                )
             splits, _ = load_distilled(folder, cache_dir=os.path.join(tmp, "cache"))  # validates the folder
         else:
             splits = DatasetDict(as_splits(dataset))
@@ -60,10 +62,19 @@ def push_distilled(
         num_shards = {split: len(list((folder / "data").glob(f"{split}-*.parquet"))) for split in splits}
         with quiet_datasets():
             commit = splits.push_to_hub(
-                repo_id, private=private, token=token, revision=revision, num_shards=num_shards,
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                num_shards=num_shards,
                 commit_message=commit_message or "Upload distilled dataset with gift_hf",
             )
         card = DatasetCard((folder / "README.md").read_text(encoding="utf-8"))
-        card.push_to_hub(repo_id, token=token, repo_type="dataset", revision=revision,
-                         commit_message="Dataset card with the gift_hf provenance")
+        card.push_to_hub(
+            repo_id,
+            token=token,
+            repo_type="dataset",
+            revision=revision,
+            commit_message="Dataset card with the gift_hf provenance",
+        )
     return commit

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
 
 __all__ = ["ConvNet"]
 
@@ -50,7 +50,7 @@ class ConvNet(nn.Module):
         if height >> depth < 1 or width_px >> depth < 1:
             raise ValueError(
                 f"img_size {img_size} is too small for depth {depth}: each block halves the size "
-                f"(need at least {2 ** depth} pixels per side)"
+                f"(need at least {2**depth} pixels per side)"
             )
         if pool not in ("avgpool", "maxpool"):
             raise ValueError(f"pool must be 'avgpool' or 'maxpool', got {pool!r}")
@@ -84,11 +84,14 @@ class ConvNet(nn.Module):
         # The flattened features feed a linear head sized for img_size: any other input
         # would fail deep inside with a bare shape error, so name the mismatch here.
         if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"pixel_values must have shape (batch, {self.in_chans}, H, W) for this model, got "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.in_chans}, H, W) for this model, got {tuple(x.shape)}"
+            )
         if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"pixel_values: got {x.shape[-2]}×{x.shape[-1]} images; this gift_convnet_d{self.depth} "
-                             f"expects {self.img_size[0]}×{self.img_size[1]} (img_size)")
+            raise ValueError(
+                f"pixel_values: got {x.shape[-2]}×{x.shape[-1]} images; this gift_convnet_d{self.depth} "
+                f"expects {self.img_size[0]}×{self.img_size[1]} (img_size)"
+            )
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -127,7 +130,9 @@ default_cfgs = generate_default_cfgs(
 
 def _create_convnet(variant: str, depth: int, pretrained: bool = False, **kwargs: Any) -> ConvNet:
     if pretrained:
-        raise ValueError(f"{variant} has no pretrained weights; train one (gift-hf quickstart or gift-hf train-teacher)")
+        raise ValueError(
+            f"{variant} has no pretrained weights; train one (gift-hf quickstart or gift-hf train-teacher)"
+        )
     return build_model_with_cfg(ConvNet, variant, pretrained=False, depth=depth, **kwargs)
 
 

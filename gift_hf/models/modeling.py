@@ -35,9 +35,9 @@ from transformers import (
 )
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from gift_hf.data.images import ImageTransform
 from gift_hf.models import convnet as _convnet  # noqa: F401  (registers gift_convnet_* in timm)
 from gift_hf.models import resnet as _resnet  # noqa: F401  (registers gift_resnet18_modified in timm)
-from gift_hf.data.images import ImageTransform
 
 __all__ = [
     "GIFTClassifier",
@@ -297,9 +297,11 @@ def load_teacher(
         elif os.path.isfile(name) and name.endswith(STATE_DICT_SUFFIXES):
             model = _load_torchvision(name, role, **init_kwargs)
         elif os.path.lexists(name):
-            raise ValueError(f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
-                             "(config.json + model.safetensors), a torchvision state dict "
-                             f"({', '.join(STATE_DICT_SUFFIXES)}), a Hub model id or a timm architecture name")
+            raise ValueError(
+                f"{role} {name!r} is a file; expected a directory saved with save_pretrained "
+                "(config.json + model.safetensors), a torchvision state dict "
+                f"({', '.join(STATE_DICT_SUFFIXES)}), a Hub model id or a timm architecture name"
+            )
         elif "/" not in name and timm.list_models(name):
             kwargs = dict(init_kwargs)
             num_classes = kwargs.pop("num_classes", None)
@@ -312,10 +314,12 @@ def load_teacher(
                     name, revision=revision, trust_remote_code=trust_remote_code, **init_kwargs
                 )
             except OSError as err:  # offline, unknown repo, no access
-                raise ValueError(f"{role} {name!r} not found: no local directory or timm architecture of that name, "
-                                 f"and the Hub model {name!r} could not be loaded ({type(err).__name__}); expected a "
-                                 "directory saved with save_pretrained, a timm architecture name or an existing Hub "
-                                 "model id") from None
+                raise ValueError(
+                    f"{role} {name!r} not found: no local directory or timm architecture of that name, "
+                    f"and the Hub model {name!r} could not be loaded ({type(err).__name__}); expected a "
+                    "directory saved with save_pretrained, a timm architecture name or an existing Hub "
+                    "model id"
+                ) from None
     model.eval()
     model.requires_grad_(False)
     return model
@@ -325,8 +329,9 @@ STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 """Files :func:`load_teacher` reads as a torchvision model's state dict."""
 
 
-def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes: int | None = None,
-                      **kwargs: Any) -> nn.Module:
+def _load_torchvision(
+    path: str, role: str, arch: str | None = None, num_classes: int | None = None, **kwargs: Any
+) -> nn.Module:
     """A torchvision classifier ``arch`` with the state dict saved in ``path``.
 
     ``.safetensors`` files are read with safetensors, the others with
@@ -338,13 +343,16 @@ def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes
     from safetensors.torch import load_file
 
     if arch is None:
-        raise ValueError(f"{role} {path!r} is a file; expected a directory saved with save_pretrained (config.json "
-                         "+ model.safetensors), or for a torchvision state dict its architecture named by arch in the "
-                         "init kwargs, e.g. --teacher_model_init_kwargs '{\"arch\": \"resnet18\"}'")
+        raise ValueError(
+            f"{role} {path!r} is a file; expected a directory saved with save_pretrained (config.json "
+            "+ model.safetensors), or for a torchvision state dict its architecture named by arch in the "
+            'init kwargs, e.g. --teacher_model_init_kwargs \'{"arch": "resnet18"}\''
+        )
     if arch not in torchvision.models.list_models():
         raise ValueError(f"arch: got {arch!r}; expected a torchvision model name (torchvision.models.list_models())")
-    state = load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu",
-                                                                              weights_only=True)
+    state = (
+        load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu", weights_only=True)
+    )
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -359,8 +367,9 @@ def _load_torchvision(path: str, role: str, arch: str | None = None, num_classes
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{role} {path!r} does not hold a torchvision {arch} of {num_classes} classes: "
-                         f"{err}") from None
+        raise ValueError(
+            f"{role} {path!r} does not hold a torchvision {arch} of {num_classes} classes: {err}"
+        ) from None
     model.num_classes = num_classes  # read by num_classes_of
     return model
 
@@ -384,8 +393,12 @@ def _input_of(model: nn.Module | PretrainedConfig | str | os.PathLike) -> dict[s
         values = [float(v) for v in values]
         return values * channels if channels and len(values) == 1 else values
 
-    return {"channels": channels, "size": spec.get("img_size"), "mean": per_channel(spec.get("image_mean")),
-            "std": per_channel(spec.get("image_std"))}
+    return {
+        "channels": channels,
+        "size": spec.get("img_size"),
+        "mean": per_channel(spec.get("image_mean")),
+        "std": per_channel(spec.get("image_std")),
+    }
 
 
 class RenormalizeInput(nn.Module):
@@ -396,11 +409,13 @@ class RenormalizeInput(nn.Module):
     batch exactly as its own preprocessing would have made it.
     """
 
-    def __init__(self, mean_from: Sequence[float], std_from: Sequence[float], mean_to: Sequence[float],
-                 std_to: Sequence[float]) -> None:
+    def __init__(
+        self, mean_from: Sequence[float], std_from: Sequence[float], mean_to: Sequence[float], std_to: Sequence[float]
+    ) -> None:
         super().__init__()
-        mean_from, std_from, mean_to, std_to = (torch.tensor(v, dtype=torch.float64).view(-1, 1, 1)
-                                                for v in (mean_from, std_from, mean_to, std_to))
+        mean_from, std_from, mean_to, std_to = (
+            torch.tensor(v, dtype=torch.float64).view(-1, 1, 1) for v in (mean_from, std_from, mean_to, std_to)
+        )
         self.register_buffer("scale", (std_from / std_to).float(), persistent=False)
         self.register_buffer("shift", ((mean_from - mean_to) / std_to).float(), persistent=False)
 
@@ -452,15 +467,18 @@ def check_teacher_preprocessing(
     if None in (t["mean"], t["std"], s["mean"], s["std"]):
         return None
     if len(t["mean"]) != len(s["mean"]) or len(t["std"]) != len(s["std"]):
-        raise ValueError(f"{teacher_role}: the teacher normalises {len(t['mean'])} channel(s) (mean {t['mean']}) "
-                         f"but the student {len(s['mean'])} (mean {s['mean']}); expected the same channels")
+        raise ValueError(
+            f"{teacher_role}: the teacher normalises {len(t['mean'])} channel(s) (mean {t['mean']}) "
+            f"but the student {len(s['mean'])} (mean {s['mean']}); expected the same channels"
+        )
     if t["mean"] == s["mean"] and t["std"] == s["std"]:
         return None
     return RenormalizeInput(s["mean"], s["std"], t["mean"], t["std"])
 
 
-def adapt_teacher(teacher: nn.Module, student: nn.Module | PretrainedConfig | str | os.PathLike, *,
-                  teacher_role: str = "teacher") -> nn.Module:
+def adapt_teacher(
+    teacher: nn.Module, student: nn.Module | PretrainedConfig | str | os.PathLike, *, teacher_role: str = "teacher"
+) -> nn.Module:
     """``teacher`` itself when it takes the student's batches as they are, else the teacher behind the
     exact mean/std conversion (:func:`check_teacher_preprocessing`; refused for another size or channels)."""
     renormalize = check_teacher_preprocessing(teacher, student, teacher_role=teacher_role)
@@ -556,8 +574,13 @@ def to_timm_wrapper(model: GIFTClassifier | str | os.PathLike) -> TimmWrapperFor
         raise TypeError(f"model: got {type(model).__name__}; expected a GIFTClassifier (model_type 'gift_timm')")
     spec = model_spec(model)
     converted = create_model(
-        spec["arch"], model.config.num_labels, in_chans=spec["in_chans"], img_size=spec["img_size"],
-        id2label=model.config.id2label, image_mean=spec["image_mean"], image_std=spec["image_std"],
+        spec["arch"],
+        model.config.num_labels,
+        in_chans=spec["in_chans"],
+        img_size=spec["img_size"],
+        id2label=model.config.id2label,
+        image_mean=spec["image_mean"],
+        image_std=spec["image_std"],
         **spec["model_kwargs"],
     )
     converted.timm_model.load_state_dict(model.timm_model.state_dict())
@@ -585,8 +608,14 @@ def to_rgb_student(model: nn.Module | str | os.PathLike) -> TimmWrapperForImageC
     if spec["in_chans"] != 1:
         raise ValueError(f"model: in_chans is {spec['in_chans']}; expected a grayscale (in_chans=1) student")
     rgb = create_model(
-        spec["arch"], model.config.num_labels, in_chans=3, img_size=spec["img_size"], id2label=model.config.id2label,
-        image_mean=list(spec["image_mean"]) * 3, image_std=list(spec["image_std"]) * 3, **spec["model_kwargs"],
+        spec["arch"],
+        model.config.num_labels,
+        in_chans=3,
+        img_size=spec["img_size"],
+        id2label=model.config.id2label,
+        image_mean=list(spec["image_mean"]) * 3,
+        image_std=list(spec["image_std"]) * 3,
+        **spec["model_kwargs"],
     )
     state = model.timm_model.state_dict()
     target = rgb.timm_model.state_dict()

@@ -35,9 +35,17 @@ class _RegisterAfterTimm(importlib.abc.MetaPathFinder):
             return None
         # the finders after us; a lookup alone (``importlib.util.find_spec("timm")``, as
         # transformers does to see what is installed) loads nothing, so we stay until a load
-        later = sys.meta_path[sys.meta_path.index(self) + 1:] if self in sys.meta_path else []
-        spec = next((s for f in later if hasattr(f, "find_spec")
-                     for s in [f.find_spec(fullname, path, target)] if s is not None), None)
+        later = sys.meta_path[sys.meta_path.index(self) + 1 :] if self in sys.meta_path else []
+        spec = next(
+            (
+                s
+                for f in later
+                if hasattr(f, "find_spec")
+                for s in [f.find_spec(fullname, path, target)]
+                if s is not None
+            ),
+            None,
+        )
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = _ThenRegister(spec.loader)
         return spec

@@ -10,9 +10,9 @@ from typing import Any, Callable
 from gift_hf.parser import GIFTParser
 
 
-def study_script(name: str, module: str, arguments: str, run: str, protocol: str, doc: str) -> tuple[
-    Callable[[], GIFTParser], Callable[[list[str] | None], int]
-]:
+def study_script(
+    name: str, module: str, arguments: str, run: str, protocol: str, doc: str
+) -> tuple[Callable[[], GIFTParser], Callable[[list[str] | None], int]]:
     """``(make_parser, main)`` of the study ``gift-hf <name>``.
 
     ``module`` (under ``gift_hf.studies``) holds the study's ``arguments`` dataclass and
@@ -24,12 +24,13 @@ def study_script(name: str, module: str, arguments: str, run: str, protocol: str
     """
 
     def make() -> GIFTParser:
-        from gift_hf.engine.config import PROTOCOLS, GIFTConfig
         from gift_hf.data.images import DataArguments
+        from gift_hf.engine.config import PROTOCOLS, GIFTConfig
 
         study = importlib.import_module(f"gift_hf.studies.{module}")
-        parser = GIFTParser((getattr(study, arguments), DataArguments, GIFTConfig), prog=f"gift-hf {name}",
-                            description=doc)
+        parser = GIFTParser(
+            (getattr(study, arguments), DataArguments, GIFTConfig), prog=f"gift-hf {name}", description=doc
+        )
         parser.set_defaults(output_dir=f"outputs/{module}", **PROTOCOLS[protocol])
         return parser
 

@@ -26,15 +26,19 @@ class ConvertArguments:
     )
     class_names: Optional[list[str]] = field(
         default=None,
-        metadata={"help": "One name per class, in class-id order (default: '0', '1', ... for tensor files; the "
-                  "sorted sub-folder names for folders)."},
+        metadata={
+            "help": "One name per class, in class-id order (default: '0', '1', ... for tensor files; the "
+            "sorted sub-folder names for folders)."
+        },
     )
     data_key: str = field(default="data", metadata={"help": "tensor: key of the N×C×H×W images."})
     label_key: str = field(default="label", metadata={"help": "tensor: key of the N class ids or N×C soft labels."})
     image_format: str = field(
         default="auto",
-        metadata={"help": "tensor: 'image' (8-bit PNG; float data must be in [0, 1]), 'pixel_values' (float Array3D, "
-                  "lossless for normalised/ZCA data) or 'auto' (uint8 → image, float → pixel_values)."},
+        metadata={
+            "help": "tensor: 'image' (8-bit PNG; float data must be in [0, 1]), 'pixel_values' (float Array3D, "
+            "lossless for normalised/ZCA data) or 'auto' (uint8 → image, float → pixel_values)."
+        },
     )
     soft_label_kind: str = field(
         default="logits", metadata={"help": "tensor: what N×C labels are, 'logits' or 'probabilities'."}
@@ -67,12 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     from gift_hf.data.convert import convert
 
     folder = args.input_format == "folder" or (args.input_format == "auto" and os.path.isdir(args.input))
-    tensor_options = {} if folder else dict(data_key=args.data_key, label_key=args.label_key,
-                                            image_format=args.image_format, soft_label_kind=args.soft_label_kind)
-    path, info = convert(args.input, args.output_dir, input_format=args.input_format, overwrite=args.overwrite,
-                         license=args.license, image_mean=args.image_mean, image_std=args.image_std,
-                         class_names=args.class_names, source_dataset=args.source_dataset, method=args.method,
-                         **tensor_options)
+    tensor_options = (
+        {}
+        if folder
+        else dict(
+            data_key=args.data_key,
+            label_key=args.label_key,
+            image_format=args.image_format,
+            soft_label_kind=args.soft_label_kind,
+        )
+    )
+    path, info = convert(
+        args.input,
+        args.output_dir,
+        input_format=args.input_format,
+        overwrite=args.overwrite,
+        license=args.license,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        class_names=args.class_names,
+        source_dataset=args.source_dataset,
+        method=args.method,
+        **tensor_options,
+    )
     print(f"saved {info.num_classes} classes (IPC {info.ipc}) to {path}")
     return 0
 

@@ -31,7 +31,7 @@ class DDRankingScriptArguments:
     )
     dataset_name: str = field(
         default="digits",
-        metadata={"help": "'digits' or 'digit_pairs' (embedded) or a Hub dataset id / local dataset folder."}
+        metadata={"help": "'digits' or 'digit_pairs' (embedded) or a Hub dataset id / local dataset folder."},
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "The dataset's configuration."})
     train_split: str = field(default="train", metadata={"help": "The real training split."})
@@ -43,31 +43,39 @@ class DDRankingScriptArguments:
     )
     distilled: str = field(
         default="random",
-        metadata={"help": "The distilled set: a folder saved with save_distilled or a Hub id; or 'random' / "
-                  "'difficulty' to select --ipc real images per class (gift_hf.data.selection)."},
+        metadata={
+            "help": "The distilled set: a folder saved with save_distilled or a Hub id; or 'random' / "
+            "'difficulty' to select --ipc real images per class (gift_hf.data.selection)."
+        },
     )
     distilled_split: str = field(default="train", metadata={"help": "The distilled set's split."})
     ipc: int = field(default=10, metadata={"help": "'random'/'difficulty': images per class."})
     selection_seed: int = field(
         default=100,
-        metadata={"help": "'random'/'difficulty': selection seed (not a round seed, so the set differs from the "
-                  "rounds' random subsets)."},
+        metadata={
+            "help": "'random'/'difficulty': selection seed (not a round seed, so the set differs from the "
+            "rounds' random subsets)."
+        },
     )
     difficulty_band: list[float] = field(
         default_factory=lambda: [0.0, 0.5],
         metadata={"help": "'difficulty': quantile band of teacher cross-entropy (0 0.5 = the easier half)."},
     )
-    student_arch: Optional[str] = field(default=None, metadata={"help": "Students' timm architecture (default: "
-                                                                        "the teacher's)."})
+    student_arch: Optional[str] = field(
+        default=None, metadata={"help": "Students' timm architecture (default: the teacher's)."}
+    )
     student_model_kwargs: Optional[str] = field(
         default=None,
-        metadata={"help": "Students' create_model arguments: a JSON object (a mapping in YAML); default: the "
-                  "teacher's."},
+        metadata={
+            "help": "Students' create_model arguments: a JSON object (a mapping in YAML); default: the teacher's."
+        },
     )
-    image_mean: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation mean (default: the "
-                                                                              "teacher's)."})
-    image_std: Optional[list[float]] = field(default=None, metadata={"help": "Normalisation std (default: the "
-                                                                             "teacher's)."})
+    image_mean: Optional[list[float]] = field(
+        default=None, metadata={"help": "Normalisation mean (default: the teacher's)."}
+    )
+    image_std: Optional[list[float]] = field(
+        default=None, metadata={"help": "Normalisation std (default: the teacher's)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self) -> None:
@@ -81,8 +89,9 @@ def make_parser() -> GIFTParser:
     and the students' :class:`~gift_hf.GIFTConfig` (defaults: the ``ddranking`` protocol)."""
     from gift_hf.engine.config import PROTOCOLS, GIFTConfig
 
-    parser = GIFTParser((DDRankingScriptArguments, DDRankingArguments, GIFTConfig), prog="gift-hf ddranking",
-                        description=__doc__)
+    parser = GIFTParser(
+        (DDRankingScriptArguments, DDRankingArguments, GIFTConfig), prog="gift-hf ddranking", description=__doc__
+    )
     parser.set_defaults(output_dir="outputs/ddranking", **PROTOCOLS["ddranking"])
     return parser
 
@@ -117,9 +126,11 @@ def load_data(script: DDRankingScriptArguments, teacher_model_name_or_path: str 
 
     classes, teacher_classes = len(label_names(train, "label")), num_classes_of(teacher)
     if teacher_classes is not None and teacher_classes != classes:  # else a raw reshape error in the first round
-        raise ValueError(f"teacher_model_name_or_path: the teacher {teacher_model_name_or_path!r} has "
-                         f"{teacher_classes} classes but dataset {script.dataset_name!r} has {classes} (column "
-                         f"{script.label_column!r}); expected a teacher trained on this dataset's classes")
+        raise ValueError(
+            f"teacher_model_name_or_path: the teacher {teacher_model_name_or_path!r} has "
+            f"{teacher_classes} classes but dataset {script.dataset_name!r} has {classes} (column "
+            f"{script.label_column!r}); expected a teacher trained on this dataset's classes"
+        )
     if script.distilled == "random":
         from gift_hf.data.selection import build_random_distilled
 
@@ -127,16 +138,23 @@ def load_data(script: DDRankingScriptArguments, teacher_model_name_or_path: str 
     elif script.distilled == "difficulty":
         from gift_hf.data.selection import build_difficulty_distilled
 
-        distilled, _ = build_difficulty_distilled(train, script.ipc, teacher, band=tuple(script.difficulty_band),
-                                                  seed=script.selection_seed, transform=_transform(script, teacher),
-                                                  progress=False)
+        distilled, _ = build_difficulty_distilled(
+            train,
+            script.ipc,
+            teacher,
+            band=tuple(script.difficulty_band),
+            seed=script.selection_seed,
+            transform=_transform(script, teacher),
+            progress=False,
+        )
     else:
         from gift_hf.data.distilled import load_distilled
 
         splits, _ = load_distilled(script.distilled)
         if script.distilled_split not in splits:
-            raise ValueError(f"distilled_split: {script.distilled_split!r} not in {script.distilled!r}; it has "
-                             f"{sorted(splits)}")
+            raise ValueError(
+                f"distilled_split: {script.distilled_split!r} not in {script.distilled!r}; it has {sorted(splits)}"
+            )
         distilled = splits[script.distilled_split]
     return train, test, teacher, distilled
 
@@ -159,13 +177,23 @@ def main(argv: Sequence[str] | None = None):
     from gift_hf.files import check_outputs
 
     # before any training: a user's results file in output_dir is refused now, not after the rounds
-    check_outputs(*(f"{config.output_dir}/{name}" for name in ("results.json", "results.csv", "results.md",
-                                                                "ddranking.png")))
+    check_outputs(
+        *(f"{config.output_dir}/{name}" for name in ("results.json", "results.csv", "results.md", "ddranking.png"))
+    )
     train, test, teacher, distilled = load_data(script, config.teacher_model_name_or_path)
     result = ddranking_scores(
-        distilled, train, test, teacher, args=protocol, config=config, student_arch=script.student_arch,
-        student_model_kwargs=script.student_model_kwargs, transform=_transform(script, teacher),
-        output_dir=config.output_dir, cache_dir=script.cache_dir, progress=script.progress,
+        distilled,
+        train,
+        test,
+        teacher,
+        args=protocol,
+        config=config,
+        student_arch=script.student_arch,
+        student_model_kwargs=script.student_model_kwargs,
+        transform=_transform(script, teacher),
+        output_dir=config.output_dir,
+        cache_dir=script.cache_dir,
+        progress=script.progress,
     )
     with open(result.files["markdown"]) as f:
         print(f.read())

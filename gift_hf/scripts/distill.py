@@ -30,15 +30,19 @@ class DistillArguments:
     output_dir: str = field(metadata={"help": "Directory to write the distilled dataset to (Hub layout)."})
     method: str = field(
         default="random",
-        metadata={"help": "Selection method: 'random' (class-balanced random real images), 'difficulty' "
-                  "(per class, ranked by the teacher's cross-entropy, drawn from the quantile band "
-                  "[band_low, band_high]) or 'rded' (RDED: the teacher's lowest-cross-entropy random-resized crops, "
-                  "stitched factor × factor). May also be given first: `gift-hf distill rded ...`."},
+        metadata={
+            "help": "Selection method: 'random' (class-balanced random real images), 'difficulty' "
+            "(per class, ranked by the teacher's cross-entropy, drawn from the quantile band "
+            "[band_low, band_high]) or 'rded' (RDED: the teacher's lowest-cross-entropy random-resized crops, "
+            "stitched factor × factor). May also be given first: `gift-hf distill rded ...`."
+        },
     )
     dataset_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Real dataset to select from: a Hub id or a local directory read with "
-                  "datasets.load_dataset, or 'digit_pairs' (embedded). Default: the embedded digits."},
+        metadata={
+            "help": "Real dataset to select from: a Hub id or a local directory read with "
+            "datasets.load_dataset, or 'digit_pairs' (embedded). Default: the embedded digits."
+        },
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Configuration name of the dataset."})
     dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -50,13 +54,17 @@ class DistillArguments:
     seed: int = field(default=0, metadata={"help": "Selection seed: the same seed selects the same rows."})
     teacher: Optional[list[str]] = field(
         default=None,
-        metadata={"help": "difficulty and rded: the teacher(s) scoring the images (saved directory, Hub id; "
-                  "several = ensemble with averaged logits)."},
+        metadata={
+            "help": "difficulty and rded: the teacher(s) scoring the images (saved directory, Hub id; "
+            "several = ensemble with averaged logits)."
+        },
     )
     expert_epoch: Optional[float] = field(
         default=None,
-        metadata={"help": "difficulty and rded: use the teacher's checkpoint of this training epoch (teacher given "
-                  "as a Trainer output_dir with checkpoint-* folders)."},
+        metadata={
+            "help": "difficulty and rded: use the teacher's checkpoint of this training epoch (teacher given "
+            "as a Trainer output_dir with checkpoint-* folders)."
+        },
     )
     band_low: float = field(
         default=0.0, metadata={"help": "difficulty only: lower quantile of the band (0 = easiest)."}
@@ -66,8 +74,10 @@ class DistillArguments:
     )
     factor: int = field(
         default=1,
-        metadata={"help": "rded only: crops per side of each image (factor² crops, each image_size / factor pixels); "
-                  "1 keeps whole crops. RDED uses 2 on ImageNet-1K, 1 at small resolutions."},
+        metadata={
+            "help": "rded only: crops per side of each image (factor² crops, each image_size / factor pixels); "
+            "1 keeps whole crops. RDED uses 2 on ImageNet-1K, 1 at small resolutions."
+        },
     )
     candidates_per_class: int = field(
         default=300,
@@ -113,11 +123,11 @@ class DistillArguments:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}; expected a positive integer")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale: got {self.crop_scale}; expected two numbers low high with "
-                             "0 < low <= high <= 1")
+            raise ValueError(
+                f"crop_scale: got {self.crop_scale}; expected two numbers low high with 0 < low <= high <= 1"
+            )
         if self.image_size is not None and (self.image_size < 1 or self.image_size % self.factor):
-            raise ValueError(f"image_size: got {self.image_size}; expected a positive multiple of factor "
-                             f"{self.factor}")
+            raise ValueError(f"image_size: got {self.image_size}; expected a positive multiple of factor {self.factor}")
 
 
 def load_source(name: Optional[str], config: Optional[str] = None, revision: Optional[str] = None):
@@ -148,21 +158,41 @@ def main(argv: list[str] | None = None) -> int:
     data = load_source(args.dataset_name, args.dataset_config_name, args.dataset_revision)
     source = args.source_dataset or args.dataset_name or "digits"
     if args.method == "random":
-        ds, info = build_random_distilled(data, args.ipc, seed=args.seed, split=args.split,
-                                          label_column=args.label_column, source_dataset=source)
+        ds, info = build_random_distilled(
+            data, args.ipc, seed=args.seed, split=args.split, label_column=args.label_column, source_dataset=source
+        )
     elif args.method == "rded":
         ds, info = build_rded_distilled(
-            data, args.teacher if len(args.teacher) > 1 else args.teacher[0], args.ipc, factor=args.factor,
-            candidates_per_class=args.candidates_per_class, crops_per_image=args.crops_per_image,
-            scale=tuple(args.crop_scale), image_size=args.image_size, seed=args.seed, split=args.split,
-            label_column=args.label_column, image_column=args.image_column, source_dataset=source,
-            expert_epoch=args.expert_epoch, batch_size=args.batch_size, device=args.device,
+            data,
+            args.teacher if len(args.teacher) > 1 else args.teacher[0],
+            args.ipc,
+            factor=args.factor,
+            candidates_per_class=args.candidates_per_class,
+            crops_per_image=args.crops_per_image,
+            scale=tuple(args.crop_scale),
+            image_size=args.image_size,
+            seed=args.seed,
+            split=args.split,
+            label_column=args.label_column,
+            image_column=args.image_column,
+            source_dataset=source,
+            expert_epoch=args.expert_epoch,
+            batch_size=args.batch_size,
+            device=args.device,
         )
     else:
         ds, info = build_difficulty_distilled(
-            data, args.ipc, args.teacher if len(args.teacher) > 1 else args.teacher[0],
-            band=(args.band_low, args.band_high), seed=args.seed, split=args.split, label_column=args.label_column,
-            source_dataset=source, expert_epoch=args.expert_epoch, batch_size=args.batch_size, device=args.device,
+            data,
+            args.ipc,
+            args.teacher if len(args.teacher) > 1 else args.teacher[0],
+            band=(args.band_low, args.band_high),
+            seed=args.seed,
+            split=args.split,
+            label_column=args.label_column,
+            source_dataset=source,
+            expert_epoch=args.expert_epoch,
+            batch_size=args.batch_size,
+            device=args.device,
         )
     path = save_distilled(ds, args.output_dir, info, overwrite=args.overwrite, license=args.license)
     how = f"{args.method}, IPC {args.ipc}" + (f", factor {args.factor}" if args.method == "rded" else "")

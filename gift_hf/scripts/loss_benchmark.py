@@ -9,7 +9,9 @@ between processes.
 
 from gift_hf.scripts._study import run_as_script, study_script
 
-make_parser, main = study_script("loss-benchmark", "loss_benchmark", "LossBenchmarkArguments", "run_loss_benchmark", "gift", __doc__)
+make_parser, main = study_script(
+    "loss-benchmark", "loss_benchmark", "LossBenchmarkArguments", "run_loss_benchmark", "gift", __doc__
+)
 
 if __name__ == "__main__":
     run_as_script(main)

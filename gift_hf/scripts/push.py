@@ -14,7 +14,6 @@ from typing import Optional
 from gift_hf.parser import GIFTParser
 
 
-
 @dataclass
 class PushArguments:
     """Options of ``gift-hf push``."""
@@ -26,8 +25,10 @@ class PushArguments:
     private: bool = field(default=False, metadata={"help": "Create the repo private (ignored if it exists)."})
     token: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub token with write access. Default: HF_TOKEN or the saved `hf auth login` token. "
-                  "Prefer those: a token on the command line can show up in the shell history."},
+        metadata={
+            "help": "Hub token with write access. Default: HF_TOKEN or the saved `hf auth login` token. "
+            "Prefer those: a token on the command line can show up in the shell history."
+        },
     )
     commit_message: Optional[str] = field(default=None, metadata={"help": "Commit message of the upload."})
     revision: Optional[str] = field(default=None, metadata={"help": "Branch to push to (default: main)."})
@@ -41,8 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = make_parser().parse_args_and_config(argv)
     from gift_hf.hub.publish import push_distilled
 
-    result = push_distilled(args.dataset_dir, args.repo_id, private=args.private, token=args.token,
-                            commit_message=args.commit_message, revision=args.revision)
+    result = push_distilled(
+        args.dataset_dir,
+        args.repo_id,
+        private=args.private,
+        token=args.token,
+        commit_message=args.commit_message,
+        revision=args.revision,
+    )
     url = getattr(result, "commit_url", None) or f"https://huggingface.co/datasets/{args.repo_id}"
     print(f"pushed {args.dataset_dir} to {args.repo_id}: {url}")
     return 0

@@ -50,8 +50,8 @@ class ModelArguments:
 
 
 def make_parser() -> GIFTParser:
-    from gift_hf.engine.config import GIFTConfig
     from gift_hf.data.images import DataArguments
+    from gift_hf.engine.config import GIFTConfig
 
     return GIFTParser((ModelArguments, DataArguments, GIFTConfig), prog="gift-hf train", description=__doc__)
 
@@ -67,8 +67,10 @@ def setup_logging(config: Any) -> None:
     logging.getLogger("gift_hf").setLevel(min(log_level, logging.INFO) if config.should_log else log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    logger.warning(f"process {config.process_index}/{config.world_size}, device {config.device}, "
-                   f"mixed precision {'bf16' if config.bf16 else 'fp16' if config.fp16 else 'no'}")
+    logger.warning(
+        f"process {config.process_index}/{config.world_size}, device {config.device}, "
+        f"mixed precision {'bf16' if config.bf16 else 'fp16' if config.fp16 else 'no'}"
+    )
     if config.should_log:  # the main process only, and only what differs from GIFTConfig's defaults
         logger.info(f"training arguments (not GIFTConfig's defaults): {config.changed_settings()}")
 
@@ -86,6 +88,7 @@ def _count_predictions(compute_metrics):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    from gift_hf.data.distilled import distilled_card_info, stored_soft_label_kind
     from gift_hf.data.images import (
         ShardRecordingCollator,
         check_soft_label_columns,
@@ -95,11 +98,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_spec,
         load_image_dataset,
     )
-    from gift_hf.data.distilled import distilled_card_info, stored_soft_label_kind
-    from gift_hf.hub.model_card import ModelCardCallback
-    from gift_hf.evaluation.metrics import build_compute_metrics
-    from gift_hf.models.modeling import create_model, image_transform_for, load_teacher
     from gift_hf.engine.training import check_model_input, train_student
+    from gift_hf.evaluation.metrics import build_compute_metrics
+    from gift_hf.hub.model_card import ModelCardCallback
+    from gift_hf.models.modeling import create_model, image_transform_for, load_teacher
 
     model_args, data_args, config = make_parser().parse_args_and_config(argv)
     setup_logging(config)
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         check_soft_label_columns(data["train"], data_args)
         # What the stored soft labels are comes from the set's card; a contradicting
         # --soft_label_kind is refused (probabilities are never trained as logits).
-        config.soft_label_kind = stored_soft_label_kind(data_args.dataset_name, config.soft_label_kind,
-                                                        revision=data_args.dataset_revision)
+        config.soft_label_kind = stored_soft_label_kind(
+            data_args.dataset_name, config.soft_label_kind, revision=data_args.dataset_revision
+        )
         logger.info(f"stored soft labels: soft_label_kind={config.soft_label_kind}")
     names, channels, size, transform = image_spec(data["train"], data_args)
     if config.label_source == "dataset":
@@ -121,8 +124,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # this set may come from anywhere, and a bad row would otherwise train silently.
         check_stored_soft_labels(data["train"], data_args, config.soft_label_kind, len(names))
     saved_student = model_args.student_model_name_or_path
-    if saved_student is not None and os.path.isdir(saved_student) and data_args.channels is None \
-            and data_args.image_size is None and data_args.image_mean is None and data_args.image_std is None:
+    if (
+        saved_student is not None
+        and os.path.isdir(saved_student)
+        and data_args.channels is None
+        and data_args.image_size is None
+        and data_args.image_mean is None
+        and data_args.image_std is None
+    ):
         # A saved student carries its preprocessing (stated once, at create_model).
         transform = image_transform_for(saved_student, image_column=data_args.image_column)
         channels, size = transform.channels, transform.image_size
@@ -131,22 +140,37 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def student():
         if model_args.student_model_name_or_path is not None:
-            model = load_teacher(model_args.student_model_name_or_path, trust_remote_code=config.trust_remote_code,
-                                 role="student_model_name_or_path")
+            model = load_teacher(
+                model_args.student_model_name_or_path,
+                trust_remote_code=config.trust_remote_code,
+                role="student_model_name_or_path",
+            )
             model.requires_grad_(True)  # load_teacher freezes; a student trains
         else:
             model = create_model(
-                model_args.student_arch, len(names), in_chans=channels, img_size=size, id2label=dict(enumerate(names)),
-                image_mean=list(transform.mean), image_std=list(transform.std), **(model_args.student_model_kwargs or {}),
+                model_args.student_arch,
+                len(names),
+                in_chans=channels,
+                img_size=size,
+                id2label=dict(enumerate(names)),
+                image_mean=list(transform.mean),
+                image_std=list(transform.std),
+                **(model_args.student_model_kwargs or {}),
             )
         check_model_input(model, "student", channels, size, len(names))
         return model
 
-    collator = default_collator(data_args, len(names), record=data_args.record_shard_indices,
-                                soft_label_kind=config.soft_label_kind if config.label_source == "dataset" else None)
+    collator = default_collator(
+        data_args,
+        len(names),
+        record=data_args.record_shard_indices,
+        soft_label_kind=config.soft_label_kind if config.label_source == "dataset" else None,
+    )
     # The student's model card names the set it learnt from, with the set's provenance.
-    card = ModelCardCallback(dataset=data_args.dataset_name or "digits",
-                             distilled_info=distilled_card_info(data_args.dataset_name, data_args.dataset_revision))
+    card = ModelCardCallback(
+        dataset=data_args.dataset_name or "digits",
+        distilled_info=distilled_card_info(data_args.dataset_name, data_args.dataset_revision),
+    )
     result = train_student(
         config,
         student,

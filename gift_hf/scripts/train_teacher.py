@@ -62,11 +62,12 @@ class TeacherModelArguments:
 
 
 def make_parser() -> GIFTParser:
-    from gift_hf.engine.config import GIFTConfig
     from gift_hf.data.images import DataArguments
+    from gift_hf.engine.config import GIFTConfig
 
-    parser = GIFTParser((TeacherModelArguments, DataArguments, GIFTConfig), prog="gift-hf train-teacher",
-                        description=__doc__)
+    parser = GIFTParser(
+        (TeacherModelArguments, DataArguments, GIFTConfig), prog="gift-hf train-teacher", description=__doc__
+    )
     parser.set_defaults(**TEACHER_DEFAULTS)
     return parser
 
@@ -79,25 +80,31 @@ def expert_epochs(output_dir: str) -> list[dict]:
     for entry in read_json(os.path.join(output_dir, "trainer_state.json")).get("log_history", []):
         if "eval_loss" in entry:
             evals[round(float(entry["epoch"]), 6)] = {k: v for k, v in entry.items() if k.startswith("eval_")}
-    return [{"epoch": c.epoch, "checkpoint": os.path.basename(c.path), **evals.get(c.epoch, {})}
-            for c in list_checkpoints(output_dir)]
+    return [
+        {"epoch": c.epoch, "checkpoint": os.path.basename(c.path), **evals.get(c.epoch, {})}
+        for c in list_checkpoints(output_dir)
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     from gift_hf.data.images import default_collator, image_spec, load_image_dataset
+    from gift_hf.engine.training import train_student
     from gift_hf.files import write_output_text
     from gift_hf.models.modeling import create_model
-    from gift_hf.engine.training import train_student
     from gift_hf.scripts.train import setup_logging
 
     model_args, data_args, config = make_parser().parse_args_and_config(argv)
     setup_logging(config)
     if config.loss != "ce" or config.soft_label_source != "none":
-        logger.warning(f"training a teacher with loss={config.loss!r}, soft_label_source={config.soft_label_source!r} "
-                       "(defaults: 'ce', 'none')")
+        logger.warning(
+            f"training a teacher with loss={config.loss!r}, soft_label_source={config.soft_label_source!r} "
+            "(defaults: 'ce', 'none')"
+        )
     if config.save_total_limit is not None:
-        logger.warning(f"save_total_limit={config.save_total_limit}: older epoch checkpoints will be deleted, so "
-                       "those expert epochs cannot be chosen later")
+        logger.warning(
+            f"save_total_limit={config.save_total_limit}: older epoch checkpoints will be deleted, so "
+            "those expert epochs cannot be chosen later"
+        )
 
     with config.main_process_first(desc="loading the dataset"):
         data = load_image_dataset(data_args)
@@ -107,19 +114,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def teacher():
         return create_model(
-            model_args.teacher_arch, len(names), in_chans=channels, img_size=size, id2label=dict(enumerate(names)),
+            model_args.teacher_arch,
+            len(names),
+            in_chans=channels,
+            img_size=size,
+            id2label=dict(enumerate(names)),
             # stored in config.json: relabelling later normalises images the same way
-            image_mean=list(transform.mean), image_std=list(transform.std), **(model_args.teacher_model_kwargs or {}),
+            image_mean=list(transform.mean),
+            image_std=list(transform.std),
+            **(model_args.teacher_model_kwargs or {}),
         )
 
-    train_student(config, teacher, data["train"], data.get("eval"), data_collator=default_collator(data_args, len(names)),
-                  save=True)
+    train_student(
+        config,
+        teacher,
+        data["train"],
+        data.get("eval"),
+        data_collator=default_collator(data_args, len(names)),
+        save=True,
+    )
     rows = expert_epochs(config.output_dir)
     if config.should_save:
         write_output_text(os.path.join(config.output_dir, "expert_epochs.json"), json.dumps(rows, indent=2))
         for row in rows:
-            logger.info(f"expert epoch {row['epoch']:g}: {row['checkpoint']} " + " ".join(
-                f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, float)))
+            logger.info(
+                f"expert epoch {row['epoch']:g}: {row['checkpoint']} "
+                + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, float))
+            )
     return rows
 
 

@@ -18,14 +18,14 @@ import timm
 from datasets import Dataset, DatasetDict
 from torch import nn
 
+from gift_hf.data.images import DataArguments, image_spec, label_names, load_image_dataset
 from gift_hf.engine.checkpoints import list_checkpoints
 from gift_hf.engine.config import GIFTConfig, protocol_config
-from gift_hf.data.images import DataArguments, image_spec, label_names, load_image_dataset
-from gift_hf.evaluation.evaluate import StudentSpec, train_on_distilled
-from gift_hf.models.modeling import load_teacher, model_spec
-from gift_hf.files import check_outputs
-from gift_hf.parser import parse_dict_option
 from gift_hf.engine.training import check_model_input
+from gift_hf.evaluation.evaluate import StudentSpec, train_on_distilled
+from gift_hf.files import check_outputs
+from gift_hf.models.modeling import load_teacher, model_spec
+from gift_hf.parser import parse_dict_option
 from gift_hf.studies.sweep import Cell, SweepStats, fingerprint_of, run_cells
 
 __all__ = ["ExperimentArguments", "ExperimentResult", "Study", "describe", "parse_list", "saved_expert_epochs"]
@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 
 def describe(config: GIFTConfig, num_images: int | None = None) -> str:
     """A one-line description of a protocol for report headers."""
-    text = (f"loss {config.loss}, labels {config.label_source}, {config.optim} lr {config.learning_rate:g}, "
-            f"{config.num_train_epochs:g} epochs")
+    text = (
+        f"loss {config.loss}, labels {config.label_source}, {config.optim} lr {config.learning_rate:g}, "
+        f"{config.num_train_epochs:g} epochs"
+    )
     if num_images is not None:
         text += f", batch {config.train_batch_size_for(num_images)}"
     return text + f", augmentation {config.augmentation}"
@@ -72,8 +74,10 @@ class ExperimentArguments:
     )
     student_model_kwargs: dict | str | None = field(
         default=None,
-        metadata={"help": "Extra timm.create_model keyword arguments of the students (a JSON object on the command "
-                  "line). Default: the teacher's when the student has the teacher's architecture."},
+        metadata={
+            "help": "Extra timm.create_model keyword arguments of the students (a JSON object on the command "
+            "line). Default: the teacher's when the student has the teacher's architecture."
+        },
     )
     selection_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subsets."})
     resume: bool = field(
@@ -82,8 +86,10 @@ class ExperimentArguments:
     )
     merge_timeout: Optional[float] = field(
         default=None,
-        metadata={"help": "Under `accelerate launch`: seconds the main process waits for the other processes' "
-                  "cells before failing (default: no limit)."},
+        metadata={
+            "help": "Under `accelerate launch`: seconds the main process waits for the other processes' "
+            "cells before failing (default: no limit)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -161,17 +167,22 @@ class Study:
         """A teacher, loaded once and checked against the data (classes, channels, size)."""
         name_or_path = self.teacher_path(name_or_path)
         if name_or_path not in self._teachers:
-            model = load_teacher(name_or_path, trust_remote_code=self.config.trust_remote_code,
-                                 **(self.config.teacher_model_init_kwargs or {}))
+            model = load_teacher(
+                name_or_path,
+                trust_remote_code=self.config.trust_remote_code,
+                **(self.config.teacher_model_init_kwargs or {}),
+            )
             check_model_input(model, f"teacher {name_or_path!r}", self.channels, self.image_size, self.num_classes)
             spec = model_spec(model) if getattr(model, "config", None) is not None else {}
             for name, ours in (("image_mean", self.image_mean), ("image_std", self.image_std)):
                 theirs = spec.get(name)
                 if theirs and len(theirs) == len(ours) and any(abs(a - b) > 1e-4 for a, b in zip(theirs, ours)):
                     # online relabelling converts the students' pixel_values to the teacher's normalisation
-                    logger.warning(f"teacher {name_or_path!r} was trained with {name}={list(theirs)} but the data "
-                                   f"is normalised with {list(ours)}: the teacher's input is converted to its own "
-                                   "normalisation (exact)")
+                    logger.warning(
+                        f"teacher {name_or_path!r} was trained with {name}={list(theirs)} but the data "
+                        f"is normalised with {list(ours)}: the teacher's input is converted to its own "
+                        "normalisation (exact)"
+                    )
             self._teachers[name_or_path] = model
         return self._teachers[name_or_path]
 
@@ -180,8 +191,8 @@ class Study:
         explicit = arch or self.args.student_arch
         kwargs = dict(self.args.student_model_kwargs or {})
         if explicit is None:
-            teacher = teacher if teacher is not None else (
-                self.teacher() if self.config.teacher_model_name_or_path else None
+            teacher = (
+                teacher if teacher is not None else (self.teacher() if self.config.teacher_model_name_or_path else None)
             )
             spec = model_spec(teacher) if getattr(teacher, "config", None) is not None else {}
             if not timm.list_models(spec.get("arch") or "-"):
@@ -271,9 +282,11 @@ class Study:
         """Refuse a protocol whose students do not train on stored soft labels; ``why`` says what needs them."""
         config = self.config
         if config.label_source != "dataset":
-            raise ValueError(f"soft_label_source: {why} edits stored soft labels; got soft_label_source="
-                             f"{config.label_source!r} (loss {config.loss!r}); expected 'dataset' "
-                             f"(e.g. recipes/label_paper/{self.name}.yaml)")
+            raise ValueError(
+                f"soft_label_source: {why} edits stored soft labels; got soft_label_source="
+                f"{config.label_source!r} (loss {config.loss!r}); expected 'dataset' "
+                f"(e.g. recipes/label_paper/{self.name}.yaml)"
+            )
 
     def load_distilled(self, repo_id_or_dir: str, split: str = "train") -> Dataset:
         """A distilled set saved with :func:`gift_hf.save_distilled` (local folder or Hub id), checked
@@ -285,19 +298,26 @@ class Study:
         if key not in self._datasets:
             dataset, info = load_distilled(repo_id_or_dir)
             if split not in dataset:
-                raise ValueError(f"distilled_split: split {split!r} not in {repo_id_or_dir!r}; expected one of "
-                                 f"{sorted(dataset)}")
+                raise ValueError(
+                    f"distilled_split: split {split!r} not in {repo_id_or_dir!r}; expected one of {sorted(dataset)}"
+                )
             ds = dataset[split]
             names = label_names(ds, self.label_column)
             if names != self.class_names:
-                raise ValueError(f"distilled: {repo_id_or_dir!r} has classes {names[:5]}… but the test data has "
-                                 f"{self.class_names[:5]}…; expected the same label set")
-            if (self.config.label_source == "dataset" and has_soft_labels(ds)
-                    and getattr(self.args, "keep_distilled_labels", True)):
+                raise ValueError(
+                    f"distilled: {repo_id_or_dir!r} has classes {names[:5]}… but the test data has "
+                    f"{self.class_names[:5]}…; expected the same label set"
+                )
+            if (
+                self.config.label_source == "dataset"
+                and has_soft_labels(ds)
+                and getattr(self.args, "keep_distilled_labels", True)
+            ):
                 # The students train on the stored labels: their kind is the card's, and a
                 # protocol that says otherwise is refused (never probabilities read as logits).
-                kind = resolve_soft_label_kind(info, self.config.soft_label_kind,
-                                               source=f"the dataset card of {repo_id_or_dir!r}")
+                kind = resolve_soft_label_kind(
+                    info, self.config.soft_label_kind, source=f"the dataset card of {repo_id_or_dir!r}"
+                )
                 if kind != self.config.soft_label_kind:
                     self.config = self.config.replace(soft_label_kind=kind)
             self._datasets[key] = ds
@@ -331,16 +351,29 @@ class Study:
         if needs_teacher and teacher is None:
             teacher = self.teacher()
         student = student or self.student_spec(teacher=teacher)
-        key = (id(dataset), id(teacher), repr(student), fingerprint_of(config.training_settings()),
-               repr(optimizer_cls_and_kwargs))
+        key = (
+            id(dataset),
+            id(teacher),
+            repr(student),
+            fingerprint_of(config.training_settings()),
+            repr(optimizer_cls_and_kwargs),
+        )
         _, done = self._together.setdefault(key, ((dataset, teacher), {}))
         if seed not in done:
             # This setting's seeds (this process's share of them) train together, once.
             seeds = sorted((self._seeds_together() | {seed}) - set(done))
-            results = train_on_distilled(dataset, self.test, config, seeds, student,
-                                         teacher if needs_teacher else None, num_classes=self.num_classes,
-                                         image_column=self.image_column, label_column=self.label_column,
-                                         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs)
+            results = train_on_distilled(
+                dataset,
+                self.test,
+                config,
+                seeds,
+                student,
+                teacher if needs_teacher else None,
+                num_classes=self.num_classes,
+                image_column=self.image_column,
+                label_column=self.label_column,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            )
             done.update({r.seed: r for r in results})
         record = done[seed].to_dict()
         record["num_images"] = len(dataset)
@@ -359,20 +392,25 @@ class Study:
             "experiment": self.name,
             "arguments": self.args.fingerprint_settings(),
             "data": dataclasses.asdict(self.data_args),
-            "config": {**self.config.training_settings(), "seed": self.config.seed,
-                       "num_students": self.config.num_students},
+            "config": {
+                **self.config.training_settings(),
+                "seed": self.config.seed,
+                "num_students": self.config.num_students,
+            },
             **extra,
         }
 
     def fingerprint(self) -> str:
         """Hash of what every cell depends on: study options (not the grid's axes), data, the
         students' training (not the seed or ``num_students``: the seeds are cells too)."""
-        return fingerprint_of({
-            "experiment": self.name,
-            "arguments": self.args.fingerprint_settings(),
-            "data": dataclasses.asdict(self.data_args),
-            "config": self.config.training_settings(),
-        })
+        return fingerprint_of(
+            {
+                "experiment": self.name,
+                "arguments": self.args.fingerprint_settings(),
+                "data": dataclasses.asdict(self.data_args),
+                "config": self.config.training_settings(),
+            }
+        )
 
     def run(self, cells: list[Cell], run_one: Callable[[Cell], dict[str, Any]]):
         """Run the grid (resumable, split across processes); the main process gets every record."""

@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.models.modeling import model_spec
 from gift_hf.parser import parse_dict_option
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
@@ -33,21 +33,27 @@ class CrossArchitectureArguments(ExperimentArguments):
 
     teachers: Optional[list[str]] = field(
         default=None,
-        metadata={"help": "Teachers (folders saved with save_pretrained, or Hub ids). Default: "
-                  "teacher_model_name_or_path alone."},
+        metadata={
+            "help": "Teachers (folders saved with save_pretrained, or Hub ids). Default: "
+            "teacher_model_name_or_path alone."
+        },
     )
     student_archs: list[str] = field(
         default_factory=lambda: ["gift_convnet_d3"], metadata={"help": "timm architectures of the students."}
     )
     arch_model_kwargs: dict | str | None = field(
         default=None,
-        metadata={"help": "timm.create_model keyword arguments per student architecture, {arch: {...}} (a JSON "
-                  "object on the command line, e.g. '{\"gift_convnet_d3\": {\"width\": 32}}')."},
+        metadata={
+            "help": "timm.create_model keyword arguments per student architecture, {arch: {...}} (a JSON "
+            'object on the command line, e.g. \'{"gift_convnet_d3": {"width": 32}}\').'
+        },
     )
     distilled: Optional[str] = field(
         default=None,
-        metadata={"help": "The distilled set (save_distilled folder or Hub id). Default: a random class-balanced "
-                  "subset with `ipc` images per class."},
+        metadata={
+            "help": "The distilled set (save_distilled folder or Hub id). Default: a random class-balanced "
+            "subset with `ipc` images per class."
+        },
     )
     distilled_split: str = field(default="train", metadata={"help": "Split of the distilled set to train on."})
     ipc: int = field(default=10, metadata={"help": "Images per class of the default random subset."})
@@ -102,22 +108,44 @@ def run_cross_architecture(
         record["teacher_arch"] = architectures[cell.params["teacher"]]
         return record
 
-    cells = [Cell({"teacher": names[t], "student": a}, seed) for t in teachers for a in args.student_archs
-             for seed in study.seeds()]
+    cells = [
+        Cell({"teacher": names[t], "student": a}, seed)
+        for t in teachers
+        for a in args.student_archs
+        for seed in study.seeds()
+    ]
     records = study.run(cells, run_one)
     if records is None:
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["teacher", "student"])
     for row in summary:
         row["teacher_arch"] = architectures[row["teacher"]]
-    table = pivot_table(summary, "teacher", "student", row_label="teacher (arch)",
-                        fmt=lambda v: f"{v} ({architectures[v]})", col_fmt=str)
+    table = pivot_table(
+        summary,
+        "teacher",
+        "student",
+        row_label="teacher (arch)",
+        fmt=lambda v: f"{v} ({architectures[v]})",
+        col_fmt=str,
+    )
     p = study.config
     title = f"Teacher × student architecture on {source}"
-    header = (f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol: "
-              f"{describe(p)}.\n\n")
-    files = write_results(study.output_dir, study.name, settings=study.settings(teacher_architectures=architectures),
-                          records=records, summary=summary, table=header + table)
-    files["plot"] = heatmap_plot(summary, "teacher", "student", study.path("cross_architecture.png"), title,
-                                 row_label="teacher", col_label="student architecture")
+    header = f"# {title}\n\nTest accuracy (%), mean ± std over {p.num_students} seeds; protocol: {describe(p)}.\n\n"
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(teacher_architectures=architectures),
+        records=records,
+        summary=summary,
+        table=header + table,
+    )
+    files["plot"] = heatmap_plot(
+        summary,
+        "teacher",
+        "student",
+        study.path("cross_architecture.png"),
+        title,
+        row_label="teacher",
+        col_label="student architecture",
+    )
     return ExperimentResult(study.name, study.stats, records, summary, table, files)

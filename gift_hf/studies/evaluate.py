@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe
 from gift_hf.studies.report import bar_plot, fmt_acc, markdown_table, summarize, write_results
 from gift_hf.studies.sweep import Cell
@@ -32,8 +32,10 @@ class EvaluateArguments(ExperimentArguments):
     distilled_split: str = field(default="train", metadata={"help": "Split of the distilled set to train on."})
     keep_distilled_labels: bool = field(
         default=True,
-        metadata={"help": "With a stored-label protocol, use the set's own soft labels when it has some (else the "
-                  "teacher computes them once)."},
+        metadata={
+            "help": "With a stored-label protocol, use the set's own soft labels when it has some (else the "
+            "teacher computes them once)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -62,18 +64,28 @@ def run_evaluate(
         return ExperimentResult(study.name, study.stats)
     summary = summarize(records, ["set"])
     p = study.config
-    rows = [[r["seed"], f"{100 * r['accuracy']:.2f}" if r["accuracy"] is not None else "failed (diverged)",
-             " ".join(f"{100 * a:.1f}" for a in r["accuracies"]) or r.get("failure", "")]
-            for r in records]
+    rows = [
+        [
+            r["seed"],
+            f"{100 * r['accuracy']:.2f}" if r["accuracy"] is not None else "failed (diverged)",
+            " ".join(f"{100 * a:.1f}" for a in r["accuracies"]) or r.get("failure", ""),
+        ]
+        for r in records
+    ]
     # the evaluations made, not only those asked for: a short run has fewer distinct evaluation points
     made = max((len(r["accuracies"]) for r in records), default=0)
-    evaluations = f"evaluations (best of {made})" if made == p.best_of or p.eval_every_epochs else (
-        f"evaluations (best of {made}; best_of={p.best_of} asked, the run has {made} distinct evaluation points)")
-    table = (f"**{fmt_acc(summary[0], 2)}** (mean ± std over {len(records)} students)\n\n"
-             + markdown_table(["seed", "reported accuracy (%)", evaluations], rows))
+    evaluations = (
+        f"evaluations (best of {made})"
+        if made == p.best_of or p.eval_every_epochs
+        else (f"evaluations (best of {made}; best_of={p.best_of} asked, the run has {made} distinct evaluation points)")
+    )
+    table = f"**{fmt_acc(summary[0], 2)}** (mean ± std over {len(records)} students)\n\n" + markdown_table(
+        ["seed", "reported accuracy (%)", evaluations], rows
+    )
     title = f"{args.distilled} ({len(distilled)} images)"
     header = f"# {title}\n\nProtocol: {describe(p, len(distilled))}.\n\n"
-    files = write_results(study.output_dir, study.name, settings=study.settings(), records=records, summary=summary,
-                          table=header + table)
+    files = write_results(
+        study.output_dir, study.name, settings=study.settings(), records=records, summary=summary, table=header + table
+    )
     files["plot"] = bar_plot(summary, "set", "set", study.path("evaluate.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files)

@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from gift_hf.studies.report import line_plot, markdown_table, pivot_table, summarize, write_results
 from gift_hf.studies.sweep import Cell
@@ -83,11 +83,21 @@ def run_expert_epochs(
     )
     p = study.config
     title = "Test accuracy against expert epoch, per IPC"
-    header = (f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}) labelled by the teacher's "
-              f"checkpoint of each epoch; protocol: {describe(p)}; mean ± std over {p.num_students} seeds.\n\n")
+    header = (
+        f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}) labelled by the teacher's "
+        f"checkpoint of each epoch; protocol: {describe(p)}; mean ± std over {p.num_students} seeds.\n\n"
+    )
     extra = {"best_expert_epoch": {str(k): v for k, v in best.items()}}
-    files = write_results(study.output_dir, study.name, settings=study.settings(expert_epochs=epochs),
-                          records=records, summary=summary, table=header + table, extra=extra)
-    files["plot"] = line_plot(summary, "expert_epoch", "ipc", study.path("expert_epochs.png"), title,
-                              x_label="expert epoch", mark_best=True)
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(expert_epochs=epochs),
+        records=records,
+        summary=summary,
+        table=header + table,
+        extra=extra,
+    )
+    files["plot"] = line_plot(
+        summary, "expert_epoch", "ipc", study.path("expert_epochs.png"), title, x_label="expert epoch", mark_best=True
+    )
     return ExperimentResult(study.name, study.stats, records, summary, table, files, extra)

@@ -15,10 +15,10 @@ from typing import Any, Optional
 from datasets import DatasetDict
 
 from gift_hf.data.ablations import map_soft_labels, swap_topk
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
-from gift_hf.studies.report import line_plot, markdown_table, fmt_acc, summarize, write_results
+from gift_hf.studies.report import fmt_acc, line_plot, markdown_table, summarize, write_results
 from gift_hf.studies.sweep import Cell
 
 __all__ = ["LabelSwapArguments", "default_swap_ks", "run_label_swap"]
@@ -38,8 +38,10 @@ class LabelSwapArguments(ExperimentArguments):
 
     ks: Optional[list[int]] = field(
         default=None,
-        metadata={"help": "Swap the k-th largest entry with the smallest for each k. Default: 1, 2, 3, 5, 10, … "
-                  "below the number of classes C, and C − 1."},
+        metadata={
+            "help": "Swap the k-th largest entry with the smallest for each k. Default: 1, 2, 3, 5, 10, … "
+            "below the number of classes C, and C − 1."
+        },
     )
     ipc: int = field(default=10, metadata={"help": "Images per class of the random subset."})
     expert_epoch: Optional[float] = field(
@@ -91,18 +93,38 @@ def run_label_swap(
     summary = summarize(records, ["swap"])
     index = {row["swap"]: row for row in summary}
     reference = index["none"]["mean"]
-    rows = [[{"none": "none (original labels)", "hard": "hard labels"}.get(s, f"k={s}"), fmt_acc(index[s]),
-             f"{index[s]['mean'] - reference:+.1f}"] for s in swaps]
+    rows = [
+        [
+            {"none": "none (original labels)", "hard": "hard labels"}.get(s, f"k={s}"),
+            fmt_acc(index[s]),
+            f"{index[s]['mean'] - reference:+.1f}",
+        ]
+        for s in swaps
+    ]
     table = markdown_table(["swap", "accuracy (%)", "Δ vs original"], rows)
     title = f"Label swap test (IPC={args.ipc})"
-    header = (f"# {title}\n\nThe k-th largest soft-label entry swapped with the smallest; protocol: "
-              f"{describe(base)}; mean ± std over {base.num_students} seeds.\n\n")
-    files = write_results(study.output_dir, study.name, settings=study.settings(ks=ks), records=records,
-                          summary=summary, table=header + table)
+    header = (
+        f"# {title}\n\nThe k-th largest soft-label entry swapped with the smallest; protocol: "
+        f"{describe(base)}; mean ± std over {base.num_students} seeds.\n\n"
+    )
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(ks=ks),
+        records=records,
+        summary=summary,
+        table=header + table,
+    )
     refs = {"original labels": reference}
     if "hard" in index:
         refs["hard labels"] = index["hard"]["mean"]
-    files["plot"] = line_plot([r for r in summary if r["swap"] not in ("none", "hard")], "swap", None,
-                              study.path("label_swap.png"), title, x_label="k (k-th largest ↔ smallest)",
-                              references=refs)
+    files["plot"] = line_plot(
+        [r for r in summary if r["swap"] not in ("none", "hard")],
+        "swap",
+        None,
+        study.path("label_swap.png"),
+        title,
+        x_label="k (k-th largest ↔ smallest)",
+        references=refs,
+    )
     return ExperimentResult(study.name, study.stats, records, summary, table, files)

@@ -16,9 +16,9 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
+from gift_hf.data.images import DataArguments
 from gift_hf.engine.config import GIFTConfig
 from gift_hf.engine.losses import LOSSES
-from gift_hf.data.images import DataArguments
 from gift_hf.parser import parse_dict_option
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from gift_hf.studies.report import bar_plot, fmt_acc, markdown_table, summarize, write_results
@@ -42,8 +42,11 @@ def optimizer_settings(name: str, learning_rate: float) -> tuple[dict[str, Any],
 
         return {"optim": "adamw_torch", "learning_rate": learning_rate}, (torch.optim.Adam, {"lr": learning_rate})
     optim = {"sgd": "sgd", "adamw": "adamw_torch", "rmsprop": "rmsprop"}[name]
-    return {"optim": optim, "optim_args": "momentum=0.9" if name == "sgd" else None,
-            "learning_rate": learning_rate}, None
+    return {
+        "optim": optim,
+        "optim_args": "momentum=0.9" if name == "sgd" else None,
+        "learning_rate": learning_rate,
+    }, None
 
 
 @dataclass
@@ -61,13 +64,17 @@ class LossBenchmarkArguments(ExperimentArguments):
     )
     optimizer_learning_rates: dict | str | None = field(
         default=None,
-        metadata={"help": "Learning rate per optimizer as a JSON object, e.g. '{\"sgd\": 0.05}'; the others keep "
-                  f"their defaults {OPTIMIZERS}. The same rate is used for every loss."},
+        metadata={
+            "help": "Learning rate per optimizer as a JSON object, e.g. '{\"sgd\": 0.05}'; the others keep "
+            f"their defaults {OPTIMIZERS}. The same rate is used for every loss."
+        },
     )
     distilled: Optional[str] = field(
         default=None,
-        metadata={"help": "The distilled set (a folder saved by save_distilled or a Hub dataset id). Default: a "
-                  "random class-balanced subset of the training split with `ipc` images per class."},
+        metadata={
+            "help": "The distilled set (a folder saved by save_distilled or a Hub dataset id). Default: a "
+            "random class-balanced subset of the training split with `ipc` images per class."
+        },
     )
     distilled_split: str = field(default="train", metadata={"help": "Split of the distilled set to train on."})
     ipc: int = field(default=10, metadata={"help": "Images per class of the default random subset."})
@@ -79,8 +86,9 @@ class LossBenchmarkArguments(ExperimentArguments):
         rates = parse_dict_option("optimizer_learning_rates", self.optimizer_learning_rates) or {}
         for name, rate in rates.items():
             if name not in OPTIMIZERS:
-                raise ValueError(f"optimizer_learning_rates: unknown optimizer {name!r}; expected keys from "
-                                 f"{sorted(OPTIMIZERS)}")
+                raise ValueError(
+                    f"optimizer_learning_rates: unknown optimizer {name!r}; expected keys from {sorted(OPTIMIZERS)}"
+                )
             if not isinstance(rate, (int, float)) or rate <= 0:
                 raise ValueError(f"optimizer_learning_rates: {name} got {rate!r}; expected a positive number")
         self.optimizer_learning_rates = rates
@@ -143,8 +151,12 @@ def run_loss_benchmark(
         dataset, teacher = study.prepare(distilled, "distilled", p, keep_stored=True)
         return study.train_cell(dataset, cell.seed, p, teacher, optimizer_cls_and_kwargs=optimizer)
 
-    cells = [Cell({"loss": loss, "optimizer": o}, seed) for loss in args.losses for o in args.optimizers
-             for seed in study.seeds()]
+    cells = [
+        Cell({"loss": loss, "optimizer": o}, seed)
+        for loss in args.losses
+        for o in args.optimizers
+        for seed in study.seeds()
+    ]
     records = study.run(cells, run_one)
     if records is None:
         return ExperimentResult(study.name, study.stats)
@@ -152,9 +164,18 @@ def run_loss_benchmark(
     table = loss_optimizer_table(summary, args.losses, args.optimizers)
     spreads = _spread_rows(summary, args.losses)
     title = f"Loss × optimizer on {source} ({len(distilled)} images)"
-    header = (f"# {title}\n\nTest accuracy (%) of students, mean ± std over {base.num_students} seeds; "
-              f"{describe(base)}; learning rates {rates}.\n\n")
-    files = write_results(study.output_dir, study.name, settings=study.settings(learning_rates=rates),
-                          records=records, summary=summary, table=header + table, extra={"spread": spreads})
+    header = (
+        f"# {title}\n\nTest accuracy (%) of students, mean ± std over {base.num_students} seeds; "
+        f"{describe(base)}; learning rates {rates}.\n\n"
+    )
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(learning_rates=rates),
+        records=records,
+        summary=summary,
+        table=header + table,
+        extra={"spread": spreads},
+    )
     files["plot"] = bar_plot(summary, "loss", "optimizer", study.path("loss_benchmark.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files, {"spread": spreads})

@@ -18,16 +18,16 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
-from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
 from gift_hf.data.distilled import DistilledInfo
-from gift_hf.studies.report import markdown_table, pyplot, save_figure, summarize
-from gift_hf.files import check_outputs, write_output_text
+from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, class_balanced_indices, load_digits_dataset
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.engine.losses import LOSSES
-from gift_hf.hub.model_card import ModelCardCallback
-from gift_hf.models.modeling import create_model, image_transform_for
 from gift_hf.engine.progress import job_progress, progress_line, quiet_saving
 from gift_hf.engine.training import train_student, train_students
+from gift_hf.files import check_outputs, write_output_text
+from gift_hf.hub.model_card import ModelCardCallback
+from gift_hf.models.modeling import create_model, image_transform_for
+from gift_hf.studies.report import markdown_table, pyplot, save_figure, summarize
 
 __all__ = ["QUICKSTART_DEFAULTS", "QuickstartArguments", "format_table", "plot_results", "run_quickstart"]
 
@@ -58,19 +58,28 @@ class QuickstartArguments:
         metadata={"help": f"Losses to compare, from {sorted(LOSSES)}."},
     )
     arch: str = field(default="gift_convnet_d3", metadata={"help": "timm architecture of teacher and students."})
-    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8×8 to this size: at 8×8 the "
-                            "ConvNet-D3's last instance norm sees a 2×2 map and its logits stay nearly flat."})
+    image_size: int = field(
+        default=16,
+        metadata={
+            "help": "Digits are upsampled from 8×8 to this size: at 8×8 the "
+            "ConvNet-D3's last instance norm sees a 2×2 map and its logits stay nearly flat."
+        },
+    )
     teacher_epochs: int = field(default=8, metadata={"help": "Teacher training epochs on the full training split."})
     teacher_batch_size: int = field(default=64, metadata={"help": "Teacher training batch size."})
     channels: int = field(
         default=1,
-        metadata={"help": "Input channels of teacher and students: 1 (digits are grey) or 3 (the grey channel "
-                  "repeated), for students that pipeline('image-classification'), which feeds RGB, can use."},
+        metadata={
+            "help": "Input channels of teacher and students: 1 (digits are grey) or 3 (the grey channel "
+            "repeated), for students that pipeline('image-classification'), which feeds RGB, can use."
+        },
     )
     save_students: bool = field(
         default=True,
-        metadata={"help": "Save every student (weights, preprocessing in config.json, model card) to "
-                  "output_dir/students/<loss>/seed-<seed>."},
+        metadata={
+            "help": "Save every student (weights, preprocessing in config.json, model card) to "
+            "output_dir/students/<loss>/seed-<seed>."
+        },
     )
     subset_seed: int = field(default=0, metadata={"help": "Seed of the random class-balanced subset."})
 
@@ -105,7 +114,9 @@ def plot_results(summary: list[dict[str, Any]], path: str, title: str, teacher_a
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
     bars = ax.bar(names, means, yerr=stds, capsize=4, color=["#9e9e9e" if n == "ce" else "#3f7fbf" for n in names])
     for bar, mean, std in zip(bars, means, stds):
-        ax.text(bar.get_x() + bar.get_width() / 2, mean + std + 0.3, f"{mean:.1f}", ha="center", va="bottom", fontsize=9)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2, mean + std + 0.3, f"{mean:.1f}", ha="center", va="bottom", fontsize=9
+        )
     if teacher_accuracy is not None:
         ax.axhline(teacher_accuracy, ls="--", color="#c0392b", lw=1, label="teacher")
         ax.legend(loc="lower right")
@@ -119,8 +130,13 @@ def plot_results(summary: list[dict[str, Any]], path: str, title: str, teacher_a
 
 def _quiet(config: GIFTConfig, output_dir: str, **changes: Any) -> GIFTConfig:
     return config.replace(
-        output_dir=output_dir, save_strategy="no", logging_strategy="no", eval_strategy="no",
-        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), **changes,
+        output_dir=output_dir,
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **changes,
     )
 
 
@@ -147,8 +163,14 @@ def run_quickstart(
     num_classes = data["train"].features["label"].num_classes
 
     def model() -> torch.nn.Module:
-        return create_model(args.arch, num_classes, in_chans=args.channels, img_size=args.image_size,
-                            image_mean=DIGITS_MEAN * args.channels, image_std=DIGITS_STD * args.channels)
+        return create_model(
+            args.arch,
+            num_classes,
+            in_chans=args.channels,
+            img_size=args.image_size,
+            image_mean=DIGITS_MEAN * args.channels,
+            image_std=DIGITS_STD * args.channels,
+        )
 
     # The preprocessing is stated once, at create_model, and read back from the model.
     transform = image_transform_for(model())
@@ -158,11 +180,18 @@ def run_quickstart(
     seeds = config.seeds()
     with job_progress(1 + len(args.losses) * len(seeds), "quickstart"):
         # 1. the teacher, trained with hard labels on the whole training split
-        progress_line(f"[1/3] training the teacher ({args.arch}) on {len(train)} images for {args.teacher_epochs} "
-                      "epochs")
-        teacher_config = _quiet(config, os.path.join(out, "teacher_run"), loss="ce", soft_label_source="none",
-                                num_train_epochs=args.teacher_epochs,
-                                per_device_train_batch_size=args.teacher_batch_size, batch_sizes=None)
+        progress_line(
+            f"[1/3] training the teacher ({args.arch}) on {len(train)} images for {args.teacher_epochs} epochs"
+        )
+        teacher_config = _quiet(
+            config,
+            os.path.join(out, "teacher_run"),
+            loss="ce",
+            soft_label_source="none",
+            num_train_epochs=args.teacher_epochs,
+            per_device_train_batch_size=args.teacher_batch_size,
+            batch_sizes=None,
+        )
         teacher_run = train_student(teacher_config, model, train, test)
         teacher, teacher_accuracy = teacher_run.model, 100 * teacher_run.accuracy
         teacher_dir = os.path.join(out, "teacher")
@@ -173,25 +202,45 @@ def run_quickstart(
         # 2. the random class-balanced subset
         subset_idx = class_balanced_indices(data["train"]["label"], args.ipc, seed=args.subset_seed)
         subset = data["train"].select(subset_idx).with_transform(transform)
-        subset_info = DistilledInfo(source_dataset="digits", method="random", ipc=args.ipc, seed=args.subset_seed,
-                                    num_classes=num_classes)
-        progress_line(f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images "
-                      f"(seed {args.subset_seed})")
+        subset_info = DistilledInfo(
+            source_dataset="digits", method="random", ipc=args.ipc, seed=args.subset_seed, num_classes=num_classes
+        )
+        progress_line(
+            f"[2/3] random class-balanced subset: IPC={args.ipc}, {len(subset)} images (seed {args.subset_seed})"
+        )
 
         # 3. students: same subset, budget, optimiser and seeds for every loss; each loss's seeds train together
         progress_line(f"[3/3] students: {', '.join(args.losses)} × seeds {seeds}")
         records = []
-        card = dict(dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})",
-                    distilled_info=subset_info, teacher=teacher_dir, eval_dataset="digits",
-                    license=data["train"].info.license or None)
+        card = dict(
+            dataset=f"digits, random IPC={args.ipc} subset (seed {args.subset_seed})",
+            distilled_info=subset_info,
+            teacher=teacher_dir,
+            eval_dataset="digits",
+            license=data["train"].info.license or None,
+        )
         for name in args.losses:
             # students/<loss>/seed-<seed>/: train_students saves several students there; one, into its folder
             folder = os.path.join(out, "students", name, *([f"seed-{seeds[0]}"] if len(seeds) == 1 else []))
-            student_config = _quiet(config, folder, loss=name,
-                                    soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
-                                    disable_tqdm=True, overwrite_output_dir=True)
-            results = train_students(student_config, model, subset, test, seeds=seeds, teacher=teacher, quiet=True,
-                                     save=args.save_students, callbacks=[ModelCardCallback(**card)])
+            student_config = _quiet(
+                config,
+                folder,
+                loss=name,
+                soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
+                disable_tqdm=True,
+                overwrite_output_dir=True,
+            )
+            results = train_students(
+                student_config,
+                model,
+                subset,
+                test,
+                seeds=seeds,
+                teacher=teacher,
+                quiet=True,
+                save=args.save_students,
+                callbacks=[ModelCardCallback(**card)],
+            )
             for seed, result in zip(seeds, results):
                 records.append({"params": {"loss": name}, "seed": seed, "accuracy": result.accuracy})
                 shown = f"{100 * result.accuracy:.2f}%" if result.accuracy is not None else "failed"
@@ -211,8 +260,9 @@ def run_quickstart(
     check_outputs(*(os.path.join(out, f"results.{ext}") for ext in ("json", "md", "png")))
     write_output_text(os.path.join(out, "results.json"), json.dumps(results, indent=2))
     write_output_text(os.path.join(out, "results.md"), table + "\n")
-    plot_results(summary, os.path.join(out, "results.png"),
-                 f"digits, random IPC={args.ipc}: students by loss", teacher_accuracy)
+    plot_results(
+        summary, os.path.join(out, "results.png"), f"digits, random IPC={args.ipc}: students by loss", teacher_accuracy
+    )
     print("\n" + table)
     print(f"\nresults: {out}/results.json, results.md, results.png ({results['seconds']} s)")
     return results

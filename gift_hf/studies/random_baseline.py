@@ -19,8 +19,8 @@ from typing import Any, Optional
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe
 from gift_hf.studies.report import fmt_acc, markdown_table, pyplot, save_figure, summarize, write_results
 from gift_hf.studies.sweep import Cell
@@ -43,8 +43,10 @@ class ImprovementOverRandomArguments(ExperimentArguments):
     )
     keep_distilled_labels: bool = field(
         default=True,
-        metadata={"help": "With a stored-label protocol, train on the distilled set's own soft labels when it has "
-                  "some (else the teacher relabels it like the random subsets)."},
+        metadata={
+            "help": "With a stored-label protocol, train on the distilled set's own soft labels when it has "
+            "some (else the teacher relabels it like the random subsets)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -70,8 +72,17 @@ def gap_statistics(distilled: list[float], random: list[float]) -> dict[str, flo
         half = float(student_t.ppf(0.975, df)) * se
     else:
         df, half = float("nan"), float("nan")
-    return {"gap": gap, "se": se, "df": df, "ci95_low": gap - half, "ci95_high": gap + half,
-            "distilled_mean": m1, "random_mean": m2, "n_distilled": n1, "n_random": n2}
+    return {
+        "gap": gap,
+        "se": se,
+        "df": df,
+        "ci95_low": gap - half,
+        "ci95_high": gap + half,
+        "distilled_mean": m1,
+        "random_mean": m2,
+        "n_distilled": n1,
+        "n_random": n2,
+    }
 
 
 def _matched_random(study: Study, distilled: Dataset, seed: int) -> Dataset:
@@ -125,14 +136,22 @@ def run_improvement_over_random(
     rows = [[row["source"], fmt_acc(row), row["n"]] for row in summary]
     rows.append([f"random (all {args.num_random} subsets)", fmt_acc(pooled), len(r_acc)])
     table = markdown_table(["training set", "accuracy (%)", "students"], rows)
-    table += (f"\n\n**Gap (distilled − random): {gap['gap']:+.2f} points**, standard error {gap['se']:.2f}, "
-              f"95% CI [{gap['ci95_low']:+.2f}, {gap['ci95_high']:+.2f}] (Welch).")
+    table += (
+        f"\n\n**Gap (distilled − random): {gap['gap']:+.2f} points**, standard error {gap['se']:.2f}, "
+        f"95% CI [{gap['ci95_low']:+.2f}, {gap['ci95_high']:+.2f}] (Welch)."
+    )
     p = study.config
     title = f"{args.distilled} vs random real subsets ({len(distilled)} images)"
-    header = (f"# {title}\n\nIdentical protocol: {describe(p)}; "
-              f"{p.num_students} student seeds per set.\n\n")
-    files = write_results(study.output_dir, study.name, settings=study.settings(num_images=len(distilled)),
-                          records=records, summary=summary, table=header + table, extra={"gap": gap})
+    header = f"# {title}\n\nIdentical protocol: {describe(p)}; {p.num_students} student seeds per set.\n\n"
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(num_images=len(distilled)),
+        records=records,
+        summary=summary,
+        table=header + table,
+        extra={"gap": gap},
+    )
     files["plot"] = _strip_plot(d_acc, r_acc, records, gap, study.path("improvement_over_random.png"), title)
     return ExperimentResult(study.name, study.stats, records, summary, table, files, {"gap": gap})
 

@@ -163,8 +163,13 @@ def bar_plot(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     if len(bars) > 1:  # below the axes: the bars reach the top
-        ax.legend(title=bar_key, fontsize=8, ncols=min(6, len(bars)), loc="upper center",
-                  bbox_to_anchor=(0.5, -0.18 if len(groups) <= 5 else -0.28))
+        ax.legend(
+            title=bar_key,
+            fontsize=8,
+            ncols=min(6, len(bars)),
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.18 if len(groups) <= 5 else -0.28),
+        )
     if ylim is None:
         low = min((s["mean"] - s["std"] for s in summary), default=0.0)
         ylim = (max(0.0, 10 * (low // 10) - 10), 100)
@@ -233,8 +238,13 @@ def line_plot(
         stds = [r["std"] for r in rows]
         label = f"{line_key}={value}" if line_key else None
         (line,) = ax.plot(xs, means, marker="o", label=label)
-        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        alpha=0.2, color=line.get_color())
+        ax.fill_between(
+            xs,
+            [m - s for m, s in zip(means, stds)],
+            [m + s for m, s in zip(means, stds)],
+            alpha=0.2,
+            color=line.get_color(),
+        )
         if mark_best and means:
             best = max(range(len(means)), key=means.__getitem__)
             ax.plot([xs[best]], [means[best]], marker="*", markersize=14, color=line.get_color())

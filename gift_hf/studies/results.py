@@ -63,14 +63,38 @@ class ResultsSize:
 
 SIZES: dict[str, ResultsSize] = {
     # 30 pairs per class: the teacher reaches about 95% (40: 98%, the ceiling problem digits has)
-    "full": ResultsSize(train_per_class=30, test_per_class=10, teacher_epochs=10, width=32, student_steps=2000,
-                        num_students=2, ipcs=(1, 10), rded_candidates=30),
+    "full": ResultsSize(
+        train_per_class=30,
+        test_per_class=10,
+        teacher_epochs=10,
+        width=32,
+        student_steps=2000,
+        num_students=2,
+        ipcs=(1, 10),
+        rded_candidates=30,
+    ),
     # the largest size that ran in about 25 minutes on one thread of a shared 2-core CPU
-    "medium": ResultsSize(train_per_class=30, test_per_class=10, teacher_epochs=10, width=32, student_steps=500,
-                          num_students=2, ipcs=(1, 10), rded_candidates=30),
+    "medium": ResultsSize(
+        train_per_class=30,
+        test_per_class=10,
+        teacher_epochs=10,
+        width=32,
+        student_steps=500,
+        num_students=2,
+        ipcs=(1, 10),
+        rded_candidates=30,
+    ),
     # a smoke run of every step (minutes on 2 CPU cores): its numbers mean nothing
-    "ci": ResultsSize(train_per_class=3, test_per_class=1, teacher_epochs=1, width=8, student_steps=2,
-                      num_students=1, ipcs=(1, 2), rded_candidates=3),
+    "ci": ResultsSize(
+        train_per_class=3,
+        test_per_class=1,
+        teacher_epochs=1,
+        width=8,
+        student_steps=2,
+        num_students=1,
+        ipcs=(1, 2),
+        rded_candidates=3,
+    ),
 }
 
 
@@ -117,7 +141,8 @@ def provenance(size: str, overrides: dict[str, Any], repo: str) -> dict[str, Any
     return {
         "commit": _git(repo, "rev-parse", "HEAD") or None,
         # the commit alone does not say what ran when the checkout had uncommitted edits
-        "uncommitted_changes": None if (status := _git(repo, "status", "--porcelain", "--", "gift_hf")) is None
+        "uncommitted_changes": None
+        if (status := _git(repo, "status", "--porcelain", "--", "gift_hf")) is None
         else bool(status),
         "versions": _versions(),
         "size": size,
@@ -135,8 +160,10 @@ def page_provenance(text: str) -> dict[str, Any]:
     """The provenance block recorded in a page's text."""
     match = _PROVENANCE.search(text)
     if match is None:
-        raise ValueError("page: no provenance block (<!-- results:begin provenance --> with a ```json block); "
-                         "expected one written by `make results`")
+        raise ValueError(
+            "page: no provenance block (<!-- results:begin provenance --> with a ```json block); "
+            "expected one written by `make results`"
+        )
     return json.loads(match.group(1))
 
 
@@ -169,20 +196,31 @@ def _teacher(out: str, size: ResultsSize, data, transform_model) -> tuple[str, f
     from gift_hf.models.modeling import image_transform_for, load_teacher
 
     folder, record = os.path.join(out, "teacher"), os.path.join(out, "teacher.json")
-    settings = {"epochs": size.teacher_epochs, "width": size.width, "data": [size.train_per_class,
-                                                                             size.test_per_class]}
+    settings = {"epochs": size.teacher_epochs, "width": size.width, "data": [size.train_per_class, size.test_per_class]}
     if os.path.exists(record) and os.path.isfile(os.path.join(folder, "config.json")):
         with open(record, encoding="utf-8") as f:
             saved = json.load(f)
         if saved["settings"] == settings:
             return folder, saved["accuracy"]
     transform = image_transform_for(transform_model())
-    config = GIFTConfig(output_dir=os.path.join(out, "teacher_run"), loss="ce", soft_label_source="none",
-                        num_train_epochs=size.teacher_epochs, per_device_train_batch_size=64,
-                        augmentation=DIGITS_DSA, save_strategy="no", logging_strategy="no", eval_strategy="no",
-                        disable_tqdm=True, report_to=[], overwrite_output_dir=True, seed=0)
-    run = train_student(config, transform_model, data["train"].with_transform(transform),
-                        data["test"].with_transform(transform))
+    config = GIFTConfig(
+        output_dir=os.path.join(out, "teacher_run"),
+        loss="ce",
+        soft_label_source="none",
+        num_train_epochs=size.teacher_epochs,
+        per_device_train_batch_size=64,
+        augmentation=DIGITS_DSA,
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        report_to=[],
+        overwrite_output_dir=True,
+        seed=0,
+    )
+    run = train_student(
+        config, transform_model, data["train"].with_transform(transform), data["test"].with_transform(transform)
+    )
     run.model.save_pretrained(folder)
     load_teacher(folder)  # what the studies will load: fail here, not in the first cell
     accuracy = 100 * run.accuracy
@@ -197,15 +235,22 @@ def _rded_set(out: str, size: ResultsSize, data, teacher: str, ipc: int) -> str:
 
     folder = os.path.join(out, f"rded_ipc{ipc}")
     if not os.path.exists(os.path.join(folder, "README.md")):
-        dataset, info = build_rded_distilled(data["train"], teacher, ipc,
-                                             candidates_per_class=size.rded_candidates, seed=0,
-                                             source_dataset="digit_pairs", progress=False)
+        dataset, info = build_rded_distilled(
+            data["train"],
+            teacher,
+            ipc,
+            candidates_per_class=size.rded_candidates,
+            seed=0,
+            source_dataset="digit_pairs",
+            progress=False,
+        )
         save_distilled(dataset, folder, info)
     return folder
 
 
-def run_results(size: str = "full", output_dir: str = "outputs/results", docs_dir: str = "docs",
-                repo: str = ".") -> dict[str, Any]:
+def run_results(
+    size: str = "full", output_dir: str = "outputs/results", docs_dir: str = "docs", repo: str = "."
+) -> dict[str, Any]:
     """Run every study of the results pages at ``size`` and rewrite their generated blocks.
 
     Args:
@@ -232,8 +277,16 @@ def run_results(size: str = "full", output_dir: str = "outputs/results", docs_di
     data = load_digit_pairs_dataset(train_per_class=s.train_per_class, test_per_class=s.test_per_class)
 
     def model():
-        return create_model("gift_convnet_d3", 100, in_chans=1, img_size=16, image_mean=DIGIT_PAIRS_MEAN,
-                            image_std=DIGIT_PAIRS_STD, width=s.width, norm="batchnorm")
+        return create_model(
+            "gift_convnet_d3",
+            100,
+            in_chans=1,
+            img_size=16,
+            image_mean=DIGIT_PAIRS_MEAN,
+            image_std=DIGIT_PAIRS_STD,
+            width=s.width,
+            norm="batchnorm",
+        )
 
     teacher, teacher_accuracy = _teacher(out, s, data, model)
     # a budget in steps, the same for every set (epochs would give IPC 1 a tenth of IPC 10's steps)
@@ -242,11 +295,20 @@ def run_results(size: str = "full", output_dir: str = "outputs/results", docs_di
     for source in SOURCES:
         for ipc in s.ipcs:
             name = f"{source}_ipc{ipc}"
-            config = protocol_config(PROTOCOL, output_dir=os.path.join(out, name), teacher_model_name_or_path=teacher,
-                                     disable_tqdm=True, report_to=[], **overrides)
+            config = protocol_config(
+                PROTOCOL,
+                output_dir=os.path.join(out, name),
+                teacher_model_name_or_path=teacher,
+                disable_tqdm=True,
+                report_to=[],
+                **overrides,
+            )
             args = LossBenchmarkArguments(
-                losses=(["ce"] if source == "random" else []) + list(LOSSES), optimizers=list(OPTIMIZERS), ipc=ipc,
-                distilled=_rded_set(out, s, data, teacher, ipc) if source == "rded" else None)
+                losses=(["ce"] if source == "random" else []) + list(LOSSES),
+                optimizers=list(OPTIMIZERS),
+                ipc=ipc,
+                distilled=_rded_set(out, s, data, teacher, ipc) if source == "rded" else None,
+            )
             result = run_loss_benchmark(args, DataArguments(dataset_name="digit_pairs"), config, data=data)
             summaries[(source, ipc)] = result.summary
     record = provenance(size, overrides, repo)
@@ -256,8 +318,11 @@ def run_results(size: str = "full", output_dir: str = "outputs/results", docs_di
 
 # ------------------------------------------------------------------------------- tables
 def _index(summaries: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[tuple, dict[str, Any]]:
-    return {(source, ipc, row["loss"], row["optimizer"]): row
-            for (source, ipc), summary in summaries.items() for row in summary}
+    return {
+        (source, ipc, row["loss"], row["optimizer"]): row
+        for (source, ipc), summary in summaries.items()
+        for row in summary
+    }
 
 
 def _diff(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
@@ -280,8 +345,16 @@ def gift_minus(summaries: dict[tuple[str, int], list[dict[str, Any]]], other: st
             diff = _diff(gift, them)
             # spread of a difference of two independent means' seeds: the stds add in quadrature
             std = None if diff is None else (gift["std"] ** 2 + them["std"] ** 2) ** 0.5
-            rows.append({"source": source, "ipc": ipc, "optimizer": o, "diff": diff, "std": std,
-                         "best": None if diff is None else max(gift["mean"], them["mean"])})
+            rows.append(
+                {
+                    "source": source,
+                    "ipc": ipc,
+                    "optimizer": o,
+                    "diff": diff,
+                    "std": std,
+                    "best": None if diff is None else max(gift["mean"], them["mean"]),
+                }
+            )
     return rows
 
 
@@ -297,11 +370,17 @@ def _verdict(rows: list[dict[str, Any]], other: str) -> str:
 
     # a "win" between two students that did not train says nothing about the loss
     untrained = [r for r in scored if r["best"] < UNTRAINED]
-    caveat = (f" In {len(untrained)} of them neither reached {UNTRAINED:g}% ({'; '.join(map(where, untrained))}): "
-              "there the difference is between two students that did not train." if untrained else "")
-    return (f"GIFT − {other}: GIFT is ahead in {len(wins)} of {len(scored)} settings; largest gain "
-            f"{best['diff']:+.1f} points ({where(best)}), largest loss {worst['diff']:+.1f} points ({where(worst)}); "
-            f"mean {sum(r['diff'] for r in scored) / len(scored):+.1f}.{caveat}")
+    caveat = (
+        f" In {len(untrained)} of them neither reached {UNTRAINED:g}% ({'; '.join(map(where, untrained))}): "
+        "there the difference is between two students that did not train."
+        if untrained
+        else ""
+    )
+    return (
+        f"GIFT − {other}: GIFT is ahead in {len(wins)} of {len(scored)} settings; largest gain "
+        f"{best['diff']:+.1f} points ({where(best)}), largest loss {worst['diff']:+.1f} points ({where(worst)}); "
+        f"mean {sum(r['diff'] for r in scored) / len(scored):+.1f}.{caveat}"
+    )
 
 
 def _publish(plot: str, docs_dir: str) -> str:
@@ -313,9 +392,15 @@ def _publish(plot: str, docs_dir: str) -> str:
     return f"assets/results/{name}"
 
 
-def write_pages(docs_dir: str, size: str, s: ResultsSize, teacher_accuracy: float,
-                summaries: dict[tuple[str, int], list[dict[str, Any]]], record: dict[str, Any],
-                out: str) -> list[str]:
+def write_pages(
+    docs_dir: str,
+    size: str,
+    s: ResultsSize,
+    teacher_accuracy: float,
+    summaries: dict[tuple[str, int], list[dict[str, Any]]],
+    record: dict[str, Any],
+    out: str,
+) -> list[str]:
     """Rewrite the generated blocks of both pages and their plots (made in ``out``); return the page paths."""
     from gift_hf.studies.loss_benchmark import loss_optimizer_table
     from gift_hf.studies.report import bar_plot, fmt_acc, markdown_table
@@ -323,14 +408,18 @@ def write_pages(docs_dir: str, size: str, s: ResultsSize, teacher_accuracy: floa
     assets = out
     index = _index(summaries)
     note = {"full": "", "ci": f"\n\n**Size `{size}`: a smoke run; these numbers mean nothing.**"}.get(
-        size, f"\n\n**Size `{size}`, not `full`** ({SIZES['full'].student_steps} steps): the full size did not fit "
-        "the time this page was made in (one thread of a shared 2-core CPU); `make results` runs the full size.")
-    setup = (f"Digit pairs: {100 * s.train_per_class} training / {100 * s.test_per_class} test images (16×16, 100 "
-             f"classes). Teacher: ConvNet-D3 width {s.width}, batch norm, hard-label CE, {s.teacher_epochs} epoch(s) "
-             f"(batch 64, AdamW 1e-3, DSA `{DIGITS_DSA}`): **{teacher_accuracy:.1f}%** test accuracy. Students: the "
-             f"teacher's architecture, the `{PROTOCOL}` protocol with {s.student_steps} steps per student "
-             f"(`max_steps`) and {s.num_students} seed(s) (provenance below), test accuracy in %, mean ± std over "
-             f"seeds.{note}")
+        size,
+        f"\n\n**Size `{size}`, not `full`** ({SIZES['full'].student_steps} steps): the full size did not fit "
+        "the time this page was made in (one thread of a shared 2-core CPU); `make results` runs the full size.",
+    )
+    setup = (
+        f"Digit pairs: {100 * s.train_per_class} training / {100 * s.test_per_class} test images (16×16, 100 "
+        f"classes). Teacher: ConvNet-D3 width {s.width}, batch norm, hard-label CE, {s.teacher_epochs} epoch(s) "
+        f"(batch 64, AdamW 1e-3, DSA `{DIGITS_DSA}`): **{teacher_accuracy:.1f}%** test accuracy. Students: the "
+        f"teacher's architecture, the `{PROTOCOL}` protocol with {s.student_steps} steps per student "
+        f"(`max_steps`) and {s.num_students} seed(s) (provenance below), test accuracy in %, mean ± std over "
+        f"seeds.{note}"
+    )
 
     # results.md: soft vs hard, and loss × optimizer on the largest random subset
     rows = []
@@ -338,56 +427,81 @@ def write_pages(docs_dir: str, size: str, s: ResultsSize, teacher_accuracy: floa
         ce, kl, gift = (index.get(("random", ipc, loss, "adamw")) for loss in ("ce", "kl", "gift"))
         best = max((x for x in (kl, gift) if x and x.get("n")), key=lambda x: x["mean"], default=None)
         rows.append([f"{ipc} ({100 * ipc})", fmt_acc(ce), fmt_acc(kl), fmt_acc(gift), _signed(_diff(best, ce))])
-    soft_hard = markdown_table(["IPC (images)", "hard labels (`ce`)", "soft: KL (T = 20)", "soft: GIFT",
-                                "best soft − hard"], rows)
+    soft_hard = markdown_table(
+        ["IPC (images)", "hard labels (`ce`)", "soft: KL (T = 20)", "soft: GIFT", "best soft − hard"], rows
+    )
     top = max(s.ipcs)
     losses = ["ce", *LOSSES]
     grid = loss_optimizer_table(summaries[("random", top)], losses, list(OPTIMIZERS))
-    grid_plot = bar_plot(summaries[("random", top)], "loss", "optimizer",
-                         os.path.join(assets, "digit_pairs_loss_optimizer.png"),
-                         f"digit pairs, random IPC={top}: loss × optimizer")
+    grid_plot = bar_plot(
+        summaries[("random", top)],
+        "loss",
+        "optimizer",
+        os.path.join(assets, "digit_pairs_loss_optimizer.png"),
+        f"digit pairs, random IPC={top}: loss × optimizer",
+    )
     results_blocks = {
         "setup": setup,
         "soft-hard": soft_hard + "\n\nRandom class-balanced subsets (selection seed 0), AdamW (`gift` protocol).",
-        "loss-optimizer": (f"Random IPC {top} ({100 * top} images), every loss under both optimizers:\n\n{grid}\n\n"
-                           f"![loss × optimizer on digit pairs]({_publish(grid_plot, docs_dir)})"),
+        "loss-optimizer": (
+            f"Random IPC {top} ({100 * top} images), every loss under both optimizers:\n\n{grid}\n\n"
+            f"![loss × optimizer on digit pairs]({_publish(grid_plot, docs_dir)})"
+        ),
     }
 
     # when-gift-helps.md: GIFT − KL and GIFT − soft-CE, all accuracies, the plot
     diff_kl, diff_sce = gift_minus(summaries, "kl"), gift_minus(summaries, "soft_ce")
     body = []
     for source, ipc in summaries:
-        cells = {o: next(r["diff"] for r in diff_kl if (r["source"], r["ipc"], r["optimizer"]) == (source, ipc, o))
-                 for o in OPTIMIZERS}
-        sce = {o: next(r["diff"] for r in diff_sce if (r["source"], r["ipc"], r["optimizer"]) == (source, ipc, o))
-               for o in OPTIMIZERS}
+        cells = {
+            o: next(r["diff"] for r in diff_kl if (r["source"], r["ipc"], r["optimizer"]) == (source, ipc, o))
+            for o in OPTIMIZERS
+        }
+        sce = {
+            o: next(r["diff"] for r in diff_sce if (r["source"], r["ipc"], r["optimizer"]) == (source, ipc, o))
+            for o in OPTIMIZERS
+        }
         body.append([source, ipc, *(_signed(cells[o]) for o in OPTIMIZERS), *(_signed(sce[o]) for o in OPTIMIZERS)])
-    diff_table = markdown_table(["set", "IPC", *(f"GIFT − KL, {o}" for o in OPTIMIZERS),
-                                 *(f"GIFT − soft-CE, {o}" for o in OPTIMIZERS)], body)
+    diff_table = markdown_table(
+        ["set", "IPC", *(f"GIFT − KL, {o}" for o in OPTIMIZERS), *(f"GIFT − soft-CE, {o}" for o in OPTIMIZERS)], body
+    )
     full = []
     for (source, ipc), summary in summaries.items():
         for loss in [x for x in ("ce", *LOSSES) if any(r["loss"] == x for r in summary)]:
             full.append([source, ipc, loss, *(fmt_acc(index.get((source, ipc, loss, o))) for o in OPTIMIZERS)])
     all_table = markdown_table(["set", "IPC", "loss", *OPTIMIZERS], full)
-    plot_rows = [{"setting": f"{r['source']}\nIPC {r['ipc']}", "optimizer": r["optimizer"], "mean": r["diff"],
-                  "std": r["std"]} for r in diff_kl if r["diff"] is not None]
+    plot_rows = [
+        {"setting": f"{r['source']}\nIPC {r['ipc']}", "optimizer": r["optimizer"], "mean": r["diff"], "std": r["std"]}
+        for r in diff_kl
+        if r["diff"] is not None
+    ]
     low = min([r["mean"] - r["std"] for r in plot_rows] + [0.0])
     high = max([r["mean"] + r["std"] for r in plot_rows] + [0.0])
     pad = max(1.0, 0.1 * (high - low))
-    diff_plot = bar_plot(plot_rows, "setting", "optimizer", os.path.join(assets, "when_gift_helps.png"),
-                         "digit pairs: GIFT − KL (points; bars: the seeds' stds in quadrature)",
-                         ylabel="GIFT − KL (accuracy points)",
-                         ylim=(low - pad, high + pad))
+    diff_plot = bar_plot(
+        plot_rows,
+        "setting",
+        "optimizer",
+        os.path.join(assets, "when_gift_helps.png"),
+        "digit pairs: GIFT − KL (points; bars: the seeds' stds in quadrature)",
+        ylabel="GIFT − KL (accuracy points)",
+        ylim=(low - pad, high + pad),
+    )
     helps_blocks = {
         "setup": setup,
-        "gift-minus-kl": (f"{diff_table}\n\n{_verdict(diff_kl, 'KL')}\n\n{_verdict(diff_sce, 'soft-CE')}\n\n"
-                          f"![GIFT − KL]({_publish(diff_plot, docs_dir)})"),
+        "gift-minus-kl": (
+            f"{diff_table}\n\n{_verdict(diff_kl, 'KL')}\n\n{_verdict(diff_sce, 'soft-CE')}\n\n"
+            f"![GIFT − KL]({_publish(diff_plot, docs_dir)})"
+        ),
         "accuracies": all_table,
     }
 
-    prov = ("Written by `make results` (`gift-hf results --size " + size + "`); the test suite fails when the "
-            "protocol below no longer matches `PROTOCOLS` and `GIFTConfig`'s defaults.\n\n```json\n"
-            + json.dumps(record, indent=1) + "\n```")
+    prov = (
+        "Written by `make results` (`gift-hf results --size " + size + "`); the test suite fails when the "
+        "protocol below no longer matches `PROTOCOLS` and `GIFTConfig`'s defaults.\n\n```json\n"
+        + json.dumps(record, indent=1)
+        + "\n```"
+    )
     paths = []
     for page, blocks in (("results.md", results_blocks), ("when-gift-helps.md", helps_blocks)):
         path = os.path.join(docs_dir, page)

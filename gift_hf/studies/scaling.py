@@ -15,8 +15,8 @@ from typing import Any, Optional
 from datasets import DatasetDict
 
 from gift_hf.data.ablations import keep_topk, map_soft_labels
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
+from gift_hf.engine.config import GIFTConfig
 from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list
 from gift_hf.studies.report import heatmap_plot, markdown_table, pivot_table, summarize, write_results
 from gift_hf.studies.sweep import Cell
@@ -64,8 +64,11 @@ def soft_hard_gap(summary: list[dict[str, Any]], full_k: Any) -> dict[Any, float
     """Per IPC: accuracy with all soft-label entries minus accuracy with hard labels (points)."""
     index = {(r["ipc"], r["topk"]): r["mean"] for r in summary}
     ipcs = list(dict.fromkeys(r["ipc"] for r in summary))
-    return {ipc: index[(ipc, full_k)] - index[(ipc, "hard")] for ipc in ipcs
-            if (ipc, full_k) in index and (ipc, "hard") in index}
+    return {
+        ipc: index[(ipc, full_k)] - index[(ipc, "hard")]
+        for ipc in ipcs
+        if (ipc, full_k) in index and (ipc, "hard") in index
+    }
 
 
 def run_data_knowledge_scaling(
@@ -79,8 +82,10 @@ def run_data_knowledge_scaling(
     base = study.config
     study.require_stored_labels("top-k truncation")
     if base.soft_label_kind != "probabilities":
-        raise ValueError("soft_label_kind: top-k truncation zeroes entries, which means 'no knowledge' only for "
-                         f"probabilities; got {base.soft_label_kind!r}")
+        raise ValueError(
+            "soft_label_kind: top-k truncation zeroes entries, which means 'no knowledge' only for "
+            f"probabilities; got {base.soft_label_kind!r}"
+        )
     C = study.num_classes
     ks = args.topks or default_topks(C)
     if max(ks) > C:
@@ -108,17 +113,34 @@ def run_data_knowledge_scaling(
     table = pivot_table(summary, "topk", "ipc", row_label="top-k kept", fmt=label, col_fmt=str)
     gap = soft_hard_gap(summary, C if C in ks else max(ks))
     if gap:
-        table += "\n\n" + markdown_table(["IPC", "soft (all entries) − hard, points"],
-                                         [[ipc, f"{g:+.1f}"] for ipc, g in gap.items()])
+        table += "\n\n" + markdown_table(
+            ["IPC", "soft (all entries) − hard, points"], [[ipc, f"{g:+.1f}"] for ipc, g in gap.items()]
+        )
     title = "Data–knowledge scaling: IPC × top-k soft-label entries"
-    header = (f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}); labels "
-              f"softmax(expert logits / {base.label_temperature:g}) truncated to their k largest entries; protocol: "
-              f"{describe(base)}; mean ± std over {base.num_students} seeds."
-              "\n\n")
+    header = (
+        f"# {title}\n\nRandom class-balanced subsets (seed {args.selection_seed}); labels "
+        f"softmax(expert logits / {base.label_temperature:g}) truncated to their k largest entries; protocol: "
+        f"{describe(base)}; mean ± std over {base.num_students} seeds."
+        "\n\n"
+    )
     extra = {"soft_minus_hard": {str(k): v for k, v in gap.items()}}
-    files = write_results(study.output_dir, study.name, settings=study.settings(topks=ks), records=records,
-                          summary=summary, table=header + table, extra=extra)
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(topks=ks),
+        records=records,
+        summary=summary,
+        table=header + table,
+        extra=extra,
+    )
     plot_rows = [dict(r, topk=label(r["topk"])) for r in summary]
-    files["plot"] = heatmap_plot(plot_rows, "topk", "ipc", study.path("data_knowledge_scaling.png"), title,
-                                 row_label="soft-label entries kept (k)", col_label="images per class (IPC)")
+    files["plot"] = heatmap_plot(
+        plot_rows,
+        "topk",
+        "ipc",
+        study.path("data_knowledge_scaling.png"),
+        title,
+        row_label="soft-label entries kept (k)",
+        col_label="images per class (IPC)",
+    )
     return ExperimentResult(study.name, study.stats, records, summary, table, files, extra)

@@ -36,8 +36,16 @@ RESULTS_FILE = "results.json"
 # rendezvous) and to accelerate with these variables; without them a Trainer in this process is
 # a single-process one. A study uses the launcher only to start N processes and splits its cells
 # among them itself (each cell is a whole, independent student training).
-_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+_LAUNCHER_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "ACCELERATE_USE_FSDP",
+    "ACCELERATE_USE_DEEPSPEED",
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,10 @@ def detach_from_launcher() -> tuple[int, int]:
     if _DETACHED is not None:
         return _DETACHED
     if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
-        raise RuntimeError("a study splits its cells across the processes of `accelerate launch` or `torchrun`; "
-                           "launch it with one of these, not mpirun")
+        raise RuntimeError(
+            "a study splits its cells across the processes of `accelerate launch` or `torchrun`; "
+            "launch it with one of these, not mpirun"
+        )
     rank, world = int(os.environ.get("RANK") or 0), int(os.environ.get("WORLD_SIZE") or 1)
     if world <= 1:
         return 0, 1
@@ -215,8 +225,9 @@ def run_cells(
         if len(errors) == len(missing):
             break
         if timeout is not None and time.monotonic() - start > timeout:
-            raise TimeoutError(f"{desc}: waited {timeout:.0f}s for {len(missing)} cell(s) of other processes, "
-                               f"e.g. {missing[:3]}")
+            raise TimeoutError(
+                f"{desc}: waited {timeout:.0f}s for {len(missing)} cell(s) of other processes, e.g. {missing[:3]}"
+            )
         time.sleep(poll_seconds)
     if errors:
         with open(_cell_path(output_dir, errors[0], ".error.json")) as f:
@@ -230,8 +241,16 @@ def _describe_cell(cell: "Cell") -> str:
     return f"{params}, seed {cell.seed}" if params else f"seed {cell.seed}"
 
 
-def _run_cell(cell: "Cell", run_one: Callable[["Cell"], dict[str, Any]], output_dir: str, fingerprint: str, rank: int,
-              world: int, finished: dict[str, Any], stats: "SweepStats") -> None:
+def _run_cell(
+    cell: "Cell",
+    run_one: Callable[["Cell"], dict[str, Any]],
+    output_dir: str,
+    fingerprint: str,
+    rank: int,
+    world: int,
+    finished: dict[str, Any],
+    stats: "SweepStats",
+) -> None:
     """Train one cell and record it (``<key>.json``), or record its error (``<key>.error.json``)."""
     error_path = _cell_path(output_dir, cell.key, ".error.json")
     try:

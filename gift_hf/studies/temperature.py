@@ -14,9 +14,16 @@ from typing import Any, Optional
 
 from datasets import DatasetDict
 
-from gift_hf.engine.config import GIFTConfig
 from gift_hf.data.images import DataArguments
-from gift_hf.studies.common import ExperimentArguments, ExperimentResult, Study, describe, parse_list, saved_expert_epochs
+from gift_hf.engine.config import GIFTConfig
+from gift_hf.studies.common import (
+    ExperimentArguments,
+    ExperimentResult,
+    Study,
+    describe,
+    parse_list,
+    saved_expert_epochs,
+)
 from gift_hf.studies.expert_epochs import best_by
 from gift_hf.studies.report import heatmap_plot, pivot_table, summarize, write_results
 from gift_hf.studies.sweep import Cell
@@ -35,8 +42,10 @@ class TemperatureGridArguments(ExperimentArguments):
     )
     expert_epochs: Optional[list[float]] = field(
         default=None,
-        metadata={"help": "Expert epochs to sweep. Default: every saved epoch of the teacher run, or only the "
-                  "final teacher when it has no checkpoints."},
+        metadata={
+            "help": "Expert epochs to sweep. Default: every saved epoch of the teacher run, or only the "
+            "final teacher when it has no checkpoints."
+        },
     )
     ipc: int = field(default=10, metadata={"help": "Images per class of the random subset."})
 
@@ -74,12 +83,17 @@ def run_temperature_grid(
     def run_one(cell: Cell) -> dict[str, Any]:
         epoch = cell.params["expert_epoch"]
         p = base.replace(**{knob: cell.params["temperature"]})
-        dataset, teacher = study.prepare(study.random_subset(args.ipc), ("random", args.ipc), p,
-                                         expert_epoch=None if epoch == "final" else epoch)
+        dataset, teacher = study.prepare(
+            study.random_subset(args.ipc), ("random", args.ipc), p, expert_epoch=None if epoch == "final" else epoch
+        )
         return study.train_cell(dataset, cell.seed, p, teacher)
 
-    cells = [Cell({"temperature": t, "expert_epoch": e}, seed) for t in args.temperatures for e in epochs
-             for seed in study.seeds()]
+    cells = [
+        Cell({"temperature": t, "expert_epoch": e}, seed)
+        for t in args.temperatures
+        for e in epochs
+        for seed in study.seeds()
+    ]
     records = study.run(cells, run_one)
     if records is None:
         return ExperimentResult(study.name, study.stats)
@@ -91,14 +105,30 @@ def run_temperature_grid(
         f"epoch {fmt(e)} → T={b['temperature']:g} ({b['mean']:.1f}%)" for e, b in best.items()
     )
     title = f"Temperature × expert epoch (IPC={args.ipc})"
-    header = (f"# {title}\n\nT is the {'labels’ softmax temperature' if stored_probabilities else 'loss temperature'}"
-              f" (`{knob}`); protocol: {describe(base)}; "
-              f"mean ± std over {base.num_students} seeds.\n\n")
+    header = (
+        f"# {title}\n\nT is the {'labels’ softmax temperature' if stored_probabilities else 'loss temperature'}"
+        f" (`{knob}`); protocol: {describe(base)}; "
+        f"mean ± std over {base.num_students} seeds.\n\n"
+    )
     extra = {"knob": knob, "best_temperature": {str(k): v for k, v in best.items()}}
-    files = write_results(study.output_dir, study.name, settings=study.settings(expert_epochs=epochs, knob=knob),
-                          records=records, summary=summary, table=header + table, extra=extra)
-    files["plot"] = heatmap_plot(summary, "temperature", "expert_epoch", study.path("temperature_grid.png"), title,
-                                 row_label="temperature T", col_label="expert epoch")
+    files = write_results(
+        study.output_dir,
+        study.name,
+        settings=study.settings(expert_epochs=epochs, knob=knob),
+        records=records,
+        summary=summary,
+        table=header + table,
+        extra=extra,
+    )
+    files["plot"] = heatmap_plot(
+        summary,
+        "temperature",
+        "expert_epoch",
+        study.path("temperature_grid.png"),
+        title,
+        row_label="temperature T",
+        col_label="expert epoch",
+    )
     return ExperimentResult(study.name, study.stats, records, summary, table, files, extra)
 
 

@@ -44,17 +44,22 @@ def _size_category(n: int) -> str:
 
 def _describe(info: DistilledInfo, splits: dict[str, Dataset]) -> list[str]:
     rows = {name: len(ds) for name, ds in splits.items()}
-    lines = [f"- **Source dataset:** {info.source_dataset or 'not recorded'}",
-             f"- **Method:** {info.method or 'not recorded'}",
-             f"- **Images per class (IPC):** {info.ipc if info.ipc is not None else 'not recorded'}",
-             f"- **Classes:** {info.num_classes}",
-             "- **Rows:** " + ", ".join(f"{k}: {v}" for k, v in rows.items())]
+    lines = [
+        f"- **Source dataset:** {info.source_dataset or 'not recorded'}",
+        f"- **Method:** {info.method or 'not recorded'}",
+        f"- **Images per class (IPC):** {info.ipc if info.ipc is not None else 'not recorded'}",
+        f"- **Classes:** {info.num_classes}",
+        "- **Rows:** " + ", ".join(f"{k}: {v}" for k, v in rows.items()),
+    ]
     if info.image_size:
         lines.append(f"- **Image size:** {info.image_size[0]}×{info.image_size[1]}")
     first = next(iter(splits.values()))
     if PIXEL_COLUMN in first.features:
-        lines.append("- **Images:** float `pixel_values` (already normalised"
-                     + (f" with mean {info.image_mean}, std {info.image_std}" if info.image_mean else "") + ")")
+        lines.append(
+            "- **Images:** float `pixel_values` (already normalised"
+            + (f" with mean {info.image_mean}, std {info.image_std}" if info.image_mean else "")
+            + ")"
+        )
     kind = soft_label_columns(first.features)
     if kind is None:
         lines.append("- **Soft labels:** none stored (hard labels only; train with a teacher online)")
@@ -65,10 +70,12 @@ def _describe(info: DistilledInfo, splits: dict[str, Dataset]) -> list[str]:
         storage = "dense `soft_label`" if kind == "dense" else f"sparse top-{info.topk} `soft_label_topk_*`"
         lines.append(f"- **Soft labels:** {what}, stored as {storage}")
         teacher = info.teacher_id if not isinstance(info.teacher_id, list) else f"ensemble of {info.teacher_id}"
-        lines.append(f"- **Teacher:** {teacher or 'not recorded'}"
-                     + (f" ({info.teacher_architecture})" if info.teacher_architecture else "")
-                     + (f", checkpoint `{info.teacher_checkpoint}`" if info.teacher_checkpoint else "")
-                     + (f", expert epoch {info.teacher_epoch:g}" if info.teacher_epoch is not None else ""))
+        lines.append(
+            f"- **Teacher:** {teacher or 'not recorded'}"
+            + (f" ({info.teacher_architecture})" if info.teacher_architecture else "")
+            + (f", checkpoint `{info.teacher_checkpoint}`" if info.teacher_checkpoint else "")
+            + (f", expert epoch {info.teacher_epoch:g}" if info.teacher_epoch is not None else "")
+        )
     return lines
 
 
@@ -81,15 +88,20 @@ def _channels(ds: Dataset) -> int:
 
 def _training_snippet(info: DistilledInfo, ds: Dataset, repo: str) -> str:
     channels, size = _channels(ds), (info.image_size[0] if info.image_size else 32)
-    norm = (f", image_mean={list(info.image_mean)}, image_std={list(info.image_std)}"
-            if info.image_mean and info.image_std else "")
+    norm = (
+        f", image_mean={list(info.image_mean)}, image_std={list(info.image_std)}"
+        if info.image_mean and info.image_std
+        else ""
+    )
     kwargs = info.training_kwargs()
     config_args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     stored = kwargs["soft_label_source"] == "dataset"
     teacher = "" if stored else ', teacher_model_name_or_path="<teacher>"'
-    labels = (f"--soft_label_source dataset --soft_label_kind {kwargs['soft_label_kind']} "
-              "--student_arch gift_convnet_d3"
-              if stored else "--teacher_model_name_or_path <teacher>")
+    labels = (
+        f"--soft_label_source dataset --soft_label_kind {kwargs['soft_label_kind']} --student_arch gift_convnet_d3"
+        if stored
+        else "--teacher_model_name_or_path <teacher>"
+    )
     return (
         "Score it the GIFT paper's way (3 students, 1000 epochs, mean ± std on the real test split of"
         " `--dataset_name`, here the source dataset):\n\n"
@@ -152,45 +164,50 @@ def render_card(
         split_dict.add(SplitInfo(name=name, num_bytes=dataset_nbytes(ds), num_examples=len(ds)))
     download_size = sum((shard_bytes or {}).values())
     dataset_size = sum(dataset_nbytes(ds) for ds in splits.values())
-    ds_info = DatasetInfo(features=first.features, splits=split_dict, download_size=download_size,
-                          dataset_size=dataset_size)
+    ds_info = DatasetInfo(
+        features=first.features, splits=split_dict, download_size=download_size, dataset_size=dataset_size
+    )
     card_data = DatasetCardData(
         license=license or _source_license(splits, info),
         task_categories=["image-classification"],
         size_categories=[_size_category(sum(len(ds) for ds in splits.values()))],
         tags=sorted({*DEFAULT_TAGS, *(tags or []), *([info.method] if info.method else [])}),
-        pretty_name=(f"{info.source_dataset} distilled ({info.method}, IPC {info.ipc})" if info.source_dataset
-                     else None),
+        pretty_name=(
+            f"{info.source_dataset} distilled ({info.method}, IPC {info.ipc})" if info.source_dataset else None
+        ),
         # The Hub's data-files configuration: every split's shards under data/.
-        configs=[{"config_name": "default",
-                  "data_files": [{"split": name, "path": f"data/{name}-*"} for name in splits]}],
+        configs=[
+            {"config_name": "default", "data_files": [{"split": name, "path": f"data/{name}-*"} for name in splits]}
+        ],
     )
     DatasetInfosDict({"default": ds_info}).to_dataset_card_data(card_data)
     setattr(card_data, CARD_KEY, info.to_dict())
     title = card_data.pretty_name or (repo_id or "Distilled dataset")
     repo = repo_id or "<repo_id or local directory>"
-    body = "\n".join([
-        f"# {title}",
-        "",
-        "A distilled image-classification dataset in the Hugging Face Hub layout, written by "
-        "gift_hf (`save_distilled`). `datasets.load_dataset` reads it as is; "
-        "`gift_hf.load_distilled` also returns its provenance (the `gift_hf` block of this card's metadata).",
-        "",
-        "## How it was made",
-        "",
-        *_describe(info, splits),
-        "",
-        "## Train on it with gift_hf",
-        "",
-        _training_snippet(info, first, repo),
-        "",
-        "## Columns",
-        "",
-        "| column | feature |",
-        "| --- | --- |",
-        *[f"| `{name}` | `{feature}` |" for name, feature in first.features.items()],
-        "",
-    ])
+    body = "\n".join(
+        [
+            f"# {title}",
+            "",
+            "A distilled image-classification dataset in the Hugging Face Hub layout, written by "
+            "gift_hf (`save_distilled`). `datasets.load_dataset` reads it as is; "
+            "`gift_hf.load_distilled` also returns its provenance (the `gift_hf` block of this card's metadata).",
+            "",
+            "## How it was made",
+            "",
+            *_describe(info, splits),
+            "",
+            "## Train on it with gift_hf",
+            "",
+            _training_snippet(info, first, repo),
+            "",
+            "## Columns",
+            "",
+            "| column | feature |",
+            "| --- | --- |",
+            *[f"| `{name}` | `{feature}` |" for name, feature in first.features.items()],
+            "",
+        ]
+    )
     return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
 
 
@@ -202,20 +219,26 @@ def fetch_card_text(
     if os.path.isdir(target):
         readme = Path(target) / "README.md"
         if not readme.is_file():
-            raise ValueError(f"{target!r} has no README.md; expected a directory written by save_distilled "
-                             "(Hub layout: README.md + data/*.parquet)")
+            raise ValueError(
+                f"{target!r} has no README.md; expected a directory written by save_distilled "
+                "(Hub layout: README.md + data/*.parquet)"
+            )
         return readme.read_text(encoding="utf-8")
     if os.path.lexists(target):
-        raise ValueError(f"dataset {target!r} is a file; expected a directory written by save_distilled (README.md "
-                         "+ data/*.parquet) or a Hub dataset id 'namespace/name'")
+        raise ValueError(
+            f"dataset {target!r} is a file; expected a directory written by save_distilled (README.md "
+            "+ data/*.parquet) or a Hub dataset id 'namespace/name'"
+        )
     from huggingface_hub import hf_hub_download
 
     try:
         path = hf_hub_download(target, "README.md", repo_type="dataset", revision=revision, token=token)
     except Exception as err:  # offline, unknown repo, no access: all end here
-        raise ValueError(f"dataset {target!r} not found: there is no local directory of that name, and the Hub "
-                         f"dataset {target!r} could not be read ({type(err).__name__}); expected a local directory "
-                         "written by save_distilled or an existing Hub dataset id") from None
+        raise ValueError(
+            f"dataset {target!r} not found: there is no local directory of that name, and the Hub "
+            f"dataset {target!r} could not be read ({type(err).__name__}); expected a local directory "
+            "written by save_distilled or an existing Hub dataset id"
+        ) from None
     return Path(path).read_text(encoding="utf-8")
 
 
@@ -250,7 +273,10 @@ def distilled_card_info(
 
 
 def stored_soft_label_kind(
-    dataset: str | os.PathLike | None, requested: str | None = None, *, revision: str | None = None,
+    dataset: str | os.PathLike | None,
+    requested: str | None = None,
+    *,
+    revision: str | None = None,
     token: str | bool | None = None,
 ) -> str:
     """The kind of the soft labels stored in ``dataset`` to train with.

@@ -106,14 +106,19 @@ class DistilledInfo:
 
             self.library_version = __version__
         if self.soft_label_kind is not None and self.soft_label_kind not in SOFT_LABEL_KINDS:
-            raise ValueError(f"DistilledInfo.soft_label_kind: got {self.soft_label_kind!r}; expected one of "
-                             f"{SOFT_LABEL_KINDS} or None")
+            raise ValueError(
+                f"DistilledInfo.soft_label_kind: got {self.soft_label_kind!r}; expected one of "
+                f"{SOFT_LABEL_KINDS} or None"
+            )
         for name in ("ipc", "num_classes", "topk"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"DistilledInfo.{name}: got {value!r}; expected a positive integer or None")
-        if self.temperature is not None and (isinstance(self.temperature, bool) or not isinstance(
-                self.temperature, (int, float)) or not (math.isfinite(self.temperature) and self.temperature > 0)):
+        if self.temperature is not None and (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not (math.isfinite(self.temperature) and self.temperature > 0)
+        ):
             raise ValueError(f"DistilledInfo.temperature: got {self.temperature!r}; expected a positive number")
         for name in ("image_mean", "image_std", "image_size"):
             value = getattr(self, name)
@@ -125,8 +130,10 @@ class DistilledInfo:
         if self.image_size is not None and len(self.image_size) != 2:
             raise ValueError(f"DistilledInfo.image_size: got {self.image_size}; expected [height, width]")
         if self.image_mean is not None and self.image_std is not None and len(self.image_mean) != len(self.image_std):
-            raise ValueError(f"DistilledInfo.image_mean has {len(self.image_mean)} values but image_std has "
-                             f"{len(self.image_std)}; expected one per channel in both")
+            raise ValueError(
+                f"DistilledInfo.image_mean has {len(self.image_mean)} values but image_std has "
+                f"{len(self.image_std)}; expected one per channel in both"
+            )
         if self.teacher_epoch is not None:
             if isinstance(self.teacher_epoch, bool) or not isinstance(self.teacher_epoch, (int, float)):
                 raise ValueError(f"DistilledInfo.teacher_epoch: got {self.teacher_epoch!r}; expected a number")
@@ -144,8 +151,9 @@ class DistilledInfo:
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise ValueError(f"card key {CARD_KEY!r}: got {type(data).__name__}; expected a mapping of DistilledInfo "
-                             "fields")
+            raise ValueError(
+                f"card key {CARD_KEY!r}: got {type(data).__name__}; expected a mapping of DistilledInfo fields"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
         unknown = {k: v for k, v in data.items() if k not in names}
@@ -171,16 +179,19 @@ def read_card_info(card_text: str) -> DistilledInfo:
     try:
         card = DatasetCard(card_text)
     except Exception as err:
-        raise ValueError(f"README.md: cannot parse the card's YAML metadata ({err}); expected a '---' YAML block "
-                         "as written by save_distilled") from None
+        raise ValueError(
+            f"README.md: cannot parse the card's YAML metadata ({err}); expected a '---' YAML block "
+            "as written by save_distilled"
+        ) from None
     try:
         return DistilledInfo.from_dict(card.data.to_dict().get(CARD_KEY))
     except (TypeError, ValueError) as err:
         raise ValueError(f"README.md: the card's {CARD_KEY!r} block is invalid: {err}") from None
 
 
-def resolve_soft_label_kind(info: DistilledInfo, requested: str | None = None, *, source: str = "the dataset card"
-                            ) -> str:
+def resolve_soft_label_kind(
+    info: DistilledInfo, requested: str | None = None, *, source: str = "the dataset card"
+) -> str:
     """The kind of the stored soft labels to train with: ``requested`` checked against ``info``.
 
     ``requested`` None takes the card's ``soft_label_kind``; a kind that contradicts the card
@@ -190,11 +201,15 @@ def resolve_soft_label_kind(info: DistilledInfo, requested: str | None = None, *
         raise ValueError(f"soft_label_kind: got {requested!r}; expected one of {SOFT_LABEL_KINDS}")
     stored = info.soft_label_kind
     if stored is None and requested is None:
-        raise ValueError(f"soft_label_kind: {source} records no soft_label_kind; pass --soft_label_kind logits or "
-                         "probabilities (what the stored soft labels are)")
+        raise ValueError(
+            f"soft_label_kind: {source} records no soft_label_kind; pass --soft_label_kind logits or "
+            "probabilities (what the stored soft labels are)"
+        )
     if stored is not None and requested is not None and requested != stored:
         detail = f" at temperature {info.temperature:g}" if stored == "probabilities" and info.temperature else ""
-        raise ValueError(f"soft_label_kind: got {requested!r} but {source} says the stored soft labels are "
-                         f"{stored!r}{detail}; drop --soft_label_kind to use the card's kind, or relabel the dataset "
-                         f"as {requested}")
+        raise ValueError(
+            f"soft_label_kind: got {requested!r} but {source} says the stored soft labels are "
+            f"{stored!r}{detail}; drop --soft_label_kind to use the card's kind, or relabel the dataset "
+            f"as {requested}"
+        )
     return stored if stored is not None else requested

@@ -52,8 +52,18 @@ def quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def _parse_size(value: int | str) -> int:
@@ -62,8 +72,9 @@ def _parse_size(value: int | str) -> int:
         return value
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
     if match is None or match.group(2).upper() not in _SIZE_UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"max_shard_size: got {value!r}; expected a positive number of bytes or a size such as "
-                         "'500MB' or '1GiB'")
+        raise ValueError(
+            f"max_shard_size: got {value!r}; expected a positive number of bytes or a size such as '500MB' or '1GiB'"
+        )
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
@@ -140,21 +151,28 @@ def _written_by_gift_hf(path: Path) -> str | None:
 def _check_target(output_dir: Path, overwrite: bool) -> None:
     """Refuse an ``output_dir`` that is not new, empty or (with ``overwrite``) a gift_hf dataset."""
     if output_dir.is_symlink():
-        raise FileExistsError(f"output_dir {str(output_dir)!r} is a symbolic link; expected a real directory path "
-                              f"(pass the link's target {os.path.realpath(output_dir)!r} instead)")
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r} is a symbolic link; expected a real directory path "
+            f"(pass the link's target {os.path.realpath(output_dir)!r} instead)"
+        )
     if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"output_dir {str(output_dir)!r} exists and is not a directory; expected a new "
-                              "directory path")
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r} exists and is not a directory; expected a new directory path"
+        )
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"output_dir {str(output_dir)!r} exists and is not empty; pass overwrite=True "
-                              "(--overwrite) to replace the dataset it holds")
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r} exists and is not empty; pass overwrite=True "
+            "(--overwrite) to replace the dataset it holds"
+        )
     reason = _written_by_gift_hf(output_dir)
     if reason is not None:
-        raise FileExistsError(f"output_dir {str(output_dir)!r}: overwrite only replaces a dataset written by gift_hf "
-                              f"(README.md with a {CARD_KEY!r} block + data/*.parquet), but {reason}; nothing was "
-                              "changed. Choose a new or empty directory")
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r}: overwrite only replaces a dataset written by gift_hf "
+            f"(README.md with a {CARD_KEY!r} block + data/*.parquet), but {reason}; nothing was "
+            "changed. Choose a new or empty directory"
+        )
 
 
 # Staging folders beside output_dir: ".<name>.tmp-<pid>-<hex>" (being written) and
@@ -266,9 +284,11 @@ def save_distilled(
     first = next(iter(splits.values()), None)
     if first is not None and soft_label_columns(first.features) and (info is None or info.soft_label_kind is None):
         columns = soft_label_names(first.features)
-        raise ValueError(f"info.soft_label_kind: the dataset has soft-label columns ({columns}) "
-                         "but no kind was given; pass info=DistilledInfo(soft_label_kind='logits' or "
-                         "'probabilities') saying what the stored values are, so training reads them correctly")
+        raise ValueError(
+            f"info.soft_label_kind: the dataset has soft-label columns ({columns}) "
+            "but no kind was given; pass info=DistilledInfo(soft_label_kind='logits' or "
+            "'probabilities') saying what the stored values are, so training reads them correctly"
+        )
     validate_distilled(splits_dict := DatasetDict(splits), info, check_images=check_images)
     info = complete_info(splits, info)
     output_dir = Path(output_dir).expanduser().absolute()
@@ -282,8 +302,9 @@ def save_distilled(
         shard_bytes: dict[str, int] = {}
         with quiet_datasets():
             for split, ds in splits.items():
-                shard_bytes[split] = _write_shards(ds, staged / "data", split, max_shard_size,
-                                                   (num_shards or {}).get(split))
+                shard_bytes[split] = _write_shards(
+                    ds, staged / "data", split, max_shard_size, (num_shards or {}).get(split)
+                )
         card = render_card(splits_dict, info, repo_id=repo_id, license=license, tags=tags, shard_bytes=shard_bytes)
         (staged / "README.md").write_text(card, encoding="utf-8")
         _check_target(output_dir, overwrite)  # something may have appeared meanwhile
@@ -300,15 +321,17 @@ def _check_local_shards(path: Path) -> None:
 
     shards = sorted((path / "data").glob("*.parquet")) if (path / "data").is_dir() else []
     if not shards:
-        raise ValueError(f"{str(path)!r} has no data/*.parquet shards; expected a directory written by "
-                         "save_distilled (Hub layout)")
+        raise ValueError(
+            f"{str(path)!r} has no data/*.parquet shards; expected a directory written by save_distilled (Hub layout)"
+        )
     for shard in shards:
         try:
             pq.read_metadata(shard)
         except Exception as err:
-            raise ValueError(f"shard {str(shard.relative_to(path))!r} of {str(path)!r} is not a readable parquet "
-                             f"file ({type(err).__name__}: {err}); expected parquet written by save_distilled"
-                             ) from None
+            raise ValueError(
+                f"shard {str(shard.relative_to(path))!r} of {str(path)!r} is not a readable parquet "
+                f"file ({type(err).__name__}: {err}); expected parquet written by save_distilled"
+            ) from None
 
 
 def load_distilled(
@@ -356,8 +379,10 @@ def load_distilled(
         with quiet_datasets():
             dataset = datasets.load_dataset(target, **kwargs)
     except Exception as err:
-        raise ValueError(f"datasets.load_dataset({target!r}) failed ({type(err).__name__}: {err}); expected a "
-                         "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)") from None
+        raise ValueError(
+            f"datasets.load_dataset({target!r}) failed ({type(err).__name__}: {err}); expected a "
+            "distilled dataset in Hub layout (README.md + data/<split>-*.parquet)"
+        ) from None
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset}) if isinstance(dataset, Dataset) else dataset
     # datasets does not read the card's license into DatasetInfo: carry it, so saving or
@@ -370,8 +395,10 @@ def load_distilled(
         first = next(iter(dataset.values()), None)
         if first is not None and soft_label_columns(first.features) and info.soft_label_kind is None:
             columns = soft_label_names(first.features)
-            raise ValueError(f"README.md of {target!r}: the data has soft-label columns ({columns}) "
-                             f"but the card's {CARD_KEY!r} block records no soft_label_kind; add "
-                             f"'soft_label_kind: logits' or 'soft_label_kind: probabilities' under '{CARD_KEY}:'")
+            raise ValueError(
+                f"README.md of {target!r}: the data has soft-label columns ({columns}) "
+                f"but the card's {CARD_KEY!r} block records no soft_label_kind; add "
+                f"'soft_label_kind: logits' or 'soft_label_kind: probabilities' under '{CARD_KEY}:'"
+            )
         validate_distilled(dataset, info, check_images=check_images)
     return dataset, info

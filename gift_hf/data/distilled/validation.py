@@ -77,8 +77,10 @@ def column_matrix(ds: Dataset, column: str, split: str) -> np.ndarray:
         width = int(lengths[0]) if len(lengths) else 0
         if len(lengths) and (lengths != width).any():
             row = int(np.flatnonzero(lengths != width)[0])
-            raise ValueError(f"column {column!r} (split {split!r}), row {row}: has width {int(lengths[row])} but "
-                             f"row 0 has {width}; expected every row to have the same width")
+            raise ValueError(
+                f"column {column!r} (split {split!r}), row {row}: has width {int(lengths[row])} but "
+                f"row 0 has {width}; expected every row to have the same width"
+            )
     values = array.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(len(array), width)
 
@@ -87,8 +89,10 @@ def _check_finite(matrix: np.ndarray, column: str, split: str) -> None:
     finite = np.isfinite(matrix)
     if not finite.all():
         row, col = (int(i[0]) for i in np.nonzero(~finite))
-        raise ValueError(f"column {column!r} (split {split!r}), row {row}: entry {col} is {matrix[row, col]}; "
-                         "expected finite values (no NaN/inf)")
+        raise ValueError(
+            f"column {column!r} (split {split!r}), row {row}: entry {col} is {matrix[row, col]}; "
+            "expected finite values (no NaN/inf)"
+        )
 
 
 def _stored_images(ds: Dataset) -> Iterator[tuple[int, dict | None]]:
@@ -96,7 +100,7 @@ def _stored_images(ds: Dataset) -> Iterator[tuple[int, dict | None]]:
     images need not all sit in memory at once."""
     column = ds.select_columns([IMAGE_COLUMN]).with_format("arrow")
     for start in range(0, len(ds), 1024):
-        for i, item in enumerate(column[start:start + 1024][IMAGE_COLUMN].to_pylist()):
+        for i, item in enumerate(column[start : start + 1024][IMAGE_COLUMN].to_pylist()):
             yield start + i, item
 
 
@@ -123,8 +127,9 @@ def _check_images(ds: Dataset, split: str) -> None:
 
     for row, item in _stored_images(ds):
         if item is None:
-            raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}: is missing (null); expected an "
-                             "image")
+            raise ValueError(
+                f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}: is missing (null); expected an image"
+            )
         data, path = item.get("bytes"), item.get("path")
         try:
             if data is None:
@@ -134,9 +139,11 @@ def _check_images(ds: Dataset, split: str) -> None:
                 img.load()
         except Exception as err:  # PIL raises many types for bad data
             where = f" (file {path!r})" if path else ""
-            raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}{where}: cannot decode the "
-                             f"image bytes ({type(err).__name__}: {err}); expected an encoded image "
-                             "(PNG, JPEG, …)") from None
+            raise ValueError(
+                f"column {IMAGE_COLUMN!r} (split {split!r}), row {row}{where}: cannot decode the "
+                f"image bytes ({type(err).__name__}: {err}); expected an encoded image "
+                "(PNG, JPEG, …)"
+            ) from None
 
 
 def _validate_split(ds: Dataset, split: str, info: DistilledInfo | None, check_images: bool) -> int:
@@ -148,56 +155,77 @@ def _validate_split(ds: Dataset, split: str, info: DistilledInfo | None, check_i
     # ---- images
     if IMAGE_COLUMN in features:
         if not isinstance(features[IMAGE_COLUMN], Image):
-            raise ValueError(f"column {IMAGE_COLUMN!r} (split {split!r}) has feature {features[IMAGE_COLUMN]}; "
-                             "expected datasets.Image()")
+            raise ValueError(
+                f"column {IMAGE_COLUMN!r} (split {split!r}) has feature {features[IMAGE_COLUMN]}; "
+                "expected datasets.Image()"
+            )
         if check_images:
             _check_images(ds, split)
     elif PIXEL_COLUMN in features:
         feature = features[PIXEL_COLUMN]
         if not isinstance(feature, Array3D) or not np.issubdtype(np.dtype(feature.dtype), np.floating):
-            raise ValueError(f"column {PIXEL_COLUMN!r} (split {split!r}) has feature {feature}; expected "
-                             "Array3D(shape=(C, H, W), dtype='float32') (or float16/float64)")
+            raise ValueError(
+                f"column {PIXEL_COLUMN!r} (split {split!r}) has feature {feature}; expected "
+                "Array3D(shape=(C, H, W), dtype='float32') (or float16/float64)"
+            )
         pixels = np.asarray(ds.select_columns([PIXEL_COLUMN]).with_format("numpy")[:][PIXEL_COLUMN])
         _check_finite(pixels.reshape(len(ds), -1), PIXEL_COLUMN, split)
     else:
-        raise ValueError(f"split {split!r} has no image column: expected {IMAGE_COLUMN!r} (datasets.Image) or "
-                         f"{PIXEL_COLUMN!r} (Array3D float); it has columns {columns}")
+        raise ValueError(
+            f"split {split!r} has no image column: expected {IMAGE_COLUMN!r} (datasets.Image) or "
+            f"{PIXEL_COLUMN!r} (Array3D float); it has columns {columns}"
+        )
     # ---- hard labels
     if LABEL_COLUMN not in features:
-        raise ValueError(f"split {split!r} has no {LABEL_COLUMN!r} column; it has columns {columns}; expected a "
-                         "ClassLabel column of class ids")
+        raise ValueError(
+            f"split {split!r} has no {LABEL_COLUMN!r} column; it has columns {columns}; expected a "
+            "ClassLabel column of class ids"
+        )
     label_feature = features[LABEL_COLUMN]
     if not isinstance(label_feature, ClassLabel):
-        raise ValueError(f"column {LABEL_COLUMN!r} (split {split!r}) has feature {label_feature}; expected a "
-                         "ClassLabel with class names (ds.cast_column('label', ClassLabel(names=[...])))")
+        raise ValueError(
+            f"column {LABEL_COLUMN!r} (split {split!r}) has feature {label_feature}; expected a "
+            "ClassLabel with class names (ds.cast_column('label', ClassLabel(names=[...])))"
+        )
     num_classes = label_feature.num_classes
     labels = np.asarray(ds.select_columns([LABEL_COLUMN]).with_format("numpy")[:][LABEL_COLUMN])
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"column {LABEL_COLUMN!r} (split {split!r}), row {row}: class id {int(labels[row])} is "
-                         f"out of range; expected an id in [0, {num_classes - 1}]")
+        raise ValueError(
+            f"column {LABEL_COLUMN!r} (split {split!r}), row {row}: class id {int(labels[row])} is "
+            f"out of range; expected an id in [0, {num_classes - 1}]"
+        )
     # ---- soft labels
     kind = soft_label_columns(features)
-    if kind is not None and SOFT_LABEL_COLUMN in features and (
-        TOPK_VALUES_COLUMN in features or TOPK_INDICES_COLUMN in features
+    if (
+        kind is not None
+        and SOFT_LABEL_COLUMN in features
+        and (TOPK_VALUES_COLUMN in features or TOPK_INDICES_COLUMN in features)
     ):
-        raise ValueError(f"split {split!r} has both dense {SOFT_LABEL_COLUMN!r} and top-k soft-label columns; "
-                         "expected one of the two")
+        raise ValueError(
+            f"split {split!r} has both dense {SOFT_LABEL_COLUMN!r} and top-k soft-label columns; "
+            "expected one of the two"
+        )
     if kind is not None and info is not None and info.soft_label_kind is None:
-        raise ValueError(f"split {split!r} has soft labels but DistilledInfo.soft_label_kind is None; expected "
-                         f"one of {SOFT_LABEL_KINDS}")
+        raise ValueError(
+            f"split {split!r} has soft labels but DistilledInfo.soft_label_kind is None; expected "
+            f"one of {SOFT_LABEL_KINDS}"
+        )
     kind_of_values = info.soft_label_kind if info is not None else None
     if kind == "dense":
         item = _list_width(features[SOFT_LABEL_COLUMN])
         if item is None or not isinstance(item[0], Value) or item[0].dtype not in ("float16", "float32", "float64"):
-            raise ValueError(f"column {SOFT_LABEL_COLUMN!r} (split {split!r}) has feature "
-                             f"{features[SOFT_LABEL_COLUMN]}; expected List(Value('float16'|'float32'), "
-                             f"length={num_classes})")
+            raise ValueError(
+                f"column {SOFT_LABEL_COLUMN!r} (split {split!r}) has feature "
+                f"{features[SOFT_LABEL_COLUMN]}; expected List(Value('float16'|'float32'), "
+                f"length={num_classes})"
+            )
         soft = column_matrix(ds, SOFT_LABEL_COLUMN, split)
         # the one check every reader runs (finite, width C; probabilities >= 0 summing to 1)
-        check_soft_labels(soft, kind_of_values, num_classes=num_classes, column=SOFT_LABEL_COLUMN,
-                          where=f" (split {split!r})")
+        check_soft_labels(
+            soft, kind_of_values, num_classes=num_classes, column=SOFT_LABEL_COLUMN, where=f" (split {split!r})"
+        )
     elif kind == "topk":
         for column, other in ((TOPK_VALUES_COLUMN, TOPK_INDICES_COLUMN), (TOPK_INDICES_COLUMN, TOPK_VALUES_COLUMN)):
             if column not in features:
@@ -205,44 +233,58 @@ def _validate_split(ds: Dataset, split: str, info: DistilledInfo | None, check_i
         value_item = _list_width(features[TOPK_VALUES_COLUMN])
         index_item = _list_width(features[TOPK_INDICES_COLUMN])
         if value_item is None or not isinstance(value_item[0], Value) or not value_item[0].dtype.startswith("float"):
-            raise ValueError(f"column {TOPK_VALUES_COLUMN!r} (split {split!r}) has feature "
-                             f"{features[TOPK_VALUES_COLUMN]}; expected List(Value('float16'|'float32'), length=k)")
+            raise ValueError(
+                f"column {TOPK_VALUES_COLUMN!r} (split {split!r}) has feature "
+                f"{features[TOPK_VALUES_COLUMN]}; expected List(Value('float16'|'float32'), length=k)"
+            )
         if index_item is None or not isinstance(index_item[0], Value) or "int" not in index_item[0].dtype:
-            raise ValueError(f"column {TOPK_INDICES_COLUMN!r} (split {split!r}) has feature "
-                             f"{features[TOPK_INDICES_COLUMN]}; expected List(Value('int16'|'int32'), length=k)")
+            raise ValueError(
+                f"column {TOPK_INDICES_COLUMN!r} (split {split!r}) has feature "
+                f"{features[TOPK_INDICES_COLUMN]}; expected List(Value('int16'|'int32'), length=k)"
+            )
         values = column_matrix(ds, TOPK_VALUES_COLUMN, split)
         indices = column_matrix(ds, TOPK_INDICES_COLUMN, split)
         if values.shape != indices.shape:
-            raise ValueError(f"column {TOPK_VALUES_COLUMN!r} has width {values.shape[1]} but "
-                             f"{TOPK_INDICES_COLUMN!r} has {indices.shape[1]} (split {split!r}); expected equal k")
+            raise ValueError(
+                f"column {TOPK_VALUES_COLUMN!r} has width {values.shape[1]} but "
+                f"{TOPK_INDICES_COLUMN!r} has {indices.shape[1]} (split {split!r}); expected equal k"
+            )
         k = values.shape[1]
         if not 1 <= k <= num_classes:
-            raise ValueError(f"column {TOPK_VALUES_COLUMN!r} (split {split!r}) has k={k}; expected 1 <= k <= "
-                             f"{num_classes} (the number of classes)")
+            raise ValueError(
+                f"column {TOPK_VALUES_COLUMN!r} (split {split!r}) has k={k}; expected 1 <= k <= "
+                f"{num_classes} (the number of classes)"
+            )
         if info is not None and info.topk is not None and info.topk != k:
-            raise ValueError(f"DistilledInfo.topk is {info.topk} but column {TOPK_VALUES_COLUMN!r} (split "
-                             f"{split!r}) has k={k}; expected them to agree")
+            raise ValueError(
+                f"DistilledInfo.topk is {info.topk} but column {TOPK_VALUES_COLUMN!r} (split "
+                f"{split!r}) has k={k}; expected them to agree"
+            )
         check_soft_labels(values, kind_of_values, column=TOPK_VALUES_COLUMN, where=f" (split {split!r})", topk=True)
         bad = (indices < 0) | (indices >= num_classes)
         if bad.any():
             row = int(np.flatnonzero(bad.any(1))[0])
-            raise ValueError(f"column {TOPK_INDICES_COLUMN!r} (split {split!r}), row {row}: has class index "
-                             f"{int(indices[row][bad[row]][0])}; expected indices in [0, {num_classes - 1}]")
+            raise ValueError(
+                f"column {TOPK_INDICES_COLUMN!r} (split {split!r}), row {row}: has class index "
+                f"{int(indices[row][bad[row]][0])}; expected indices in [0, {num_classes - 1}]"
+            )
         sorted_rows = np.sort(indices, axis=1)
         dup = (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(1) if k > 1 else np.zeros(len(indices), bool)
         if dup.any():
             row = int(np.flatnonzero(dup)[0])
-            raise ValueError(f"column {TOPK_INDICES_COLUMN!r} (split {split!r}), row {row}: repeats a class index "
-                             f"({indices[row].tolist()}); expected k distinct classes")
+            raise ValueError(
+                f"column {TOPK_INDICES_COLUMN!r} (split {split!r}), row {row}: repeats a class index "
+                f"({indices[row].tolist()}); expected k distinct classes"
+            )
     if info is not None and info.num_classes is not None and info.num_classes != num_classes:
-        raise ValueError(f"DistilledInfo.num_classes is {info.num_classes} but column {LABEL_COLUMN!r} (split "
-                         f"{split!r}) has {num_classes} classes; expected them to agree")
+        raise ValueError(
+            f"DistilledInfo.num_classes is {info.num_classes} but column {LABEL_COLUMN!r} (split "
+            f"{split!r}) has {num_classes} classes; expected them to agree"
+        )
     return num_classes
 
 
-def validate_distilled(
-    dataset: DatasetLike, info: DistilledInfo | None = None, *, check_images: bool = True
-) -> None:
+def validate_distilled(dataset: DatasetLike, info: DistilledInfo | None = None, *, check_images: bool = True) -> None:
     """Raise a ``ValueError`` naming the split, column, value and expectation on any schema problem.
 
     Checks: an ``image`` (``Image``) or float ``pixel_values`` (``Array3D``) column; a
@@ -257,11 +299,15 @@ def validate_distilled(
     first_split, first = next(iter(splits.items()))
     for split, ds in splits.items():
         if not re.fullmatch(r"\w+(\.\w+)*", split) or "-" in split:
-            raise ValueError(f"split name {split!r} is not valid; expected letters, digits, '_' or '.' (the shard "
-                             "file names use '-')")
+            raise ValueError(
+                f"split name {split!r} is not valid; expected letters, digits, '_' or '.' (the shard "
+                "file names use '-')"
+            )
         if ds.features != first.features:
-            raise ValueError(f"split {split!r} has features {ds.features} but split {first_split!r} has "
-                             f"{first.features}; expected the same features in every split")
+            raise ValueError(
+                f"split {split!r} has features {ds.features} but split {first_split!r} has "
+                f"{first.features}; expected the same features in every split"
+            )
         _validate_split(ds, split, info, check_images)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +21,7 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str = "topk_accuracy"):
     """``evaluate.load`` of a shipped metric (cached per process)."""
     import evaluate
@@ -47,8 +47,9 @@ def build_compute_metrics(num_classes: int) -> Callable:
             return metric.compute(predictions=logits, references=labels, k=list(ks))
         # K students trained together (logits (N, K, C)): each student's metrics as
         # `<name>_s<k>`, and their mean under the plain name.
-        per_student = [metric.compute(predictions=logits[:, i], references=labels, k=list(ks))
-                       for i in range(logits.shape[1])]
+        per_student = [
+            metric.compute(predictions=logits[:, i], references=labels, k=list(ks)) for i in range(logits.shape[1])
+        ]
         merged = {name: float(np.mean([m[name] for m in per_student])) for name in per_student[0]}
         for i, m in enumerate(per_student):
             merged.update({f"{name}_s{i}": value for name, value in m.items()})
@@ -68,6 +69,8 @@ def best_accuracy(accuracies: Sequence[float]) -> float:
         raise ValueError("accuracies: got no evaluations; expected at least one")
     for index, value in enumerate(values):
         if not math.isfinite(value):
-            raise ValueError(f"accuracies: evaluation {index} is {value}; expected finite accuracies (a non-finite "
-                             "accuracy means the evaluation itself failed)")
+            raise ValueError(
+                f"accuracies: evaluation {index} is {value}; expected finite accuracies (a non-finite "
+                "accuracy means the evaluation itself failed)"
+            )
     return max(values)

@@ -58,7 +58,8 @@ class TopkAccuracy(evaluate.Metric):
         refs = np.asarray(references, dtype=np.int64)
         if scores.ndim != 2 or scores.shape[0] != refs.shape[0]:
             raise ValueError(
-                f"predictions must be (num_samples, num_classes) matching {refs.shape[0]} references, got {scores.shape}"
+                f"predictions must be (num_samples, num_classes) matching {refs.shape[0]} references, "
+                f"got {scores.shape}"
             )
         num_classes = scores.shape[1]
         if refs.size and (refs.min() < 0 or refs.max() >= num_classes):
