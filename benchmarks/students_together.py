@@ -6,7 +6,8 @@ set, :func:`gift_hf.engine.training.train_students` trains them as one
 scheduler and precision (their K augmentation draws applied in one call per op, the teacher
 relabelling all K batches in one forward). Printed per protocol (``gift``, ``rded``, and
 ``gift`` in bf16): the time of one student alone, of K together, and the time per student
-together relative to one alone (goal: ≤ 0.25 at K = 25). Everything runs in one process, one
+together relative to one alone (goal: ≤ 0.25 at K = 25); then, per protocol, the largest
+logit difference between 3 students trained together and their 3 separate runs. Everything runs in one process, one
 after the other, so the ratios are measured under the same load; each time is the least of
 ``--repeats`` runs.
 
@@ -103,26 +104,29 @@ def main() -> None:
     train = images(args.images, args.size, args.channels, 0).with_transform(transform)
     test = images(200, args.size, args.channels, 1).with_transform(transform)
 
-    def timed(protocol: str, k: int) -> float:
+    def config_of(protocol: str, tmp: str):
         name, _, precision = protocol.partition("-")
+        return protocol_config(
+            name,
+            output_dir=tmp,
+            num_train_epochs=args.epochs,
+            batch_sizes=None,
+            per_device_train_batch_size=args.batch_size,
+            best_of=1,
+            eval_every_epochs=0,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=not cuda,
+            bf16=precision == "bf16",
+        )
+
+    def timed(protocol: str, k: int) -> float:
         seeds = [i // len(LEARNING_RATES) for i in range(k)]
         rates = [LEARNING_RATES[i % len(LEARNING_RATES)] for i in range(k)] if k > 1 else None
         with tempfile.TemporaryDirectory() as tmp:
-            config = protocol_config(
-                name,
-                output_dir=tmp,
-                num_train_epochs=args.epochs,
-                batch_sizes=None,
-                per_device_train_batch_size=args.batch_size,
-                best_of=1,
-                eval_every_epochs=0,
-                save_strategy="no",
-                logging_strategy="no",
-                report_to="none",
-                disable_tqdm=True,
-                use_cpu=not cuda,
-                bf16=precision == "bf16",
-            )
+            config = config_of(protocol, tmp)
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -141,6 +145,25 @@ def main() -> None:
                 torch.cuda.synchronize()
             return time.perf_counter() - start
 
+    def largest_difference(protocol: str) -> float:
+        """max |logit difference| on the test images: 3 students together against their 3 separate runs."""
+        with tempfile.TemporaryDirectory() as tmp:
+            config = config_of(protocol, tmp)
+            together = train_students(
+                config, build, train, test, seeds=[0, 1, 2], teacher=teacher, forward=args.forward, quiet=True
+            )
+            worst = 0.0
+            for result in together:
+                own = config.replace(seed=result.seed, data_seed=result.seed)
+                alone = train_students(own, build, train, test, teacher=teacher, quiet=True)[0]
+                device = next(result.model.parameters()).device
+                images = torch.stack(test[:200]["pixel_values"]).to(device)
+                with torch.no_grad():
+                    a = result.model.eval()(pixel_values=images).logits.float()
+                    b = alone.model.eval()(pixel_values=images).logits.float()
+                worst = max(worst, (a - b).abs().max().item())
+            return worst
+
     steps = args.epochs * -(-args.images // args.batch_size)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
@@ -158,6 +181,11 @@ def main() -> None:
         for k in args.ks:
             together = min(timed(protocol, k) for _ in range(args.repeats))
             print(f"| {protocol} | {k} | {alone:.3f} | {together:.3f} | {together / k / alone:.3f} |", flush=True)
+    print()
+    print("| protocol | K = 3 together vs 3 separate runs: max abs logit difference |")
+    print("|---|---|")
+    for protocol in args.protocols:
+        print(f"| {protocol} | {largest_difference(protocol):.2e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -157,14 +157,12 @@ def _setup_logging() -> None:
     from gift_hf.engine.progress import LineHandler
 
     root = logging.getLogger()
-    if not root.handlers:  # a command (or a test runner) that configured logging keeps its own
+    if not root.handlers:  # a command (or a test runner) that configured logging keeps its own handlers
         handler = LineHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_Once())
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
-    for handler in root.handlers:
-        if not any(isinstance(f, _Once) for f in handler.filters):
-            handler.addFilter(_Once())
     main_process = int(os.environ.get("RANK") or 0) == 0
     logging.getLogger("gift_hf").setLevel(logging.INFO if main_process else logging.WARNING)
 

@@ -18,8 +18,8 @@ stay K separate runs. What keeps them separate:
   (its seed's permutation) and its own augmenter (its seed);
 - **learning rate**: one optimizer parameter group per student when ``learning_rates`` is set
   (the scheduler scales every group by the same factor);
-- **divergence**: a student whose loss turns non-finite is dropped from the loss (its weights
-  stop moving) and reported as failed, on the device, with no host read; the others train on.
+- **divergence**: a student whose loss turns non-finite is dropped from the loss (no gradient
+  from then on) and reported as failed, on the device, with no host read; the others train on.
 
 A step feeds ``(K, B, C, H, W)`` images (student ``k``'s batch is row ``k``) and gets
 ``(K, B, classes)`` logits; an evaluation feeds one ``(B, C, H, W)`` batch to every student.

@@ -841,8 +841,8 @@ class GIFTTrainer(Trainer):
         # (K, B) losses and (K, B, C) logits; the teacher relabels the K·B images in one forward
         per_sample, logits, targets = self._step(model, pixel_values, labels, soft_labels)
         step = self.state.global_step + 1
-        # On the device: a student whose loss is non-finite leaves the loss for good (its
-        # weights stop moving); the step is kept for its report.
+        # On the device: a student whose loss is non-finite leaves the loss for good (no
+        # gradient from then on); the step is kept for its report.
         ok = torch.isfinite(per_sample.detach()).all(1) & torch.isfinite(logits.detach()).flatten(1).all(1)
         self.diverged_at.masked_fill_(self.alive & ~ok, step)
         self.alive &= ok
