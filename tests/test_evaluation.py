@@ -206,3 +206,23 @@ def test_fewer_evaluation_points_than_best_of_are_said(teacher, data, caplog):
         )
     assert all(len(s.accuracies) == 2 for s in result.students)
     assert "best_of=4: 2 training steps give 2 distinct evaluation points" in caplog.text
+
+
+def test_report_to_is_said_to_be_ignored_by_an_evaluation(teacher, data, caplog):
+    import logging
+
+    subset, _ = build_random_distilled(data["train"], 1, seed=0)
+    with caplog.at_level(logging.WARNING, logger="gift_hf.evaluation.evaluate"):
+        evaluate_distilled(
+            subset,
+            data["test"],
+            "gift",
+            student=STUDENT,
+            teacher=teacher,
+            num_train_epochs=1,
+            num_students=1,
+            best_of=1,
+            report_to="tensorboard",
+            output_dir="unused",
+        )
+    assert "report_to=['tensorboard'] is ignored here" in caplog.text

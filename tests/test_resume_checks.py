@@ -14,7 +14,7 @@ import torch
 from host_reads import forbid_host_reads
 from transformers import TrainerCallback
 
-from gift_hf import GIFTConfig, GIFTTrainer
+from gift_hf import GIFTConfig, GIFTTrainer, create_model
 from gift_hf.engine.checkpoints import CHECKPOINT_MARKER, RUN_FILE, last_checkpoint, list_checkpoints
 from gift_hf.engine.trainer import TrainingDivergedError
 
@@ -240,3 +240,38 @@ def test_train_loss_after_a_resume_covers_the_whole_run(tmp_path, tiny_model, tr
     assert resumed.training_loss == resumed.metrics["train_loss"]
     state = json.loads((killed / "checkpoint-4" / "trainer_state.json").read_text())
     assert os.path.isfile(killed / "checkpoint-4" / CHECKPOINT_MARKER) and state["global_step"] == 4
+
+
+def test_a_checkpoint_of_another_model_or_a_corrupt_file_is_named_before_resuming(tmp_path, tiny_model, train):
+    """Resuming from a checkpoint of another width (classes, channels) or with a damaged file is one clear error
+    naming the checkpoint (or the file), never a raw shape or deserialiser error."""
+    from gift_hf.engine.training import check_resume_checkpoint
+
+    make_trainer(tiny_model, train, tmp_path, max_steps=2, save_steps=2).train()
+    (checkpoint,) = [c.path for c in list_checkpoints(tmp_path)]
+    check_resume_checkpoint(checkpoint, tiny_model())  # the same model: accepted
+    with pytest.raises(
+        ValueError,
+        match=r"resume_from_checkpoint: .* holds a model of 10 classes but this run's model "
+        r"has 5",
+    ):
+        check_resume_checkpoint(checkpoint, tiny_model(num_classes=5))
+    with pytest.raises(ValueError, match=r"holds a model of 1 input channels but this run's model takes 3"):
+        check_resume_checkpoint(checkpoint, create_model("gift_convnet_d3", 10, in_chans=3, img_size=8))
+    weights = os.path.join(checkpoint, "model.safetensors")
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    with pytest.raises(ValueError, match="model.safetensors"):
+        check_resume_checkpoint(checkpoint, tiny_model())
+
+
+def test_resuming_with_another_preprocessing_is_refused(tmp_path, tiny_model, digits):
+    """The run identity covers what the images are made into: a resume with another --image_mean is refused."""
+    from gift_hf.data.images import DIGITS_STD, ImageTransform
+
+    first = digits["train"].select(range(32)).with_transform(ImageTransform(channels=1, mean=(0.3,), std=DIGITS_STD))
+    make_trainer(tiny_model, first, tmp_path, max_steps=2, save_steps=2).train()
+    (checkpoint,) = [c.path for c in list_checkpoints(tmp_path)]
+    again = digits["train"].select(range(32)).with_transform(ImageTransform(channels=1, mean=(0.6,), std=DIGITS_STD))
+    with pytest.raises(ValueError, match=r"was written by a different run \(.*preprocessing: checkpoint"):
+        make_trainer(tiny_model, again, tmp_path, max_steps=4, save_steps=2).train(resume_from_checkpoint=checkpoint)
