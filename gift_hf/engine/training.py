@@ -126,7 +126,10 @@ def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
     classes = num_classes_of(model)
-    saved_classes = len(saved["id2label"]) if isinstance(saved.get("id2label"), dict) else saved.get("num_labels")
+    # TimmWrapper configs write num_classes; other transformers configs id2label (or num_labels)
+    saved_classes = saved.get("num_classes") or saved.get("num_labels")
+    if saved_classes is None and isinstance(saved.get("id2label"), dict):
+        saved_classes = len(saved["id2label"])
     if saved_classes is not None and classes is not None and int(saved_classes) != classes:
         raise ValueError(
             f"resume_from_checkpoint: {checkpoint!r} holds a model of {saved_classes} classes but this "
