@@ -176,7 +176,14 @@ def stale_protocol_fields(text: str) -> dict[str, tuple[Any, Any]]:
     recorded = page_provenance(text)
     now = protocol_settings(recorded["protocol"], recorded["overrides"])
     then = recorded["training_settings"]
-    return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)}
+    return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now)) if not _same(then.get(k), now.get(k))}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, or both "unset" (None, empty, zero): transformers releases spell an unset field differently
+    (``warmup_ratio`` None or 0.0, ``lr_scheduler_kwargs`` None or {})."""
+    unset = (None, {}, [], (), "", 0)
+    return a == b or (a in unset and b in unset)
 
 
 def replace_block(text: str, name: str, body: str) -> str:
