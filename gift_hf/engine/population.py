@@ -52,7 +52,7 @@ def batch_norm_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, norms) and m.track_running_stats]
 
 
-def _has_random_layers(model: nn.Module) -> list[str]:
+def _random_layers(model: nn.Module) -> list[str]:
     return [
         name
         for name, m in model.named_modules()
@@ -102,6 +102,8 @@ class StudentPopulation(nn.Module):
         self.seeds = [int(s) for s in seeds]
         self.learning_rates = [float(lr) for lr in learning_rates] if learning_rates is not None else None
         self.forward_mode = forward
+        # Layers vmap cannot run per student (running statistics, random draws): found once, not every step.
+        self._per_student_layers = batch_norm_layers(students[0]) + _random_layers(students[0])
         config = getattr(students[0], "config", None)
         self.num_classes = int(config.num_labels) if config is not None else getattr(students[0], "num_classes", None)
         # A weightless copy of one student for torch.func.functional_call (vmap forward).
@@ -134,13 +136,11 @@ class StudentPopulation(nn.Module):
     # ---------------------------------------------------------------------------- forward
     def forward_mode_for(self, pixel_values: Tensor) -> str:
         """The forward :meth:`forward` uses for these images (``forward="auto"`` resolved)."""
-        first = self.students[0]
-        if batch_norm_layers(first) or _has_random_layers(first):
+        if self._per_student_layers:
             if self.forward_mode == "vmap":
-                what = (batch_norm_layers(first) or _has_random_layers(first))[0]
                 raise ValueError(
-                    f"forward: got 'vmap' but the students have {what!r} (batch norm or dropout), "
-                    "which vmap cannot run per student; expected 'loop' or 'auto'"
+                    f"forward: got 'vmap' but the students have {self._per_student_layers[0]!r} (batch norm or "
+                    "dropout), which vmap cannot run per student; expected 'loop' or 'auto'"
                 )
             return "loop"
         if self.forward_mode != "auto":

@@ -634,7 +634,9 @@ class GIFTTrainer(Trainer):
         population = self.population
         if self.optimizer is not None or population is None or population.learning_rates is None:
             return super().create_optimizer()
-        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, population)
+        optimizer_cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(
+            self.args, population
+        )
         decay = set(self.get_decay_parameter_names(population))
         groups = []
         for index, lr in enumerate(population.learning_rates):

@@ -29,8 +29,10 @@ __all__ = [
     "check_model_input",
     "check_output_dir",
     "check_resume_checkpoint",
+    "quiet_config",
     "resolve_resume_checkpoint",
     "student_accuracies",
+    "student_metrics",
     "train_student",
     "train_students",
 ]
@@ -357,25 +359,12 @@ def train_students(
         data_collator=data_collator,
         compute_metrics=compute_metrics or (build_compute_metrics(num_classes) if num_classes else None),
         callbacks=[c for c in (evaluate_at, *callbacks) if c is not None],
+        # an optimizer `optim` cannot name, with the Trainer's weight-decay groups (one per student
+        # of a population with learning rates: GIFTTrainer.create_optimizer)
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
     )
     if bar is not None:
         trainer.add_callback(StudentProgress(bar, len(seeds)))
-    if optimizer_cls_and_kwargs is not None:
-        # An optimizer `optim` cannot name, with the Trainer's weight-decay groups (and one
-        # learning rate per student); training keeps an optimizer that is already set.
-        optimizer_cls, kwargs = optimizer_cls_and_kwargs
-        decay = set(trainer.get_decay_parameter_names(trainer.model))
-        named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
-        groups = []
-        for index, lr in enumerate(learning_rates if together and learning_rates is not None else [None]):
-            prefix = f"students.{index}." if lr is not None else ""
-            mine = [(n, p) for n, p in named if n.startswith(prefix)]
-            extra = {"lr": float(lr)} if lr is not None else {}
-            groups += [
-                {"params": [p for n, p in mine if n in decay], "weight_decay": config.weight_decay, **extra},
-                {"params": [p for n, p in mine if n not in decay], "weight_decay": 0.0, **extra},
-            ]
-        trainer.optimizer = optimizer_cls(groups, **kwargs)
     if trainer.teacher_model is not None:
         # Prepared in evaluation mode: on this process's device, never wrapped for gradient sync.
         logger.info(
@@ -470,8 +459,7 @@ def _run(
                 data_seed=seed,
                 learning_rate=float(learning_rates[index]) if learning_rates is not None else config.learning_rate,
             )
-            suffix = f"_s{index}"
-            scores = {name[: -len(suffix)]: value for name, value in metrics.items() if name.endswith(suffix)}
+            scores = student_metrics(metrics, index, len(seeds))
             save_model_card(
                 trainer,
                 folder,
@@ -501,6 +489,22 @@ def _run(
     ]
 
 
+def quiet_config(config: GIFTConfig, output_dir: str, **changes: Any) -> GIFTConfig:
+    """``config`` for students a caller manages (an evaluation's cells, the quickstart): trained
+    into ``output_dir`` with nothing checkpointed, logged or reported, no resume, and the
+    evaluations that ``best_of``/``eval_every_epochs`` schedule (not the Trainer's); ``changes``
+    win over these."""
+    quiet = dict(
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        resume_from_checkpoint=None,
+    )
+    return config.replace(output_dir=output_dir, **{**quiet, **changes})
+
+
 def train_student(
     config: GIFTConfig,
     model: nn.Module | Callable[[], nn.Module],
@@ -512,15 +516,16 @@ def train_student(
     return train_students(config, model, train_dataset, eval_dataset, **kwargs)[0]
 
 
-def student_accuracies(metrics: dict[str, Any], count: int) -> list[float | None]:
-    """Each student's ``accuracy`` in an evaluation's metrics (``*_accuracy`` for one, ``*_accuracy_s<k>`` for K)."""
-
-    def find(suffix: str) -> float | None:
-        for name, value in metrics.items():
-            if name.endswith(suffix) and name.split("_")[0] in ("eval", "test"):
-                return float(value)
-        return None
-
+def student_metrics(metrics: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """Student ``index``'s metrics under their plain names: all of them for one student; for K
+    students evaluated together, those suffixed ``_s<index>``."""
     if count == 1:
-        return [find("_accuracy")]
-    return [find(f"_accuracy_s{index}") for index in range(count)]
+        return dict(metrics)
+    suffix = f"_s{index}"
+    return {name[: -len(suffix)]: value for name, value in metrics.items() if name.endswith(suffix)}
+
+
+def student_accuracies(metrics: dict[str, Any], count: int) -> list[float | None]:
+    """Each student's ``eval_accuracy`` in an evaluation's metrics (None where it has none)."""
+    found = [student_metrics(metrics, index, count).get("eval_accuracy") for index in range(count)]
+    return [float(value) if value is not None else None for value in found]

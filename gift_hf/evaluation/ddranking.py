@@ -48,7 +48,7 @@ from gift_hf.data.images import ImageTransform, class_balanced_indices, eval_tra
 from gift_hf.engine.config import GIFTConfig, protocol_config
 from gift_hf.engine.losses import LOSSES
 from gift_hf.engine.progress import job_progress, progress_line
-from gift_hf.engine.training import TrainingResult, train_students
+from gift_hf.engine.training import TrainingResult, quiet_config, train_students
 from gift_hf.files import write_output_text
 from gift_hf.models.modeling import create_model, image_transform_for, load_teacher, model_spec, num_classes_of
 
@@ -255,19 +255,6 @@ def _write_json(path: str, payload: Any) -> None:
     write_output_text(path, json.dumps(payload, indent=1, default=str))
 
 
-def _quiet(config: GIFTConfig, output_dir: str, progress: bool) -> GIFTConfig:
-    """A cell's students: nothing saved or logged, the evaluations scheduled by the protocol."""
-    return config.replace(
-        output_dir=output_dir,
-        save_strategy="no",
-        logging_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=not progress,
-        resume_from_checkpoint=None,
-    )
-
-
 def _student_records(
     cell: str, round_index: int | None, seeds: Sequence[int], lrs: Sequence[float], results: Sequence[TrainingResult]
 ) -> list[dict[str, Any]]:
@@ -336,7 +323,7 @@ def full_data_accuracy(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
         results = train_students(
-            _quiet(recipe, tmp, progress),
+            quiet_config(recipe, tmp),
             build,
             real_train.with_transform(transform),
             real_test.with_transform(transform),
@@ -564,7 +551,7 @@ def ddranking_scores(
             grid = [(s, lr) for s in seeds for lr in lrs]
             with tempfile.TemporaryDirectory(prefix="gift_hf_ddranking_") as tmp:
                 results = train_students(
-                    _quiet(recipe, tmp, progress),
+                    quiet_config(recipe, tmp),
                     build,
                     ds.with_transform(transform),
                     test,

@@ -47,7 +47,7 @@ from gift_hf.engine.config import DSA_STRATEGY, GIFTConfig, protocol_config
 from gift_hf.engine.losses import check_class_ids
 from gift_hf.engine.progress import job_progress, progress_line
 from gift_hf.engine.trainer import TrainingDivergedError
-from gift_hf.engine.training import TrainingResult, train_students
+from gift_hf.engine.training import TrainingResult, quiet_config, train_students
 from gift_hf.models.modeling import create_model, load_teacher, model_spec, num_classes_of
 
 __all__ = [
@@ -231,16 +231,7 @@ def train_on_distilled(
             "folder with logging off; train one student with `gift-hf train` to log it"
         )
     with tempfile.TemporaryDirectory(prefix="gift_hf_students_") as tmp:
-        cell = config.replace(
-            output_dir=tmp,
-            soft_label_source=config.label_source,
-            eval_strategy="no",  # evaluations: best_of / eval_every_epochs, scheduled by train_students
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            report_to="none",
-            resume_from_checkpoint=None,
-        )
+        cell = quiet_config(config, tmp, soft_label_source=config.label_source)
         try:
             return train_students(
                 cell,

@@ -23,7 +23,7 @@ from gift_hf.data.images import DIGITS_MEAN, DIGITS_STD, class_balanced_indices,
 from gift_hf.engine.config import GIFTConfig
 from gift_hf.engine.losses import LOSSES
 from gift_hf.engine.progress import job_progress, progress_line, quiet_saving
-from gift_hf.engine.training import train_student, train_students
+from gift_hf.engine.training import quiet_config, train_student, train_students
 from gift_hf.files import check_outputs, write_output_text
 from gift_hf.hub.model_card import ModelCardCallback
 from gift_hf.models.modeling import create_model, image_transform_for
@@ -129,11 +129,11 @@ def plot_results(summary: list[dict[str, Any]], path: str, title: str, teacher_a
 
 
 def _quiet(config: GIFTConfig, output_dir: str, **changes: Any) -> GIFTConfig:
-    return config.replace(
-        output_dir=output_dir,
-        save_strategy="no",
-        logging_strategy="no",
-        eval_strategy="no",
+    """:func:`~gift_hf.engine.training.quiet_config`, keeping the user's ``report_to``; loading in this process."""
+    return quiet_config(
+        config,
+        output_dir,
+        report_to=config.report_to,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         **changes,
@@ -227,7 +227,6 @@ def run_quickstart(
                 folder,
                 loss=name,
                 soft_label_source="teacher" if LOSSES[name].needs_teacher else "none",
-                disable_tqdm=True,
                 overwrite_output_dir=True,
             )
             results = train_students(
